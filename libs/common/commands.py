@@ -1,0 +1,68 @@
+"""Commands the gateway sends to node agents over the JetStream ``commands`` stream.
+
+A tagged union decoded once by the node agent and dispatched with ``match``. Every command names
+its VM; ``command_id`` doubles as the JetStream ``Nats-Msg-Id`` so a retried publish is deduplicated.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from limiquantix.common.base import Model, utcnow
+from limiquantix.common.vms import CloudInitSpec, VmRecord
+
+
+class _Command(Model, frozen=True, kw_only=True, tag_field="type"):
+    command_id: str
+    vm_id: str
+    issued_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class CreateVm(_Command, frozen=True, kw_only=True, tag="vm.create"):
+    """Create the disk, seed and domain of ``vm`` and start it."""
+
+    vm: VmRecord
+
+
+class StartVm(_Command, frozen=True, kw_only=True, tag="vm.start"):
+    pass
+
+
+class StopVm(_Command, frozen=True, kw_only=True, tag="vm.stop"):
+    """ACPI shutdown; after ``timeout_s`` the node powers the VM off (as Nova does)."""
+
+    force: bool = False
+    timeout_s: float = 60.0
+
+
+class RebootVm(_Command, frozen=True, kw_only=True, tag="vm.reboot"):
+    pass
+
+
+class PauseVm(_Command, frozen=True, kw_only=True, tag="vm.pause"):
+    pass
+
+
+class ResumeVm(_Command, frozen=True, kw_only=True, tag="vm.resume"):
+    pass
+
+
+class DeleteVm(_Command, frozen=True, kw_only=True, tag="vm.delete"):
+    """Destroy and undefine the domain and remove every file of the VM."""
+
+
+class UpdateCloudInit(_Command, frozen=True, kw_only=True, tag="vm.update_cloud_init"):
+    """Rebuild the seed ISO with a new instance-id: cloud-init runs again at next boot."""
+
+    cloud_init: CloudInitSpec
+    instance_id: str
+
+
+Command = (
+    CreateVm | StartVm | StopVm | RebootVm | PauseVm | ResumeVm | DeleteVm | UpdateCloudInit
+)
+
+command_encoder = msgspec.json.Encoder()
+command_decoder = msgspec.json.Decoder(Command)

@@ -1,0 +1,124 @@
+"""Events every service publishes on the JetStream ``events`` stream (see subjects.py).
+
+A tagged union; the stream sequence is the event's id (SSE ``id:``), so clients resume exactly.
+Events never carry secrets (no passwords, hashes or user-data).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from limiquantix.common.base import Model, utcnow
+from limiquantix.common.vms import GuestInfo, VmError, VmState
+
+
+class _Event(Model, frozen=True, kw_only=True, tag_field="type"):
+    time: datetime = msgspec.field(default_factory=utcnow)
+
+
+class VmStateChanged(_Event, frozen=True, kw_only=True, tag="vm.state_changed"):
+    """A VM moved from ``previous`` to ``state``."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    state: VmState
+    previous: VmState | None = None
+    reason: str = ""
+    error: VmError | None = None
+
+
+class VmGuestReady(_Event, frozen=True, kw_only=True, tag="vm.guest_ready"):
+    """cloud-init finished in the guest; ``guest.boot_seconds`` is start → ready."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    guest: GuestInfo
+
+
+class VmActionFailed(_Event, frozen=True, kw_only=True, tag="vm.action_failed"):
+    """A command could not be carried out; the VM's state says where it was left."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    action: str
+    error: VmError
+
+
+class VmDeleted(_Event, frozen=True, kw_only=True, tag="vm.deleted"):
+    vm_id: str
+    name: str = ""
+    node: str = ""
+
+
+class NodeStateChanged(_Event, frozen=True, kw_only=True, tag="node.state_changed"):
+    """A node agent came online or is going away cleanly."""
+
+    node: str
+    online: bool
+
+
+class ImageStateChanged(_Event, frozen=True, kw_only=True, tag="image.state_changed"):
+    image_id: str
+    name: str = ""
+    state: str
+    previous: str = ""
+    reason: str = ""
+
+
+class ImageProgress(_Event, frozen=True, kw_only=True, tag="image.progress"):
+    """Bytes of an import, upload or node cache download done so far."""
+
+    image_id: str
+    node: str = ""  # set when a node agent fills its cache
+    bytes_done: int
+    bytes_total: int | None = None
+    bytes_per_second: float = 0.0
+
+
+class ConsoleSessionStarted(_Event, frozen=True, kw_only=True, tag="console.session_started"):
+    session_id: str
+    vm_id: str
+    user: str = ""
+    remote: str = ""
+
+
+class ConsoleSessionEnded(_Event, frozen=True, kw_only=True, tag="console.session_ended"):
+    session_id: str
+    vm_id: str
+    user: str = ""
+    remote: str = ""
+    started_at: datetime
+    bytes_to_vnc: int = 0
+    bytes_to_client: int = 0
+    close_code: int = 1000
+    reason: str = ""
+
+
+Event = (
+    VmStateChanged | VmGuestReady | VmActionFailed | VmDeleted | NodeStateChanged
+    | ImageStateChanged | ImageProgress | ConsoleSessionStarted | ConsoleSessionEnded
+)
+
+event_encoder = msgspec.json.Encoder()
+event_decoder = msgspec.json.Decoder(Event)
+
+
+def event_subject(event: Event) -> str:
+    """The subject an event is published on (its kind is the part of its tag after the dot)."""
+    from limiquantix.common import subjects
+
+    kind = type(event).__struct_config__.tag.split(".", 1)[1]  # type: ignore[union-attr]
+    match event:
+        case VmStateChanged() | VmGuestReady() | VmActionFailed() | VmDeleted():
+            return subjects.vm_event(event.vm_id, kind)
+        case NodeStateChanged():
+            return subjects.node_event(event.node, kind)
+        case ImageStateChanged() | ImageProgress():
+            return subjects.image_event(event.image_id, kind)
+        case ConsoleSessionStarted() | ConsoleSessionEnded():
+            return subjects.console_event(event.vm_id, kind)

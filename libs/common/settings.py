@@ -1,0 +1,126 @@
+"""Settings from ``LQ_*`` environment variables: one table for every service.
+
+``python -m limiquantix.common.settings`` prints the table that README.md embeds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from limiquantix.common.base import Model
+
+
+class Settings(Model, frozen=True, kw_only=True):
+    """Every setting, its default and (in ``_DOCS``) what it means."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    data_dir: str = "/var/lib/limiquantix"
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+    # API gateway
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_token: str = ""
+    public_url: str = ""
+    console_origins: str = ""  # comma-separated extra allowed Origins
+    console_allow_no_origin: bool = False
+    console_ticket_ttl_s: float = 60.0
+    console_idle_timeout_s: float = 900.0
+    console_max_session_s: float = 8 * 3600.0
+    request_timeout_s: float = 5.0
+    # node agent
+    node_id: str = ""
+    libvirt_uri: str = "qemu:///system"
+    virt_type: str = "auto"  # auto | kvm | qemu
+    console_host: str = "127.0.0.1"
+    heartbeat_interval_s: float = 5.0
+    reconcile_interval_s: float = 30.0
+    command_ack_wait_s: float = 30.0
+    stop_timeout_s: float = 60.0
+    node_vcpus: int = 0  # 0: what the host has
+    node_memory_mib: int = 0
+    image_cache_max_gib: float = 50.0
+    failpoints: str = ""  # tests only: "name=action,..." (see node_agent/failpoints.py)
+    # image library
+    image_library_host: str = "127.0.0.1"
+    image_library_port: int = 9292
+    image_library_url: str = ""  # how nodes reach it; default http://host:port
+    import_allowed_schemes: str = "http,https"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def effective_node_id(self) -> str:
+        return self.node_id or socket.gethostname().split(".")[0].lower()
+
+    @property
+    def effective_image_library_url(self) -> str:
+        return self.image_library_url or (
+            f"http://{self.image_library_host}:{self.image_library_port}"
+        )
+
+
+_DOCS: dict[str, str] = {
+    "nats_url": "NATS server(s), comma-separated",
+    "data_dir": "Root of all state on disk: NATS data (local mode), VM files, image store, token",
+    "log_format": "`auto` (JSON unless a TTY), `json` or `console`",
+    "log_level": "debug, info, warning, error",
+    "api_host": "API gateway listen address",
+    "api_port": "API gateway port",
+    "api_token": "Bearer token for /v1; when empty, generated once into `<data_dir>/api-token`",
+    "public_url": "URL clients use to reach the API (console links); default from the request",
+    "console_origins": "Extra allowed `Origin`s for console WebSockets, comma-separated",
+    "console_allow_no_origin": "Allow console WebSockets without `Origin` (non-browser clients)",
+    "console_ticket_ttl_s": "Seconds a console ticket may wait for its first use",
+    "console_idle_timeout_s": "Console session closed after this many seconds without traffic",
+    "console_max_session_s": "Longest console session, seconds",
+    "request_timeout_s": "Timeout of NATS requests made by the gateway",
+    "node_id": "This node's id (node agent); default the short host name",
+    "libvirt_uri": "libvirt connection; `test:///default` runs without QEMU",
+    "virt_type": "`auto` probes KVM and falls back to TCG (`qemu`); or force `kvm` / `qemu`",
+    "console_host": "Address VNC displays and port forwards bind to on the node",
+    "heartbeat_interval_s": "Node heartbeat period; a node is gone after 3 missed beats",
+    "reconcile_interval_s": "How often a node compares libvirt's domains with its records",
+    "command_ack_wait_s": "JetStream ack wait of node commands (redelivery after a crash)",
+    "stop_timeout_s": "ACPI shutdown grace before a stop powers the VM off",
+    "node_vcpus": "vCPUs this node offers (0: the host's count)",
+    "node_memory_mib": "Memory this node offers in MiB (0: the host's)",
+    "image_cache_max_gib": "Node image cache limit; least recently used unused images go first",
+    "failpoints": "Fault injection for tests only, e.g. `before_ack=sleep:5`",
+    "image_library_host": "Image library HTTP listen address",
+    "image_library_port": "Image library HTTP port (image files, uploads)",
+    "image_library_url": "URL nodes and the gateway use to reach the image library",
+    "import_allowed_schemes": "URL schemes image imports may use",
+}
+
+
+def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``LQ_<FIELD>`` variables (upper case), then explicit overrides."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        value = env.get(f"LQ_{field.name.upper()}")
+        if value is not None:
+            raw[field.name] = value
+    raw.update(overrides)
+    return msgspec.convert(raw, Settings, strict=False)
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for field in msgspec.structs.fields(Settings):
+        default = field.default
+        rows.append(f"| `LQ_{field.name.upper()}` | `{default}` | {_DOCS[field.name]} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

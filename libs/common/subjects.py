@@ -1,0 +1,95 @@
+"""Every NATS subject, stream, consumer and KV bucket name Limiquantix uses, built here only.
+
+Reference: docs/architecture.md ("Subjects"). Tokens that come from users or ids are checked so a
+'.' , '*', '>' or space can never widen a subscription.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "lq"
+
+COMMANDS_STREAM = "LQ_COMMANDS"
+EVENTS_STREAM = "LQ_EVENTS"
+
+VMS_BUCKET = "lq_vms"  # VM id -> VmRecord
+VM_NAMES_BUCKET = "lq_vm_names"  # VM name -> VM id (names are unique)
+NODES_BUCKET = "lq_nodes"  # node id -> NodeStatus, TTL: gone when heartbeats stop
+IDEMPOTENCY_BUCKET = "lq_idempotency"  # sha256(key) -> VM id and body hash, 24 h TTL
+IMAGES_BUCKET = "lq_images"  # image id -> ImageRecord
+CONSOLE_TOKENS_BUCKET = "lq_console_tokens"  # sha256(token) -> ConsoleTicket, TTL
+
+IMAGE_LIBRARY_QUEUE = "image-library"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _token(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"not a valid subject token: {value!r}")
+    return value
+
+
+# Commands (JetStream, work queue): one durable consumer per node filters on its own subjects.
+def node_commands(node_id: str) -> str:
+    """Subject of every command for one node."""
+    return f"{PREFIX}.cmd.{_token(node_id)}"
+
+
+def all_commands() -> str:
+    return f"{PREFIX}.cmd.*"
+
+
+def node_consumer(node_id: str) -> str:
+    """Durable consumer name of a node agent."""
+    return f"node-{_token(node_id)}"
+
+
+# Events (JetStream, limits retention, replayable).
+def vm_event(vm_id: str, kind: str) -> str:
+    return f"{PREFIX}.evt.vm.{_token(vm_id)}.{_token(kind)}"
+
+
+def vm_events(vm_id: str = "*") -> str:
+    """Filter for every event of one VM (or of all VMs)."""
+    return f"{PREFIX}.evt.vm.{vm_id if vm_id == '*' else _token(vm_id)}.>"
+
+
+def node_event(node_id: str, kind: str) -> str:
+    return f"{PREFIX}.evt.node.{_token(node_id)}.{_token(kind)}"
+
+
+def image_event(image_id: str, kind: str) -> str:
+    return f"{PREFIX}.evt.image.{_token(image_id)}.{_token(kind)}"
+
+
+def image_events(image_id: str = "*") -> str:
+    return f"{PREFIX}.evt.image.{image_id if image_id == '*' else _token(image_id)}.>"
+
+
+def console_event(vm_id: str, kind: str) -> str:
+    return f"{PREFIX}.evt.console.{_token(vm_id)}.{_token(kind)}"
+
+
+def all_events() -> str:
+    return f"{PREFIX}.evt.>"
+
+
+# Request/reply (core NATS): the image library serves a queue group; nodes answer for themselves.
+def image_rpc(operation: str) -> str:
+    """Image library operations: list, get, import, create_upload, delete, ..."""
+    return f"{PREFIX}.rpc.images.{_token(operation)}"
+
+
+def image_rpc_all() -> str:
+    return f"{PREFIX}.rpc.images.*"
+
+
+def node_rpc(node_id: str, operation: str) -> str:
+    """Node agent queries: console_log, ..."""
+    return f"{PREFIX}.rpc.node.{_token(node_id)}.{_token(operation)}"
+
+
+def node_rpc_all(node_id: str) -> str:
+    return f"{PREFIX}.rpc.node.{_token(node_id)}.*"

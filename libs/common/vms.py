@@ -1,0 +1,209 @@
+"""Virtual machines: the request body, the stored record and the lifecycle state machine."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from limiquantix.common.base import Model, RequestBody
+
+DnsLabel = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63,
+                      description="DNS label: lower-case letters, digits and '-'")
+]
+
+
+class VmState(enum.StrEnum):
+    """Where a VM is in its life. See docs/architecture.md for the transition table."""
+
+    PENDING = "pending"  # accepted by the API, command queued for the node
+    CREATING = "creating"  # node is fetching the image, making disk and seed, defining
+    STARTING = "starting"
+    RUNNING = "running"  # domain runs; guest not yet known to be ready
+    READY = "ready"  # cloud-init finished in the guest
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    REBOOTING = "rebooting"
+    DELETING = "deleting"
+    ERROR = "error"
+
+
+class VmAction(enum.StrEnum):
+    """Lifecycle actions a user can ask for on an existing VM."""
+
+    START = "start"
+    STOP = "stop"
+    FORCE_STOP = "force-stop"
+    REBOOT = "reboot"
+    PAUSE = "pause"
+    RESUME = "resume"
+    DELETE = "delete"
+
+
+_UP = frozenset({VmState.RUNNING, VmState.READY})
+
+# action -> (states it is legal from, the transitional state the API records at once)
+TRANSITIONS: dict[VmAction, tuple[frozenset[VmState], VmState]] = {
+    VmAction.START: (frozenset({VmState.STOPPED, VmState.ERROR}), VmState.STARTING),
+    VmAction.STOP: (_UP, VmState.STOPPING),
+    VmAction.FORCE_STOP: (
+        _UP | {VmState.PAUSED, VmState.STOPPING, VmState.STARTING, VmState.REBOOTING,
+               VmState.ERROR},
+        VmState.STOPPING,
+    ),
+    VmAction.REBOOT: (_UP, VmState.REBOOTING),
+    VmAction.PAUSE: (_UP, VmState.PAUSED),
+    VmAction.RESUME: (frozenset({VmState.PAUSED}), VmState.RUNNING),
+    VmAction.DELETE: (frozenset(VmState) - {VmState.DELETING}, VmState.DELETING),
+}
+
+
+def next_state(action: VmAction, current: VmState) -> VmState | None:
+    """The state the API records when ``action`` is asked in ``current``; None if illegal."""
+    legal, transitional = TRANSITIONS[action]
+    return transitional if current in legal else None
+
+
+def is_up(state: VmState) -> bool:
+    """True when the domain is running (whether or not the guest is ready)."""
+    return state in _UP
+
+
+class PortForward(Model, frozen=True, kw_only=True):
+    """A host TCP port (bound to the node's console/forward address) forwarded into the guest."""
+
+    guest_port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+    host_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0  # 0: the node picks a free one
+    name: str = ""
+
+
+NetworkMode = Literal["none", "user", "isolated", "bridge", "network"]
+
+
+class NetworkSpec(Model, frozen=True, kw_only=True):
+    """How the VM's single NIC is attached.
+
+    ``user``: QEMU user networking with forwards on 127.0.0.1 (the laptop default).
+    ``isolated``: the same with ``restrict=on``, no traffic leaves the guest but the forwards.
+    ``bridge`` / ``network``: an existing host bridge or libvirt network, named by ``source``.
+    """
+
+    mode: NetworkMode = "none"
+    source: str = ""
+    forwards: tuple[PortForward, ...] = ()
+    ssh: bool = True  # with user/isolated, forward guest port 22
+
+
+class CloudInitSpec(Model, frozen=True, kw_only=True):
+    """Cloud-init settings as stored: the password only ever as a SHA-512 crypt hash."""
+
+    user: str = "admin"
+    ssh_authorized_keys: tuple[str, ...] = ()
+    password_hash: str = ""
+    ssh_pwauth: bool = False
+    hostname: str = ""
+    user_data: str = ""
+    network_config: str = ""
+    vendor_data: str = ""
+    locale: str = "C.UTF-8"
+
+
+class CloudInitRequest(RequestBody, frozen=True, kw_only=True):
+    """Cloud-init settings as a client sends them (a plain password is hashed at the gateway)."""
+
+    user: Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "admin"
+    ssh_authorized_keys: tuple[str, ...] = ()
+    password: str | None = None
+    ssh_pwauth: bool = False
+    hostname: DnsLabel | None = None
+    user_data: str = ""
+    network_config: str = ""
+    vendor_data: str = ""
+    locale: str = "C.UTF-8"
+
+
+class PortForwardRequest(RequestBody, frozen=True, kw_only=True):
+    guest_port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+    host_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    name: str = ""
+
+
+class NetworkRequest(RequestBody, frozen=True, kw_only=True):
+    mode: NetworkMode = "none"
+    source: str = ""
+    forwards: tuple[PortForwardRequest, ...] = ()
+    ssh: bool = True
+
+
+class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
+    """Body of ``POST /v1/vms``."""
+
+    name: DnsLabel
+    image: Annotated[str, msgspec.Meta(min_length=1, description="catalog id or node-local path")]
+    vcpus: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    memory_mib: Annotated[int, msgspec.Meta(ge=64, le=4 * 1024 * 1024)] = 1024
+    disk_gib: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024)] = 10
+    cloud_init: CloudInitRequest = CloudInitRequest()
+    network: NetworkRequest = NetworkRequest()
+    node: str | None = None
+
+
+class VncEndpoint(Model, frozen=True, kw_only=True):
+    """Where the node exposes the VM's VNC display (reachable from the gateway)."""
+
+    host: str
+    port: int
+
+
+class GuestInfo(Model, frozen=True, kw_only=True):
+    """What the node learned from the guest itself."""
+
+    ready_at: datetime | None = None
+    boot_seconds: float | None = None
+    ssh_host_keys: tuple[str, ...] = ()  # e.g. "256 SHA256:... root@host (ED25519)"
+    addresses: tuple[str, ...] = ()
+    cloud_init_error: str = ""
+
+
+class VmError(Model, frozen=True, kw_only=True):
+    code: str
+    message: str
+    hint: str = ""
+
+
+class VmRecord(Model, frozen=True, kw_only=True):
+    """A VM as stored in the ``vms`` KV bucket (key: the VM id) and returned by the API."""
+
+    id: str
+    name: str
+    state: VmState = VmState.PENDING
+    node: str = ""
+    image: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    cloud_init: CloudInitSpec = CloudInitSpec()
+    network: NetworkSpec = NetworkSpec()
+    instance_id: str = ""  # cloud-init's; a new one makes cloud-init run again
+    created_at: datetime
+    updated_at: datetime
+    vnc: VncEndpoint | None = None
+    forwards: tuple[PortForward, ...] = ()  # as actually bound on the node
+    ssh_command: str = ""
+    serial_log: str = ""
+    guest: GuestInfo = GuestInfo()
+    error: VmError | None = None
+    image_progress: float | None = None  # 0..1 while the node fetches the image
+
+
+def public_view(record: VmRecord) -> VmRecord:
+    """The record as clients may see it: secrets removed."""
+    if not record.cloud_init.password_hash:
+        return record
+    return msgspec.structs.replace(
+        record, cloud_init=msgspec.structs.replace(record.cloud_init, password_hash="<set>")
+    )

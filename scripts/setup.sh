@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs everything Limiquantix needs on Debian 12 (as root): system packages, the Python
+# virtualenv with the package and its test extras, and noVNC's static files. Idempotent: a second
+# run only checks. Used by scripts/up.sh and scripts/test.sh; run it alone to prepare a machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+APT_PACKAGES=(
+  libvirt-daemon-system libvirt-dev pkg-config gcc
+  qemu-system-x86 qemu-utils ovmf genisoimage
+  python3 python3-venv python3-dev
+  debootstrap openssh-client
+  chromium
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node.js and npm only serve noVNC's install; a machine that has them (any source) keeps its own.
+command -v npm >/dev/null || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's libvirt ships a 'default' NAT network; Limiquantix never starts it (loopback only).
+if [ ! -d .venv ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.limiquantix-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "pip install -e .[test]"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e ".[test]"
+  touch "$stamp"
+fi
+
+# noVNC is served as static ES modules (no bundler); its code is installed, never committed.
+novnc_dir=services/api/static/novnc
+if [ ! -f "$novnc_dir/core/rfb.js" ]; then
+  log "npm install @novnc/novnc"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm install --silent --no-audit --no-fund @novnc/novnc@1.5.0 >/dev/null)
+  mkdir -p "$novnc_dir"
+  cp -r "$tmp/node_modules/@novnc/novnc/core" "$tmp/node_modules/@novnc/novnc/vendor" "$novnc_dir/" 2>/dev/null || \
+    cp -r "$tmp/node_modules/@novnc/novnc/lib" "$novnc_dir/"
+  cp "$tmp/node_modules/@novnc/novnc/LICENSE.txt" "$novnc_dir/" 2>/dev/null || true
+  rm -rf "$tmp"
+fi
+log "ready: $root/.venv"
