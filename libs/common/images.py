@@ -1,4 +1,4 @@
-"""Images in the catalog (``images`` KV bucket, key: image id) and the image library's RPC bodies."""
+"""Images in the catalog (``images`` KV bucket, key: image id) and the library's RPC bodies."""
 
 from __future__ import annotations
 

@@ -1,0 +1,66 @@
+"""``lq-local``: the whole system on this machine, in the foreground, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from urllib.parse import urlparse
+
+from limiquantix.common import settings as settings_mod
+from limiquantix.local.stack import Stack
+
+BANNER = """
+Limiquantix is running.
+  API        {api}   (OpenAPI: {api}/v1/openapi.json, web UI: {api}/)
+  API token  {token_file}
+  NATS       {nats}
+  libvirt    {libvirt}   node: {node}
+  data dir   {data}      logs: {logs}
+Try:  .venv/bin/lq node list     .venv/bin/lq image list
+Ctrl-C stops everything.
+"""
+
+
+async def _run() -> int:
+    settings = settings_mod.load()
+    data = settings.data_path
+    nats_port = urlparse(settings.nats_url.split(",")[0]).port or 4222
+    stack = Stack(
+        data, libvirt_uri=settings.libvirt_uri, nodes=(settings.effective_node_id,),
+        shared_data_dir=data, api_port=settings.api_port,
+        image_library_port=settings.image_library_port, nats_port=nats_port,
+        api_token=settings.api_token,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"Starting Limiquantix (data in {data}) ...", flush=True)
+    async with stack:
+        print(BANNER.format(
+            api=stack.api_url, token_file=stack.token_file, nats=stack.nats_url,
+            libvirt=settings.libvirt_uri, node=settings.effective_node_id, data=data,
+            logs=data / "logs",
+        ), flush=True)
+        while not stop.is_set():
+            dead = stack.dead_services()
+            if dead:
+                for service in dead:
+                    print(f"{service.name} exited; last lines of {service.log}:\n"
+                          f"{service.log_tail()}", file=sys.stderr)
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        print("Stopping ...", flush=True)
+    return 0
+
+
+def main() -> None:
+    """Entry point of ``lq-local``."""
+    try:
+        sys.exit(asyncio.run(_run()))
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,240 @@
+"""The whole system on one machine: nats-server, image library, node agent(s) and the API.
+
+Used by ``lq-local`` (the README's first command) and by the test suite, so tests exercise the
+same start-up path users run. Every process is started here and stopped here, by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import aiohttp
+
+from limiquantix.common.nats_server import NatsServer, free_port
+
+READY_TIMEOUT_S = 60.0
+
+
+def _script(name: str) -> str:
+    """A console script installed next to this interpreter (the venv's bin)."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+class ServiceProcess:
+    """One service subprocess with its own environment and log file."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.command, self.env, self.log = name, command, env, log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:  # noqa: ASYNC230 - opening a log file is instant
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command, env=self.env, stdout=out, stderr=out,
+                start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor only
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for tests of what survives one."""
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+
+    async def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM, wait, SIGKILL if it does not end; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout_s)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class Stack:
+    """``async with Stack(root) as stack``: everything up and ready, then everything stopped."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        libvirt_uri: str = "test:///default",
+        nodes: tuple[str, ...] = ("node-a",),
+        extra_env: Mapping[str, str] | None = None,
+        with_image_library: bool = True,
+        api_port: int = 0,
+        image_library_port: int = 0,
+        nats_port: int = 0,
+        shared_data_dir: Path | None = None,
+        api_token: str | None = None,
+    ) -> None:
+        self.root = root
+        self.libvirt_uri = libvirt_uri
+        self.initial_nodes = nodes
+        self.with_image_library = with_image_library
+        self.shared_data_dir = shared_data_dir
+        self.api_port = api_port or free_port()
+        self.image_library_port = image_library_port or free_port()
+        self.api_token = api_token if api_token is not None else secrets.token_urlsafe(24)
+        self.nats = NatsServer(
+            self._data("nats") / "jetstream", nats_port, log_file=self.root / "logs" / "nats.log"
+        )
+        self.extra_env = dict(extra_env or {})
+        self.services: dict[str, ServiceProcess] = {}
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def image_library_url(self) -> str:
+        return f"http://127.0.0.1:{self.image_library_port}"
+
+    def _data(self, name: str) -> Path:
+        return self.shared_data_dir if self.shared_data_dir else self.root / name
+
+    def node_data_dir(self, node_id: str) -> Path:
+        return self._data(f"node-{node_id}")
+
+    def _env(self, data_dir: Path, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
+        env.update({
+            "LQ_NATS_URL": self.nats_url,
+            "LQ_DATA_DIR": str(data_dir),
+            "LQ_LOG_FORMAT": "json",
+            "LQ_API_PORT": str(self.api_port),
+            "LQ_IMAGE_LIBRARY_PORT": str(self.image_library_port),
+            "LQ_IMAGE_LIBRARY_URL": self.image_library_url,
+            "LQ_LIBVIRT_URI": self.libvirt_uri,
+        })
+        if self.api_token:
+            env["LQ_API_TOKEN"] = self.api_token
+        env.update(self.extra_env)
+        env.update(extra)
+        return env
+
+    async def _start(self, name: str, script: str, env: dict[str, str]) -> ServiceProcess:
+        service = ServiceProcess(name, [_script(script)], env, self.root / "logs" / f"{name}.log")
+        await service.start()
+        self.services[name] = service
+        return service
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        await self.nats.start()
+        if self.with_image_library:
+            await self._start("image-library", "lq-image-library",
+                              self._env(self._data("image-library")))
+        await self._start("api", "lq-api", self._env(self._data("api")))
+        if self.with_image_library:
+            await self._wait_http(self.image_library_url + "/healthz", "image-library")
+        await self._wait_http(self.api_url + "/readyz", "api")
+        if not self.api_token:  # the API generated one into its data dir
+            self.api_token = (self._data("api") / "api-token").read_text().strip()
+        for node_id in self.initial_nodes:
+            await self.start_node(node_id)
+
+    async def start_node(self, node_id: str, **extra_env: str) -> None:
+        """Start (or restart) one node agent and wait for its first heartbeat."""
+        env = self._env(self.node_data_dir(node_id), LQ_NODE_ID=node_id, **extra_env)
+        await self._start(f"node-{node_id}", "lq-node-agent", env)
+        await self.wait_node(node_id)
+
+    async def stop_node(self, node_id: str) -> int | None:
+        return await self.services[f"node-{node_id}"].stop()
+
+    async def kill_node(self, node_id: str) -> None:
+        """SIGKILL a node agent and wait until the process is gone."""
+        service = self.services[f"node-{node_id}"]
+        service.kill()
+        if service.process is not None:
+            await service.process.wait()
+
+    @property
+    def token_file(self) -> Path:
+        return self._data("api") / "api-token"
+
+    def dead_services(self) -> list[ServiceProcess]:
+        return [s for s in self.services.values() if not s.running]
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_token}"}
+
+    async def wait_node(self, node_id: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+        service = self.services[f"node-{node_id}"]
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession(headers=self.headers()) as http:
+            while time.monotonic() < deadline:
+                self._check_alive(service)
+                async with http.get(f"{self.api_url}/v1/nodes/{node_id}") as response:
+                    if response.status == 200:
+                        body = await response.json()
+                        if body.get("status", "online") == "online":
+                            return
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"node {node_id} did not heartbeat:\n{service.log_tail()}")
+
+    def _check_alive(self, service: ServiceProcess) -> None:
+        if not service.running:
+            raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
+
+    async def _wait_http(self, url: str, name: str) -> None:
+        service = self.services[name]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                self._check_alive(service)
+                try:
+                    async with http.get(url) as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"{name} not ready at {url}:\n{service.log_tail()}")
+
+    async def stop(self) -> dict[str, int | None]:
+        """Stop the API first (no new commands), then nodes, the library, and NATS last."""
+        codes: dict[str, int | None] = {}
+        order = sorted(self.services, key=lambda n: (n != "api", n.startswith("image")))
+        for name in order:
+            codes[name] = await self.services[name].stop()
+        await self.nats.stop()
+        return codes
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

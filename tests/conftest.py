@@ -1,0 +1,34 @@
+"""Fixtures shared by every test: the whole system started for real (subprocesses), per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from limiquantix.local.stack import Stack
+
+# Short intervals so liveness and redelivery are observable within a test's time.
+FAST_ENV = {
+    "LQ_HEARTBEAT_INTERVAL_S": "1",
+    "LQ_RECONCILE_INTERVAL_S": "2",
+    "LQ_COMMAND_ACK_WAIT_S": "3",
+    "LQ_STOP_TIMEOUT_S": "5",
+    "LQ_LOG_LEVEL": "debug",
+}
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """NATS + image library + one node agent (libvirt test driver) + API."""
+    async with Stack(tmp_path / "stack", extra_env=FAST_ENV) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session on the stack's API, authenticated."""
+    async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as session:
+        yield session

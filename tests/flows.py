@@ -1,0 +1,93 @@
+"""Small steps the full-stack tests share: make an image, create a VM, wait for a state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+
+def make_qcow2(path: Path, size: str = "64M") -> Path:
+    """A real (blank) qcow2 made by qemu-img: enough for the test driver and for SeaBIOS."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
+    path.chmod(0o644)
+    return path
+
+
+def unique_name(prefix: str = "vm") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def create_vm(api: aiohttp.ClientSession, expect: int = 202, headers: dict[str, str] | None
+                    = None, **body: Any) -> dict[str, Any]:
+    async with api.post("/v1/vms", json=body, headers=headers) as response:
+        payload = await response.json(content_type=None)
+        assert response.status == expect, payload
+        return dict(payload)
+
+
+async def get_vm(api: aiohttp.ClientSession, vm: str) -> tuple[int, dict[str, Any]]:
+    async with api.get(f"/v1/vms/{vm}") as response:
+        return response.status, dict(await response.json(content_type=None))
+
+
+async def wait_state(api: aiohttp.ClientSession, vm_id: str, *states: str,
+                     timeout_s: float = 30.0) -> dict[str, Any]:
+    """Poll the record until it reaches one of ``states`` (fails fast on ``error``)."""
+    deadline = time.monotonic() + timeout_s
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status, record = await get_vm(api, vm_id)
+        assert status == 200, record
+        if record["state"] in states:
+            return record
+        if record["state"] == "error" and "error" not in states:
+            raise AssertionError(f"VM went to error: {record.get('error')}")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"VM {vm_id} not in {states} after {timeout_s}s: {record}")
+
+
+async def wait_gone(api: aiohttp.ClientSession, vm_id: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, _ = await get_vm(api, vm_id)
+        if status == 404:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"VM {vm_id} still exists after {timeout_s}s")
+
+
+async def action(api: aiohttp.ClientSession, vm_id: str, name: str) -> tuple[int, dict[str, Any]]:
+    async with api.post(f"/v1/vms/{vm_id}/{name}") as response:
+        return response.status, dict(await response.json(content_type=None))
+
+
+async def sse_events(api: aiohttp.ClientSession, query: str = "",
+                     headers: dict[str, str] | None = None
+                     ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+    """(id, event type, data) from GET /v1/events, as a client parses SSE."""
+    async with api.get(f"/v1/events{query}", headers=headers,
+                       timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
+        assert response.status == 200, await response.text()
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        event_id, event_type, data = "", "", ""
+        async for raw in response.content:
+            line = raw.decode().rstrip("\r\n")
+            if not line:
+                if data:
+                    yield event_id, event_type, json.loads(data)
+                event_id, event_type, data = "", "", ""
+            elif line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("event:"):
+                event_type = line[6:].strip()
+            elif line.startswith("data:"):
+                data += line[5:].strip()
