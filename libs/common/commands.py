@@ -1,7 +1,8 @@
 """Commands the gateway sends to node agents over the JetStream commands stream.
 
 A tagged union decoded once by the node agent and dispatched with ``match``. Every command names
-its VM; ``command_id`` doubles as the JetStream ``Nats-Msg-Id`` so a retried publish is deduplicated.
+its VM; ``command_id`` doubles as the JetStream ``Nats-Msg-Id``, so a retried publish is
+deduplicated.
 """
 
 from __future__ import annotations
