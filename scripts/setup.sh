@@ -41,15 +41,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 # noVNC is served as static ES modules (no bundler); its code is installed, never committed.
+# 1.7.0 is the first npm release that ships the ES modules (core/, vendor/); up to 1.6.0 the
+# package held only a Babel/CommonJS build (lib/) that a browser cannot import without bundling.
+NOVNC_VERSION=1.7.0
 novnc_dir=services/api/static/novnc
-if [ ! -f "$novnc_dir/core/rfb.js" ]; then
-  log "npm install @novnc/novnc"
+if [ ! -f "$novnc_dir/core/rfb.js" ] || [ "$(cat "$novnc_dir/VERSION" 2>/dev/null)" != "$NOVNC_VERSION" ]; then
+  log "npm install @novnc/novnc@$NOVNC_VERSION"
   tmp=$(mktemp -d)
-  (cd "$tmp" && npm install --silent --no-audit --no-fund @novnc/novnc@1.5.0 >/dev/null)
+  (cd "$tmp" && npm install --silent --no-audit --no-fund "@novnc/novnc@$NOVNC_VERSION" >/dev/null)
+  pkg="$tmp/node_modules/@novnc/novnc"
+  [ -f "$pkg/core/rfb.js" ] || { log "noVNC $NOVNC_VERSION has no core/rfb.js (ES modules)"; exit 1; }
+  rm -rf "$novnc_dir"
   mkdir -p "$novnc_dir"
-  cp -r "$tmp/node_modules/@novnc/novnc/core" "$tmp/node_modules/@novnc/novnc/vendor" "$novnc_dir/" 2>/dev/null || \
-    cp -r "$tmp/node_modules/@novnc/novnc/lib" "$novnc_dir/"
-  cp "$tmp/node_modules/@novnc/novnc/LICENSE.txt" "$novnc_dir/" 2>/dev/null || true
+  cp -r "$pkg/core" "$pkg/vendor" "$pkg/LICENSE.txt" "$novnc_dir/"
+  echo "$NOVNC_VERSION" >"$novnc_dir/VERSION"
   rm -rf "$tmp"
 fi
 log "ready: $root/.venv"
