@@ -16,7 +16,6 @@ import asyncio
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,9 +24,7 @@ from pathlib import Path
 import aiohttp
 import nats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from limiquantix.local.stack import Stack  # noqa: E402
+from limiquantix.local.stack import Stack
 
 
 def pct(values: list[float], q: float) -> float:
