@@ -1,0 +1,36 @@
+"""``lq-api``: runs the gateway until SIGTERM/SIGINT, then closes streams and drains NATS."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiohttp import web
+
+from limiquantix.api.app import init
+from limiquantix.common.runner import run_service
+from limiquantix.common.settings import Settings
+
+log = structlog.get_logger()
+
+# Below Kubernetes' default 30 s termination grace period, so in-flight requests finish
+# and the process still exits on its own before SIGKILL.
+SHUTDOWN_TIMEOUT_S = 20.0
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the API on ``api_host:api_port`` until ``stop`` is set."""
+    runner = web.AppRunner(init(settings), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                           access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.api_host, settings.api_port)
+        await site.start()
+        log.info("api listening", url=f"http://{settings.api_host}:{settings.api_port}")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    run_service("api", serve)
