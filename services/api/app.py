@@ -55,6 +55,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "routes_nodes",
     "events_sse",
     "openapi",
+    "routes_ui",
 )
 
 

@@ -1,0 +1,154 @@
+// The live event stream (GET /v1/events, text/event-stream) with the bearer token.
+//
+// Two transports:
+// - "fetch" (default): fetch() with an Authorization header, the stream parsed here. Works with
+//   any gateway that accepts the bearer header, and resumes with Last-Event-ID like EventSource.
+// - "eventsource": the browser's EventSource, which cannot send headers, so the token travels as
+//   ?access_token=... (only if the gateway accepts it there; tokens in URLs reach access logs).
+
+const MIN_RETRY_MS = 500;
+const MAX_RETRY_MS = 15000;
+
+/** Parses text/event-stream chunks into {id, event, data} messages (the WHATWG algorithm). */
+export class SseParser {
+  constructor(onMessage) {
+    this.onMessage = onMessage;
+    this.buffer = "";
+    this.reset();
+    this.lastId = "";
+    this.retryMs = null;
+  }
+
+  reset() {
+    this.event = "";
+    this.data = [];
+  }
+
+  feed(text) {
+    this.buffer += text;
+    let start = 0;
+    for (;;) {
+      const end = this.buffer.slice(start).search(/\r\n|\r|\n/);
+      if (end < 0) break;
+      const line = this.buffer.slice(start, start + end);
+      const sepLen = this.buffer.startsWith("\r\n", start + end) ? 2 : 1;
+      // A lone \r at the end of a chunk may be half of \r\n: wait for the next chunk.
+      if (this.buffer[start + end] === "\r" && start + end + 1 === this.buffer.length) break;
+      start += end + sepLen;
+      this.line(line);
+    }
+    this.buffer = this.buffer.slice(start);
+  }
+
+  line(line) {
+    if (line === "") {
+      if (this.data.length) {
+        this.onMessage({ id: this.lastId, event: this.event || "message", data: this.data.join("\n") });
+      }
+      this.reset();
+      return;
+    }
+    if (line.startsWith(":")) return; // comment / keep-alive
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.event = value;
+    else if (field === "data") this.data.push(value);
+    else if (field === "id" && !value.includes("\0")) this.lastId = value;
+    else if (field === "retry" && /^\d+$/.test(value)) this.retryMs = Number(value);
+  }
+}
+
+/**
+ * A reconnecting event stream. onEvent(type, payload, id) gets each event's parsed JSON;
+ * onState(state, detail) gets "connecting" | "open" | "reconnecting" | "unauthorized".
+ */
+export class EventStream {
+  constructor({ url, token, onEvent, onState, transport = "fetch", eventTypes = [] }) {
+    Object.assign(this, { url, token, onEvent, onState, transport, eventTypes });
+    this.lastId = "";
+    this.stopped = true;
+    this.failures = 0;
+  }
+
+  start() {
+    this.stopped = false;
+    if (this.transport === "eventsource") this.startEventSource();
+    else this.loop();
+  }
+
+  stop() {
+    this.stopped = true;
+    this.abort?.abort();
+    this.source?.close();
+    clearTimeout(this.timer);
+  }
+
+  dispatch(message) {
+    if (message.id) this.lastId = message.id;
+    let payload;
+    try {
+      payload = JSON.parse(message.data);
+    } catch {
+      return; // not ours (e.g. a plain keep-alive "data:" line)
+    }
+    const type = message.event !== "message" ? message.event : payload.type ?? "message";
+    this.onEvent(type, payload, message.id);
+  }
+
+  backoffMs(serverRetry) {
+    const base = serverRetry ?? MIN_RETRY_MS;
+    return Math.min(MAX_RETRY_MS, base * 2 ** Math.min(this.failures, 5));
+  }
+
+  async loop() {
+    while (!this.stopped) {
+      const parser = new SseParser((m) => this.dispatch(m));
+      parser.lastId = this.lastId;
+      this.onState(this.failures ? "reconnecting" : "connecting");
+      this.abort = new AbortController();
+      const headers = { Accept: "text/event-stream", Authorization: `Bearer ${this.token}` };
+      if (this.lastId) headers["Last-Event-ID"] = this.lastId;
+      try {
+        const response = await fetch(this.url, { headers, signal: this.abort.signal, cache: "no-store" });
+        if (response.status === 401 || response.status === 403) {
+          this.onState("unauthorized", response.status);
+          this.stopped = true;
+          return;
+        }
+        if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+        this.failures = 0;
+        this.onState("open");
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          parser.feed(value);
+        }
+      } catch (err) {
+        if (this.stopped) return;
+        this.failures += 1;
+      }
+      if (this.stopped) return;
+      this.onState("reconnecting");
+      await new Promise((resolve) => {
+        this.timer = setTimeout(resolve, this.backoffMs(parser.retryMs));
+      });
+    }
+  }
+
+  startEventSource() {
+    const url = new URL(this.url, location.href);
+    url.searchParams.set("access_token", this.token);
+    this.onState("connecting");
+    const source = new EventSource(url);
+    this.source = source;
+    source.onopen = () => this.onState("open");
+    // EventSource reconnects by itself (sending Last-Event-ID); a 401 closes it for good.
+    source.onerror = () => this.onState(source.readyState === EventSource.CLOSED ? "unauthorized" : "reconnecting");
+    const handler = (e) => this.dispatch({ id: e.lastEventId, event: e.type, data: e.data });
+    source.onmessage = handler;
+    for (const type of this.eventTypes) source.addEventListener(type, handler);
+  }
+}
