@@ -1,13 +1,347 @@
-"""(being written)"""
+"""``/v1/vms``: create (placed, idempotent), list, get, delete, lifecycle actions, cloud-init.
+
+The gateway writes a new record (``pending``) or a transitional state with compare-and-set, tells
+subscribers (``vm.state_changed``), then queues the command for the VM's node; the node agent
+records what really happened. Records are answered through ``public_view`` (no password hash).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+import structlog
 from aiohttp import web
 
-from limiquantix.api.openapi import OpenApiPart
+from limiquantix.api import app_keys, placement, publisher
+from limiquantix.api.errors import (
+    IdempotencyInProgress,
+    IllegalTransition,
+    NameTaken,
+    VmNotFound,
+)
+from limiquantix.api.http_json import decode_body, json_response
+from limiquantix.api.idempotency import IdempotencyKeys, body_hash
+from limiquantix.api.openapi import OpenApiPart, Operation, Param
+from limiquantix.api.schemas import VmList
+from limiquantix.common import cloud_init
+from limiquantix.common.base import utcnow
+from limiquantix.common.commands import (
+    Command,
+    CreateVm,
+    DeleteVm,
+    PauseVm,
+    RebootVm,
+    ResumeVm,
+    StartVm,
+    StopVm,
+    UpdateCloudInit,
+)
+from limiquantix.common.errors import Conflict, InvalidRequest, NotFound
+from limiquantix.common.events import VmStateChanged
+from limiquantix.common.vms import (
+    CloudInitRequest,
+    CloudInitSpec,
+    CreateVmRequest,
+    NetworkSpec,
+    VmAction,
+    VmRecord,
+    VmState,
+    next_state,
+    public_view,
+)
 
-OPENAPI = OpenApiPart(tag="routes_vms")
+log = structlog.get_logger()
+
+IDEMPOTENCY = web.AppKey("idempotency_keys", IdempotencyKeys)
+# How long a repeated request waits for the VM its twin is creating.
+IDEMPOTENT_WAIT_S = 5.0
+_REF = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+# --- lookups ---------------------------------------------------------------------------------
+
+async def resolve(app: web.Application, ref: str) -> VmRecord:
+    """The VM whose id or name is ``ref`` (the watched view first, then the store)."""
+    if not _REF.match(ref):
+        raise VmNotFound(f"no VM has the id or name {ref!r}", vm=ref)
+    view = app[app_keys.VM_VIEW]
+    found = view.get(ref) or view.by_name(ref)
+    if found is not None:
+        return found
+    store = app[app_keys.VM_STORE]
+    found = await store.find(ref)
+    if found is None:
+        vm_id = await store.id_for_name(ref)
+        found = await store.find(vm_id) if vm_id else None
+    if found is None:
+        raise VmNotFound(f"no VM has the id or name {ref!r}", vm=ref)
+    return found
+
+
+def _vm_response(record: VmRecord, status: int = 200) -> web.Response:
+    headers = {"Location": f"/v1/vms/{record.id}"} if status == 202 else None
+    return json_response(public_view(record), status=status, headers=headers)
+
+
+# --- create ----------------------------------------------------------------------------------
+
+async def create_vm(request: web.Request) -> web.Response:
+    """POST /v1/vms."""
+    body = await decode_body(request, CreateVmRequest)
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return _vm_response(await _create(request.app, body, str(uuid.uuid4())), 202)
+    keys = request.app[IDEMPOTENCY]
+    digest = body_hash(body)
+    deadline = time.monotonic() + IDEMPOTENT_WAIT_S
+    while True:
+        claim = await keys.claim(key, digest, str(uuid.uuid4()))
+        if claim.owned:
+            try:
+                record = await _create(request.app, body, claim.vm_id)
+            except BaseException:
+                await keys.release(key)
+                raise
+            return _vm_response(record, 202)
+        record = await _wait_for_record(request.app, keys, key, claim.vm_id, deadline)
+        if record is not None:
+            return _vm_response(record, 202)
+        # The first request failed and released the key: this one may create the VM.
+
+
+async def _wait_for_record(
+    app: web.Application, keys: IdempotencyKeys, key: str, vm_id: str, deadline: float
+) -> VmRecord | None:
+    """The VM made under ``key``; None when its creator gave up (the key was released)."""
+    while True:
+        record = app[app_keys.VM_VIEW].get(vm_id) or await app[app_keys.VM_STORE].find(vm_id)
+        if record is not None:
+            return record
+        if not await keys.still_claimed(key):
+            return None
+        if time.monotonic() > deadline:
+            raise IdempotencyInProgress(
+                "a request with this Idempotency-Key is still being processed", vm_id=vm_id
+            )
+        await asyncio.sleep(0.02)
+
+
+async def _prepare_cloud_init(request: CloudInitRequest, vm_name: str) -> CloudInitSpec:
+    if request.password:  # SHA-512 crypt is CPU work: keep it off the event loop
+        return await asyncio.to_thread(cloud_init.prepare, request, vm_name=vm_name)
+    return cloud_init.prepare(request, vm_name=vm_name)
+
+
+async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> VmRecord:
+    view = app[app_keys.VM_VIEW]
+    if view.by_name(body.name) is not None:
+        raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)
+    spec = await _prepare_cloud_init(body.cloud_init, body.name)
+    now = utcnow()
+    node = placement.place(
+        vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
+        nodes=app[app_keys.NODE_VIEW].live(), vms=view.values(),
+    )
+    record = VmRecord(
+        id=vm_id, name=body.name, state=VmState.PENDING, node=node, image=body.image,
+        vcpus=body.vcpus, memory_mib=body.memory_mib, disk_gib=body.disk_gib, cloud_init=spec,
+        network=msgspec.convert(msgspec.to_builtins(body.network), NetworkSpec),
+        instance_id=vm_id, created_at=now, updated_at=now,
+    )
+    # No await between place() and reserve(): concurrent creates see this VM's allocation.
+    view.reserve(record)
+    try:
+        revision = await app[app_keys.VM_STORE].create(record)
+    except Conflict as exc:
+        view.release(vm_id)
+        raise NameTaken(exc.message, name=body.name) from None
+    except BaseException:
+        view.release(vm_id)
+        raise
+    view.put(record, revision)
+    js = app[app_keys.JETSTREAM]
+    await publisher.publish_event(js, VmStateChanged(
+        vm_id=vm_id, name=record.name, node=node, state=VmState.PENDING, reason="created",
+    ))
+    await publisher.send_command(js, node, CreateVm(
+        command_id=str(uuid.uuid4()), vm_id=vm_id, vm=record,
+    ))
+    log.info("vm accepted", vm_id=vm_id, name=record.name, node=node)
+    return record
+
+
+# --- read ------------------------------------------------------------------------------------
+
+async def list_vms(request: web.Request) -> web.Response:
+    """GET /v1/vms?state=&node=."""
+    state = request.query.get("state")
+    node = request.query.get("node")
+    if state is not None and state not in VmState.__members__.values():
+        raise InvalidRequest(
+            f"unknown state {state!r}", hint=f"Use one of: {', '.join(VmState)}.",
+        )
+    items = sorted(
+        (public_view(vm) for vm in request.app[app_keys.VM_VIEW].values()
+         if (state is None or vm.state == state) and (node is None or vm.node == node)),
+        key=lambda vm: (vm.created_at, vm.id),
+    )
+    return json_response(VmList(items=tuple(items)))
+
+
+async def get_vm(request: web.Request) -> web.Response:
+    """GET /v1/vms/{vm} (id or name)."""
+    return _vm_response(await resolve(request.app, request.match_info["vm"]))
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+def _command_for(action: VmAction, vm: VmRecord, stop_timeout_s: float) -> Command:
+    command_id = str(uuid.uuid4())
+    match action:
+        case VmAction.START:
+            return StartVm(command_id=command_id, vm_id=vm.id)
+        case VmAction.STOP:
+            return StopVm(command_id=command_id, vm_id=vm.id, timeout_s=stop_timeout_s)
+        case VmAction.FORCE_STOP:
+            return StopVm(command_id=command_id, vm_id=vm.id, force=True,
+                          timeout_s=stop_timeout_s)
+        case VmAction.REBOOT:
+            return RebootVm(command_id=command_id, vm_id=vm.id)
+        case VmAction.PAUSE:
+            return PauseVm(command_id=command_id, vm_id=vm.id)
+        case VmAction.RESUME:
+            return ResumeVm(command_id=command_id, vm_id=vm.id)
+        case VmAction.DELETE:
+            return DeleteVm(command_id=command_id, vm_id=vm.id)
+
+
+async def _transition(
+    app: web.Application, ref: str, action: VmAction
+) -> tuple[VmRecord, VmState]:
+    """Record the transitional state of ``action`` with CAS; IllegalTransition if not allowed."""
+    vm = await resolve(app, ref)
+    previous: list[VmState] = []
+
+    def change(current: VmRecord) -> VmRecord:
+        target = next_state(action, current.state)
+        if target is None:
+            raise IllegalTransition(
+                f"cannot {action} VM {current.name!r}: it is {current.state}",
+                vm_id=current.id, state=current.state, action=str(action),
+            )
+        previous[:] = [current.state]
+        error = None if action in (VmAction.START, VmAction.FORCE_STOP) else current.error
+        return msgspec.structs.replace(current, state=target, error=error)
+
+    try:
+        updated = await app[app_keys.VM_STORE].update(vm.id, change)
+    except NotFound:
+        raise VmNotFound(f"VM {ref!r} no longer exists", vm=ref) from None
+    assert updated is not None  # change() never declines
+    return updated, previous[0]
+
+
+async def _act(request: web.Request, action: VmAction) -> web.Response:
+    app = request.app
+    updated, previous = await _transition(app, request.match_info["vm"], action)
+    js = app[app_keys.JETSTREAM]
+    await publisher.publish_event(js, VmStateChanged(
+        vm_id=updated.id, name=updated.name, node=updated.node, state=updated.state,
+        previous=previous, reason=f"{action} requested",
+    ))
+    command = _command_for(action, updated, app[app_keys.SETTINGS].stop_timeout_s)
+    await publisher.send_command(js, updated.node, command)
+    log.info("vm action accepted", vm_id=updated.id, action=str(action), node=updated.node)
+    return _vm_response(updated, 202)
+
+
+def _action_handler(action: VmAction) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        return await _act(request, action)
+
+    handler.__name__ = f"vm_{action.value.replace('-', '_')}"
+    handler.__doc__ = f"POST /v1/vms/{{vm}}/{action.value}."
+    return handler
+
+
+async def delete_vm(request: web.Request) -> web.Response:
+    """DELETE /v1/vms/{vm}: 202; the node removes domain, files and record."""
+    return await _act(request, VmAction.DELETE)
+
+
+# --- cloud-init ------------------------------------------------------------------------------
+
+async def update_cloud_init(request: web.Request) -> web.Response:
+    """POST /v1/vms/{vm}/cloud-init: new settings and instance-id; applied at the next boot."""
+    app = request.app
+    body = await decode_body(request, CloudInitRequest)
+    vm = await resolve(app, request.match_info["vm"])
+    spec = await _prepare_cloud_init(body, vm.name)
+    instance_id = cloud_init.new_instance_id(vm.id)
+
+    def change(current: VmRecord) -> VmRecord:
+        if current.state == VmState.DELETING:
+            raise IllegalTransition(
+                f"VM {current.name!r} is being deleted", vm_id=current.id, state=current.state,
+                action="cloud-init",
+            )
+        return msgspec.structs.replace(current, cloud_init=spec, instance_id=instance_id)
+
+    try:
+        updated = await app[app_keys.VM_STORE].update(vm.id, change)
+    except NotFound:
+        raise VmNotFound(f"VM {vm.id!r} no longer exists", vm=vm.id) from None
+    assert updated is not None
+    await publisher.send_command(app[app_keys.JETSTREAM], updated.node, UpdateCloudInit(
+        command_id=str(uuid.uuid4()), vm_id=updated.id, cloud_init=spec, instance_id=instance_id,
+    ))
+    return _vm_response(updated, 202)
+
+
+# --- registration ----------------------------------------------------------------------------
+
+ACTIONS = (VmAction.START, VmAction.STOP, VmAction.FORCE_STOP, VmAction.REBOOT,
+           VmAction.PAUSE, VmAction.RESUME)
+
+OPENAPI = OpenApiPart(tag="vms", operations=(
+    Operation(method="POST", path="/v1/vms", summary="Create a VM (placed, then queued)",
+              body=CreateVmRequest, response=VmRecord, status=202, errors=(409,),
+              params=(Param(name="Idempotency-Key", where="header",
+                            description="Same key and body: the same VM, never a second"),),
+              description="Answers 202 with the record (state `pending`) and a Location "
+                          "header; 409 `no_capacity` / `name_taken`, 422 `unknown_node`."),
+    Operation(method="GET", path="/v1/vms", summary="List VMs", response=VmList,
+              params=(Param(name="state", description="only VMs in this state"),
+                      Param(name="node", description="only VMs on this node"))),
+    Operation(method="GET", path="/v1/vms/{vm}", summary="One VM, by id or name",
+              response=VmRecord, errors=(404,)),
+    Operation(method="DELETE", path="/v1/vms/{vm}", summary="Delete a VM (202; then gone)",
+              response=VmRecord, status=202, errors=(404, 409)),
+    *(Operation(method="POST", path=f"/v1/vms/{{vm}}/{action.value}",
+                summary=f"{action.value} the VM", response=VmRecord, status=202,
+                errors=(404, 409)) for action in ACTIONS),
+    Operation(method="POST", path="/v1/vms/{vm}/cloud-init",
+              summary="Replace cloud-init settings; cloud-init runs again at the next boot",
+              body=CloudInitRequest, response=VmRecord, status=202, errors=(404, 409)),
+))
+
+
+async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[IDEMPOTENCY] = IdempotencyKeys(app[app_keys.IDEMPOTENCY_KV])
+    yield
 
 
 def setup(app: web.Application) -> None:
-    pass
+    app.router.add_post("/v1/vms", create_vm)
+    app.router.add_get("/v1/vms", list_vms)
+    app.router.add_get("/v1/vms/{vm}", get_vm)
+    app.router.add_delete("/v1/vms/{vm}", delete_vm)
+    for action in ACTIONS:
+        app.router.add_post(f"/v1/vms/{{vm}}/{action.value}", _action_handler(action))
+    app.router.add_post("/v1/vms/{vm}/cloud-init", update_cloud_init)
+    app.cleanup_ctx.append(_idempotency_ctx)

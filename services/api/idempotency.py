@@ -1,0 +1,99 @@
+"""``Idempotency-Key`` for ``POST /v1/vms``: the same key and body give the same VM, once.
+
+The key is stored as sha256(key) in the ``idempotency`` bucket (24 h TTL) with the VM id chosen
+for it and a hash of the canonical body. The first request claims the key with a KV *create*, so
+of two racing identical requests exactly one creates the VM; the other answers with its record.
+If the claimant fails before the VM exists it releases the key, so a retry can succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from limiquantix.api.errors import IdempotencyKeyReused
+from limiquantix.common.base import Model
+from limiquantix.common.errors import InvalidRequest
+
+MAX_KEY_LENGTH = 255
+CLAIM_ATTEMPTS = 5
+
+
+class IdempotencyEntry(Model, frozen=True, kw_only=True):
+    """What a key maps to."""
+
+    vm_id: str
+    body_hash: str
+
+
+class Claim(Model, frozen=True, kw_only=True):
+    vm_id: str
+    owned: bool  # True: this request creates the VM; False: it already exists or is being made
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(IdempotencyEntry)
+
+
+def storage_key(key: str) -> str:
+    """The KV key of an Idempotency-Key (never stored in clear; any characters allowed)."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
+            hint="Send a unique value such as a UUID.",
+        )
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def body_hash(body: msgspec.Struct) -> str:
+    """Hash of the decoded body: formatting, key order and explicit defaults do not matter."""
+    return hashlib.sha256(_encoder.encode(body)).hexdigest()
+
+
+class IdempotencyKeys:
+    """Claims and releases keys in the idempotency bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def claim(self, key: str, digest: str, new_vm_id: str) -> Claim:
+        """Claim ``key`` for a new VM, or learn the VM an identical earlier request made."""
+        stored = storage_key(key)
+        entry = IdempotencyEntry(vm_id=new_vm_id, body_hash=digest)
+        for _ in range(CLAIM_ATTEMPTS):
+            try:
+                await self._kv.create(stored, _encoder.encode(entry))
+                return Claim(vm_id=new_vm_id, owned=True)
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                existing = await self._kv.get(stored)
+            except KeyNotFoundError:
+                continue  # released in between: try to claim again
+            if not existing.value:
+                continue
+            found = _decoder.decode(existing.value)
+            if found.body_hash != digest:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was used with a different request body",
+                    vm_id=found.vm_id,
+                )
+            return Claim(vm_id=found.vm_id, owned=False)
+        raise InvalidRequest("Idempotency-Key keeps changing; retry")
+
+    async def release(self, key: str) -> None:
+        """Forget a claim whose VM was never created."""
+        try:
+            await self._kv.delete(storage_key(key))
+        except KeyNotFoundError:
+            pass
+
+    async def still_claimed(self, key: str) -> bool:
+        try:
+            entry = await self._kv.get(storage_key(key))
+        except KeyNotFoundError:
+            return False
+        return bool(entry.value)

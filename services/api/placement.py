@@ -1,0 +1,118 @@
+"""Where a new VM goes. Pure functions of the live nodes and the known VMs (unit-tested).
+
+Policy:
+
+1. An explicit ``node`` in the request wins. It must be online (a live entry in the ``nodes``
+   bucket, i.e. heartbeated within the bucket TTL), else 422 ``unknown_node``; if the VM does not
+   fit there, 409 ``no_capacity``. An explicit choice is never silently redirected.
+2. Otherwise, among the online nodes where both the memory and the vCPUs fit, the one with the
+   most free memory *after* the VM is placed; ties go to more free vCPUs after, then the node id
+   (so the choice is deterministic). This spreads VMs, which keeps noisy neighbours apart.
+3. No node fits: 409 ``no_capacity`` naming the largest free memory and vCPUs on offer.
+
+A node's allocation is what its last heartbeat reported plus the VMs placed on it that the
+heartbeat did not yet know (``pending``/``creating`` records whose ids are not in the heartbeat's
+``vm_ids``). So a burst of creates between two heartbeats does not overfill a node. The gateway
+holds a placed VM in its view before it awaits anything, so concurrent requests in one process
+see each other; across gateway replicas a node may be briefly over-committed by a few VMs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from limiquantix.api.errors import NoCapacity, UnknownNode
+from limiquantix.common.nodes import NodeStatus
+from limiquantix.common.vms import VmRecord, VmState
+
+# States of a VM the node may not have reported yet (placed since its last heartbeat).
+IN_FLIGHT = frozenset({VmState.PENDING, VmState.CREATING})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NodeLoad:
+    """A node's capacity and what is allocated on it, heartbeat plus unreported VMs."""
+
+    node: NodeStatus
+    vcpus: int
+    memory_mib: int
+
+    @property
+    def free_vcpus(self) -> int:
+        return self.node.vcpus - self.vcpus
+
+    @property
+    def free_memory_mib(self) -> int:
+        return self.node.memory_mib - self.memory_mib
+
+    def fits(self, vcpus: int, memory_mib: int) -> bool:
+        return self.free_vcpus >= vcpus and self.free_memory_mib >= memory_mib
+
+
+def loads(nodes: Iterable[NodeStatus], vms: Iterable[VmRecord]) -> dict[str, NodeLoad]:
+    """Each node's load: its heartbeat's allocations plus its VMs the heartbeat did not know."""
+    extra: dict[str, tuple[int, int]] = {}
+    known = {node.id: frozenset(node.vm_ids) for node in nodes}
+    for vm in vms:
+        if vm.node in known and vm.state in IN_FLIGHT and vm.id not in known[vm.node]:
+            vcpus, memory = extra.get(vm.node, (0, 0))
+            extra[vm.node] = (vcpus + vm.vcpus, memory + vm.memory_mib)
+    result = {}
+    for node in nodes:
+        vcpus, memory = extra.get(node.id, (0, 0))
+        result[node.id] = NodeLoad(
+            node=node, vcpus=node.allocated_vcpus + vcpus,
+            memory_mib=node.allocated_memory_mib + memory,
+        )
+    return result
+
+
+def place(
+    *, vcpus: int, memory_mib: int, nodes: Iterable[NodeStatus], vms: Iterable[VmRecord],
+    explicit: str | None = None,
+) -> str:
+    """The id of the node the VM goes to (raises UnknownNode or NoCapacity)."""
+    by_node = loads(list(nodes), vms)
+    if explicit:
+        load = by_node.get(explicit)
+        if load is None:
+            raise UnknownNode(
+                f"node {explicit!r} is not online",
+                node=explicit, online=sorted(by_node),
+            )
+        if not load.fits(vcpus, memory_mib):
+            raise NoCapacity(
+                f"node {explicit!r} has {load.free_memory_mib} MiB and {load.free_vcpus} vCPUs "
+                f"free; the VM needs {memory_mib} MiB and {vcpus} vCPUs",
+                node=explicit, free_memory_mib=load.free_memory_mib,
+                free_vcpus=load.free_vcpus,
+            )
+        return explicit
+    fitting = [load for load in by_node.values() if load.fits(vcpus, memory_mib)]
+    if not fitting:
+        raise _no_capacity(by_node, vcpus, memory_mib)
+    # max() returns the first of equals: sorting by id first makes ties deterministic.
+    best = max(
+        sorted(fitting, key=lambda load: load.node.id),
+        key=lambda load: (load.free_memory_mib - memory_mib, load.free_vcpus - vcpus),
+    )
+    return best.node.id
+
+
+def _no_capacity(by_node: dict[str, NodeLoad], vcpus: int, memory_mib: int) -> NoCapacity:
+    need = f"{memory_mib} MiB and {vcpus} vCPUs"
+    if not by_node:
+        return NoCapacity(
+            f"no node is online to place a VM needing {need}",
+            hint="Start a node agent (GET /v1/nodes lists the online ones).",
+            free_memory_mib=0, free_vcpus=0,
+        )
+    most_memory = max(by_node.values(), key=lambda load: load.free_memory_mib)
+    most_vcpus = max(by_node.values(), key=lambda load: load.free_vcpus)
+    return NoCapacity(
+        f"no node has {need} free; the largest free memory is {most_memory.free_memory_mib} "
+        f"MiB (node {most_memory.node.id!r}) and the most free vCPUs {most_vcpus.free_vcpus} "
+        f"(node {most_vcpus.node.id!r})",
+        free_memory_mib=most_memory.free_memory_mib, free_vcpus=most_vcpus.free_vcpus,
+    )

@@ -1,0 +1,43 @@
+"""Response bodies specific to the gateway (requests and records live in limiquantix.common)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from limiquantix.common.base import Model
+from limiquantix.common.vms import VmRecord
+
+
+class VmList(Model, frozen=True, kw_only=True):
+    """``GET /v1/vms``: records sorted by creation time (secrets removed)."""
+
+    items: tuple[VmRecord, ...]
+
+
+class NodeInfo(Model, frozen=True, kw_only=True):
+    """A node as the API shows it: capacity, allocations, VMs, liveness."""
+
+    id: str
+    status: Literal["online", "offline"]
+    hostname: str = ""
+    version: str = ""
+    libvirt_uri: str = ""
+    virt_type: str = ""
+    vcpus: int = 0
+    memory_mib: int = 0
+    disk_free_gib: float = 0.0
+    allocated_vcpus: int = 0  # heartbeat plus VMs placed since (what placement uses)
+    allocated_memory_mib: int = 0
+    free_vcpus: int = 0
+    free_memory_mib: int = 0
+    vm_count: int = 0
+    vm_ids: tuple[str, ...] = ()  # VMs whose record names this node
+    last_heartbeat: datetime | None = None
+    started_at: datetime | None = None
+
+
+class NodeList(Model, frozen=True, kw_only=True):
+    """``GET /v1/nodes``: online nodes and offline nodes still referenced by VMs."""
+
+    items: tuple[NodeInfo, ...]
