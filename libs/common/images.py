@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Annotated, Literal
 
 import msgspec
 
-from limiquantix.common.base import Model
+from limiquantix.common.base import Model, RequestBody
 
 
 class ImageState(enum.StrEnum):
@@ -22,7 +23,11 @@ class ImageState(enum.StrEnum):
 
 
 class ImageRecord(Model, frozen=True, kw_only=True):
-    """One catalog entry; ``sha256`` and ``format`` are known once it is ``active``."""
+    """One catalog entry; ``sha256`` and ``format`` are known once it is ``active``.
+
+    Before ``active``, ``format`` is the format the importer declared (empty: detect it) and
+    ``expected_sha256`` the checksum the file must have (empty: computed, not checked).
+    """
 
     id: str
     name: str
@@ -43,7 +48,72 @@ class ImageRecord(Model, frozen=True, kw_only=True):
     labels: dict[str, str] = {}
     created_at: datetime
     updated_at: datetime
+    expected_sha256: str = ""
+    catalog_id: str = ""  # set on shipped catalog entries (the record id is the same)
+    min_disk_gib: int = 0
+
+
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")]
+ImageFormatName = Literal["", "qcow2", "raw", "iso"]
+Labels = dict[
+    Annotated[str, msgspec.Meta(max_length=63)], Annotated[str, msgspec.Meta(max_length=255)]
+]
+
+
+class CreateImageRequest(RequestBody, frozen=True, kw_only=True):
+    """Body of ``POST /v1/images`` (and of the ``import`` / ``create_upload`` RPCs).
+
+    - ``catalog_id`` alone: import a shipped catalog entry from its official URL
+      (``source_url`` may point elsewhere, e.g. a local mirror).
+    - ``source_url``: import from that URL (the library downloads it).
+    - neither: create an empty record to ``PUT /v1/images/{id}/file`` into (an upload).
+    """
+
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    catalog_id: str = ""
+    source_url: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    sha256: Sha256 = ""
+    format: ImageFormatName = ""
+    os: str = ""
+    version: str = ""
+    architecture: str = "x86_64"
+    default_user: str = ""
+    labels: Labels = {}
+
+
+class ListImages(Model, frozen=True, kw_only=True):
+    """``list`` RPC: every filter is optional."""
+
+    state: str = ""
+    format: str = ""
+    os: str = ""
+
+
+class ImageList(Model, frozen=True, kw_only=True):
+    images: tuple[ImageRecord, ...] = ()
+
+
+class ImageRef(Model, frozen=True, kw_only=True):
+    """``get`` and ``delete`` RPCs."""
+
+    id: str
+
+
+class ImageDeleted(Model, frozen=True, kw_only=True):
+    """Reply of ``delete``: ``available`` again for a catalog entry, gone otherwise."""
+
+    id: str
+    state: str = ""
 
 
 image_encoder = msgspec.json.Encoder()
 image_decoder = msgspec.json.Decoder(ImageRecord)
+
+# NATS request/reply: the operation is the last subject token (subjects.image_rpc(op)); an error
+# reply is an ErrorReply and carries this header, so a client knows which type to decode.
+RPC_ERROR_HEADER = "Lq-Error"
+RPC_LIST = "list"
+RPC_GET = "get"
+RPC_IMPORT = "import"
+RPC_CREATE_UPLOAD = "create_upload"
+RPC_DELETE = "delete"

@@ -1,0 +1,56 @@
+"""``lq-image-library``: the catalog over NATS and image files over HTTP, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiohttp import web
+
+from limiquantix.common import subjects
+from limiquantix.common.nats_client import bucket, connect, ensure_jetstream
+from limiquantix.common.runner import run_service
+from limiquantix.common.settings import Settings
+from limiquantix.image_library import catalog, rpc
+from limiquantix.image_library.http_server import SHUTDOWN_TIMEOUT_S, make_app
+from limiquantix.image_library.importer import Importer
+from limiquantix.image_library.layout import StoreLayout
+from limiquantix.image_library.service import ImageService
+from limiquantix.image_library.store import ImageStore
+
+log = structlog.get_logger()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until ``stop``; downloads in flight are left resumable, uploads fail cleanly."""
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await stack.enter_async_context(connect(settings.nats_url, name="image-library"))
+        js = nc.jetstream()
+        await ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
+        store = ImageStore(await bucket(js, subjects.IMAGES_BUCKET), js)
+        layout = StoreLayout(settings.data_path)
+        await asyncio.to_thread(layout.create)
+        importer = await stack.enter_async_context(Importer(settings, store, layout))
+        service = ImageService(settings, store, layout, importer)
+        await catalog.seed(store)
+        await service.recover()
+
+        runner = web.AppRunner(
+            make_app(service), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None,
+        )
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.image_library_host, settings.image_library_port)
+        await site.start()
+
+        subscription = await rpc.subscribe(nc, service)
+        stack.push_async_callback(subscription.unsubscribe)
+        log.info("image library ready", url=settings.effective_image_library_url,
+                 store=str(layout.root))
+        await stop.wait()
+        log.info("image library stopping")
+
+
+def main() -> None:
+    run_service("image-library", serve)

@@ -1,0 +1,67 @@
+"""The NATS request/reply face of the image library (``lq.rpc.images.<op>``, queue group).
+
+A reply is the operation's Struct, or an ``ErrorReply`` marked with ``RPC_ERROR_HEADER``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from limiquantix.common import images, subjects
+from limiquantix.common.errors import ErrorReply, InvalidRequest, LimiquantixError
+from limiquantix.common.images import RPC_ERROR_HEADER, CreateImageRequest, ImageRef, ListImages
+from limiquantix.image_library.service import ImageService
+
+log = structlog.get_logger()
+_encoder = msgspec.json.Encoder()
+
+
+async def dispatch(service: ImageService, operation: str, data: bytes) -> Any:
+    """Decode the body for ``operation`` and run it."""
+    try:
+        match operation:
+            case images.RPC_LIST:
+                return await service.list(msgspec.json.decode(data or b"{}", type=ListImages))
+            case images.RPC_GET:
+                return await service.get(msgspec.json.decode(data, type=ImageRef).id)
+            case images.RPC_IMPORT:
+                body = msgspec.json.decode(data, type=CreateImageRequest)
+                return await service.import_image(body)
+            case images.RPC_CREATE_UPLOAD:
+                body = msgspec.json.decode(data, type=CreateImageRequest)
+                return await service.create_upload(body)
+            case images.RPC_DELETE:
+                return await service.delete(msgspec.json.decode(data, type=ImageRef).id)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from None
+    raise InvalidRequest(f"unknown image operation {operation!r}")
+
+
+async def subscribe(nc: Client, service: ImageService) -> Subscription:
+    """Answer every image operation in the image library's queue group."""
+
+    async def handle(msg: Msg) -> None:
+        operation = msg.subject.rsplit(".", 1)[-1]
+        try:
+            reply = _encoder.encode(await dispatch(service, operation, msg.data))
+            headers = None
+        except LimiquantixError as exc:
+            reply, headers = _encoder.encode(exc.to_reply()), {RPC_ERROR_HEADER: exc.code}
+        except Exception:
+            log.exception("image rpc failed", operation=operation)
+            error = ErrorReply(code="internal", message="internal error in the image library")
+            reply, headers = _encoder.encode(error), {RPC_ERROR_HEADER: error.code}
+        if msg.reply:
+            await nc.publish(msg.reply, reply, headers=headers)
+
+    return await nc.subscribe(
+        subjects.image_rpc_all(), queue=subjects.IMAGE_LIBRARY_QUEUE, cb=handle,
+    )

@@ -1,0 +1,136 @@
+"""Fixtures: a real nats-server, the image library's serve() in-process, a local origin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+from nats.aio.client import Client
+
+from limiquantix.common import settings as settings_mod
+from limiquantix.common.images import ImageRecord
+from limiquantix.common.nats_server import NatsServer, free_port
+from limiquantix.common.settings import Settings
+from limiquantix.image_library.client import ImageLibraryClient
+from limiquantix.image_library.main import serve
+from tests.image_library.origin import Origin
+
+
+def make_qcow2_with_data(path: Path, mib: int = 4) -> Path:
+    """A qcow2 (qemu-img convert) holding ``mib`` MiB of random data: not a blank image."""
+    raw = path.with_suffix(".raw")
+    raw.write_bytes(os.urandom(mib << 20))
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(path)],
+                   check=True)
+    raw.unlink()
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Library:
+    """The image library running in this process (serve() as a task), restartable."""
+
+    def __init__(self, root: Path, nats_url: str, **overrides: Any) -> None:
+        self.settings: Settings = settings_mod.load({}, nats_url=nats_url, data_dir=str(root),
+                                                    image_library_port=free_port(), **overrides)
+        self.stop_event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.settings.effective_image_library_url
+
+    @property
+    def store(self) -> Path:
+        return Path(self.settings.data_dir) / "image-library"
+
+    async def start(self) -> None:
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.create_task(serve(self.settings, self.stop_event))
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.task.done():
+                    self.task.result()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(self.url + "/healthz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise TimeoutError("image library did not start")
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 30)
+            self.task = None
+
+    def leftovers(self, image_id: str) -> list[Path]:
+        """Files of this image anywhere in the store."""
+        return [p for p in self.store.rglob("*") if p.name.startswith(image_id)]
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    async with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+async def library(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Library]:
+    running = Library(tmp_path / "library", nats_server.url)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def client(nc: Client) -> ImageLibraryClient:
+    return ImageLibraryClient(nc, timeout_s=10)
+
+
+@pytest.fixture
+async def origin(tmp_path: Path) -> AsyncIterator[Origin]:
+    root = tmp_path / "origin"
+    root.mkdir()
+    async with Origin(root) as server:
+        yield server
+
+
+@pytest.fixture
+def disk(origin: Origin) -> Path:
+    """A 4 MiB-of-data qcow2 served by the origin as ``disk.qcow2``."""
+    return make_qcow2_with_data(origin.root / "disk.qcow2")
+
+
+async def wait_image(client: ImageLibraryClient, image_id: str, *states: str,
+                     timeout_s: float = 30.0) -> ImageRecord:
+    """Poll until the image reaches one of ``states``."""
+    deadline = time.monotonic() + timeout_s
+    record = await client.get(image_id)
+    while time.monotonic() < deadline:
+        record = await client.get(image_id)
+        if record.state in states:
+            return record
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"image {image_id} not in {states}: {record}")

@@ -1,0 +1,169 @@
+"""Imports from a local origin: checksums, failures, redirects, cancel, catalog entries."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from limiquantix.common.errors import RemoteError
+from limiquantix.common.images import CreateImageRequest, ListImages
+from limiquantix.image_library.client import ImageLibraryClient
+from tests.image_library.conftest import Library, sha256_file, wait_image
+from tests.image_library.origin import Origin
+
+
+async def test_import_with_matching_checksum_becomes_active_qcow2(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
+) -> None:
+    expected = sha256_file(disk)
+    record = await client.import_image(CreateImageRequest(
+        source_url=origin.file_url("disk.qcow2"), sha256=expected, os="debian",
+    ))
+    assert record.state == "queued"
+    assert record.name == "disk.qcow2"
+    active = await wait_image(client, record.id, "active", "error")
+    assert active.state == "active", active.error
+    assert active.sha256 == expected
+    assert active.format == "qcow2"
+    assert active.virtual_size == 4 << 20
+    assert active.file_size == disk.stat().st_size == active.bytes_done
+    stored = library.store / "files" / record.id
+    assert sha256_file(stored) == expected
+    assert stored.stat().st_mode & 0o777 == 0o644
+    assert not list((library.store / "partial").iterdir())
+
+
+async def test_checksum_mismatch_ends_in_error_and_leaves_no_file(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
+) -> None:
+    record = await client.import_image(CreateImageRequest(
+        source_url=origin.file_url("disk.qcow2"), sha256="0" * 64,
+    ))
+    failed = await wait_image(client, record.id, "active", "error")
+    assert failed.state == "error"
+    assert "checksum_mismatch" in failed.error and sha256_file(disk) in failed.error
+    assert library.leftovers(record.id) == []
+
+
+async def test_truncated_transfer_ends_in_error_and_leaves_no_file(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
+) -> None:
+    record = await client.import_image(CreateImageRequest(
+        source_url=origin.file_url("disk.qcow2", truncate=1 << 20),
+    ))
+    failed = await wait_image(client, record.id, "active", "error")
+    assert failed.state == "error"
+    assert "truncated" in failed.error
+    assert library.leftovers(record.id) == []
+
+
+@pytest.mark.parametrize("status", [404, 500])
+async def test_source_error_status_is_reported_in_the_record(
+    library: Library, client: ImageLibraryClient, origin: Origin, status: int,
+) -> None:
+    record = await client.import_image(CreateImageRequest(
+        source_url=f"{origin.url}/status/{status}", name="broken",
+    ))
+    failed = await wait_image(client, record.id, "active", "error")
+    assert failed.state == "error"
+    assert f"HTTP {status}" in failed.error
+    assert library.leftovers(record.id) == []
+
+
+async def test_redirects_are_followed(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
+) -> None:
+    record = await client.import_image(CreateImageRequest(
+        source_url=f"{origin.url}/redirect/3/disk.qcow2", name="redirected",
+    ))
+    active = await wait_image(client, record.id, "active", "error")
+    assert active.state == "active", active.error
+    assert active.sha256 == sha256_file(disk)
+
+
+async def test_too_many_redirects_are_refused(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
+) -> None:
+    record = await client.import_image(CreateImageRequest(
+        source_url=f"{origin.url}/redirect/9/disk.qcow2", name="loop",
+    ))
+    failed = await wait_image(client, record.id, "active", "error")
+    assert "redirects" in failed.error
+
+
+async def test_disallowed_scheme_is_refused_at_once(
+    library: Library, client: ImageLibraryClient,
+) -> None:
+    with pytest.raises(RemoteError) as caught:
+        await client.import_image(CreateImageRequest(source_url="file:///etc/passwd"))
+    assert caught.value.reply.code == "scheme_not_allowed"
+    assert caught.value.reply.status == 422
+
+
+async def test_deleting_a_slow_download_cancels_it_and_removes_everything(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
+) -> None:
+    record = await client.import_image(CreateImageRequest(
+        source_url=origin.file_url("disk.qcow2", rate=512 * 1024), name="slow",
+    ))
+    progressing = await wait_image(client, record.id, "downloading")
+    await asyncio.sleep(1.5)  # progress is written once a second
+    progressing = await client.get(record.id)
+    assert 0 < progressing.bytes_done < disk.stat().st_size
+    assert progressing.bytes_total == disk.stat().st_size
+    deleted = await client.delete(record.id)
+    assert deleted.state == "deleted"
+    with pytest.raises(RemoteError) as caught:
+        await client.get(record.id)
+    assert caught.value.reply.code == "image_not_found"
+    assert library.leftovers(record.id) == []
+
+
+async def test_catalog_lists_shipped_images_as_available(
+    library: Library, client: ImageLibraryClient,
+) -> None:
+    listed = await client.list(ListImages(state="available"))
+    by_id = {r.id: r for r in listed.images}
+    assert {"ubuntu-22-04", "ubuntu-24-04", "debian-12", "rocky-9", "almalinux-9"} <= set(by_id)
+    assert by_id["debian-12"].default_user == "debian"
+    assert by_id["rocky-9"].default_user == "rocky"
+    assert by_id["ubuntu-24-04"].source_url.startswith("https://cloud-images.ubuntu.com/noble/")
+
+
+async def test_catalog_entry_imports_in_one_call_and_delete_makes_it_available_again(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
+) -> None:
+    """No internet here: the entry is imported from a local mirror URL instead of its own."""
+    record = await client.import_image(CreateImageRequest(
+        catalog_id="debian-12", source_url=origin.file_url("disk.qcow2"),
+    ))
+    assert record.id == "debian-12" and record.state == "queued"
+    active = await wait_image(client, "debian-12", "active", "error")
+    assert active.state == "active", active.error
+    assert active.default_user == "debian"
+    assert active.sha256 == sha256_file(disk)
+    with pytest.raises(RemoteError) as caught:  # already imported
+        await client.import_image(CreateImageRequest(catalog_id="debian-12"))
+    assert caught.value.reply.code == "image_busy"
+    deleted = await client.delete("debian-12")
+    assert deleted.state == "available"
+    again = await client.get("debian-12")
+    assert again.state == "available" and again.sha256 == ""
+    assert again.source_url.startswith("https://cloud.debian.org/")
+    assert library.leftovers("debian-12") == []
+
+
+async def test_filters_select_by_state_format_and_os(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
+) -> None:
+    record = await client.import_image(CreateImageRequest(
+        source_url=origin.file_url("disk.qcow2"), os="testos",
+    ))
+    await wait_image(client, record.id, "active")
+    by_os = await client.list(ListImages(os="testos"))
+    assert [r.id for r in by_os.images] == [record.id]
+    active_qcow2 = await client.list(ListImages(state="active", format="qcow2"))
+    assert [r.id for r in active_qcow2.images] == [record.id]
+    assert (await client.list(ListImages(state="active", format="iso"))).images == ()
