@@ -56,6 +56,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "events_sse",
     "openapi",
     "routes_ui",
+    "console.routes",
 )
 
 
