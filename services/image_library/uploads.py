@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import msgspec
 import structlog
 from aiohttp import web
@@ -58,6 +59,10 @@ async def receive_upload(
             async for chunk in request.content.iter_chunked(CHUNK):
                 await out.write(chunk)
                 await progress.advance(out.size)
+        except (ConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise UploadIncomplete(
+                f"the connection ended mid-upload after {out.size} bytes ({exc})"
+            ) from None
         finally:
             await out.close()
         if total is not None and out.size != total:
@@ -72,8 +77,5 @@ async def receive_upload(
                                   "upload_incomplete: the client went away mid-upload"))
         raise
     except Exception as exc:
-        reason = reason_of(exc)
-        if not isinstance(exc, UploadIncomplete) and "Payload" in type(exc).__name__:
-            reason = f"upload_incomplete: the connection ended mid-upload ({exc})"
-        await fail(service.store, service.layout, image_id, reason)
+        await fail(service.store, service.layout, image_id, reason_of(exc))
         raise
