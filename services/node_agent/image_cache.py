@@ -1,0 +1,333 @@
+"""The node's image cache: catalog images as local files in ``<data_dir>/cloud-images/``.
+
+Files are named by their sha256 (``<sha256>.<format>``, with a ``<sha256>.json`` sidecar), so
+an image present is never fetched again, whatever its catalog id. A fetch is single-flight per
+sha256 (ten VMs asking at once cause one download), hashed while streaming, verified against
+the catalog's sha256, made 0644 and renamed into place atomically. Over
+``LQ_IMAGE_CACHE_MAX_GIB`` the least recently used images that no VM overlay is backed by are
+evicted (backing files are read from the overlays' qcow2 headers under ``<data_dir>/images/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from limiquantix.common.errors import LimiquantixError, Unavailable
+from limiquantix.common.events import ImageProgress, event_encoder, event_subject
+from limiquantix.common.hashing_file import HashingFile
+from limiquantix.common.images import ImageRecord, ImageState
+from limiquantix.common.settings import Settings
+from limiquantix.image_library.client import ImageLibraryClient
+from limiquantix.node_agent.image_cache_errors import (
+    ImageChecksumMismatch,
+    ImageDownloadFailed,
+    ImageNotReady,
+)
+from limiquantix.node_agent.local_image import ImageFormat, LocalImage
+
+log = structlog.get_logger()
+
+Progress = Callable[[int, int | None], Awaitable[None]]
+
+CHUNK = 4 << 20
+READ_BUFFER = 8 << 20
+PROGRESS_INTERVAL_S = 0.5
+CONNECT_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = 120.0
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+class CachedImage(msgspec.Struct, frozen=True, kw_only=True):
+    """The sidecar of a cached file: what it is and which catalog image it came from."""
+
+    sha256: str
+    format: ImageFormat
+    virtual_size: int
+    image_id: str
+    name: str = ""
+
+
+_sidecar_decoder = msgspec.json.Decoder(CachedImage)
+
+
+def qcow2_backing_file(path: Path) -> Path | None:
+    """The backing file a qcow2 header names (resolved like QEMU does), or None."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+            if len(header) < 20 or header[:4] != QCOW2_MAGIC:
+                return None
+            offset, size = struct.unpack(">QI", header[8:20])
+            if not offset or not size or size > 4096:
+                return None
+            f.seek(offset)
+            name = f.read(size).decode(errors="replace")
+    except OSError:
+        return None
+    backing = Path(name)
+    return backing if backing.is_absolute() else path.parent / backing
+
+
+class ImageCache:
+    """``await cache.ensure(image_id, on_progress=...)`` -> a verified local file."""
+
+    def __init__(
+        self, settings: Settings, nc: Client, js: JetStreamContext,
+        *, client: ImageLibraryClient | None = None,
+    ) -> None:
+        self._settings = settings
+        self._js = js
+        self._client = client or ImageLibraryClient(nc, timeout_s=settings.request_timeout_s)
+        self.root = settings.data_path / "cloud-images"
+        self._partial = self.root / ".partial"
+        self._vm_images = settings.data_path / "images"
+        self._node = settings.effective_node_id
+        self._max_bytes = int(settings.image_cache_max_gib * (1 << 30))
+        self._flights: dict[str, asyncio.Task[LocalImage]] = {}
+        self._listeners: dict[str, list[Progress]] = {}
+
+    # -- public ---------------------------------------------------------------------------
+    async def ensure(self, image_id: str, *, on_progress: Progress | None = None) -> LocalImage:
+        """The image as a local file, fetched (once per node) when it is not here yet."""
+        record = await self._resolve(image_id)
+        if isinstance(record, CachedImage):
+            return await self._touch(record)
+        cached = self._lookup(record.sha256)
+        if cached is not None:
+            return await self._touch(cached)
+        flight = self._flights.get(record.sha256)
+        if flight is None:
+            flight = asyncio.create_task(self._fetch(record), name=f"fetch-{record.sha256[:12]}")
+            self._flights[record.sha256] = flight
+            self._listeners[record.sha256] = []
+            flight.add_done_callback(lambda _: self._end_flight(record.sha256))
+        if on_progress is not None:
+            self._listeners.setdefault(record.sha256, []).append(on_progress)
+        try:
+            # shield: a caller that gives up does not cancel the download others wait for
+            return await asyncio.shield(flight)
+        finally:
+            if on_progress is not None:
+                with contextlib.suppress(ValueError, KeyError):
+                    self._listeners[record.sha256].remove(on_progress)
+
+    async def close(self) -> None:
+        """Cancel downloads in flight (their partial files are removed)."""
+        for task in list(self._flights.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def cached(self) -> list[CachedImage]:
+        """Every image in the cache."""
+        found = []
+        for sidecar in self.root.glob("*.json"):
+            with contextlib.suppress(OSError, msgspec.DecodeError):
+                entry = _sidecar_decoder.decode(sidecar.read_bytes())
+                if self._file(entry).exists():
+                    found.append(entry)
+        return found
+
+    # -- resolution -----------------------------------------------------------------------
+    async def _resolve(self, image_id: str) -> ImageRecord | CachedImage:
+        """The catalog record; when the library is unreachable, a cached copy will do."""
+        try:
+            record = await self._client.get(image_id)
+        except Unavailable:
+            for entry in await asyncio.to_thread(self.cached):
+                if entry.image_id == image_id:
+                    log.warning("image library unreachable; using the cached copy",
+                                image_id=image_id)
+                    return entry
+            raise
+        if record.state != ImageState.ACTIVE or not record.sha256:
+            raise ImageNotReady(
+                f"image {image_id!r} is {record.state}, not active"
+                + (f" ({record.error})" if record.error else ""),
+                image_id=image_id, state=record.state,
+            )
+        if record.format not in ("qcow2", "raw", "iso"):
+            raise ImageNotReady(f"image {image_id!r} has unusable format {record.format!r}")
+        return record
+
+    def _file(self, entry: CachedImage) -> Path:
+        return self.root / f"{entry.sha256}.{entry.format}"
+
+    def _lookup(self, sha256: str) -> CachedImage | None:
+        try:
+            entry = _sidecar_decoder.decode((self.root / f"{sha256}.json").read_bytes())
+        except (OSError, msgspec.DecodeError):
+            return None
+        return entry if self._file(entry).exists() else None
+
+    async def _touch(self, entry: CachedImage) -> LocalImage:
+        """Mark as recently used (the LRU order is the files' mtime) and return it."""
+        path = self._file(entry)
+        now = time.time()
+        await asyncio.to_thread(os.utime, path, (now, now))
+        return LocalImage(path=path, format=entry.format, virtual_size=entry.virtual_size,
+                          sha256=entry.sha256)
+
+    def _end_flight(self, sha256: str) -> None:
+        self._flights.pop(sha256, None)
+        self._listeners.pop(sha256, None)
+
+    # -- fetching -------------------------------------------------------------------------
+    def _make_dirs(self) -> None:
+        for directory in (self.root, self._partial):
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(DIR_MODE)
+
+    async def _fetch(self, record: ImageRecord) -> LocalImage:
+        await asyncio.to_thread(self._make_dirs)
+        part = self._partial / f"{record.sha256}.part"
+        started = time.monotonic()
+        try:
+            sha256 = await self._download(record, part)
+            if sha256 != record.sha256:
+                raise ImageChecksumMismatch(
+                    f"image {record.id!r}: received sha256 {sha256}, catalog says "
+                    f"{record.sha256}", image_id=record.id,
+                )
+            entry = CachedImage(
+                sha256=sha256, format=record.format,  # type: ignore[arg-type]
+                virtual_size=record.virtual_size or 0, image_id=record.id, name=record.name,
+            )
+            await asyncio.to_thread(self._install, part, entry)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+        elapsed = time.monotonic() - started
+        log.info("image cached", image_id=record.id, sha256=sha256, bytes=record.file_size,
+                 seconds=round(elapsed, 2),
+                 mib_per_s=round((record.file_size or 0) / (1 << 20) / max(elapsed, 1e-6), 1))
+        await asyncio.to_thread(self._evict, {sha256} | set(self._flights))
+        return await self._touch(entry)
+
+    def _install(self, part: Path, entry: CachedImage) -> None:
+        """Rename into place (atomic), then the sidecar (written under a temporary name)."""
+        os.chmod(part, FILE_MODE)
+        os.replace(part, self._file(entry))
+        sidecar = self.root / f"{entry.sha256}.json"
+        tmp = self._partial / f"{entry.sha256}.json.tmp"
+        tmp.write_bytes(msgspec.json.encode(entry))
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, sidecar)
+
+    async def _download(self, record: ImageRecord, part: Path) -> str:
+        url = f"{self._settings.effective_image_library_url}/images/{record.id}/file"
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S,
+        )
+        try:
+            async with aiohttp.ClientSession(
+                timeout=timeout, auto_decompress=False, read_bufsize=READ_BUFFER,
+            ) as http, http.get(url, headers={"Accept-Encoding": "identity"}) as response:
+                if response.status != 200:
+                    raise ImageDownloadFailed(
+                        f"image library answered HTTP {response.status} for {record.id!r}",
+                        image_id=record.id, status=response.status,
+                    )
+                announced = response.headers.get("X-Checksum-Sha256", "")
+                if announced and announced != record.sha256:
+                    raise ImageChecksumMismatch(
+                        f"image library serves sha256 {announced} for {record.id!r}, "
+                        f"the catalog says {record.sha256}", image_id=record.id,
+                    )
+                return await self._receive(record, response, part)
+        except LimiquantixError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ImageDownloadFailed(
+                f"fetching image {record.id!r} failed: {type(exc).__name__}: {exc}",
+                image_id=record.id,
+            ) from None
+
+    async def _receive(
+        self, record: ImageRecord, response: aiohttp.ClientResponse, part: Path,
+    ) -> str:
+        total = response.content_length
+        out = await HashingFile.create(part)
+        last = 0.0
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK):
+                await out.write(chunk)
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL_S:
+                    last = now
+                    await self._progress(record, out.size, total)
+        finally:
+            await out.close()
+        if total is not None and out.size != total:
+            raise ImageDownloadFailed(
+                f"image {record.id!r}: transfer ended after {out.size} of {total} bytes",
+                image_id=record.id,
+            )
+        await self._progress(record, out.size, total)
+        return out.hexdigest()
+
+    async def _progress(self, record: ImageRecord, done: int, total: int | None) -> None:
+        """Tell every waiting caller and publish an ``image.progress`` event (best effort)."""
+        for listener in list(self._listeners.get(record.sha256, ())):
+            try:
+                await listener(done, total)
+            except Exception as exc:
+                log.warning("progress listener failed", error=str(exc))
+        event = ImageProgress(image_id=record.id, node=self._node, bytes_done=done,
+                              bytes_total=total)
+        try:
+            await self._js.publish(event_subject(event), event_encoder.encode(event))
+        except Exception as exc:
+            log.debug("progress event not published", error=str(exc))
+
+    # -- eviction -------------------------------------------------------------------------
+    def backing_files_in_use(self) -> set[Path]:
+        """Every file a VM overlay under ``<data_dir>/images/`` is backed by."""
+        used: set[Path] = set()
+        for overlay in self._vm_images.glob("*/*"):
+            if overlay.is_file():
+                backing = qcow2_backing_file(overlay)
+                if backing is not None:
+                    used.add(backing.resolve())
+        return used
+
+    def _evict(self, keep: set[str]) -> None:
+        """Remove least recently used, unused images (not in ``keep``) until the cache fits."""
+        entries = []
+        for entry in self.cached():
+            with contextlib.suppress(FileNotFoundError):
+                st = self._file(entry).stat()
+                entries.append((st.st_mtime, st.st_size, entry))
+        total = sum(size for _, size, _ in entries)
+        if total <= self._max_bytes:
+            return
+        in_use = self.backing_files_in_use()
+        for _, size, entry in sorted(entries, key=lambda e: e[0]):
+            if total <= self._max_bytes:
+                break
+            path = self._file(entry)
+            if entry.sha256 in keep or path.resolve() in in_use:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / f"{entry.sha256}.json").unlink()
+                path.unlink()
+            total -= size
+            log.info("image evicted from the cache", image_id=entry.image_id,
+                     sha256=entry.sha256, bytes=size)
+        if total > self._max_bytes:
+            log.warning("image cache over its limit; every remaining image is in use",
+                        bytes=total, limit=self._max_bytes)

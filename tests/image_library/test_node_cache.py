@@ -1,0 +1,156 @@
+"""The node-side cache against a real image library: single flight, reuse, verification, LRU."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from nats.aio.client import Client
+
+from limiquantix.common import settings as settings_mod
+from limiquantix.common.images import CreateImageRequest
+from limiquantix.image_library.client import ImageLibraryClient
+from limiquantix.node_agent.image_cache import ImageCache, qcow2_backing_file
+from limiquantix.node_agent.image_cache_errors import ImageChecksumMismatch, ImageNotReady
+from tests.image_library.conftest import Library, make_qcow2_with_data, sha256_file, wait_image
+from tests.image_library.origin import Origin
+
+
+class CountingProxy:
+    """Forwards to the image library and counts the file requests it sees."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.hits: collections.Counter[str] = collections.Counter()
+        self.url = ""
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        self.hits[request.path] += 1
+        async with aiohttp.ClientSession() as http, http.get(
+            self.upstream + request.path_qs, headers={"Range": request.headers.get("Range", "")}
+            if "Range" in request.headers else None,
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status)
+            for name in ("Content-Length", "X-Checksum-Sha256", "ETag", "Content-Type"):
+                if name in upstream.headers:
+                    response.headers[name] = upstream.headers[name]
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(1 << 20):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+
+@pytest.fixture
+async def proxy(library: Library) -> AsyncIterator[CountingProxy]:
+    counting = CountingProxy(library.url)
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", counting.forward)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    counting.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    yield counting
+    await runner.cleanup()
+
+
+def make_cache(tmp_path: Path, nc: Client, proxy: CountingProxy, max_gib: float = 50.0
+               ) -> ImageCache:
+    settings = settings_mod.load({}, data_dir=str(tmp_path / "node"), node_id="node-t",
+                                 image_library_url=proxy.url, image_cache_max_gib=max_gib)
+    return ImageCache(settings, nc, nc.jetstream())
+
+
+async def imported(client: ImageLibraryClient, origin: Origin, name: str, mib: int = 4) -> str:
+    make_qcow2_with_data(origin.root / name, mib=mib)
+    record = await client.import_image(CreateImageRequest(source_url=origin.file_url(name)))
+    active = await wait_image(client, record.id, "active", "error")
+    assert active.state == "active", active.error
+    return record.id
+
+
+async def test_ten_concurrent_ensures_download_once_and_share_the_file(
+    tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, proxy: CountingProxy,
+) -> None:
+    image_id = await imported(client, origin, "shared.qcow2")
+    cache = make_cache(tmp_path, nc, proxy)
+    seen: list[tuple[int, int | None]] = []
+
+    async def progress(done: int, total: int | None) -> None:
+        seen.append((done, total))
+
+    results = await asyncio.gather(*(cache.ensure(image_id, on_progress=progress)
+                                     for _ in range(10)))
+    assert proxy.hits[f"/images/{image_id}/file"] == 1
+    assert len({r.path for r in results}) == 1
+    local = results[0]
+    assert local.format == "qcow2" and local.virtual_size == 4 << 20
+    assert local.sha256 == sha256_file(origin.root / "shared.qcow2") == sha256_file(local.path)
+    assert local.path.parent == tmp_path / "node" / "cloud-images"
+    assert local.path.name == f"{local.sha256}.qcow2"
+    assert local.path.stat().st_mode & 0o777 == 0o644
+    assert local.path.parent.stat().st_mode & 0o777 == 0o755
+    size = local.path.stat().st_size
+    assert (size, size) in seen
+    assert not list((local.path.parent / ".partial").iterdir())
+
+
+async def test_an_image_already_cached_is_never_downloaded_again(
+    tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, proxy: CountingProxy,
+) -> None:
+    image_id = await imported(client, origin, "again.qcow2")
+    first = await make_cache(tmp_path, nc, proxy).ensure(image_id)
+    again = await make_cache(tmp_path, nc, proxy).ensure(image_id)  # a restarted node agent
+    assert again == first
+    assert proxy.hits[f"/images/{image_id}/file"] == 1
+
+
+async def test_a_corrupted_transfer_is_detected_and_discarded(
+    tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, proxy: CountingProxy,
+    library: Library,
+) -> None:
+    image_id = await imported(client, origin, "damaged.qcow2")
+    stored = library.store / "files" / image_id
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0xFF  # same size, one bit flipped behind the library's back
+    stored.write_bytes(bytes(data))
+    cache = make_cache(tmp_path, nc, proxy)
+    with pytest.raises(ImageChecksumMismatch):
+        await cache.ensure(image_id)
+    assert cache.cached() == []
+    assert [p for p in cache.root.rglob("*") if p.is_file()] == []
+
+
+async def test_an_image_not_yet_imported_is_refused_with_a_hint(
+    tmp_path: Path, nc: Client, library: Library, proxy: CountingProxy,
+) -> None:
+    with pytest.raises(ImageNotReady) as caught:
+        await make_cache(tmp_path, nc, proxy).ensure("debian-12")
+    assert "available" in caught.value.message
+    assert "catalog_id" in caught.value.hint
+
+
+async def test_over_the_limit_the_least_recently_used_unused_image_is_evicted(
+    tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, proxy: CountingProxy,
+) -> None:
+    ids = [await imported(client, origin, f"img{i}.qcow2", mib=2) for i in range(3)]
+    cache = make_cache(tmp_path, nc, proxy, max_gib=5.0 / 1024)  # room for two 2 MiB images
+    first = await cache.ensure(ids[0])
+    vm_dir = tmp_path / "node" / "images" / "vm-1"
+    vm_dir.mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(first.path), str(vm_dir / "disk.qcow2"), "1G"], check=True)
+    assert qcow2_backing_file(vm_dir / "disk.qcow2") == first.path
+    second = await cache.ensure(ids[1])
+    await asyncio.sleep(0.01)
+    third = await cache.ensure(ids[2])  # over the limit now: second goes, first is in use
+    assert first.path.exists() and third.path.exists()
+    assert not second.path.exists()
+    assert {c.image_id for c in cache.cached()} == {ids[0], ids[2]}
