@@ -62,6 +62,9 @@ function render() {
     renderImages($("images").tBodies[0], state.images);
     $("image-count").textContent = state.images.length ? String(state.images.length) : "";
     $("images-empty").hidden = state.images.length > 0;
+    $("images-empty").textContent = state.imagesUnavailable
+      ? "This gateway has no image catalog (GET /v1/images): use a node-local image path."
+      : "No images in the catalog.";
     fillFormChoices();
   });
 }
@@ -90,7 +93,15 @@ async function loadNodes() {
 }
 
 async function loadImages() {
-  state.images = itemsOf(await api("GET", "/v1/images"), "images");
+  try {
+    state.images = itemsOf(await api("GET", "/v1/images"), "images");
+    state.imagesUnavailable = false;
+  } catch (err) {
+    // A gateway without the image routes still runs VMs from node-local paths.
+    if (!(err instanceof ApiError && err.status === 404)) throw err;
+    state.images = [];
+    state.imagesUnavailable = true;
+  }
   render();
 }
 

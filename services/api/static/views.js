@@ -61,13 +61,15 @@ export function renderNodes(tbody, nodes) {
   tbody.replaceChildren(...nodes.map((node) => {
     const cpuUse = node.vcpus ? (node.allocated_vcpus ?? 0) / node.vcpus : 0;
     const memUse = node.memory_mib ? (node.allocated_memory_mib ?? 0) / node.memory_mib : 0;
-    return h("tr", { dataset: { nodeId: node.id } },
-      h("td", { class: "name" }, h("strong", {}, node.id),
-        h("div", { class: "muted small" }, [node.virt_type, node.console_host].filter(Boolean).join(" · "))),
+    const status = node.status ?? "online";
+    return h("tr", { dataset: { nodeId: node.id, status } },
+      h("td", { class: "name" }, h("strong", {}, node.id), " ",
+        h("span", { class: `badge node-${status}` }, status),
+        h("div", { class: "muted small" }, [node.hostname !== node.id ? node.hostname : "", node.virt_type].filter(Boolean).join(" · "))),
       h("td", {}, meter(cpuUse), `${node.allocated_vcpus ?? 0} / ${node.vcpus}`),
       h("td", {}, meter(memUse), `${formatMiB(node.allocated_memory_mib ?? 0)} / ${formatMiB(node.memory_mib)}`),
       h("td", { class: "num" }, node.vm_count ?? 0),
-      h("td", { class: "muted small" }, ago(node.heartbeat_at)));
+      h("td", { class: "muted small" }, ago(node.last_heartbeat ?? node.heartbeat_at)));
   }));
 }
 
