@@ -72,6 +72,11 @@ def console_event(vm_id: str, kind: str) -> str:
     return f"{PREFIX}.evt.console.{_token(vm_id)}.{_token(kind)}"
 
 
+def console_events(vm_id: str = "*") -> str:
+    """Filter for the console audit events of one VM (or of all VMs)."""
+    return f"{PREFIX}.evt.console.{vm_id if vm_id == '*' else _token(vm_id)}.>"
+
+
 def all_events() -> str:
     return f"{PREFIX}.evt.>"
 
