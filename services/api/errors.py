@@ -49,7 +49,9 @@ class UnknownNode(InvalidRequest):
     """The request names a node that is not online."""
 
     code = "unknown_node"
-    default_hint = "Pick a node listed online by GET /v1/nodes, or omit 'node' to let the API place."
+    default_hint = (
+        "Pick a node listed online by GET /v1/nodes, or omit 'node' to let the API place the VM."
+    )
 
 
 class NoCapacity(Conflict):

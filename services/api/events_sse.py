@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from limiquantix.api import app_keys
@@ -103,11 +104,13 @@ async def _filter_subject(request: web.Request) -> str:
     try:
         vm_id = (await resolve(request.app, ref)).id
     except VmNotFound:
-        # A deleted VM's events stay in the stream: an id (but not a name) still filters.
-        if len(ref) != 36 or ref.count("-") != 4:
-            raise
+        # A deleted VM's events stay in the stream (and a client may be waiting for its
+        # vm.deleted): an unknown reference filters as an id instead of failing.
         vm_id = ref
-    return subjects.vm_events(vm_id)
+    try:
+        return subjects.vm_events(vm_id)
+    except ValueError:
+        raise InvalidRequest(f"vm must be a VM id or name, not {ref!r}") from None
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -164,9 +167,17 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass  # the client went away
     finally:
         open_queues.discard(queue)
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await _remove_consumer(js, sub)
     return response
+
+
+async def _remove_consumer(js: JetStreamContext, sub: JetStreamContext.PushSubscription) -> None:
+    """Unsubscribe and delete the ephemeral consumer now (the server would after its
+    inactivity threshold): a closed stream leaves nothing behind."""
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    with contextlib.suppress(Exception):
+        await js.delete_consumer(subjects.EVENTS_STREAM, sub._consumer)
 
 
 async def _sse_ctx(app: web.Application) -> AsyncIterator[None]:

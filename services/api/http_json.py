@@ -27,8 +27,30 @@ async def decode_body(request: web.Request, body_type: type[T]) -> T:
         raise validation_error(exc) from None
 
 
+def complete(value: Any) -> Any:
+    """``value`` with every Struct field present, defaults included.
+
+    Messages omit defaults on the wire between services (``base.Model``); API clients get the
+    whole record instead (a ``pending`` VM shows ``"state": "pending"``, an absent VNC ``null``).
+    """
+    if isinstance(value, msgspec.Struct):
+        config = value.__struct_config__
+        out: dict[str, Any] = {}
+        if config.tag_field is not None:
+            out[config.tag_field] = config.tag
+        for name in value.__struct_fields__:
+            out[name] = complete(getattr(value, name))
+        return out
+    if isinstance(value, (list, tuple)):
+        return [complete(item) for item in value]
+    if isinstance(value, dict):
+        return {key: complete(item) for key, item in value.items()}
+    return value
+
+
 def encode(value: Any) -> bytes:
-    return _encoder.encode(value)
+    """JSON of ``value`` as API clients see it (defaults included)."""
+    return _encoder.encode(complete(value))
 
 
 def json_response(
@@ -36,6 +58,6 @@ def json_response(
 ) -> web.Response:
     """A JSON response encoded by msgspec (Structs, datetimes, enums)."""
     return web.Response(
-        body=_encoder.encode(value), status=status, content_type="application/json",
+        body=encode(value), status=status, content_type="application/json",
         headers=headers,
     )

@@ -8,6 +8,7 @@ If the claimant fails before the VM exists it releases the key, so a retry can s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import msgspec
@@ -86,10 +87,8 @@ class IdempotencyKeys:
 
     async def release(self, key: str) -> None:
         """Forget a claim whose VM was never created."""
-        try:
+        with contextlib.suppress(KeyNotFoundError):
             await self._kv.delete(storage_key(key))
-        except KeyNotFoundError:
-            pass
 
     async def still_claimed(self, key: str) -> bool:
         try:

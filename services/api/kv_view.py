@@ -42,7 +42,7 @@ class KvView(Generic[T]):
         self._sub: JetStreamContext.PushSubscription | None = None
         self.ready = asyncio.Event()
 
-    async def start(self, timeout: float = 10.0) -> None:
+    async def start(self, wait_s: float = 10.0) -> None:
         """Subscribe and wait until the current content has been loaded."""
         self._sub = await self._js.subscribe(
             f"{self._prefix}>", stream=f"KV_{self._bucket}", cb=self._on_msg,
@@ -52,7 +52,7 @@ class KvView(Generic[T]):
         info = await self._sub.consumer_info()
         if info.num_pending == 0 and self._sub.delivered == 0:
             self.ready.set()
-        await asyncio.wait_for(self.ready.wait(), timeout)
+        await asyncio.wait_for(self.ready.wait(), wait_s)
 
     async def stop(self) -> None:
         if self._sub is not None:

@@ -43,7 +43,8 @@ async def readyz(request: web.Request) -> web.Response:
 OPENAPI = OpenApiPart(tag="health", operations=(
     Operation(method="GET", path="/healthz", summary="Liveness: the process answers",
               response=Health, public=True),
-    Operation(method="GET", path="/readyz", summary="Readiness: NATS connected, JetStream reachable",
+    Operation(method="GET", path="/readyz",
+              summary="Readiness: NATS connected, JetStream reachable",
               response=Health, public=True, errors=(503,)),
 ))
 

@@ -15,7 +15,6 @@ from limiquantix.api.http_json import json_response
 from limiquantix.api.openapi import OpenApiPart, Operation
 from limiquantix.api.schemas import NodeInfo, NodeList
 from limiquantix.common.nodes import NodeStatus
-from limiquantix.common.vms import VmRecord
 
 
 def node_infos(app: web.Application) -> list[NodeInfo]:
@@ -70,10 +69,6 @@ async def get_node(request: web.Request) -> web.Response:
         if info.id == node_id:
             return json_response(info)
     raise NodeNotFound(f"no node {node_id!r} is online or referenced by a VM", node=node_id)
-
-
-def vms_on(app: web.Application, node_id: str) -> list[VmRecord]:
-    return [vm for vm in app[app_keys.VM_VIEW].values() if vm.node == node_id]
 
 
 OPENAPI = OpenApiPart(tag="nodes", operations=(

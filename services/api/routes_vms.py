@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
+import nats.errors
 import structlog
 from aiohttp import web
 
@@ -22,13 +23,14 @@ from limiquantix.api.errors import (
     IdempotencyInProgress,
     IllegalTransition,
     NameTaken,
+    NodeUnavailable,
     VmNotFound,
 )
 from limiquantix.api.http_json import decode_body, json_response
 from limiquantix.api.idempotency import IdempotencyKeys, body_hash
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
 from limiquantix.api.schemas import VmList
-from limiquantix.common import cloud_init
+from limiquantix.common import cloud_init, node_rpc, subjects
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import (
     Command,
@@ -41,8 +43,9 @@ from limiquantix.common.commands import (
     StopVm,
     UpdateCloudInit,
 )
-from limiquantix.common.errors import Conflict, InvalidRequest, NotFound
+from limiquantix.common.errors import Conflict, InvalidRequest, NotFound, RemoteError
 from limiquantix.common.events import VmStateChanged
+from limiquantix.common.node_rpc import ConsoleLogRequest
 from limiquantix.common.vms import (
     CloudInitRequest,
     CloudInitSpec,
@@ -303,6 +306,39 @@ async def update_cloud_init(request: web.Request) -> web.Response:
     return _vm_response(updated, 202)
 
 
+# --- console log ----------------------------------------------------------------------------
+
+async def console_log(request: web.Request) -> web.Response:
+    """GET /v1/vms/{vm}/console-log?max_bytes=: the serial log's tail, asked of the VM's node."""
+    app = request.app
+    vm = await resolve(app, request.match_info["vm"])
+    try:
+        max_bytes = int(request.query.get("max_bytes", node_rpc.DEFAULT_CONSOLE_LOG_BYTES))
+        # convert() applies the schema's bounds (a Struct's constructor does not).
+        query = msgspec.convert({"vm_id": vm.id, "max_bytes": max_bytes}, ConsoleLogRequest)
+    except (ValueError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(
+            f"max_bytes must be an integer from 1 to {node_rpc.MAX_CONSOLE_LOG_BYTES}: {exc}"
+        ) from None
+    timeout = app[app_keys.SETTINGS].request_timeout_s
+    try:
+        msg = await app[app_keys.NATS].request(
+            subjects.node_rpc(vm.node, node_rpc.CONSOLE_LOG), node_rpc.encoder.encode(query),
+            timeout=timeout,
+        )
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        raise NodeUnavailable(
+            f"node {vm.node!r} did not answer within {timeout:g} s", node=vm.node, vm_id=vm.id,
+        ) from None
+    reply = node_rpc.console_log_reply_decoder.decode(msg.data)
+    if reply.error is not None:
+        raise RemoteError(reply.error)
+    return web.Response(
+        text=reply.data, content_type="text/plain", charset="utf-8",
+        headers={"X-Log-Size": str(reply.size), "X-Log-Truncated": str(reply.truncated).lower()},
+    )
+
+
 # --- registration ----------------------------------------------------------------------------
 
 ACTIONS = (VmAction.START, VmAction.STOP, VmAction.FORCE_STOP, VmAction.REBOOT,
@@ -325,6 +361,11 @@ OPENAPI = OpenApiPart(tag="vms", operations=(
     *(Operation(method="POST", path=f"/v1/vms/{{vm}}/{action.value}",
                 summary=f"{action.value} the VM", response=VmRecord, status=202,
                 errors=(404, 409)) for action in ACTIONS),
+    Operation(method="GET", path="/v1/vms/{vm}/console-log",
+              summary="Tail of the serial console log (from the VM's node)",
+              media_type="text/plain", errors=(404, 503),
+              params=(Param(name="max_bytes", schema={"type": "integer", "minimum": 1},
+                            description="at most this many bytes from the end"),)),
     Operation(method="POST", path="/v1/vms/{vm}/cloud-init",
               summary="Replace cloud-init settings; cloud-init runs again at the next boot",
               body=CloudInitRequest, response=VmRecord, status=202, errors=(404, 409)),
@@ -344,4 +385,5 @@ def setup(app: web.Application) -> None:
     for action in ACTIONS:
         app.router.add_post(f"/v1/vms/{{vm}}/{action.value}", _action_handler(action))
     app.router.add_post("/v1/vms/{vm}/cloud-init", update_cloud_init)
+    app.router.add_get("/v1/vms/{vm}/console-log", console_log)
     app.cleanup_ctx.append(_idempotency_ctx)

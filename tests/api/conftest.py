@@ -1,0 +1,103 @@
+"""Gateway tests: a real nats-server per test and the app on aiohttp's test server.
+
+There is no node agent here: a "node" is a real heartbeat entry written into the ``nodes``
+bucket, and commands are read back from the JetStream commands stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from limiquantix.api.app import init
+from limiquantix.common import nats_client, settings, subjects
+from limiquantix.common.base import utcnow
+from limiquantix.common.commands import Command, command_decoder
+from limiquantix.common.nats_server import NatsServer
+from limiquantix.common.nodes import NodeStatus, node_encoder
+
+TOKEN = "test-token-0123456789"
+HEARTBEAT_S = 1.0
+
+
+@dataclass
+class Gateway:
+    client: TestClient  # type: ignore[type-arg]
+    nc: Client
+    js: JetStreamContext
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def heartbeat(self, node_id: str, *, vcpus: int = 8, memory_mib: int = 16384,
+                        allocated_vcpus: int = 0, allocated_memory_mib: int = 0,
+                        vm_ids: tuple[str, ...] = ()) -> None:
+        """Write a node heartbeat, as a node agent does."""
+        kv = await self.js.key_value(subjects.NODES_BUCKET)
+        await kv.put(node_id, node_encoder.encode(NodeStatus(
+            id=node_id, vcpus=vcpus, memory_mib=memory_mib, allocated_vcpus=allocated_vcpus,
+            allocated_memory_mib=allocated_memory_mib, vm_ids=vm_ids, heartbeat_at=utcnow(),
+            libvirt_uri="test:///default", virt_type="test",
+        )))
+
+    async def commands(self, node_id: str) -> list[Command]:
+        """Every command queued for ``node_id`` (read without consuming)."""
+        info = await self.js.stream_info(subjects.COMMANDS_STREAM)
+        found: list[Command] = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await self.js.get_msg(subjects.COMMANDS_STREAM, seq)
+            except Exception:
+                continue
+            if msg.subject == subjects.node_commands(node_id):
+                found.append(command_decoder.decode(msg.data or b""))
+        return found
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    async with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+MakeGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(nats_server: NatsServer, tmp_path: Path
+                       ) -> AsyncIterator[MakeGateway]:
+    """Start gateways (each its own app) on the same NATS; all stopped at the end."""
+    started: list[tuple[TestClient, Client]] = []  # type: ignore[type-arg]
+
+    async def make(**overrides: object) -> Gateway:
+        values: dict[str, object] = {
+            "nats_url": nats_server.url, "data_dir": str(tmp_path / "data"),
+            "api_token": TOKEN, "heartbeat_interval_s": HEARTBEAT_S, "request_timeout_s": 2.0,
+        }
+        values.update(overrides)
+        app = init(settings.load({}, **values))
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        nc = await nats.connect(nats_server.url)
+        started.append((client, nc))
+        await nats_client.ensure_jetstream(nc.jetstream(), heartbeat_interval_s=HEARTBEAT_S)
+        return Gateway(client=client, nc=nc, js=nc.jetstream(), token=str(values["api_token"]))
+
+    yield make
+    for client, nc in started:
+        await client.close()
+        await nc.close()
+
+
+@pytest.fixture
+async def gw(make_gateway: MakeGateway) -> Gateway:
+    return await make_gateway()
