@@ -1,0 +1,233 @@
+"""``lq image …``: list, show, import (URL or catalog id), upload and delete, with progress."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from limiquantix.cli.client import ApiClient, decode, seg
+from limiquantix.cli.context import Context
+from limiquantix.cli.errors import (
+    EXIT_OK,
+    ApiError,
+    ImageFailed,
+    LocalFileError,
+    UsageError,
+    WaitTimeout,
+)
+from limiquantix.cli.output import Progress, key_values, table
+from limiquantix.cli.sizes import format_bytes, format_duration, parse_duration
+from limiquantix.cli.sse import EventStream
+from limiquantix.common.events import ImageProgress, ImageStateChanged
+from limiquantix.common.images import ImageRecord, ImageState
+
+RESYNC_AFTER_S = 10.0
+_json = msgspec.json.Encoder()
+_SHA256_HEX = set("0123456789abcdef")
+
+
+def find_image(client: ApiClient, ref: str) -> ImageRecord:
+    """By id, else by exact name (unique); a clear error otherwise."""
+    try:
+        return client.get(f"/v1/images/{seg(ref)}", ImageRecord)
+    except ApiError as exc:
+        if exc.http_status != 404:
+            raise
+        named = [i for i in client.get_list("/v1/images", ImageRecord) if i.name == ref]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise ApiError(409, "ambiguous_name", f"{len(named)} images are named {ref!r}",
+                           "Use the image id (lq image list).") from None
+        raise
+
+
+def _size(value: int | None) -> str:
+    return format_bytes(value) if value else "-"
+
+
+def list_images(ctx: Context) -> int:
+    args = ctx.args
+    records = ctx.client.get_list("/v1/images", ImageRecord,
+                                  {"state": args.state, "format": args.format, "os": args.os})
+    if args.json:
+        ctx.print(_json.encode(records).decode())
+        return EXIT_OK
+    if args.quiet:
+        ctx.print("\n".join(r.id for r in records))
+        return EXIT_OK
+    rows = [[r.id, str(r.state), r.format or "-", _size(r.virtual_size), _size(r.file_size),
+             r.default_user or "-", r.name] for r in records]
+    ctx.print(table(["ID", "STATE", "FORMAT", "VIRTUAL", "FILE", "USER", "NAME"], rows))
+    return EXIT_OK
+
+
+def show(ctx: Context) -> int:
+    record = find_image(ctx.client, ctx.args.image)
+    if ctx.args.json:
+        ctx.print(_json.encode(record).decode())
+        return EXIT_OK
+    ctx.print(key_values([
+        ("id", record.id), ("name", record.name), ("state", str(record.state)),
+        ("error", record.error), ("format", record.format),
+        ("os", f"{record.os} {record.version}".strip()), ("arch", record.architecture),
+        ("virtual size", _size(record.virtual_size)), ("file size", _size(record.file_size)),
+        ("sha256", record.sha256), ("default user", record.default_user),
+        ("source", record.source_url),
+        ("created", record.created_at.isoformat(timespec="seconds")),
+    ]))
+    return EXIT_OK
+
+
+def _check_sha256(value: str | None) -> str:
+    digest = (value or "").lower().removeprefix("sha256:")
+    if digest and (len(digest) != 64 or not set(digest) <= _SHA256_HEX):
+        raise UsageError(f"--sha256 {value!r} is not 64 hex digits")
+    return digest
+
+
+def import_image(ctx: Context) -> int:
+    args = ctx.args
+    body: dict[str, Any] = {}
+    if "://" in args.source:
+        body["source_url"] = args.source
+        body["name"] = args.name or os.path.basename(args.source.split("?")[0]) or args.source
+    else:
+        body["catalog_id"] = args.source
+        if args.name:
+            body["name"] = args.name
+        if args.mirror:
+            body["source_url"] = args.mirror
+    sha256 = _check_sha256(args.sha256)
+    if sha256:
+        body["sha256"] = sha256
+    timeout_s = parse_duration(args.timeout)
+    # The stream opens before the POST, so not one progress event of a fast import is missed.
+    with EventStream(ctx.client) as stream:
+        record = ctx.client.post("/v1/images", ImageRecord, body)
+        ctx.print(f"Importing {record.id} ({record.name}) from {record.source_url}")
+        if not args.wait:
+            ctx.print(f"state: {record.state}  (follow: lq image show {record.id})")
+            return EXIT_OK
+        final = _follow(ctx, stream, record, timeout_s)
+    ctx.print(_summary(final))
+    return EXIT_OK
+
+
+def _follow(ctx: Context, stream: EventStream, record: ImageRecord, timeout_s: float
+            ) -> ImageRecord:
+    """Progress bar and state changes of one image, until ``active`` or ``error``."""
+    progress = Progress(f"{record.id}:", ctx.err)
+    deadline = time.monotonic() + timeout_s
+    state = str(record.state)
+    record = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
+    while True:
+        state = str(record.state)
+        if state == ImageState.ACTIVE:
+            progress.finish()
+            return record
+        if state == ImageState.ERROR:
+            progress.finish()
+            raise ImageFailed(f"{record.id}: {record.error or 'import failed'}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            progress.finish()
+            raise WaitTimeout(f"{record.id} is still {state} after {format_duration(timeout_s)}")
+        message = stream.get(timeout_s=min(remaining, RESYNC_AFTER_S))
+        event = message.decoded() if message else None
+        match event:
+            case ImageProgress(image_id=image_id, node="") if image_id == record.id:
+                progress.update(event.bytes_done, event.bytes_total, event.bytes_per_second)
+            case ImageStateChanged(image_id=image_id) if image_id == record.id:
+                if event.state != state:
+                    progress.finish(f"{record.id}: {event.state}"
+                                    + (f" ({event.reason})" if event.reason else ""))
+                record = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
+            case None if message is None:  # quiet stream: re-read the record (safety net)
+                record = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
+
+
+def _summary(record: ImageRecord) -> str:
+    return (f"{record.id} is active: {record.format}, virtual size "
+            f"{_size(record.virtual_size)}, file {_size(record.file_size)}, sha256 {record.sha256}")
+
+
+class _CountingReader:
+    """A file that hashes and reports what http.client reads from it (the upload body)."""
+
+    def __init__(self, file: IO[bytes], progress: Progress, total: int) -> None:
+        self.file, self.progress, self.total = file, progress, total
+        self.sent = 0
+        self.hash = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.sent += len(data)
+        self.hash.update(data)
+        self.progress.update(self.sent, self.total)
+        return data
+
+
+def upload(ctx: Context) -> int:
+    args = ctx.args
+    path = Path(args.file).expanduser()
+    if not path.is_file():
+        raise LocalFileError(f"{path} is not a file")
+    size = path.stat().st_size
+    sha256 = _check_sha256(args.sha256)
+    body: dict[str, Any] = {"name": args.name or path.name}
+    for key in ("format", "os", "version", "default_user"):
+        if getattr(args, key, None):
+            body[key] = getattr(args, key)
+    if sha256:
+        body["sha256"] = sha256
+    record = ctx.client.post("/v1/images", ImageRecord, body)
+    ctx.print(f"Uploading {path} ({format_bytes(size)}) as {record.id}")
+    progress = Progress(f"{record.id}:", ctx.err)
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+    if sha256:
+        headers["X-Checksum-Sha256"] = sha256
+    with path.open("rb") as file:
+        reader = _CountingReader(file, progress, size)
+        try:
+            final = _put(ctx.client, record.id, reader, headers)
+        except BaseException:
+            progress.finish()
+            raise
+    progress.finish(f"{record.id}: sent {format_bytes(reader.sent)} in "
+                    f"{format_duration(time.monotonic() - progress.started)}")
+    if final.state != ImageState.ACTIVE:
+        final = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
+    if final.state == ImageState.ERROR:
+        raise ImageFailed(f"{record.id}: {final.error or 'upload failed'}")
+    if final.sha256 and final.sha256 != reader.hash.hexdigest():
+        raise ImageFailed(f"{record.id}: the library stored sha256 {final.sha256}, but this "
+                          f"file's is {reader.hash.hexdigest()}",
+                          hint="The upload was corrupted in transit; delete it and upload again.")
+    ctx.print(_summary(final))
+    return EXIT_OK
+
+
+def _put(client: ApiClient, image_id: str, reader: _CountingReader, headers: dict[str, str]
+         ) -> ImageRecord:
+    """Stream the file; the answer comes once the library has verified and inspected it."""
+    conn, response, _ = client.open("PUT", f"/v1/images/{seg(image_id)}/file", headers=headers,
+                                    body=reader,  # type: ignore[arg-type]
+                                    timeout_s=max(client.timeout_s, 600.0))
+    try:
+        return decode(response.read(), ImageRecord)
+    finally:
+        conn.close()
+
+
+def delete(ctx: Context) -> int:
+    for ref in ctx.args.images:
+        record = find_image(ctx.client, ref)
+        ctx.client.request("DELETE", f"/v1/images/{seg(record.id)}")
+        ctx.print(f"{record.id}: deleted")
+    return EXIT_OK

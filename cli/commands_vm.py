@@ -1,0 +1,278 @@
+"""``lq vm …``: create, list, show, lifecycle actions, console, ssh and the serial log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+import webbrowser
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from limiquantix.cli import ssh, vm_input
+from limiquantix.cli.client import ApiClient, seg
+from limiquantix.cli.context import Context
+from limiquantix.cli.errors import EXIT_OK, SshUnavailable
+from limiquantix.cli.output import StatusLine, key_values, table
+from limiquantix.cli.sizes import format_duration, format_mib, parse_duration
+from limiquantix.cli.waiting import GONE, VmWaiter
+from limiquantix.common.vms import VmRecord, VmState
+
+UP = (VmState.RUNNING, VmState.READY)
+WAIT_TARGETS: dict[str, tuple[str, ...]] = {
+    "running": UP,
+    "ready": (VmState.READY,),
+    "start": UP,
+    "stop": (VmState.STOPPED,),
+    "force-stop": (VmState.STOPPED,),
+    "reboot": UP,
+    "pause": (VmState.PAUSED,),
+    "resume": UP,
+    "delete": (GONE,),
+}
+ACTIONS = ("start", "stop", "force-stop", "reboot", "pause", "resume")
+LOG_POLL_S = 1.0
+_json = msgspec.json.Encoder()
+
+
+def get_vm(client: ApiClient, vm: str) -> VmRecord:
+    """By id or name (the API resolves both)."""
+    return client.get(f"/v1/vms/{seg(vm)}", VmRecord)
+
+
+def _timeout(ctx: Context) -> float:
+    return parse_duration(ctx.args.timeout)
+
+
+def _age(when: datetime) -> str:
+    return format_duration(max((datetime.now(UTC) - when).total_seconds(), 0))
+
+
+def _image_label(image: str) -> str:
+    return os.path.basename(image) if os.sep in image else image
+
+
+def _ssh_short(record: VmRecord) -> str:
+    target = ssh.target_of(record)
+    return f"{target.host}:{target.port}" if target else "-"
+
+
+def connect_help(record: VmRecord) -> str:
+    """How to reach the VM: ssh command, host key fingerprints, console."""
+    target = ssh.target_of(record)
+    lines = []
+    if target is None:
+        lines.append("ssh:        no SSH forward (create with --network isolated or user)")
+    else:
+        lines.append(f"ssh:        {target.command()}    (or: lq vm ssh {record.name})")
+        keys = record.guest.ssh_host_keys
+        if keys:
+            lines += [f"host key:   {key}" for key in keys]
+        else:
+            lines.append("host key:   not known yet (shown once the guest is ready: "
+                         f"lq vm show {record.name})")
+    lines.append(f"console:    lq vm console {record.name}")
+    return "\n".join(lines)
+
+
+def create(ctx: Context) -> int:
+    args = ctx.args
+    body = vm_input.create_body(args)
+    if not args.ssh_key and not args.password_prompt:
+        ctx.warn("no --ssh-key or --password-prompt: the VM is reachable only by its console")
+    timeout_s = _timeout(ctx)  # parsed before anything is created
+    record = ctx.client.post("/v1/vms", VmRecord, body,
+                             headers={"Idempotency-Key": uuid.uuid4().hex})
+    ctx.print(f"Creating {record.name} ({record.id}) on {record.node or 'a node'}")
+    if not args.wait:
+        ctx.print(f"state: {record.state}  (follow: lq events --vm {record.name})")
+        return EXIT_OK
+    status = StatusLine(ctx.err)
+    final = VmWaiter(ctx.client, status).wait(record.id, record.name, WAIT_TARGETS[args.wait],
+                                              timeout_s)
+    status.done()
+    assert final is not None
+    ctx.print(f"{final.name} is {final.state} on {final.node} after "
+              f"{format_duration(time.monotonic() - status.started)}")
+    ctx.print(connect_help(final))
+    return EXIT_OK
+
+
+def list_vms(ctx: Context) -> int:
+    query = {"state": ctx.args.state, "node": ctx.args.node}
+    records = ctx.client.get_list("/v1/vms", VmRecord, query)
+    if ctx.args.json:
+        ctx.print(_json.encode(records).decode())
+        return EXIT_OK
+    if ctx.args.quiet:
+        ctx.print("\n".join(r.name for r in records))
+        return EXIT_OK
+    rows = [
+        [r.name, str(r.state), r.node or "-", str(r.vcpus), format_mib(r.memory_mib),
+         f"{r.disk_gib}G", _image_label(r.image), _ssh_short(r), _age(r.created_at)]
+        for r in records
+    ]
+    if not rows:
+        ctx.err.write("No VMs. Create one with: lq vm create NAME --image IMAGE\n")
+        return EXIT_OK
+    ctx.print(table(["NAME", "STATE", "NODE", "CPUS", "MEMORY", "DISK", "IMAGE", "SSH", "AGE"],
+                    rows))
+    return EXIT_OK
+
+
+def show(ctx: Context) -> int:
+    record = get_vm(ctx.client, ctx.args.vm)
+    if ctx.args.json:
+        ctx.print(_json.encode(record).decode())
+        return EXIT_OK
+    error = record.error
+    guest = record.guest
+    ctx.print(key_values([
+        ("name", record.name),
+        ("id", record.id),
+        ("state", str(record.state)),
+        ("error", f"{error.message} ({error.code}) - {error.hint}" if error else ""),
+        ("node", record.node),
+        ("image", record.image),
+        ("cpus", str(record.vcpus)),
+        ("memory", format_mib(record.memory_mib)),
+        ("disk", f"{record.disk_gib}G"),
+        ("user", record.cloud_init.user),
+        ("network", record.network.mode + (f":{record.network.source}"
+                                           if record.network.source else "")),
+        ("addresses", ", ".join(guest.addresses)),
+        ("ready in", f"{guest.boot_seconds:.1f}s" if guest.boot_seconds is not None else ""),
+        ("cloud-init", guest.cloud_init_error),
+        ("vnc", f"{record.vnc.host}:{record.vnc.port}" if record.vnc else ""),
+        ("created", record.created_at.isoformat(timespec="seconds")),
+        ("updated", record.updated_at.isoformat(timespec="seconds")),
+    ]))
+    ctx.print(connect_help(record))
+    return EXIT_OK
+
+
+def action(ctx: Context) -> int:
+    """start|stop|force-stop|reboot|pause|resume|delete on one or more VMs."""
+    name: str = ctx.args.action
+    timeout_s = _timeout(ctx)
+    for vm in ctx.args.vms:
+        record = get_vm(ctx.client, vm)
+        if name == "delete":
+            ctx.client.request("DELETE", f"/v1/vms/{seg(record.id)}")
+        else:
+            ctx.client.request("POST", f"/v1/vms/{seg(record.id)}/{name}")
+        if not ctx.args.wait:
+            ctx.print(f"{record.name}: {name} requested")
+            continue
+        status = StatusLine(ctx.err)
+        final = VmWaiter(ctx.client, status).wait(record.id, record.name, WAIT_TARGETS[name],
+                                                  timeout_s)
+        status.done()
+        ctx.print(f"{record.name}: {final.state if final else 'deleted'}")
+    return EXIT_OK
+
+
+def console(ctx: Context) -> int:
+    """The browser console page; the API token rides in the URL fragment, never sent anywhere."""
+    record = get_vm(ctx.client, ctx.args.vm)
+    if record.state not in UP and record.state != VmState.PAUSED:
+        ctx.warn(f"{record.name} is {record.state}: the console shows a display only while "
+                 "it runs")
+    url = f"{ctx.client.config.url}/v1/vms/{seg(record.id)}/console#token={ctx.client.config.token}"
+    ctx.print(url)
+    if ctx.args.open and not webbrowser.open(url):
+        ctx.warn("no browser could be started here; open the URL above yourself")
+    return EXIT_OK
+
+
+def ssh_command(ctx: Context) -> int:
+    """Run ssh to the VM's forward, verifying the host key against the API's fingerprints."""
+    args = ctx.args
+    record = get_vm(ctx.client, args.vm)
+    target = ssh.target_of(record)
+    if target is None:
+        raise SshUnavailable(f"{record.name} has no SSH port forward")
+    if args.user:
+        target = ssh.SshTarget(target.host, target.port, args.user)
+    remote = tuple(a for a in args.remote if a != "--")
+    wanted = ssh.fingerprints_of(record)
+    with tempfile.TemporaryDirectory(prefix="lq-ssh-") as tmp:
+        alias = ssh.alias_of(record)
+        if wanted:
+            keys = ssh.matching_keys(ssh.keyscan(target), wanted)
+            if not keys:
+                raise SshUnavailable(
+                    f"the host key offered at {target.host}:{target.port} is not the one "
+                    f"{record.name} reported ({', '.join(sorted(wanted))})",
+                    hint="Do not connect: something else answers on that port. Check "
+                         "'lq vm show' and the node.")
+            known_hosts = Path(tmp) / "known_hosts"
+            known_hosts.write_text("".join(f"{alias} {kind} {key}\n" for kind, key in keys))
+        else:
+            ctx.warn(f"{record.name}'s host key fingerprint is unknown (guest not ready yet?): "
+                     "trusting the key it offers on first use")
+            known_hosts = ssh.tofu_known_hosts()
+        argv = ssh.ssh_argv(target, alias, known_hosts, verified=bool(wanted),
+                            identity=args.identity or "", remote=remote)
+        if args.print:
+            ctx.print(" ".join(argv))
+            return EXIT_OK
+        return _run_foreground(argv)
+
+
+def _run_foreground(argv: list[str]) -> int:
+    """ssh owns the terminal; Ctrl-C is for it, not for us. Its exit status is ours."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.call(argv)
+    except FileNotFoundError:
+        raise SshUnavailable("ssh is not installed", hint="Install openssh-client.") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def log(ctx: Context) -> int:
+    """The serial console log; ``--follow`` keeps printing what is appended."""
+    record = get_vm(ctx.client, ctx.args.vm)
+    path = f"/v1/vms/{seg(record.id)}/console-log"
+    text = _console_log(ctx.client, path)
+    ctx.out.write(text)
+    ctx.out.flush()
+    while ctx.args.follow:
+        time.sleep(LOG_POLL_S)
+        newer = _console_log(ctx.client, path)
+        ctx.out.write(new_tail(text, newer))
+        ctx.out.flush()
+        text = newer
+    return EXIT_OK
+
+
+def _console_log(client: ApiClient, path: str) -> str:
+    response = client.request("GET", path, headers={"Accept": "text/plain"})
+    content_type = response.headers.get("Content-Type", "")
+    if "json" in content_type:
+        body: Any = response.json()
+        if isinstance(body, dict):
+            return str(body.get("log") or body.get("text") or body.get("content") or "")
+    return response.body.decode(errors="replace")
+
+
+def new_tail(before: str, after: str) -> str:
+    """What ``after`` adds to ``before`` when both are tails (capped) of one growing log."""
+    if after.startswith(before):
+        return after[len(before):]
+    # The window moved: find where the end of what we printed sits in the new window.
+    for size in (4096, 1024, 256, 64):  # longest first: a short anchor may repeat
+        anchor = before[-size:]
+        if not anchor:
+            break
+        at = after.rfind(anchor)
+        if at >= 0:
+            return after[at + len(anchor):]
+    return after

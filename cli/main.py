@@ -1,0 +1,280 @@
+"""``lq``: the argparse wiring. Every command lives in a ``commands_*`` module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TextIO
+
+from limiquantix import __version__
+from limiquantix.cli import (
+    commands_events,
+    commands_image,
+    commands_node,
+    commands_vm,
+    completion,
+)
+from limiquantix.cli.context import Context
+from limiquantix.cli.errors import EXIT_ERROR, EXIT_USAGE, CliError
+
+Handler = Callable[[Context], int]
+
+EXIT_CODES = """\
+exit codes:
+  0  success
+  1  error (the API refused, the VM or image failed, the API cannot be reached)
+  2  usage error (bad flags or arguments; nothing was sent)
+  3  timeout while waiting (--wait); the work goes on in the background
+"""
+
+CONFIG_HELP = """\
+configuration (first found wins):
+  API URL    --url, else LQ_URL, else http://127.0.0.1:8080
+  API token  --token, else LQ_API_TOKEN, else <LQ_DATA_DIR or /var/lib/limiquantix>/api-token
+"""
+
+ROOT_EXAMPLES = """\
+examples:
+  lq vm create web-1 --image debian-12 --cpus 2 --memory 2G --disk 20G \\
+      --ssh-key ~/.ssh/id_ed25519.pub --network isolated --wait ready
+  lq vm list
+  lq vm ssh web-1
+  lq events --vm web-1 --since 10m
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one ``error: … (usage) - …`` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {message} (usage) - see '{self.prog} --help'\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _connection_options() -> Parser:
+    """--url/--token accepted after any command too (SUPPRESS keeps the root's value)."""
+    common = Parser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument("--url", default=argparse.SUPPRESS, metavar="URL",
+                       help="API URL (default: LQ_URL or http://127.0.0.1:8080)")
+    group.add_argument("--token", default=argparse.SUPPRESS, metavar="TOKEN",
+                       help="API token (default: LQ_API_TOKEN or the data dir's api-token)")
+    return common
+
+
+class _Builder:
+    """Adds leaf commands with a shared style: description, example epilog, connection flags."""
+
+    def __init__(self) -> None:
+        self.parents: list[Parser] = [_connection_options()]
+
+    def leaf(self, group: argparse._SubParsersAction[Parser], name: str, handler: Handler,
+             summary: str, example: str, *, connection: bool = True) -> Parser:
+        parser = group.add_parser(
+            name, help=summary, description=summary,
+            epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=self.parents if connection else list[Parser](),
+        )
+        parser.set_defaults(handler=handler)
+        return parser
+
+
+def _group(parent: argparse._SubParsersAction[Parser], name: str, summary: str, example: str
+           ) -> argparse._SubParsersAction[Parser]:
+    parser = parent.add_parser(name, help=summary, description=summary,
+                               epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=None, help_parser=parser)
+    return parser.add_subparsers(title="commands", metavar="COMMAND")
+
+
+def _wait_options(parser: Parser, default_timeout: str) -> None:
+    parser.add_argument("--timeout", default=default_timeout, metavar="DURATION",
+                        help=f"give up waiting after this long, exit 3 (default {default_timeout})")
+
+
+def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
+    vm = _group(root, "vm", "Create, drive and reach virtual machines",
+                "lq vm create web-1 --image debian-12 --wait running")
+    p = b.leaf(vm, "create", commands_vm.create, "Create a VM from an image",
+               "lq vm create web-1 --image debian-12 --cpus 2 --memory 2G --disk 20G \\\n"
+               "      --user admin --ssh-key ~/.ssh/id_ed25519.pub --network isolated "
+               "--wait ready")
+    p.add_argument("name", help="VM name (DNS label: a-z, 0-9, '-')")
+    p.add_argument("--image", required=True,
+                   help="catalog image id (lq image list) or a path on the node")
+    p.add_argument("--cpus", type=int, help="vCPUs (API default 1)")
+    p.add_argument("--memory", metavar="SIZE", help="memory, e.g. 2G, 2048M, 512MiB (bare: MiB)")
+    p.add_argument("--disk", metavar="SIZE", help="disk, e.g. 20G (bare number: GiB)")
+    p.add_argument("--user", help="login user made by cloud-init (API default admin)")
+    p.add_argument("--ssh-key", action="append", metavar="FILE",
+                   help="public key file (or a literal key) for the user; repeatable")
+    p.add_argument("--password-prompt", action="store_true",
+                   help="ask for the user's password (sent once, stored only as a hash)")
+    p.add_argument("--ssh-password-auth", action="store_true",
+                   help="allow SSH password logins (off by default)")
+    p.add_argument("--user-data", metavar="FILE",
+                   help="custom #cloud-config (or script), merged with the generated one")
+    p.add_argument("--hostname", help="guest host name (default: the VM name)")
+    p.add_argument("--network", metavar="MODE",
+                   help="none, user, isolated (SSH forward on 127.0.0.1), bridge:BR, network:NET")
+    p.add_argument("--node", help="place on this node (default: the API chooses)")
+    p.add_argument("--wait", choices=("running", "ready"),
+                   help="follow the VM until it runs (or cloud-init is done), then print how "
+                        "to connect")
+    _wait_options(p, "15m")
+
+    p = b.leaf(vm, "list", commands_vm.list_vms, "List VMs", "lq vm list --state running")
+    p.add_argument("--state", help="only VMs in this state")
+    p.add_argument("--node", help="only VMs on this node")
+    p.add_argument("--json", action="store_true", help="the records as a JSON array")
+    p.add_argument("-q", "--quiet", action="store_true", help="names only")
+
+    p = b.leaf(vm, "show", commands_vm.show, "Show one VM, with how to connect",
+               "lq vm show web-1")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("--json", action="store_true", help="the record as JSON")
+
+    for name in (*commands_vm.ACTIONS, "delete"):
+        verb = {"force-stop": "Power off", "delete": "Delete (domain and files)"}.get(
+            name, name.capitalize())
+        p = b.leaf(vm, name, commands_vm.action, f"{verb} one or more VMs",
+                   f"lq vm {name} web-1 --wait")
+        p.add_argument("vms", nargs="+", metavar="NAME|ID")
+        p.add_argument("--wait", action="store_true",
+                       help="follow each VM until the action is done")
+        _wait_options(p, "5m")
+        p.set_defaults(action=name)
+
+    p = b.leaf(vm, "console", commands_vm.console, "Print (or open) the browser console URL",
+               "lq vm console web-1 --open")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("--open", action="store_true", help="open it in a web browser")
+
+    p = b.leaf(vm, "ssh", commands_vm.ssh_command,
+               "SSH into the VM, checking its host key against the API's fingerprint",
+               "lq vm ssh web-1 -- uptime")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("--user", help="log in as this user (default: the VM's cloud-init user)")
+    p.add_argument("-i", "--identity", metavar="FILE", help="private key file for ssh")
+    p.add_argument("--print", action="store_true", help="print the ssh command, do not run it")
+    p.add_argument("remote", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="a command to run in the VM")
+
+    p = b.leaf(vm, "log", commands_vm.log, "Print the VM's serial console log",
+               "lq vm log web-1 --follow")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+
+
+def _image_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
+    image = _group(root, "image", "Cloud images and ISOs in the image library",
+                   "lq image import debian-12")
+    p = b.leaf(image, "list", commands_image.list_images, "List images (catalog included)",
+               "lq image list --state active")
+    p.add_argument("--state", help="only images in this state")
+    p.add_argument("--format", help="qcow2, raw or iso")
+    p.add_argument("--os", help="e.g. debian, ubuntu")
+    p.add_argument("--json", action="store_true", help="the records as a JSON array")
+    p.add_argument("-q", "--quiet", action="store_true", help="ids only")
+
+    p = b.leaf(image, "show", commands_image.show, "Show one image", "lq image show debian-12")
+    p.add_argument("image", metavar="ID|NAME")
+    p.add_argument("--json", action="store_true", help="the record as JSON")
+
+    p = b.leaf(image, "import", commands_image.import_image,
+               "Import an image from a URL or a catalog entry, with a progress bar",
+               "lq image import https://example.org/disk.qcow2 --sha256 9f86d08...")
+    p.add_argument("source", metavar="URL|CATALOG-ID")
+    p.add_argument("--sha256", help="expected checksum; a mismatch fails the import")
+    p.add_argument("--name", help="image name (default: the URL's file name)")
+    p.add_argument("--mirror", metavar="URL", help="fetch a catalog entry from this URL instead")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="return once the import is queued")
+    _wait_options(p, "1h")
+
+    p = b.leaf(image, "upload", commands_image.upload, "Upload a local image file (streamed)",
+               "lq image upload ./disk.qcow2 --name my-image")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--name", help="image name (default: the file name)")
+    p.add_argument("--sha256", help="expected checksum, checked by the library")
+    p.add_argument("--format", choices=("qcow2", "raw", "iso"),
+                   help="claimed format (inspection decides)")
+    p.add_argument("--os", help="operating system, e.g. debian")
+    p.add_argument("--version", help="OS version, e.g. 12")
+    p.add_argument("--default-user", help="the image's default login user")
+
+    p = b.leaf(image, "delete", commands_image.delete, "Delete images (refused while VMs use them)",
+               "lq image delete my-image")
+    p.add_argument("images", nargs="+", metavar="ID|NAME")
+
+
+def _other_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
+    node = _group(root, "node", "Hypervisor nodes", "lq node list")
+    p = b.leaf(node, "list", commands_node.list_nodes, "List nodes with capacity and liveness",
+               "lq node list")
+    p.add_argument("--json", action="store_true", help="as a JSON array")
+    p.add_argument("-q", "--quiet", action="store_true", help="ids only")
+    p = b.leaf(node, "show", commands_node.show, "Show one node", "lq node show node-a")
+    p.add_argument("node", metavar="ID")
+    p.add_argument("--json", action="store_true", help="as JSON")
+
+    p = b.leaf(root, "events", commands_events.events,
+               "Follow the event stream, one line per event", "lq events --vm web-1 --since 10m")
+    p.add_argument("--vm", metavar="NAME|ID", help="only this VM's events")
+    p.add_argument("--since", metavar="DURATION", help="replay from this long ago (e.g. 10m, 2h)")
+    p.add_argument("--after", metavar="EVENT-ID", help="resume after this event id")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--limit", type=int, metavar="N", help="stop after N events")
+
+    p = b.leaf(root, "completion", completion.command, "Print a shell completion script",
+               'eval "$(lq completion bash)"   # or, in ~/.zshrc: eval "$(lq completion zsh)"',
+               connection=False)
+    p.add_argument("shell", choices=("bash", "zsh"))
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="lq", description="Limiquantix command-line client (talks to the HTTP API).",
+        epilog=f"{ROOT_EXAMPLES}\n{CONFIG_HELP}\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--url", metavar="URL", help="API URL (default: LQ_URL or local)")
+    parser.add_argument("--token", metavar="TOKEN",
+                        help="API token (default: LQ_API_TOKEN or the data dir's api-token)")
+    parser.add_argument("--version", action="version", version=f"lq {__version__}")
+    parser.set_defaults(handler=None, help_parser=parser)
+    root = parser.add_subparsers(title="commands", metavar="COMMAND")
+    builder = _Builder()
+    _vm_commands(builder, root)
+    _image_commands(builder, root)
+    _other_commands(builder, root)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None, out: TextIO | None = None,
+        err: TextIO | None = None) -> int:
+    """Parse, run one command, turn errors into one line and an exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ctx = Context(args, out or sys.stdout, err or sys.stderr)
+    if args.handler is None:  # "lq" or "lq vm" alone
+        args.help_parser.print_help(ctx.err)
+        return EXIT_USAGE
+    try:
+        return int(args.handler(ctx))
+    except CliError as exc:
+        ctx.err.write(exc.line() + "\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        ctx.err.write("\ninterrupted (anything already requested goes on)\n")
+        return 130
+    except BrokenPipeError:  # `lq events | head`
+        return EXIT_ERROR
+
+
+def main() -> None:
+    sys.exit(run())

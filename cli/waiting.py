@@ -1,0 +1,110 @@
+"""``--wait``: follow a VM on the event stream until it reaches a state, fails or times out.
+
+Order matters: the stream is opened first and the record read second, so a change that lands
+between the two is either in the record or arrives as an event; nothing slips through. If the
+stream is silent for a while the record is read again, a safety net for a lost event, not the
+driver of the status line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+import msgspec
+
+from limiquantix.cli.client import ApiClient, seg
+from limiquantix.cli.errors import ApiError, VmFailed, WaitTimeout
+from limiquantix.cli.output import StatusLine
+from limiquantix.cli.sizes import format_duration
+from limiquantix.cli.sse import EventStream
+from limiquantix.common.events import VmActionFailed, VmDeleted, VmGuestReady, VmStateChanged
+from limiquantix.common.vms import VmRecord, VmState
+
+RESYNC_AFTER_S = 10.0
+GONE = "gone"
+
+
+def fetch_vm(client: ApiClient, vm: str) -> VmRecord | None:
+    """The record, or None once the VM no longer exists."""
+    try:
+        return client.get(f"/v1/vms/{seg(vm)}", VmRecord)
+    except ApiError as exc:
+        if exc.http_status == 404:
+            return None
+        raise
+
+
+def describe(record: VmRecord) -> str:
+    """``web-1: creating (image 42%)`` for the status line."""
+    text = f"{record.name}: {record.state}"
+    if record.image_progress is not None and record.state == VmState.CREATING:
+        text += f" (fetching image {record.image_progress * 100:.0f}%)"
+    return text
+
+
+class VmWaiter:
+    """Wait for ``targets`` (VM states, or :data:`GONE`) with a live status line."""
+
+    def __init__(self, client: ApiClient, status: StatusLine) -> None:
+        self.client = client
+        self.status = status
+
+    def wait(self, vm_id: str, name: str, targets: Collection[str], timeout_s: float
+             ) -> VmRecord | None:
+        deadline = time.monotonic() + timeout_s
+        with EventStream(self.client, {"vm": vm_id}) as stream:
+            record = fetch_vm(self.client, vm_id)
+            while True:
+                if self._reached(record, name, targets):
+                    return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    state = record.state if record else GONE
+                    raise WaitTimeout(
+                        f"{name} is still {state} after {format_duration(timeout_s)}, "
+                        f"not {' or '.join(targets)}")
+                message = stream.get(timeout_s=min(remaining, RESYNC_AFTER_S))
+                if message is None:
+                    record = fetch_vm(self.client, vm_id)  # quiet stream: re-read (safety net)
+                    continue
+                record = self._apply(message.decoded(), record, vm_id)
+
+    def _apply(self, event: object, record: VmRecord | None, vm_id: str) -> VmRecord | None:
+        match event:
+            case VmStateChanged(vm_id=event_vm) if event_vm == vm_id and record is not None:
+                return _with_state(record, event.state, event.error)
+            case VmGuestReady(vm_id=event_vm) if event_vm == vm_id:
+                return fetch_vm(self.client, vm_id)  # the record now has the host keys
+            case VmDeleted(vm_id=event_vm) if event_vm == vm_id:
+                return None
+            case VmActionFailed(vm_id=event_vm) if event_vm == vm_id:
+                error = event.error
+                raise VmFailed(f"{event.action} failed: {error.message}", code=error.code,
+                               hint=error.hint)
+            case VmStateChanged() if record is None:
+                return fetch_vm(self.client, vm_id)
+        return record
+
+    def _reached(self, record: VmRecord | None, name: str, targets: Collection[str]) -> bool:
+        if record is None:
+            self.status.update(f"{name}: {GONE}")
+            if GONE in targets:
+                return True
+            raise VmFailed(f"{name} was deleted while waiting", code="vm_deleted",
+                           hint="Create it again.")
+        self.status.update(describe(record))
+        if record.state in targets:
+            return True
+        if record.state == VmState.ERROR:
+            error = record.error
+            raise VmFailed(f"{name} is in error: {error.message if error else 'unknown cause'}",
+                           code=error.code if error else "", hint=error.hint if error else "")
+        return False
+
+
+def _with_state(record: VmRecord, state: VmState, error: object) -> VmRecord:
+    changes: dict[str, object] = {"state": state}
+    if error is not None:
+        changes["error"] = error
+    return msgspec.structs.replace(record, **changes)
