@@ -11,7 +11,7 @@ ImageFormat = Literal["qcow2", "raw", "iso"]
 
 
 class LocalImage(msgspec.Struct, frozen=True, kw_only=True):
-    """Where an image is on this node and what it is (the image cache and node paths both give one)."""
+    """Where an image is on this node and what it is (from the image cache or a node path)."""
 
     path: Path
     format: ImageFormat

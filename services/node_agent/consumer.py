@@ -1,0 +1,203 @@
+"""The node's command consumer: a durable JetStream pull consumer on its own subject.
+
+- Work for one VM runs in arrival order; different VMs run in parallel (at most
+  ``MAX_PARALLEL``); at most ``MAX_HELD`` messages are held (fetched, not yet acked).
+- Every held message (running or queued behind another command of its VM) gets an in-progress
+  ack every third of ``ack_wait``, so long work is not redelivered while it runs.
+- A message is acked only after its work is done, including when the work failed (the failure
+  is recorded on the VM: a bad command is never redelivered forever).
+- On stop: no more fetching; running commands get ``SHUTDOWN_GRACE_S`` to finish; queued ones
+  are nak'ed, unfinished ones abandoned: JetStream redelivers them to the next agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from limiquantix.common import subjects
+from limiquantix.common.base import Model
+from limiquantix.common.commands import Command, command_decoder
+from limiquantix.common.vms import VmError
+from limiquantix.node_agent.context import AgentContext
+from limiquantix.node_agent.dispatch import handle, record_failure
+
+log = structlog.get_logger()
+
+MAX_PARALLEL = 16
+MAX_HELD = 256
+FETCH_BATCH = 64
+FETCH_TIMEOUT_S = 1.0
+SHUTDOWN_GRACE_S = 10.0
+ACK_TIMEOUT_S = 5.0
+
+
+class _Envelope(Model, frozen=True, kw_only=True):
+    """Just enough of an undecodable command to say which VM it was for."""
+
+    vm_id: str = ""
+    type: str = ""
+
+
+class CommandConsumer:
+    """Fetches this node's commands and runs them (see the module docstring)."""
+
+    def __init__(self, ctx: AgentContext, js: JetStreamContext) -> None:
+        self._ctx = ctx
+        self._js = js
+        self._held: dict[int, Msg] = {}  # stream sequence -> latest delivery
+        self._queues: dict[str, deque[tuple[int, Command]]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_PARALLEL)
+        self._room = asyncio.Event()
+        self._stopping = False
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        node = self._ctx.node_id
+        durable = subjects.node_consumer(node)
+        config = ConsumerConfig(
+            name=durable, durable_name=durable, filter_subject=subjects.node_commands(node),
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=self._ctx.settings.command_ack_wait_s,
+            deliver_policy=DeliverPolicy.ALL, max_ack_pending=MAX_HELD * 4, max_deliver=-1,
+        )
+        # Create, or update in place (ack_wait may have changed since the last start).
+        await self._js.add_consumer(subjects.COMMANDS_STREAM, config)
+        return await self._js.pull_subscribe_bind(durable=durable,
+                                                  stream=subjects.COMMANDS_STREAM)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then wind down (see the module docstring)."""
+        sub = await self._subscribe()
+        log.info("consuming commands", subject=subjects.node_commands(self._ctx.node_id))
+        async with asyncio.TaskGroup() as group:
+            keepalive = group.create_task(self._keep_alive())
+            try:
+                await self._fetch_until(stop, sub, group)
+            finally:
+                await self._wind_down()
+                keepalive.cancel()
+                await sub.unsubscribe()
+
+    async def _fetch_until(self, stop: asyncio.Event, sub: JetStreamContext.PullSubscription,
+                           group: asyncio.TaskGroup) -> None:
+        while not stop.is_set():
+            room = MAX_HELD - len(self._held)
+            if room <= 0:
+                self._room.clear()
+                await _first(self._room.wait(), stop.wait())
+                continue
+            try:
+                messages = await sub.fetch(batch=min(room, FETCH_BATCH), timeout=FETCH_TIMEOUT_S)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
+                log.warning("fetching commands failed; retrying", error=str(exc))
+                await _first(asyncio.sleep(1.0), stop.wait())
+                continue
+            for msg in messages:
+                self._accept(msg, group)
+
+    def _accept(self, msg: Msg, group: asyncio.TaskGroup) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq in self._held:  # redelivered while we still work on it: ack the newest copy
+            self._held[seq] = msg
+            return
+        try:
+            command = command_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            group.create_task(self._reject(msg, str(exc)))
+            return
+        self._held[seq] = msg
+        self._ctx.activity.hold(command.vm_id)
+        queue = self._queues.get(command.vm_id)
+        if queue is None:
+            queue = self._queues[command.vm_id] = deque()
+            worker = group.create_task(self._work(command.vm_id, queue))
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        queue.append((seq, command))
+
+    async def _work(self, vm_id: str, queue: deque[tuple[int, Command]]) -> None:
+        """Run the VM's commands one after the other, acking each when done."""
+        try:
+            while queue and not self._stopping:
+                seq, command = queue[0]
+                async with self._slots:
+                    await handle(self._ctx, command)
+                await self._ctx.failpoints.hit("before_ack")
+                await self._settle(seq, vm_id, ack=True)
+                queue.popleft()
+        finally:
+            # Stopping (or cancelled): what is left goes back to JetStream for redelivery.
+            while queue:
+                seq, _ = queue.popleft()
+                await self._settle(seq, vm_id, ack=False)
+            del self._queues[vm_id]
+
+    async def _settle(self, seq: int, vm_id: str, *, ack: bool) -> None:
+        msg = self._held.pop(seq, None)
+        if msg is None:  # settled already (cancelled right after its ack)
+            return
+        self._ctx.activity.release(vm_id)
+        self._room.set()
+        try:
+            if ack:
+                await msg.ack_sync(timeout=ACK_TIMEOUT_S)
+            else:
+                await msg.nak()
+        except Exception as exc:  # JetStream redelivers it; every step is idempotent
+            log.warning("ack failed", vm_id=vm_id, ack=ack, error=str(exc))
+
+    async def _reject(self, msg: Msg, problem: str) -> None:
+        """Ack an undecodable command after recording the failure on its VM (if named)."""
+        log.error("invalid command", error=problem)
+        try:
+            envelope = msgspec.json.decode(msg.data, type=_Envelope)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            envelope = _Envelope()
+        if envelope.vm_id:
+            error = VmError(code="invalid_command", message=f"invalid command: {problem}",
+                            hint="The API and node agent versions may differ; upgrade both.")
+            await record_failure(self._ctx, envelope.vm_id, envelope.type or "unknown", error,
+                                 real_state=True)
+        await msg.ack()
+
+    async def _keep_alive(self) -> None:
+        period = max(0.5, self._ctx.settings.command_ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(period)
+            for msg in list(self._held.values()):
+                try:
+                    await msg.in_progress()
+                except Exception as exc:
+                    log.warning("in-progress ack failed", error=str(exc))
+
+    async def _wind_down(self) -> None:
+        self._stopping = True
+        if not self._workers:
+            return
+        log.info("waiting for commands in flight", count=len(self._workers))
+        _, pending = await asyncio.wait(set(self._workers), timeout=SHUTDOWN_GRACE_S)
+        for worker in pending:
+            worker.cancel()
+        if pending:
+            log.warning("abandoned commands in flight (JetStream redelivers them)",
+                        count=len(pending))
+            await asyncio.wait(pending)
+
+
+async def _first(*aws: object) -> None:
+    """Wait until the first of the awaitables finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,123 @@
+"""``vm.create``: image → overlay → seed ISO → domain XML → define → start → ``running``.
+
+Every step can run twice (a redelivered command after a crash): files appear under their real
+name only when complete, the domain's UUID is the VM id and it is defined only when absent, the
+domain is started only when not running, forwards already chosen are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import structlog
+
+from limiquantix.common.commands import CreateVm
+from limiquantix.common.vms import VmRecord, VmState
+from limiquantix.node_agent import cloud_config
+from limiquantix.node_agent.context import AgentContext
+from limiquantix.node_agent.domain_ops import boot
+from limiquantix.node_agent.domain_xml import DomainSpec, NicSpec, domain_name, mac_for, render
+from limiquantix.node_agent.errors import WrongNode
+from limiquantix.node_agent.forwards import bind_forwards, ssh_command, wanted_forwards
+from limiquantix.node_agent.image_source import Progress
+from limiquantix.node_agent.local_image import LocalImage
+from limiquantix.node_agent.overlay import create_blank, create_overlay
+from limiquantix.node_agent.seed_iso import write_seed_iso
+from limiquantix.node_agent.vm_files import write_atomic
+
+log = structlog.get_logger()
+
+CREATE_STATES = frozenset({VmState.PENDING, VmState.CREATING, VmState.STARTING})
+PROGRESS_EVERY_S = 0.5
+
+
+async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
+    """Carry out (or finish) the creation of a VM."""
+    record = await ctx.store.find(command.vm_id)
+    if record is None:
+        log.info("create of a VM that no longer exists: nothing to do", vm_id=command.vm_id)
+        return
+    if record.node and record.node != ctx.node_id:
+        raise WrongNode(f"VM {record.name} is placed on node {record.node}", node=record.node)
+    if record.state not in CREATE_STATES:
+        log.info("create already done", vm_id=record.id, state=str(record.state))
+        return
+    if record.state == VmState.PENDING:
+        record = await ctx.recorder.transition(
+            record.id, VmState.CREATING, reason="creating", only_from=CREATE_STATES) or record
+    image = await ctx.images.resolve(record.image, on_progress=_progress(ctx, record.id))
+    files = ctx.files(record.id)
+    await asyncio.to_thread(files.make_dirs)
+    if image.format == "iso":
+        await create_blank(files.disk, record.disk_gib)
+    else:
+        await create_overlay(image, files.disk, record.disk_gib)
+    await ctx.failpoints.hit("after_overlay")
+    await write_seed_iso(cloud_config.seed_files(record), files.seed)
+    record = await _bind_forwards(ctx, record)
+    xml = render(domain_spec(ctx, record, image))
+    await asyncio.to_thread(write_atomic, files.domain_xml, xml.encode())
+    if await ctx.host.info(ctx.domain_uuid(record.id)) is None:
+        await ctx.failpoints.hit("before_define")
+        await ctx.host.define(xml)
+    await ctx.recorder.transition(
+        record.id, VmState.STARTING, reason="defined", only_from=CREATE_STATES,
+        change=lambda r: msgspec.structs.replace(r, image_progress=None,
+                                                 serial_log=str(files.serial_log)))
+    await ctx.failpoints.hit("before_start")
+    await boot(ctx, record.id, reason="created", only_from=CREATE_STATES)
+
+
+def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage) -> DomainSpec:
+    """The typed domain of a VM on this node."""
+    files = ctx.files(record.id)
+    host = ctx.settings.console_host
+    nic = NicSpec(mode=record.network.mode, source=record.network.source,
+                  mac=mac_for(record.id), forwards=record.forwards, forward_host=host)
+    return DomainSpec(
+        name=domain_name(record.name), uuid=ctx.domain_uuid(record.id), virt_type=ctx.virt_type,
+        vcpus=record.vcpus, memory_mib=record.memory_mib, disk=str(files.disk),
+        seed_iso=str(files.seed), install_iso=str(image.path) if image.format == "iso" else None,
+        serial_log=str(files.serial_log), console_host=host, nic=nic,
+    )
+
+
+async def _bind_forwards(ctx: AgentContext, record: VmRecord) -> VmRecord:
+    """Choose host ports once and store them (a redelivery finds them in the record)."""
+    if record.forwards or not wanted_forwards(record.network):
+        return record
+    host = ctx.settings.console_host
+    forwards = bind_forwards(record.network, host)
+    ssh = ssh_command(forwards, record.cloud_init.user, host)
+
+    def bound(current: VmRecord) -> VmRecord | None:
+        if current.forwards:
+            return None
+        return msgspec.structs.replace(current, forwards=forwards, ssh_command=ssh)
+
+    updated = await ctx.recorder.patch(record.id, bound)
+    if updated is None:  # bound by an earlier attempt meanwhile
+        updated, _ = await ctx.store.get(record.id)
+    return updated
+
+
+def _progress(ctx: AgentContext, vm_id: str) -> Progress:
+    """Report image download progress in the record, at most every PROGRESS_EVERY_S."""
+    last = 0.0
+
+    async def report(done: int, total: int | None) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_EVERY_S and done != total:
+            return
+        last = now
+        fraction = min(1.0, done / total) if total else None
+
+        def note(record: VmRecord) -> VmRecord | None:
+            if record.state != VmState.CREATING:
+                return None
+            return msgspec.structs.replace(record, image_progress=fraction)
+        await ctx.recorder.patch(vm_id, note)
+    return report

@@ -1,0 +1,58 @@
+"""Steps shared by several commands and by reconciliation: (re)define a domain, boot it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import structlog
+
+from limiquantix.common.base import utcnow
+from limiquantix.common.vms import GuestInfo, VmRecord, VmState, VncEndpoint
+from limiquantix.node_agent.context import AgentContext
+from limiquantix.node_agent.errors import VmFilesMissing
+
+log = structlog.get_logger()
+
+
+async def ensure_defined(ctx: AgentContext, record: VmRecord) -> bool:
+    """Make sure libvirt knows the VM's domain; True when it had to be redefined.
+
+    The test driver forgets domains when the agent restarts, and an admin may undefine one: the
+    VM's saved ``domain.xml`` and disk are enough to bring it back exactly as it was.
+    """
+    if await ctx.host.info(ctx.domain_uuid(record.id)) is not None:
+        return False
+    files = ctx.files(record.id)
+    if not files.disk.exists() or not files.domain_xml.exists():
+        raise VmFilesMissing(f"VM {record.name} has no domain and its files are gone from "
+                             f"{files.root}", vm_id=record.id)
+    xml = await asyncio.to_thread(files.domain_xml.read_text)
+    await ctx.host.define(xml)
+    log.info("domain redefined from its files", vm_id=record.id)
+    return True
+
+
+async def vnc_endpoint(ctx: AgentContext, vm_id: str) -> VncEndpoint | None:
+    """Where the running domain's VNC display listens (None on drivers without one)."""
+    port = await ctx.host.vnc_port(ctx.domain_uuid(vm_id))
+    return VncEndpoint(host=ctx.settings.console_host, port=port) if port else None
+
+
+async def boot(ctx: AgentContext, vm_id: str, *, reason: str,
+               only_from: frozenset[VmState] | None = None) -> VmRecord | None:
+    """Start the (defined) domain, record ``running`` with its VNC display, watch the guest."""
+    await ctx.host.start(ctx.domain_uuid(vm_id))
+    started_at = utcnow()
+    vnc = await vnc_endpoint(ctx, vm_id)
+    serial_log = str(ctx.files(vm_id).serial_log)
+
+    def booted(record: VmRecord) -> VmRecord:
+        return msgspec.structs.replace(record, vnc=vnc, serial_log=serial_log, guest=GuestInfo(),
+                                       image_progress=None)
+
+    record = await ctx.recorder.transition(vm_id, VmState.RUNNING, reason=reason, change=booted,
+                                           only_from=only_from)
+    if record is not None:
+        ctx.guests.watch(record, ctx.files(vm_id).serial_log, started_at)
+    return record

@@ -1,0 +1,159 @@
+"""Domain XML as a pure function of a typed :class:`DomainSpec` (checked against golden files).
+
+Choices, and why:
+- q35 machine, virtio disk, the seed ISO as a SATA cdrom (q35 has no IDE), boot order per device
+  (an ISO install boots its cdrom first, then the disk it installs to).
+- A serial console logged to ``serial.log`` (``append='on'``: readiness follows it across boots)
+  and a VNC display bound to the node's console address; VGA video; no memory balloon.
+- ``user`` and ``isolated`` networks go through the QEMU namespace: libvirt's ``type='user'``
+  interface cannot set ``restrict=on`` nor bind forwards to one address. The device gets an
+  explicit free slot on ``pcie.0`` (otherwise it takes slot 1 and VGA fails to start).
+- The MAC is derived from the VM id, so a redefined domain keeps its guest's network identity.
+"""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from typing import Literal
+
+import msgspec
+
+from limiquantix.common.vms import NetworkMode, PortForward
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+NIC_PCI_ADDRESS = "0x0a"
+
+VirtType = Literal["test", "kvm", "qemu"]
+
+
+class NicSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """The VM's one NIC; ``forwards`` carry host ports already chosen (never 0)."""
+
+    mode: NetworkMode = "none"
+    source: str = ""  # bridge or libvirt network name
+    mac: str = ""
+    forwards: tuple[PortForward, ...] = ()
+    forward_host: str = "127.0.0.1"
+
+
+class DomainSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the domain XML depends on."""
+
+    name: str  # the domain name, "lq-<vm name>"
+    uuid: str  # the VM id
+    virt_type: VirtType
+    vcpus: int
+    memory_mib: int
+    disk: str
+    disk_format: str = "qcow2"
+    seed_iso: str | None = None
+    install_iso: str | None = None
+    serial_log: str
+    console_host: str = "127.0.0.1"
+    nic: NicSpec = NicSpec()
+
+
+def domain_name(vm_name: str) -> str:
+    """The libvirt domain name of a VM."""
+    return f"lq-{vm_name}"
+
+
+def mac_for(vm_id: str) -> str:
+    """A stable locally administered MAC in QEMU's 52:54:00 range, from the VM id."""
+    digest = uuid.uuid5(uuid.NAMESPACE_OID, vm_id).bytes
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _disk(devices: ET.Element, *, device: str, fmt: str, source: str, target: str, bus: str,
+          boot: int | None) -> None:
+    disk = _sub(devices, "disk", type="file", device=device)
+    _sub(disk, "driver", name="qemu", type=fmt)
+    _sub(disk, "source", file=source)
+    _sub(disk, "target", dev=target, bus=bus)
+    if device == "cdrom":
+        _sub(disk, "readonly")
+    if boot is not None:
+        _sub(disk, "boot", order=str(boot))
+
+
+def _storage(devices: ET.Element, spec: DomainSpec) -> None:
+    disk_boot = 2 if spec.install_iso else 1
+    _disk(devices, device="disk", fmt=spec.disk_format, source=spec.disk, target="vda",
+          bus="virtio", boot=disk_boot)
+    if spec.seed_iso:
+        _disk(devices, device="cdrom", fmt="raw", source=spec.seed_iso, target="sda", bus="sata",
+              boot=None)
+    if spec.install_iso:
+        _disk(devices, device="cdrom", fmt="raw", source=spec.install_iso, target="sdb",
+              bus="sata", boot=1)
+
+
+def _consoles(devices: ET.Element, spec: DomainSpec) -> None:
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "log", file=spec.serial_log, append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen=spec.console_host)
+    video = _sub(devices, "video")
+    _sub(video, "model", type="vga")
+    _sub(devices, "memballoon", model="none")
+
+
+def _interface(devices: ET.Element, nic: NicSpec) -> None:
+    kind = "bridge" if nic.mode == "bridge" else "network"
+    interface = _sub(devices, "interface", type=kind)
+    _sub(interface, "mac", address=nic.mac)
+    _sub(interface, "source", **{kind: nic.source})
+    _sub(interface, "model", type="virtio")
+
+
+def user_netdev_args(nic: NicSpec) -> list[str]:
+    """QEMU arguments of a user-mode NIC (restricted when ``isolated``) with its forwards."""
+    netdev = ["user", "id=net0"]
+    if nic.mode == "isolated":
+        netdev.append("restrict=on")
+    netdev += [f"hostfwd=tcp:{nic.forward_host}:{f.host_port}-:{f.guest_port}"
+               for f in nic.forwards]
+    device = f"virtio-net-pci,netdev=net0,mac={nic.mac},bus=pcie.0,addr={NIC_PCI_ADDRESS}"
+    return ["-netdev", ",".join(netdev), "-device", device]
+
+
+def render(spec: DomainSpec) -> str:
+    """The domain XML of ``spec`` (deterministic: same spec, same bytes)."""
+    root = ET.Element("domain", type=spec.virt_type)
+    _sub(root, "name", spec.name)
+    _sub(root, "uuid", spec.uuid)
+    _sub(root, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(root, "vcpu", str(spec.vcpus))
+    os_ = _sub(root, "os")
+    _sub(os_, "type", "hvm", arch="x86_64", machine="q35")
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if spec.virt_type == "kvm":
+        _sub(root, "cpu", mode="host-passthrough")
+    _sub(root, "clock", offset="utc")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "restart")
+    _sub(root, "on_crash", "destroy")
+    devices = _sub(root, "devices")
+    _storage(devices, spec)
+    _consoles(devices, spec)
+    if spec.nic.mode in {"bridge", "network"}:
+        _interface(devices, spec.nic)
+    elif spec.nic.mode in {"user", "isolated"}:
+        commandline = _sub(root, f"{{{QEMU_NS}}}commandline")
+        for arg in user_netdev_args(spec.nic):
+            _sub(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+    ET.register_namespace("qemu", QEMU_NS)
+    ET.indent(root, space="  ")
+    return ET.tostring(root, encoding="unicode") + "\n"

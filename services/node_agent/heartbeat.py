@@ -1,0 +1,100 @@
+"""The node's heartbeat: its NodeStatus in the ``nodes`` bucket (the bucket TTL drops it when
+beats stop), and its removal on a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+import structlog
+from nats.js.kv import KeyValue
+
+from limiquantix.common.base import utcnow
+from limiquantix.common.nodes import NodeStatus, node_encoder
+from limiquantix.common.settings import Settings
+from limiquantix.node_agent.record_view import NodeRecords
+
+log = structlog.get_logger()
+
+GIB = 1 << 30
+
+
+def _version() -> str:
+    try:
+        return metadata.version("limiquantix")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def host_capacity(settings: Settings) -> tuple[int, int]:
+    """(vCPUs, memory MiB) this node offers: the settings, else what the host has."""
+    vcpus = settings.node_vcpus or os.cpu_count() or 1
+    memory = settings.node_memory_mib or (
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20))
+    return vcpus, memory
+
+
+def _dir_bytes(path: Path) -> int:
+    if not path.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _disk_free_gib(path: Path) -> float:
+    probe = path if path.exists() else path.parent
+    return round(shutil.disk_usage(probe).free / GIB, 2)
+
+
+class Heartbeat:
+    """Builds and writes this node's status."""
+
+    def __init__(self, settings: Settings, bucket: KeyValue, records: NodeRecords, *,
+                 node_id: str, virt_type: str) -> None:
+        self._settings = settings
+        self._bucket = bucket
+        self._records = records
+        self._node_id = node_id
+        self._virt_type = virt_type
+        self._started_at: datetime = utcnow()
+        self._version = _version()
+
+    async def status(self) -> NodeStatus:
+        vcpus, memory = host_capacity(self._settings)
+        records = self._records.all()
+        data = self._settings.data_path
+        disk_free = await asyncio.to_thread(_disk_free_gib, data)
+        cache_bytes = await asyncio.to_thread(_dir_bytes, data / "cloud-images")
+        return NodeStatus(
+            id=self._node_id, hostname=socket.gethostname(), version=self._version,
+            libvirt_uri=self._settings.libvirt_uri, virt_type=self._virt_type,
+            console_host=self._settings.console_host, vcpus=vcpus, memory_mib=memory,
+            disk_free_gib=disk_free,
+            allocated_vcpus=sum(r.vcpus for r in records),
+            allocated_memory_mib=sum(r.memory_mib for r in records),
+            vm_count=len(records), vm_ids=tuple(sorted(r.id for r in records)),
+            image_cache_bytes=cache_bytes, heartbeat_at=utcnow(), started_at=self._started_at,
+        )
+
+    async def beat(self) -> None:
+        await self._bucket.put(self._node_id, node_encoder.encode(await self.status()))
+
+    async def run(self) -> None:
+        """Beat every ``heartbeat_interval_s`` until cancelled (a failed beat is retried)."""
+        while True:
+            try:
+                await self.beat()
+            except Exception as exc:
+                log.warning("heartbeat failed", error=str(exc))
+            await asyncio.sleep(self._settings.heartbeat_interval_s)
+
+    async def remove(self) -> None:
+        """Withdraw this node at once (a clean stop), instead of waiting for the TTL."""
+        try:
+            await self._bucket.delete(self._node_id)
+        except Exception as exc:
+            log.warning("could not remove the heartbeat", error=str(exc))

@@ -1,0 +1,258 @@
+"""The node's libvirt connection: every blocking call in a worker thread, events into a queue.
+
+Domains are addressed by UUID (= the VM id), never by name. libvirt's lifecycle events
+(delivered on the asyncio loop by libvirtaio) are queued as :class:`LifecycleEvent`; the agent
+treats them as hints to re-read the domain's real state (events for our own calls arrive too,
+and may arrive late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import libvirt
+import libvirtaio
+import structlog
+
+from limiquantix.node_agent.errors import LibvirtFailed
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+# Flags for undefine: remove the domain's NVRAM, managed save image and snapshot metadata too.
+UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+)
+
+
+def register_event_loop() -> None:
+    """Route libvirt's events to the running asyncio loop; call before opening a connection.
+
+    libvirt accepts one event implementation per process. A service calls this once; tests that
+    run several agents one after the other (each on its own loop) in one process rebind the
+    idle implementation to the current loop.
+    """
+    loop = asyncio.get_running_loop()
+    impl = libvirtaio.getCurrentImpl()
+    if impl is None:
+        libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
+    elif impl.loop is not loop:
+        if not impl.is_idle():
+            raise RuntimeError("libvirt events are bound to another, still busy event loop")
+        impl.loop = loop
+
+
+def domain_uuid(vm_id: str) -> str:
+    """The domain UUID of a VM: its id when that is a UUID, else a UUID derived from it."""
+    try:
+        return str(uuid.UUID(vm_id))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"limiquantix:vm:{vm_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    state: int  # libvirt.VIR_DOMAIN_RUNNING, ...
+    reason: int  # why it is in that state (e.g. VIR_DOMAIN_SHUTOFF_CRASHED)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.state not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_NOSTATE))
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    uuid: str
+    name: str
+    event: int  # libvirt.VIR_DOMAIN_EVENT_STARTED, ...
+    detail: int
+
+
+def _is_no_domain(exc: libvirt.libvirtError) -> bool:
+    return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
+
+
+class LibvirtHost:
+    """One libvirt connection used by the whole agent (libvirt connections are thread-safe)."""
+
+    def __init__(self, uri: str, conn: libvirt.virConnect) -> None:
+        self.uri = uri
+        self._conn = conn
+        self.events: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
+        self._callback_id: int | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, uri: str) -> AsyncIterator[LibvirtHost]:
+        """Connect (register_event_loop first), watch lifecycle events, close on exit."""
+        try:
+            conn = await asyncio.to_thread(libvirt.open, uri)
+        except libvirt.libvirtError as exc:
+            raise LibvirtFailed(f"cannot connect to libvirt at {uri}: {exc}",
+                                hint="Start libvirtd (scripts/libvirtd.sh) or fix LQ_LIBVIRT_URI.",
+                                uri=uri) from None
+        host = cls(uri, conn)
+        host._callback_id = conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, host._on_lifecycle, None)
+        try:
+            yield host
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventDeregisterAny(host._callback_id)
+            await asyncio.to_thread(conn.close)
+            impl = libvirtaio.getCurrentImpl()
+            if impl is not None:
+                await impl.drain()
+
+    def _on_lifecycle(self, _conn: Any, dom: libvirt.virDomain, event: int, detail: int,
+                      _opaque: Any) -> None:
+        # Runs on the event loop (libvirtaio); UUIDString and name are local, no RPC.
+        self.events.put_nowait(LifecycleEvent(dom.UUIDString(), dom.name(), event, detail))
+
+    @property
+    def is_test_driver(self) -> bool:
+        return self.uri.startswith("test:")
+
+    async def _call(self, what: str, fn: Callable[[], T], **context: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except libvirt.libvirtError as exc:
+            raise LibvirtFailed(f"libvirt {what} failed: {exc.get_error_message()}",
+                                **context) from None
+
+    def _lookup(self, dom_uuid: str) -> libvirt.virDomain | None:
+        try:
+            return self._conn.lookupByUUIDString(dom_uuid)
+        except libvirt.libvirtError as exc:
+            if _is_no_domain(exc):
+                return None
+            raise
+
+    def _info(self, dom: libvirt.virDomain) -> DomainInfo:
+        state, reason = dom.state()
+        return DomainInfo(dom.UUIDString(), dom.name(), state, reason)
+
+    async def info(self, dom_uuid: str) -> DomainInfo | None:
+        """The domain's state, or None when no domain has this UUID."""
+        def run() -> DomainInfo | None:
+            dom = self._lookup(dom_uuid)
+            return None if dom is None else self._info(dom)
+        return await self._call("state", run, uuid=dom_uuid)
+
+    async def list_domains(self) -> list[DomainInfo]:
+        """Every domain libvirt knows (active or not)."""
+        def run() -> list[DomainInfo]:
+            infos = []
+            for dom in self._conn.listAllDomains():
+                try:
+                    infos.append(self._info(dom))
+                except libvirt.libvirtError as exc:
+                    if not _is_no_domain(exc):  # undefined while we listed: skip it
+                        raise
+            return infos
+        return await self._call("list", run)
+
+    async def define(self, xml: str) -> None:
+        """Define (or redefine) a domain from its XML."""
+        await self._call("define", lambda: self._conn.defineXML(xml))
+
+    async def _on_domain(self, what: str, dom_uuid: str,
+                         op: Callable[[libvirt.virDomain], object]) -> bool:
+        """Run ``op`` on the domain; False when there is no such domain."""
+        def run() -> bool:
+            dom = self._lookup(dom_uuid)
+            if dom is None:
+                return False
+            op(dom)
+            return True
+        return await self._call(what, run, uuid=dom_uuid)
+
+    async def start(self, dom_uuid: str) -> bool:
+        """Start the domain unless it already runs (resume it when paused)."""
+        def op(dom: libvirt.virDomain) -> None:
+            state, _ = dom.state()
+            if state == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+            elif not dom.isActive():
+                dom.create()
+        return await self._on_domain("start", dom_uuid, op)
+
+    async def shutdown(self, dom_uuid: str) -> bool:
+        """Ask the guest to power off (ACPI); returns at once."""
+        def op(dom: libvirt.virDomain) -> None:
+            if dom.isActive():
+                dom.shutdown()
+        return await self._on_domain("shutdown", dom_uuid, op)
+
+    async def destroy(self, dom_uuid: str) -> bool:
+        """Power the domain off at once (no error when it is not running)."""
+        def op(dom: libvirt.virDomain) -> None:
+            if dom.isActive():
+                dom.destroy()
+        return await self._on_domain("destroy", dom_uuid, op)
+
+    async def reboot(self, dom_uuid: str) -> bool:
+        return await self._on_domain("reboot", dom_uuid, lambda dom: dom.reboot(0))
+
+    async def suspend(self, dom_uuid: str) -> bool:
+        def op(dom: libvirt.virDomain) -> None:
+            if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+                dom.suspend()
+        return await self._on_domain("suspend", dom_uuid, op)
+
+    async def resume(self, dom_uuid: str) -> bool:
+        def op(dom: libvirt.virDomain) -> None:
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+        return await self._on_domain("resume", dom_uuid, op)
+
+    async def undefine(self, dom_uuid: str) -> bool:
+        """Remove the domain's definition (with its NVRAM); False when it was not defined."""
+        def op(dom: libvirt.virDomain) -> None:
+            try:
+                dom.undefineFlags(UNDEFINE_FLAGS)
+            except libvirt.libvirtError as exc:
+                # Drivers without NVRAM/snapshot support reject the flags: undefine plainly.
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
+                                                libvirt.VIR_ERR_INVALID_ARG,
+                                                libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+                    raise
+                dom.undefine()
+        return await self._on_domain("undefine", dom_uuid, op)
+
+    async def vnc_port(self, dom_uuid: str) -> int | None:
+        """The VNC port QEMU really listens on (autoport), or None when not known."""
+        def run() -> str | None:
+            dom = self._lookup(dom_uuid)
+            return None if dom is None else dom.XMLDesc(0)
+        xml = await self._call("XMLDesc", run, uuid=dom_uuid)
+        if xml is None:
+            return None
+        graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
+        port = int(graphics.get("port", "-1")) if graphics is not None else -1
+        return port if port > 0 else None
+
+    async def change_cdrom(self, dom_uuid: str, target: str, source: str) -> bool:
+        """Re-insert a cdrom of a running domain, so QEMU reopens the (replaced) file."""
+        disk = (f"<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+                f"<source file='{source}'/><target dev='{target}' bus='sata'/><readonly/></disk>")
+
+        def op(dom: libvirt.virDomain) -> None:
+            if dom.isActive():
+                dom.updateDeviceFlags(disk, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        return await self._on_domain("change-media", dom_uuid, op)
+
+    async def capacity(self) -> tuple[int, int]:
+        """(CPUs, memory MiB) libvirt reports for this host."""
+        info = await self._call("getInfo", self._conn.getInfo)
+        return int(info[2]), int(info[1])

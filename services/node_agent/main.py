@@ -1,0 +1,107 @@
+"""The node agent: ``lq-node-agent`` (one per host).
+
+One AsyncExitStack holds libvirt (libvirtaio registered first, inside the loop), NATS and the RPC
+responder; one TaskGroup runs the command consumer, the heartbeat, reconciliation (once before
+consuming, then periodically), the libvirt event follower, the record view and guest watchers.
+SIGTERM: stop consuming, let commands in flight finish (or leave them to redelivery), withdraw
+the heartbeat, announce the node offline, drain NATS, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from nats.js import JetStreamContext
+
+from limiquantix.common import nats_client, subjects
+from limiquantix.common.events import NodeStateChanged
+from limiquantix.common.runner import run_service
+from limiquantix.common.settings import Settings
+from limiquantix.common.vm_store import VmStore
+from limiquantix.node_agent import reconcile
+from limiquantix.node_agent.activity import VmActivity
+from limiquantix.node_agent.consumer import CommandConsumer
+from limiquantix.node_agent.context import AgentContext
+from limiquantix.node_agent.failpoints import Failpoints
+from limiquantix.node_agent.guest_watch import GuestWatch
+from limiquantix.node_agent.heartbeat import Heartbeat
+from limiquantix.node_agent.image_source import ImageSource, load_image_cache
+from limiquantix.node_agent.libvirt_host import LibvirtHost, register_event_loop
+from limiquantix.node_agent.record_view import NodeRecords
+from limiquantix.node_agent.recorder import Recorder
+from limiquantix.node_agent.rpc import NodeRpc
+from limiquantix.node_agent.virt_probe import virt_type
+
+log = structlog.get_logger()
+
+RECORD_VIEW_TIMEOUT_S = 30.0
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the node agent until ``stop`` is set."""
+    node_id = settings.effective_node_id
+    kind = virt_type(settings)
+    structlog.contextvars.bind_contextvars(node_id=node_id)
+    failpoints = Failpoints(settings.failpoints)
+    if failpoints:
+        log.warning("FAILPOINTS ENABLED (tests only)", failpoints=settings.failpoints)
+    async with contextlib.AsyncExitStack() as stack:
+        register_event_loop()
+        host = await stack.enter_async_context(LibvirtHost.open(settings.libvirt_uri))
+        nc = await stack.enter_async_context(
+            nats_client.connect(settings.nats_url, name=f"node-agent-{node_id}"))
+        js = nc.jetstream()
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
+        vms = await nats_client.bucket(js, subjects.VMS_BUCKET)
+        store = VmStore(vms, await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
+        recorder = Recorder(js, store, node_id)
+        ctx = AgentContext(
+            settings=settings, node_id=node_id, virt_type=kind,
+            host=host, store=store, recorder=recorder,
+            images=ImageSource(load_image_cache(settings, nc, js)), activity=VmActivity(),
+            guests=GuestWatch(recorder, enabled=kind != "test"), failpoints=failpoints,
+        )
+        records = NodeRecords(vms, node_id)
+        heartbeat = Heartbeat(settings, await nats_client.bucket(js, subjects.NODES_BUCKET),
+                              records, node_id=node_id, virt_type=kind)
+        await stack.enter_async_context(
+            NodeRpc(store, node_id=node_id, data_dir=settings.data_path).serving(nc))
+        log.info("node agent starting", libvirt_uri=settings.libvirt_uri, virt_type=kind,
+                 data_dir=settings.data_dir)
+        try:
+            await _run(ctx, js, records, heartbeat, stop)
+        finally:
+            await heartbeat.remove()
+            with contextlib.suppress(Exception):
+                await recorder.publish(NodeStateChanged(node=node_id, online=False))
+            log.info("node agent stopping")
+
+
+async def _run(ctx: AgentContext, js: JetStreamContext, records: NodeRecords, heartbeat: Heartbeat,
+               stop: asyncio.Event) -> None:
+    async with asyncio.TaskGroup() as group:
+        ctx.guests.bind(group)
+        background = [group.create_task(records.run())]
+        await asyncio.wait_for(records.ready.wait(), RECORD_VIEW_TIMEOUT_S)
+        await reconcile.reconcile_once(ctx, records)
+        await heartbeat.beat()
+        await ctx.recorder.publish(NodeStateChanged(node=ctx.node_id, online=True))
+        background += [
+            group.create_task(heartbeat.run()),
+            group.create_task(reconcile.run_periodic(ctx, records)),
+            group.create_task(reconcile.follow_events(ctx, records)),
+        ]
+        consumer = group.create_task(CommandConsumer(ctx, js).run(stop))
+        log.info("node agent ready")
+        await stop.wait()
+        await consumer
+        for task in background:
+            task.cancel()
+        ctx.guests.cancel_all()
+
+
+def main() -> None:
+    """Console script ``lq-node-agent``."""
+    run_service("node-agent", serve)

@@ -1,0 +1,56 @@
+"""A VM's disk: a qcow2 overlay backed by the image (or a blank qcow2 for an ISO install).
+
+The image is never written: the overlay records its path and format (``-F``) so QEMU never
+probes it. The overlay is grown to the requested size when that is larger than the image's
+virtual size, and never shrunk (shrinking would cut the guest's file system).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import structlog
+
+from limiquantix.common.process import run_tool
+from limiquantix.node_agent.local_image import LocalImage
+from limiquantix.node_agent.vm_files import temp_path
+
+log = structlog.get_logger()
+
+GIB = 1 << 30
+QEMU_IMG_TIMEOUT_S = 60.0
+
+
+def overlay_size(image_virtual_size: int, disk_gib: int) -> int | None:
+    """Bytes to give the overlay, or None to keep the image's virtual size."""
+    wanted = disk_gib * GIB
+    return wanted if wanted > image_virtual_size else None
+
+
+async def create_overlay(image: LocalImage, dest: Path, disk_gib: int) -> bool:
+    """Make ``dest`` backed by ``image``; False when it already exists (a redelivery)."""
+    if await asyncio.to_thread(dest.exists):
+        return False
+    tmp = temp_path(dest)
+    args = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", image.format,
+            "-b", str(image.path), str(tmp)]
+    size = overlay_size(image.virtual_size, disk_gib)
+    if size is not None:
+        args.append(str(size))
+    await run_tool(args, timeout_s=QEMU_IMG_TIMEOUT_S)
+    tmp.replace(dest)
+    log.info("overlay created", disk=str(dest), backing=str(image.path), size=size)
+    return True
+
+
+async def create_blank(dest: Path, disk_gib: int) -> bool:
+    """Make an empty qcow2 of ``disk_gib`` (the target disk of an ISO install)."""
+    if await asyncio.to_thread(dest.exists):
+        return False
+    tmp = temp_path(dest)
+    await run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(disk_gib * GIB)],
+                   timeout_s=QEMU_IMG_TIMEOUT_S)
+    tmp.replace(dest)
+    log.info("blank disk created", disk=str(dest), disk_gib=disk_gib)
+    return True

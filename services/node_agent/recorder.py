@@ -1,0 +1,72 @@
+"""Writes what really happened to VMs: record updates (compare-and-set) and their events.
+
+Events go to JetStream (``events.event_subject``) and are awaited until the stream stored them,
+so a state the API reads in the record also exists as an event for subscribers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+
+from limiquantix.common.events import Event, VmStateChanged, event_encoder, event_subject
+from limiquantix.common.vm_store import VmStore
+from limiquantix.common.vms import VmError, VmRecord, VmState
+
+log = structlog.get_logger()
+
+Change = Callable[[VmRecord], VmRecord]
+Patch = Callable[[VmRecord], VmRecord | None]
+
+
+class Recorder:
+    """The node's only way to change VM records and publish events."""
+
+    def __init__(self, js: JetStreamContext, store: VmStore, node_id: str) -> None:
+        self._js = js
+        self.store = store
+        self.node_id = node_id
+
+    async def publish(self, event: Event) -> None:
+        """Publish ``event`` on its subject and wait for JetStream's acknowledgement."""
+        await self._js.publish(event_subject(event), event_encoder.encode(event))
+
+    async def patch(self, vm_id: str, change: Patch) -> VmRecord | None:
+        """Change fields of a record without a state change (no event)."""
+        return await self.store.update(vm_id, change)
+
+    async def transition(
+        self, vm_id: str, state: VmState, *, reason: str = "", error: VmError | None = None,
+        change: Change | None = None, only_from: frozenset[VmState] | None = None,
+    ) -> VmRecord | None:
+        """Record ``state`` (and ``change``), then publish VmStateChanged when anything moved.
+
+        ``only_from``: leave the record alone unless it is in one of these states (a late
+        writer must not undo a newer state). ``error`` is cleared when not given.
+        """
+        previous: list[VmState] = []
+
+        def apply(record: VmRecord) -> VmRecord | None:
+            if only_from is not None and record.state not in only_from:
+                return None
+            previous[:] = [record.state]
+            new = change(record) if change is not None else record
+            if new.state == state and new.error == error and change is None:
+                return None
+            return msgspec.structs.replace(new, state=state, error=error)
+
+        record = await self.store.update(vm_id, apply)
+        if record is None:
+            return None
+        before = previous[0]
+        if before != state or error is not None:
+            log.info("vm state", vm_id=vm_id, state=str(state), previous=str(before),
+                     reason=reason, error=error.code if error else None)
+            await self.publish(VmStateChanged(
+                vm_id=vm_id, name=record.name, node=self.node_id, state=state, previous=before,
+                reason=reason, error=error,
+            ))
+        return record

@@ -1,0 +1,30 @@
+"""``vm.delete``: power off, undefine (with NVRAM), remove every file, drop the record."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from limiquantix.common.commands import DeleteVm
+from limiquantix.common.events import VmDeleted
+from limiquantix.node_agent.context import AgentContext
+
+log = structlog.get_logger()
+
+
+async def delete_vm(ctx: AgentContext, command: DeleteVm) -> None:
+    """Remove the VM from this node and from the cluster (safe to repeat)."""
+    vm_id = command.vm_id
+    ctx.guests.cancel(vm_id)
+    dom_uuid = ctx.domain_uuid(vm_id)
+    await ctx.host.destroy(dom_uuid)
+    await ctx.host.undefine(dom_uuid)
+    await asyncio.to_thread(ctx.files(vm_id).remove)
+    record = await ctx.store.find(vm_id)
+    if record is None:
+        log.info("delete of a VM already gone", vm_id=vm_id)
+        return
+    await ctx.store.delete(record)
+    await ctx.recorder.publish(VmDeleted(vm_id=vm_id, name=record.name, node=ctx.node_id))
+    log.info("vm deleted", vm_id=vm_id, name=record.name)

@@ -1,0 +1,38 @@
+"""``vm.update_cloud_init``: store the new config and instance-id, rebuild the seed ISO.
+
+A new instance-id makes cloud-init treat the next boot as a first boot. A running domain gets the
+new ISO re-inserted, so even a reboot from inside the guest sees it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import structlog
+
+from limiquantix.common.commands import UpdateCloudInit
+from limiquantix.common.vms import VmRecord
+from limiquantix.node_agent import cloud_config
+from limiquantix.node_agent.context import AgentContext
+from limiquantix.node_agent.errors import LibvirtFailed
+from limiquantix.node_agent.seed_iso import write_seed_iso
+
+log = structlog.get_logger()
+
+SEED_TARGET = "sda"
+
+
+async def update_cloud_init(ctx: AgentContext, command: UpdateCloudInit) -> None:
+    def apply(record: VmRecord) -> VmRecord:
+        return msgspec.structs.replace(record, cloud_init=command.cloud_init,
+                                       instance_id=command.instance_id)
+
+    record = await ctx.recorder.patch(command.vm_id, apply)
+    if record is None:
+        return
+    files = ctx.files(record.id)
+    await write_seed_iso(cloud_config.seed_files(record), files.seed)
+    try:
+        await ctx.host.change_cdrom(ctx.domain_uuid(record.id), SEED_TARGET, str(files.seed))
+    except LibvirtFailed as exc:  # the new seed is used at the next start anyway
+        log.warning("could not re-insert the seed ISO live", vm_id=record.id, error=exc.message)
+    log.info("cloud-init updated", vm_id=record.id, instance_id=command.instance_id)
