@@ -60,3 +60,10 @@ class UploadIncomplete(InvalidRequest):
 
     code = "upload_incomplete"
     default_hint = "PUT the whole file again; nothing of the partial upload was kept."
+
+
+class ImageInUse(Conflict):
+    """A VM record still names this image (its overlay is backed by the image's file)."""
+
+    code = "image_in_use"
+    default_hint = "Delete the VMs using it first (they are listed in 'vms')."
