@@ -57,6 +57,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "openapi",
     "routes_ui",
     "console.routes",
+    "routes_images",
 )
 
 
