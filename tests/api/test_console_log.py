@@ -1,0 +1,62 @@
+"""GET /v1/vms/{vm}/console-log asks the VM's node over NATS request/reply.
+
+No node agent runs in these tests: a responder on the node's RPC subject (on the real NATS
+server) answers as the node agent does, per libs/common/node_rpc.py.
+"""
+
+from __future__ import annotations
+
+from nats.aio.msg import Msg
+
+from limiquantix.common import node_rpc, subjects
+from limiquantix.common.errors import ErrorReply
+from tests.api.conftest import Gateway
+
+
+async def make_vm(gw: Gateway) -> str:
+    await gw.heartbeat("node-a")
+    async with gw.client.post("/v1/vms", headers=gw.auth,
+                              json={"name": "logged", "image": "/i.qcow2"}) as response:
+        return str((await response.json())["id"])
+
+
+async def test_console_log_is_the_nodes_answer_as_text(gw: Gateway) -> None:
+    vm_id = await make_vm(gw)
+    asked: list[node_rpc.ConsoleLogRequest] = []
+
+    async def answer(msg: Msg) -> None:
+        request = node_rpc.console_log_request_decoder.decode(msg.data)
+        asked.append(request)
+        log = "Booting...\nlogin: "[-request.max_bytes:]
+        await msg.respond(node_rpc.encoder.encode(
+            node_rpc.ConsoleLogReply(data=log, truncated=request.max_bytes < 18, size=18)))
+
+    await gw.nc.subscribe(subjects.node_rpc("node-a", node_rpc.CONSOLE_LOG), cb=answer)
+    await gw.nc.flush()
+    async with gw.client.get(f"/v1/vms/{vm_id}/console-log?max_bytes=7",
+                             headers=gw.auth) as response:
+        assert response.status == 200 and response.content_type == "text/plain"
+        assert await response.text() == "login: "
+        assert response.headers["X-Log-Truncated"] == "true"
+    assert asked == [node_rpc.ConsoleLogRequest(vm_id=vm_id, max_bytes=7)]
+
+
+async def test_node_errors_and_silence_are_problems(gw: Gateway) -> None:
+    vm_id = await make_vm(gw)
+    async with gw.client.get(f"/v1/vms/{vm_id}/console-log", headers=gw.auth) as response:
+        assert response.status == 503
+        assert (await response.json())["code"] == "node_unavailable"
+
+    async def refuse(msg: Msg) -> None:
+        await msg.respond(node_rpc.encoder.encode(node_rpc.ConsoleLogReply(error=ErrorReply(
+            code="console_log_missing", message="no log yet", status=404, hint="start it"))))
+
+    await gw.nc.subscribe(subjects.node_rpc("node-a", node_rpc.CONSOLE_LOG), cb=refuse)
+    await gw.nc.flush()
+    async with gw.client.get(f"/v1/vms/{vm_id}/console-log", headers=gw.auth) as response:
+        problem = await response.json()
+        assert response.status == 404 and problem["code"] == "console_log_missing"
+        assert problem["hint"] == "start it"
+    async with gw.client.get(f"/v1/vms/{vm_id}/console-log?max_bytes=0",
+                             headers=gw.auth) as response:
+        assert response.status == 422

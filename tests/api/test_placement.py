@@ -1,0 +1,95 @@
+"""Placement policy: explicit node wins, else most free memory after; unreported VMs count."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from limiquantix.api.errors import NoCapacity, UnknownNode
+from limiquantix.api.placement import loads, place
+from limiquantix.common.nodes import NodeStatus
+from limiquantix.common.vms import VmRecord, VmState
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def node(node_id: str, *, vcpus: int = 8, memory: int = 8192, used_vcpus: int = 0,
+         used_memory: int = 0, vm_ids: tuple[str, ...] = ()) -> NodeStatus:
+    return NodeStatus(id=node_id, vcpus=vcpus, memory_mib=memory, allocated_vcpus=used_vcpus,
+                      allocated_memory_mib=used_memory, vm_ids=vm_ids, heartbeat_at=NOW)
+
+
+def vm(vm_id: str, node_id: str, *, vcpus: int = 1, memory: int = 1024,
+       state: VmState = VmState.PENDING) -> VmRecord:
+    return VmRecord(id=vm_id, name=vm_id, node=node_id, state=state, image="/i", vcpus=vcpus,
+                    memory_mib=memory, disk_gib=1, created_at=NOW, updated_at=NOW)
+
+
+def test_most_free_memory_after_the_request_wins() -> None:
+    nodes = [node("a", memory=4096), node("b", memory=8192, used_memory=2048)]
+    assert place(vcpus=1, memory_mib=1024, nodes=nodes, vms=[]) == "b"
+
+
+def test_a_node_without_the_vcpus_is_skipped_even_with_more_memory() -> None:
+    nodes = [node("big", memory=65536, vcpus=2, used_vcpus=2), node("small", memory=2048)]
+    assert place(vcpus=1, memory_mib=1024, nodes=nodes, vms=[]) == "small"
+
+
+def test_ties_go_to_more_free_vcpus_then_the_first_id() -> None:
+    assert place(vcpus=1, memory_mib=1, nodes=[node("b", vcpus=4), node("a", vcpus=8)],
+                 vms=[]) == "a"
+    assert place(vcpus=1, memory_mib=1, nodes=[node("b"), node("ab"), node("a")], vms=[]) == "a"
+
+
+def test_vms_placed_since_the_heartbeat_count_against_the_node() -> None:
+    nodes = [node("a", memory=4096), node("b", memory=3072)]
+    placed = [vm("v1", "a", memory=2048)]
+    assert place(vcpus=1, memory_mib=512, nodes=nodes, vms=placed) == "b"
+    load = loads(nodes, placed)["a"]
+    assert (load.memory_mib, load.vcpus, load.free_memory_mib) == (2048, 1, 2048)
+
+
+def test_vms_the_heartbeat_already_reports_are_not_counted_twice() -> None:
+    nodes = [node("a", memory=4096, used_memory=2048, used_vcpus=1, vm_ids=("v1",))]
+    placed = [vm("v1", "a", memory=2048, state=VmState.CREATING)]
+    assert loads(nodes, placed)["a"].memory_mib == 2048
+
+
+def test_settled_vms_are_left_to_the_heartbeat() -> None:
+    """A running or failed VM's allocation is the node's to report, not guessed here."""
+    nodes = [node("a", memory=4096)]
+    assert loads(nodes, [vm("v1", "a", state=VmState.RUNNING)])["a"].memory_mib == 0
+
+
+def test_explicit_node_wins_when_it_fits() -> None:
+    nodes = [node("a", memory=2048), node("b", memory=65536)]
+    assert place(vcpus=1, memory_mib=1024, nodes=nodes, vms=[], explicit="a") == "a"
+
+
+def test_explicit_node_that_is_not_online_is_unknown_node() -> None:
+    with pytest.raises(UnknownNode) as caught:
+        place(vcpus=1, memory_mib=1, nodes=[node("a")], vms=[], explicit="zz")
+    assert caught.value.details["online"] == ["a"] and caught.value.status == 422
+
+
+def test_explicit_node_that_is_full_is_no_capacity() -> None:
+    with pytest.raises(NoCapacity) as caught:
+        place(vcpus=1, memory_mib=4096, nodes=[node("a", memory=2048)], vms=[], explicit="a")
+    assert caught.value.status == 409 and "2048 MiB" in caught.value.message
+
+
+def test_no_fit_names_the_largest_free_memory_and_vcpus() -> None:
+    nodes = [node("a", memory=3000, vcpus=2), node("b", memory=1000, vcpus=6)]
+    with pytest.raises(NoCapacity) as caught:
+        place(vcpus=4, memory_mib=2000, nodes=nodes, vms=[])
+    message = caught.value.message
+    assert "3000 MiB (node 'a')" in message and "6 (node 'b')" in message
+    assert caught.value.details == {"free_memory_mib": 3000, "free_vcpus": 6}
+    assert caught.value.code == "no_capacity"
+
+
+def test_no_node_online_is_no_capacity_with_a_hint_to_start_one() -> None:
+    with pytest.raises(NoCapacity) as caught:
+        place(vcpus=1, memory_mib=1, nodes=[], vms=[])
+    assert "no node is online" in caught.value.message and "node agent" in caught.value.hint
