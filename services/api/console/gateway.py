@@ -108,6 +108,11 @@ class ConsoleGateway:
         )
 
     @property
+    def pipes(self) -> frozenset[ConsolePipe]:
+        """The pipes of the sessions open now."""
+        return frozenset(self._pipes)
+
+    @property
     def open_sessions(self) -> int:
         """Sessions between their upgrade and their end event."""
         return self._sessions
@@ -179,7 +184,7 @@ class ConsoleGateway:
                 await ws.prepare(request)
                 if request.transport is not None:
                     set_nodelay(request.transport)
-                await self._run(session, ws, vnc)
+                await self._run(session, ws, vnc, request.transport)
         return ws
 
     def _new_ws(self) -> web.WebSocketResponse:
@@ -190,12 +195,15 @@ class ConsoleGateway:
             max_msg_size=MAX_CLIENT_FRAME, writer_limit=STREAM_LIMIT,
         )
 
-    async def _run(self, session: _Session, ws: web.WebSocketResponse, vnc: VncEndpoint) -> None:
+    async def _run(
+        self, session: _Session, ws: web.WebSocketResponse, vnc: VncEndpoint,
+        transport: asyncio.BaseTransport | None,
+    ) -> None:
         self._sessions += 1
         self._no_sessions.clear()
         try:
             await audit.publish(self._js, session.started_event())
-            await self._pipe(session, ws, vnc)
+            await self._pipe(session, ws, vnc, transport)
         finally:
             result = session.result
             log.info("console session ended", code=result.close_code, reason=result.reason,
@@ -209,7 +217,8 @@ class ConsoleGateway:
                     self._no_sessions.set()
 
     async def _pipe(
-        self, session: _Session, ws: web.WebSocketResponse, vnc: VncEndpoint
+        self, session: _Session, ws: web.WebSocketResponse, vnc: VncEndpoint,
+        transport: asyncio.BaseTransport | None,
     ) -> None:
         try:
             reader, writer = await asyncio.wait_for(
@@ -224,7 +233,7 @@ class ConsoleGateway:
         set_nodelay(writer)
         pipe = ConsolePipe(
             ws, reader, writer, idle_timeout_s=self.settings.console_idle_timeout_s,
-            max_session_s=self.settings.console_max_session_s,
+            max_session_s=self.settings.console_max_session_s, client_transport=transport,
         )
         with self._track(pipe), session.attach(pipe):
             log.info("console session started", vnc=f"{vnc.host}:{vnc.port}")

@@ -70,8 +70,10 @@ class ConsolePipe:
         *,
         idle_timeout_s: float,
         max_session_s: float,
+        client_transport: asyncio.BaseTransport | None = None,
     ) -> None:
         self._ws = ws
+        self._client_transport = client_transport
         self._reader = reader
         self._writer = writer
         self._idle_timeout_s = idle_timeout_s
@@ -80,7 +82,6 @@ class ConsolePipe:
         self._last_activity = self._loop.time()
         self._ended = asyncio.Event()
         self.result = PipeResult()
-        self._closed_by_client = False
 
     def end(self, code: int, reason: str) -> None:
         """End the session with ``code``/``reason``; only the first call counts."""
@@ -89,6 +90,23 @@ class ConsolePipe:
         self.result.close_code = code
         self.result.reason = reason
         self._ended.set()
+
+    def buffered(self) -> tuple[int, int]:
+        """Bytes waiting in this process's write buffers: (to VNC, to the client)."""
+        to_vnc = self._writer.transport.get_write_buffer_size()
+        transport = self._client_transport
+        to_client = (
+            transport.get_write_buffer_size()
+            if isinstance(transport, asyncio.WriteTransport) else 0
+        )
+        return to_vnc, to_client
+
+    def sockets(self) -> list[socket.socket]:
+        """The client and VNC sockets (to check their options)."""
+        found = [self._writer.get_extra_info("socket")]
+        if self._client_transport is not None:
+            found.append(self._client_transport.get_extra_info("socket"))
+        return [s for s in found if s is not None]
 
     async def run(self) -> PipeResult:
         """Pipe until one side closes, a limit is reached or :meth:`end` is called."""
@@ -126,13 +144,16 @@ class ConsolePipe:
                 self.end(CLOSE_UNSUPPORTED, "binary frames only")
                 return
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                self._closed_by_client = True
                 code = ws.close_code or CLOSE_NORMAL
                 self.end(code, "client closed the connection")
                 return
             elif msg.type is WSMsgType.ERROR:
-                self._closed_by_client = True
-                self.end(CLOSE_ABNORMAL, f"client connection failed: {ws.exception()}")
+                # A protocol error (e.g. 1009 message too big) keeps its code; aiohttp already
+                # sent the close frame. A lost connection has none (1006, recorded only).
+                error = ws.exception()
+                error_code = getattr(error, "code", None)
+                self.end(error_code if isinstance(error_code, int) else CLOSE_ABNORMAL,
+                         f"client connection failed: {error}")
                 return
 
     async def _vnc_to_client(self) -> None:
@@ -149,7 +170,6 @@ class ConsolePipe:
             try:
                 await ws.send_bytes(data)
             except ConnectionError:
-                self._closed_by_client = True
                 self.end(CLOSE_ABNORMAL, "client connection lost")
                 return
             self.result.bytes_to_client += len(data)

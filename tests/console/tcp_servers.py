@@ -1,0 +1,64 @@
+"""Small real TCP servers on 127.0.0.1 that stand in for a VNC display where the test is about
+the pipe, not RFB: echo, a sink that never reads, a flood that writes a counted byte pattern."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class TcpServer:
+    host: str
+    port: int
+    written: int = 0  # bytes the handler managed to write (flood)
+    received: bytearray = field(default_factory=bytearray)
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # sink: start reading
+
+
+def pattern(offset: int, size: int) -> bytes:
+    """``size`` bytes of a pattern in which every position's byte is ``position % 251``."""
+    return bytes((offset + i) % 251 for i in range(size))
+
+
+@contextlib.asynccontextmanager
+async def tcp_server(kind: str) -> AsyncIterator[TcpServer]:
+    """``echo`` | ``sink`` (reads only after ``release``) | ``flood`` | ``silent``."""
+    state = TcpServer("127.0.0.1", 0)
+    chunk = pattern(0, 251 * 256)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if kind == "echo":
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            elif kind == "sink":
+                await state.release.wait()
+                while data := await reader.read(65536):
+                    state.received += data
+            elif kind == "flood":
+                while True:
+                    writer.write(chunk)  # a whole number of periods: the pattern continues
+                    await writer.drain()
+                    state.written += len(chunk)
+            elif kind == "silent":
+                await reader.read()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        server.close()
+        state.release.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 2)
