@@ -121,5 +121,6 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _close_long_lived(app: web.Application) -> None:
     """End SSE streams and close WebSockets so shutdown does not wait for clients."""
     app[app_keys.STOPPING].set()
-    for ws in list(app[app_keys.WEBSOCKETS]):
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[app_keys.WEBSOCKETS]
+    for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

@@ -29,4 +29,4 @@ IDEMPOTENCY_KV = web.AppKey("idempotency_kv", KeyValue)
 # Set when the server begins shutting down: long-lived responses (SSE) end on it.
 STOPPING = web.AppKey("stopping", asyncio.Event)
 # Open WebSockets (console sessions) closed with 1001 in on_shutdown; add yours here.
-WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+WEBSOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")

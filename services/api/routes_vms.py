@@ -111,9 +111,9 @@ async def create_vm(request: web.Request) -> web.Response:
                 await keys.release(key)
                 raise
             return _vm_response(record, 202)
-        record = await _wait_for_record(request.app, keys, key, claim.vm_id, deadline)
-        if record is not None:
-            return _vm_response(record, 202)
+        existing = await _wait_for_record(request.app, keys, key, claim.vm_id, deadline)
+        if existing is not None:
+            return _vm_response(existing, 202)
         # The first request failed and released the key: this one may create the VM.
 
 
