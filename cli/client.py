@@ -12,7 +12,7 @@ import json
 import socket
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -39,10 +39,11 @@ class Problem(msgspec.Struct, kw_only=True):
 
 @dataclass
 class Response:
+    """A read answer; header names are lower case."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes = b""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -163,7 +164,7 @@ class ApiClient:
             raise self.unreachable(exc) from None
         finally:
             conn.close()
-        return Response(response.status, dict(response.getheaders()), data)
+        return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
 
     def get(self, path: str, type: type[T], query: Mapping[str, Any] | None = None) -> T:
         return decode(self.request("GET", path, query=query).body, type)
