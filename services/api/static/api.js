@@ -23,12 +23,6 @@ export class ApiError extends Error {
     this.hint = hint;
     this.requestId = requestId;
   }
-
-  /** "code: detail — hint", the one line the UI shows. */
-  get line() {
-    const head = `${this.code}: ${this.detail}`;
-    return this.hint ? `${head} — ${this.hint}` : head;
-  }
 }
 
 async function problemOf(response) {

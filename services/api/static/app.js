@@ -8,7 +8,7 @@ const EVENT_TYPES = [
   "vm.state_changed", "vm.guest_ready", "vm.action_failed", "vm.deleted",
   "node.state_changed", "image.state_changed", "image.progress",
 ];
-const NODE_POLL_MS = 10000; // allocations change with every heartbeat, which sends no event
+const NODE_POLL_MS = 5000; // allocations change with every heartbeat, which sends no event
 const ARM_DELETE_MS = 4000;
 
 const $ = (id) => document.getElementById(id);
@@ -25,8 +25,15 @@ const state = {
 // ---- errors: one line, with the hint ------------------------------------------------------
 
 function showError(err) {
-  const line = err instanceof ApiError ? err.line : `error: ${err.message ?? err}`;
-  $("error-text").textContent = line;
+  const text = $("error-text");
+  if (err instanceof ApiError) {
+    // One line (it wraps when long, never truncates): the hint is what the user needs most.
+    text.replaceChildren(h("strong", {}, err.code), `: ${err.detail}`,
+      err.hint ? h("span", { class: "hint" }, ` — ${err.hint}`) : "");
+    text.title = err.requestId ? `request id ${err.requestId}` : "";
+  } else {
+    text.textContent = `error: ${err.message ?? err}`;
+  }
   $("error").hidden = false;
   if (err instanceof ApiError && err.status === 401) askToken(line);
 }
@@ -56,6 +63,7 @@ function render() {
     renderVms($("vms").tBodies[0], vms, { start, stop, remove }, state.armed);
     $("vm-count").textContent = vms.length ? String(vms.length) : "";
     $("vms-empty").hidden = vms.length > 0;
+    $("vms").hidden = vms.length === 0;
     renderNodes($("nodes").tBodies[0], state.nodes);
     $("node-count").textContent = state.nodes.length ? String(state.nodes.length) : "";
     $("nodes-empty").hidden = state.nodes.length > 0;
@@ -128,6 +136,13 @@ function refreshVm(id) {
   }, 150));
 }
 
+let nodesTimer = null;
+/** Node allocations follow VM changes; one GET for a burst of events. */
+function refreshNodesSoon() {
+  clearTimeout(nodesTimer);
+  nodesTimer = setTimeout(() => guarded(loadNodes), 300);
+}
+
 let imagesTimer = null;
 function refreshImagesSoon() {
   clearTimeout(imagesTimer);
@@ -143,6 +158,7 @@ function onEvent(type, event) {
       // Show the new state at once; the full record (node, ssh command...) follows.
       if (vm) state.vms.set(vm.id, { ...vm, state: event.state, error: event.error ?? vm.error });
       refreshVm(event.vm_id);
+      refreshNodesSoon();
       render();
       break;
     }
@@ -153,6 +169,7 @@ function onEvent(type, event) {
     case "vm.deleted":
       state.vms.delete(event.vm_id);
       state.armed.delete(event.vm_id);
+      refreshNodesSoon();
       render();
       break;
     case "node.state_changed":

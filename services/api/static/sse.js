@@ -14,6 +14,7 @@ export class SseParser {
   constructor(onMessage) {
     this.onMessage = onMessage;
     this.buffer = "";
+    this.skipLF = false;
     this.reset();
     this.lastId = "";
     this.retryMs = null;
@@ -25,19 +26,15 @@ export class SseParser {
   }
 
   feed(text) {
+    if (!text) return;
+    // A chunk may end between the \r and \n of one line ending: skip that \n when it comes.
+    if (this.skipLF && text.startsWith("\n")) text = text.slice(1);
+    this.skipLF = false;
     this.buffer += text;
-    let start = 0;
-    for (;;) {
-      const end = this.buffer.slice(start).search(/\r\n|\r|\n/);
-      if (end < 0) break;
-      const line = this.buffer.slice(start, start + end);
-      const sepLen = this.buffer.startsWith("\r\n", start + end) ? 2 : 1;
-      // A lone \r at the end of a chunk may be half of \r\n: wait for the next chunk.
-      if (this.buffer[start + end] === "\r" && start + end + 1 === this.buffer.length) break;
-      start += end + sepLen;
-      this.line(line);
-    }
-    this.buffer = this.buffer.slice(start);
+    const lines = this.buffer.split(/\r\n|\r|\n/);
+    this.buffer = lines.pop(); // the unterminated rest
+    if (this.buffer === "" && text.endsWith("\r")) this.skipLF = true;
+    for (const line of lines) this.line(line);
   }
 
   line(line) {
