@@ -42,6 +42,8 @@ class NatsServer:
 
     async def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # A log file opens in microseconds; not worth a thread.
         out = open(self.log_file, "ab") if self.log_file else asyncio.subprocess.DEVNULL  # noqa: SIM115, ASYNC230
         self.process = await asyncio.create_subprocess_exec(
