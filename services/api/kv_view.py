@@ -131,6 +131,15 @@ class VmView(KvView[VmRecord]):
         """Apply one of our own writes at once (the watch confirms it later)."""
         self._apply(record.id, record, revision, time.time())
 
+    def put_unrevisioned(self, record: VmRecord) -> None:
+        """Apply one of our own CAS updates whose new revision we do not know.
+
+        It takes the place of the entry's current revision, so the watch's echo (or any later
+        write) replaces it, and the API reads its own write in the meantime.
+        """
+        current = self._entries.get(record.id)
+        self._apply(record.id, record, current[1] if current else 0, time.time())
+
     def reserve(self, record: VmRecord) -> None:
         """Hold a record not yet written (revision 0) so concurrent placements see it."""
         if record.id not in self._entries:

@@ -246,6 +246,7 @@ async def _transition(
     except NotFound:
         raise VmNotFound(f"VM {ref!r} no longer exists", vm=ref) from None
     assert updated is not None  # change() never declines
+    app[app_keys.VM_VIEW].put_unrevisioned(updated)
     return updated, previous[0]
 
 
@@ -300,6 +301,7 @@ async def update_cloud_init(request: web.Request) -> web.Response:
     except NotFound:
         raise VmNotFound(f"VM {vm.id!r} no longer exists", vm=vm.id) from None
     assert updated is not None
+    app[app_keys.VM_VIEW].put_unrevisioned(updated)
     await publisher.send_command(app[app_keys.JETSTREAM], updated.node, UpdateCloudInit(
         command_id=str(uuid.uuid4()), vm_id=updated.id, cloud_init=spec, instance_id=instance_id,
     ))

@@ -150,6 +150,7 @@ async def test_actions_record_the_transitional_state_then_queue_the_command(
     assert status == 202 and stopping["state"] == "stopping"
     record, _ = await (await store(gw)).get(vm["id"])
     assert record.state == VmState.STOPPING
+    assert (await get(gw, f"/v1/vms/{vm['id']}"))[1]["state"] == "stopping"  # read own write
     command = (await gw.commands("node-a"))[-1]
     assert isinstance(command, StopVm) and not command.force
     status, _ = await post(gw, f"/v1/vms/{vm['id']}/force-stop")
