@@ -118,7 +118,8 @@ def test_custom_mime_multipart_is_flattened_in_order(cloudinit: Any, tmp_path: P
         'Content-Type: multipart/mixed; boundary="XX"\nMIME-Version: 1.0\n\n'
         "--XX\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho one\n"
         "--XX\nContent-Type: text/cloud-config\n\nruncmd: [two]\n"
-        "--XX\nContent-Type: text/cloud-config\nMerge-Type: list(append)+dict(recurse_list)+str()\n\n"
+        "--XX\nContent-Type: text/cloud-config\n"
+        "Merge-Type: list(append)+dict(recurse_list)+str()\n\n"
         "runcmd: [three]\n--XX--\n"
     )
     data = seed_files(make_record(CloudInitRequest(user_data=custom)))["user-data"]

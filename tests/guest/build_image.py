@@ -169,7 +169,7 @@ def mounts() -> Iterator[Mounts]:
 
 
 @contextlib.contextmanager
-def chroot_mounts(m: Mounts, root: Path) -> Iterator[None]:
+def chroot_mounts(root: Path) -> Iterator[None]:
     """/proc, /sys and /dev inside ``root`` for apt and grub-install; removed afterwards."""
     inner = Mounts()
     try:
@@ -309,9 +309,8 @@ def build(output: Path) -> None:
     try:
         tree = work / "tree"
         debootstrap(tree, spec, CACHE_ROOT / "debs")
-        with mounts() as m:
-            with chroot_mounts(m, tree):
-                install_packages(tree, spec)
+        with chroot_mounts(tree):
+            install_packages(tree, spec)
         raw = work / "disk.raw"
         size = int(spec["disk_mib"]) * 1024 * 1024  # type: ignore[call-overload]
         with raw.open("wb") as f:
@@ -329,7 +328,7 @@ def build(output: Path) -> None:
             log("copying the tree into the disk")
             copy_tree(tree, mnt)
             configure(mnt, spec, fs_uuid)
-            with chroot_mounts(m, mnt):
+            with chroot_mounts(mnt):
                 install_grub(mnt, disk_dev, spec, fs_uuid)
             run(["sync"])
         log("qemu-img convert -c -O qcow2")
