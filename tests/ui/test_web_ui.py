@@ -7,6 +7,7 @@ so seeing ``running`` and then the row disappear proves the live path end to end
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -62,6 +63,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 900},
+            permissions=["clipboard-read", "clipboard-write"],
         )
         try:
             yield context
@@ -92,7 +94,11 @@ async def fill_create_form(page: Page, **fields: str) -> None:
     form = page.locator("#create-form")
     await expect(form).to_be_visible()
     for name, value in fields.items():
-        await form.locator(f"[name={name}]").fill(value)
+        field = form.locator(f"[name={name}]")
+        if await field.evaluate("el => el.tagName") == "SELECT":
+            await field.select_option(value)
+        else:
+            await field.fill(value)
 
 
 async def vm_status(stack: Stack, vm_id: str) -> int:
@@ -101,7 +107,7 @@ async def vm_status(stack: Stack, vm_id: str) -> int:
         return response.status
 
 
-async def test_create_see_running_and_delete_a_vm_from_the_browser(
+async def test_create_see_running_stop_start_and_delete_a_vm_from_the_browser(
         stack: Stack, page: Page, tmp_path: Path) -> None:
     image = make_qcow2(tmp_path / "base.qcow2")
     name = unique_name("ui")
@@ -113,7 +119,7 @@ async def test_create_see_running_and_delete_a_vm_from_the_browser(
                  ).to_be_visible()
 
     await fill_create_form(page, name=name, image=str(image), vcpus="1", memory_mib="256",
-                           disk_gib="1", ssh_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDt7"
+                           disk_gib="1", network_mode="user", ssh_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDt7"
                            "Z8Xjx3nm5Ir5nq3RvwBHaFBvL0ZKjXqWDe5sQ2Tz ui@test")
     started = time.monotonic()
     await page.click("#create-form button[type=submit]")
@@ -129,6 +135,11 @@ async def test_create_see_running_and_delete_a_vm_from_the_browser(
     await expect(cells.nth(3)).to_have_text("1")
     await expect(cells.nth(4)).to_have_text("256 MiB")
     await expect(cells.nth(5)).to_have_text(str(image))
+    # User networking: the node forwarded SSH on 127.0.0.1 and the row shows how to connect.
+    ssh = cells.nth(6)
+    await expect(ssh).to_have_text(re.compile(r"^ssh -p \d+ admin@127\.0\.0\.1$"))
+    await ssh.get_by_role("button", name=f"Copy SSH command of {name}").click()
+    assert await page.evaluate("navigator.clipboard.readText()") == await ssh.inner_text()
     await expect(row.get_by_role("link", name="Console")).to_have_attribute(
         "href", f"/v1/vms/{vm_id}/console")
     await expect(row.get_by_role("button", name="Stop")).to_be_enabled()
@@ -143,6 +154,12 @@ async def test_create_see_running_and_delete_a_vm_from_the_browser(
     await page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}; create -> running seen in the browser: {seconds_to_running:.2f} s")
+
+    await row.get_by_role("button", name="Stop").click()
+    await expect(row).to_have_attribute("data-state", "stopped", timeout=STATE_TIMEOUT_MS)
+    await expect(row.get_by_role("button", name="Stop")).to_be_disabled()
+    await row.get_by_role("button", name="Start").click()
+    await expect(row).to_have_attribute("data-state", "running", timeout=STATE_TIMEOUT_MS)
 
     await row.get_by_role("button", name="Delete").click()
     await row.get_by_role("button", name="Confirm delete").click()

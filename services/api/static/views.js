@@ -10,17 +10,46 @@ function stateBadge(state, extraTitle = "") {
   return h("span", { class: `badge state-${state}${BUSY.has(state) ? " busy" : ""}`, title: extraTitle || null }, state);
 }
 
+function copyIcon() {
+  // Drawn, not a glyph: system fonts differ in which symbols they have.
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("width", "14");
+  svg.setAttribute("height", "14");
+  svg.setAttribute("aria-hidden", "true");
+  for (const [x, y] of [[5, 5], [2, 2]]) {
+    const rect = document.createElementNS(ns, "rect");
+    Object.entries({ x, y, width: 9, height: 9, rx: 1.5, fill: "none", stroke: "currentColor", "stroke-width": 1.4 })
+      .forEach(([k, v]) => rect.setAttribute(k, String(v)));
+    svg.append(rect);
+  }
+  return svg;
+}
+
+async function copyText(button, code, text) {
+  try {
+    // The clipboard API exists only in secure contexts (https, localhost).
+    await navigator.clipboard.writeText(text);
+    button.classList.add("copied");
+    button.title = "Copied";
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(code);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    button.title = "Selected: press Ctrl+C";
+  }
+}
+
 function sshCell(vm) {
   if (!vm.ssh_command) return h("td", { class: "muted" }, "—");
-  return h("td", { class: "ssh" },
-    h("code", { title: vm.ssh_command }, vm.ssh_command),
-    h("button", {
-      class: "icon", type: "button", title: "Copy", "aria-label": `Copy SSH command of ${vm.name}`,
-      onclick: (e) => {
-        navigator.clipboard?.writeText(vm.ssh_command);
-        e.currentTarget.textContent = "✓";
-      },
-    }, "⧉"));
+  const code = h("code", { title: vm.ssh_command }, vm.ssh_command);
+  const button = h("button", {
+    class: "icon copy", type: "button", title: "Copy", "aria-label": `Copy SSH command of ${vm.name}`,
+  }, copyIcon());
+  button.addEventListener("click", () => copyText(button, code, vm.ssh_command));
+  return h("td", { class: "ssh" }, code, button);
 }
 
 /**
