@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 STATE_TIMEOUT_MS = 30_000
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDt7Z8Xjx3nm5Ir5nq3RvwBHaFBvL0ZKjXqWDe5sQ2Tz ui@test"
 
 
 class BrowserProblems:
@@ -119,8 +120,7 @@ async def test_create_see_running_stop_start_and_delete_a_vm_from_the_browser(
                  ).to_be_visible()
 
     await fill_create_form(page, name=name, image=str(image), vcpus="1", memory_mib="256",
-                           disk_gib="1", network_mode="user", ssh_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDt7"
-                           "Z8Xjx3nm5Ir5nq3RvwBHaFBvL0ZKjXqWDe5sQ2Tz ui@test")
+                           disk_gib="1", network_mode="user", ssh_key=SSH_KEY)
     started = time.monotonic()
     await page.click("#create-form button[type=submit]")
     await expect(page.locator("#create-form")).to_be_hidden()
