@@ -30,11 +30,14 @@ async def test_vms_go_to_the_node_with_most_free_memory_and_explicit_node_wins(
             assert first["node"] == "big"  # 4096-1536 left vs 2048-1536
             second = await create_vm(api, name=unique_name(), image=str(image),
                                      memory_mib=1536, disk_gib=1)
-            assert second["node"] == "small"  # big has 2560 left: 1024 after vs 512 after
+            assert second["node"] == "big"  # 2560-1536 = 1024 left vs 2048-1536 = 512
+            third = await create_vm(api, name=unique_name(), image=str(image),
+                                    memory_mib=1536, disk_gib=1)
+            assert third["node"] == "small"  # big (1024 free) no longer fits
             pinned = await create_vm(api, name=unique_name(), image=str(image), memory_mib=256,
                                      disk_gib=1, node="small")
             assert pinned["node"] == "small"
-            for vm in (first, second, pinned):
+            for vm in (first, second, third, pinned):
                 await wait_state(api, vm["id"], "running")
 
             async with api.post("/v1/vms", json={"name": unique_name(), "image": str(image),
