@@ -163,8 +163,12 @@ async def events(request: web.Request) -> web.StreamResponse:
             last_write = time.monotonic()
         if overflow:
             log.warning("sse client too slow; closing its stream", subject=subject)
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:
         pass  # the client went away
+    except Exception:
+        # Headers are sent: a problem document cannot follow. Log and end the stream; the
+        # client reconnects with Last-Event-ID.
+        log.exception("sse stream failed", subject=subject)
     finally:
         open_queues.discard(queue)
         await _remove_consumer(js, sub)

@@ -43,7 +43,13 @@ from limiquantix.common.commands import (
     StopVm,
     UpdateCloudInit,
 )
-from limiquantix.common.errors import Conflict, InvalidRequest, NotFound, RemoteError
+from limiquantix.common.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    RemoteError,
+    Unavailable,
+)
 from limiquantix.common.events import VmStateChanged
 from limiquantix.common.node_rpc import ConsoleLogRequest
 from limiquantix.common.vms import (
@@ -52,6 +58,7 @@ from limiquantix.common.vms import (
     CreateVmRequest,
     NetworkSpec,
     VmAction,
+    VmError,
     VmRecord,
     VmState,
     next_state,
@@ -63,6 +70,7 @@ log = structlog.get_logger()
 IDEMPOTENCY = web.AppKey("idempotency_keys", IdempotencyKeys)
 # How long a repeated request waits for the VM its twin is creating.
 IDEMPOTENT_WAIT_S = 5.0
+PUBLISH_ATTEMPTS = 3
 _REF = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -108,7 +116,9 @@ async def create_vm(request: web.Request) -> web.Response:
             try:
                 record = await _create(request.app, body, claim.vm_id)
             except BaseException:
-                await keys.release(key)
+                # Free the key only if no VM came of it; else a retry answers with that VM.
+                if await request.app[app_keys.VM_STORE].find(claim.vm_id) is None:
+                    await keys.release(key)
                 raise
             return _vm_response(record, 202)
         existing = await _wait_for_record(request.app, keys, key, claim.vm_id, deadline)
@@ -171,11 +181,32 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     await publisher.publish_event(js, VmStateChanged(
         vm_id=vm_id, name=record.name, node=node, state=VmState.PENDING, reason="created",
     ))
-    await publisher.send_command(js, node, CreateVm(
+    await _queue_or_fail(app, record, CreateVm(
         command_id=str(uuid.uuid4()), vm_id=vm_id, vm=record,
     ))
     log.info("vm accepted", vm_id=vm_id, name=record.name, node=node)
     return record
+
+
+async def _queue_or_fail(app: web.Application, record: VmRecord, command: Command) -> None:
+    """Queue ``command``; if JetStream will not take it, leave the VM in ``error`` and say so.
+
+    Retrying is safe: the command id is the Nats-Msg-Id, so JetStream keeps one copy.
+    """
+    js = app[app_keys.JETSTREAM]
+    for attempt in range(PUBLISH_ATTEMPTS):
+        try:
+            await publisher.send_command(js, record.node, command)
+            return
+        except Exception as exc:
+            log.warning("command publish failed", vm_id=record.id, attempt=attempt,
+                        error=str(exc))
+            await asyncio.sleep(0.2 * (attempt + 1))
+    error = VmError(code="command_not_queued", message="the command could not be queued",
+                    hint="Check NATS/JetStream, then delete the VM and create it again.")
+    await app[app_keys.VM_STORE].update(
+        record.id, lambda r: msgspec.structs.replace(r, state=VmState.ERROR, error=error))
+    raise Unavailable(f"could not queue the command for VM {record.id!r}", vm_id=record.id)
 
 
 # --- read ------------------------------------------------------------------------------------
