@@ -140,8 +140,10 @@ async def test_create_see_running_stop_start_and_delete_a_vm_from_the_browser(
     await expect(ssh).to_have_text(re.compile(r"^ssh -p \d+ admin@127\.0\.0\.1$"))
     await ssh.get_by_role("button", name=f"Copy SSH command of {name}").click()
     assert await page.evaluate("navigator.clipboard.readText()") == await ssh.inner_text()
-    await expect(row.get_by_role("link", name="Console")).to_have_attribute(
-        "href", f"/v1/vms/{vm_id}/console")
+    console = row.get_by_role("link", name="Console")
+    await expect(console).to_have_attribute("href", f"/v1/vms/{vm_id}/console")
+    console_page = await page.request.get(stack.api_url + f"/v1/vms/{vm_id}/console")
+    assert console_page.status == 200 and "text/html" in console_page.headers["content-type"]
     await expect(row.get_by_role("button", name="Stop")).to_be_enabled()
     await expect(row.get_by_role("button", name="Start")).to_be_disabled()
     await expect(page.locator("#error")).to_be_hidden()
