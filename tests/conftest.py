@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -32,3 +34,14 @@ async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP session on the stack's API, authenticated."""
     async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as session:
         yield session
+
+
+@pytest.fixture
+def qemu_tmp() -> Iterator[Path]:
+    """A temp dir QEMU (user libvirt-qemu) can traverse; pytest's tmp_path is 0700 at the top."""
+    path = Path(tempfile.mkdtemp(prefix="lq-e2e-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -37,12 +37,9 @@ async def rfb_banner(host: str, port: int) -> bytes:
         writer.close()
 
 
-async def test_real_domain_from_a_qcow2_overlay_with_seed_and_vnc(tmp_path: Path) -> None:
-    root = tmp_path / "s"
-    root.mkdir(mode=0o755)
-    tmp_path.chmod(0o755)  # QEMU runs as libvirt-qemu and must reach the backing image
-    image = make_qcow2(tmp_path / "images" / "base.qcow2", "256M")
-    (tmp_path / "images").chmod(0o755)
+async def test_real_domain_from_a_qcow2_overlay_with_seed_and_vnc(qemu_tmp: Path) -> None:
+    root = qemu_tmp / "s"
+    image = make_qcow2(qemu_tmp / "base.qcow2", "256M")
     async with Stack(root, libvirt_uri="qemu:///system", extra_env=FAST_ENV) as stack, \
             aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as api:
         name = unique_name("e2e")
