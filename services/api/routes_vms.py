@@ -290,7 +290,7 @@ async def _act(request: web.Request, action: VmAction) -> web.Response:
         previous=previous, reason=f"{action} requested",
     ))
     command = _command_for(action, updated, app[app_keys.SETTINGS].stop_timeout_s)
-    await publisher.send_command(js, updated.node, command)
+    await _queue_or_fail(app, updated, command)
     log.info("vm action accepted", vm_id=updated.id, action=str(action), node=updated.node)
     return _vm_response(updated, 202)
 
@@ -333,7 +333,7 @@ async def update_cloud_init(request: web.Request) -> web.Response:
         raise VmNotFound(f"VM {vm.id!r} no longer exists", vm=vm.id) from None
     assert updated is not None
     app[app_keys.VM_VIEW].put_unrevisioned(updated)
-    await publisher.send_command(app[app_keys.JETSTREAM], updated.node, UpdateCloudInit(
+    await _queue_or_fail(app, updated, UpdateCloudInit(
         command_id=str(uuid.uuid4()), vm_id=updated.id, cloud_init=spec, instance_id=instance_id,
     ))
     return _vm_response(updated, 202)

@@ -224,3 +224,15 @@ async def test_records_in_the_store_round_trip(gw: Gateway) -> None:
     record, revision = await (await store(gw)).get(vm["id"])
     assert isinstance(record, VmRecord) and revision > 0
     assert record.network.mode == "user" and record.network.forwards[0].guest_port == 80
+
+
+async def test_a_command_jetstream_will_not_take_leaves_the_vm_in_error(gw: Gateway) -> None:
+    await gw.heartbeat("node-a")
+    _, vm = await post(gw, "/v1/vms", BODY)
+    await set_state(gw, vm["id"], VmState.RUNNING)
+    await gw.js.delete_stream(subjects.COMMANDS_STREAM)  # nothing can be queued now
+    status, problem = await post(gw, f"/v1/vms/{vm['id']}/reboot")
+    assert status == 503 and problem["code"] == "unavailable"
+    record, _ = await (await store(gw)).get(vm["id"])
+    assert record.state == VmState.ERROR and record.error is not None
+    assert record.error.code == "command_not_queued" and record.error.hint
