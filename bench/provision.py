@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 import nats
+from nats.aio.msg import Msg
 
 from limiquantix.local.stack import Stack
 
@@ -35,7 +36,10 @@ def pct(values: list[float], q: float) -> float:
 async def bare_request_reply(nats_url: str, count: int, clients: int) -> list[float]:
     """The baseline: the cheapest possible round trip through the same NATS server."""
     nc = await nats.connect(nats_url)
-    await nc.subscribe("bench.echo", cb=lambda msg: msg.respond(msg.data))
+    async def echo(msg: Msg) -> None:
+        await msg.respond(msg.data)
+
+    await nc.subscribe("bench.echo", cb=echo)
     latencies: list[float] = []
 
     async def client(n: int) -> None:
