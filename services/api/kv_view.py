@@ -19,8 +19,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
+from limiquantix.api.http_json import encode
 from limiquantix.common.nodes import NodeStatus
-from limiquantix.common.vms import VmRecord
+from limiquantix.common.vms import VmRecord, public_view
 
 log = structlog.get_logger()
 
@@ -120,12 +121,25 @@ class VmView(KvView[VmRecord]):
     def __init__(self, js: JetStreamContext, bucket: str) -> None:
         super().__init__(js, bucket, _vm_decoder.decode)
         self._names: dict[str, str] = {}
+        # VM id -> (record, its public JSON): records are frozen, so identity means unchanged.
+        self._json: dict[str, tuple[VmRecord, bytes]] = {}
 
     def _on_change(self, key: str, old: VmRecord | None, new: VmRecord | None) -> None:
         if old is not None and self._names.get(old.name) == old.id:
             del self._names[old.name]
         if new is not None:
             self._names[new.name] = new.id
+        else:
+            self._json.pop(key, None)
+
+    def public_json(self, record: VmRecord) -> bytes:
+        """The record as API clients see it, encoded once per version (lists stay cheap)."""
+        cached = self._json.get(record.id)
+        if cached is not None and cached[0] is record:
+            return cached[1]
+        data = encode(public_view(record))
+        self._json[record.id] = (record, data)
+        return data
 
     def put(self, record: VmRecord, revision: int) -> None:
         """Apply one of our own writes at once (the watch confirms it later)."""

@@ -2,7 +2,8 @@
 
 The gateway writes a new record (``pending``) or a transitional state with compare-and-set, tells
 subscribers (``vm.state_changed``), then queues the command for the VM's node; the node agent
-records what really happened. Records are answered through ``public_view`` (no password hash).
+records what really happened. Records are answered through ``public_view`` (no password hash),
+encoded once per version by the VM view.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from limiquantix.api.errors import (
     NodeUnavailable,
     VmNotFound,
 )
-from limiquantix.api.http_json import decode_body, json_response
+from limiquantix.api.http_json import decode_body
 from limiquantix.api.idempotency import IdempotencyKeys, body_hash
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
 from limiquantix.api.schemas import VmList
@@ -62,7 +63,6 @@ from limiquantix.common.vms import (
     VmRecord,
     VmState,
     next_state,
-    public_view,
 )
 
 log = structlog.get_logger()
@@ -94,9 +94,12 @@ async def resolve(app: web.Application, ref: str) -> VmRecord:
     return found
 
 
-def _vm_response(record: VmRecord, status: int = 200) -> web.Response:
+def _vm_response(
+    app: web.Application, record: VmRecord, status: int = 200
+) -> web.Response:
     headers = {"Location": f"/v1/vms/{record.id}"} if status == 202 else None
-    return json_response(public_view(record), status=status, headers=headers)
+    return web.Response(body=app[app_keys.VM_VIEW].public_json(record), status=status,
+                        content_type="application/json", headers=headers)
 
 
 # --- create ----------------------------------------------------------------------------------
@@ -106,7 +109,9 @@ async def create_vm(request: web.Request) -> web.Response:
     body = await decode_body(request, CreateVmRequest)
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return _vm_response(await _create(request.app, body, str(uuid.uuid4())), 202)
+        return _vm_response(
+            request.app, await _create(request.app, body, str(uuid.uuid4())), 202
+        )
     keys = request.app[IDEMPOTENCY]
     digest = body_hash(body)
     deadline = time.monotonic() + IDEMPOTENT_WAIT_S
@@ -120,10 +125,10 @@ async def create_vm(request: web.Request) -> web.Response:
                 if await request.app[app_keys.VM_STORE].find(claim.vm_id) is None:
                     await keys.release(key)
                 raise
-            return _vm_response(record, 202)
+            return _vm_response(request.app, record, 202)
         existing = await _wait_for_record(request.app, keys, key, claim.vm_id, deadline)
         if existing is not None:
-            return _vm_response(existing, 202)
+            return _vm_response(request.app, existing, 202)
         # The first request failed and released the key: this one may create the VM.
 
 
@@ -219,17 +224,20 @@ async def list_vms(request: web.Request) -> web.Response:
         raise InvalidRequest(
             f"unknown state {state!r}", hint=f"Use one of: {', '.join(VmState)}.",
         )
+    view = request.app[app_keys.VM_VIEW]
     items = sorted(
-        (public_view(vm) for vm in request.app[app_keys.VM_VIEW].values()
+        (vm for vm in view.values()
          if (state is None or vm.state == state) and (node is None or vm.node == node)),
         key=lambda vm: (vm.created_at, vm.id),
     )
-    return json_response(VmList(items=tuple(items)))
+    # Same bytes as encode(VmList(...)), joined from each record's cached JSON.
+    body = b'{"items":[' + b",".join(view.public_json(vm) for vm in items) + b"]}"
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_vm(request: web.Request) -> web.Response:
     """GET /v1/vms/{vm} (id or name)."""
-    return _vm_response(await resolve(request.app, request.match_info["vm"]))
+    return _vm_response(request.app, await resolve(request.app, request.match_info["vm"]))
 
 
 # --- lifecycle -------------------------------------------------------------------------------
@@ -292,7 +300,7 @@ async def _act(request: web.Request, action: VmAction) -> web.Response:
     command = _command_for(action, updated, app[app_keys.SETTINGS].stop_timeout_s)
     await _queue_or_fail(app, updated, command)
     log.info("vm action accepted", vm_id=updated.id, action=str(action), node=updated.node)
-    return _vm_response(updated, 202)
+    return _vm_response(app, updated, 202)
 
 
 def _action_handler(action: VmAction) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -336,7 +344,7 @@ async def update_cloud_init(request: web.Request) -> web.Response:
     await _queue_or_fail(app, updated, UpdateCloudInit(
         command_id=str(uuid.uuid4()), vm_id=updated.id, cloud_init=spec, instance_id=instance_id,
     ))
-    return _vm_response(updated, 202)
+    return _vm_response(app, updated, 202)
 
 
 # --- console log ----------------------------------------------------------------------------
