@@ -23,6 +23,8 @@ from limiquantix.node_agent.readiness import (
 
 DATA = Path(__file__).parent / "data"
 FIRST_BOOT = (DATA / "serial-first-boot.log").read_bytes()
+# The same VM's next boot (same instance-id), up to its ACPI power-down, as QEMU appended it.
+SECOND_BOOT = (DATA / "serial-second-boot.log").read_bytes()
 
 
 def _expected_host_keys(log: bytes) -> list[str]:
@@ -81,20 +83,31 @@ async def test_previous_boot_in_the_log_is_ignored(tmp_path: Path) -> None:
 
 async def test_second_boot_is_ready_and_reuses_the_earlier_host_keys(tmp_path: Path) -> None:
     """Later boots do not print the fingerprints again (same instance-id): keep the known ones."""
+    assert b"FINGERPRINTS" not in SECOND_BOOT
     serial = tmp_path / "serial.log"
-    serial.write_bytes(FIRST_BOOT + b"[  100.1] reboot: Power down\r\n")
-    second = re.sub(rb"-----BEGIN SSH HOST KEY FINGERPRINTS.*?-----END SSH HOST KEY KEYS-----",
-                    b"", FIRST_BOOT, flags=re.S)
-    assert b"FINGERPRINTS" not in second
+    serial.write_bytes(FIRST_BOOT)
     started = datetime.now(UTC)
-    offset = boot_start_offset(serial, started - timedelta(seconds=5))
-    # The last boot in the file ended (power down): the new one starts after it.
-    assert offset == serial.stat().st_size
-    writer = asyncio.create_task(_write_progressively(serial, second, piece=3000))
+    offset = boot_start_offset(serial, started)
+    assert offset == len(FIRST_BOOT)  # the file is older than the boot: it starts at the end
+    writer = asyncio.create_task(_write_progressively(serial, SECOND_BOOT, piece=3000))
     guest = await wait_for_guest_ready(serial, started_at=started, timeout_s=30, poll_s=0.02,
-                                       settle_s=0.1)
+                                       settle_s=0.1, start_offset=offset)
     await writer
     assert guest.ssh_host_keys == tuple(_expected_host_keys(FIRST_BOOT))
+    assert guest.addresses == ("10.0.2.15",)
+
+
+async def test_a_boot_that_has_not_printed_yet_after_a_power_down_is_not_ready(
+        tmp_path: Path) -> None:
+    """Both earlier boots finished and the last one powered down: their lines do not count."""
+    serial = tmp_path / "serial.log"
+    serial.write_bytes(FIRST_BOOT + SECOND_BOOT)
+    # Even with a start time before the last write (clock skew, a late watcher) the power-down
+    # at the end tells that the next boot has not begun printing.
+    started = datetime.now(UTC) - timedelta(minutes=5)
+    assert boot_start_offset(serial, started) == len(FIRST_BOOT) + len(SECOND_BOOT)
+    with pytest.raises(GuestReadyTimeout):
+        await wait_for_guest_ready(serial, started_at=started, timeout_s=0.5, poll_s=0.05)
 
 
 async def test_watcher_started_late_finds_the_last_boot_and_uses_the_guest_clock(
