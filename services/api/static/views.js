@@ -63,13 +63,13 @@ export function renderVms(tbody, vms, handlers, armed) {
       ? h("span", { class: "muted small" }, ` ${Math.round(vm.image_progress * 100)}%`) : null;
     const nameCell = h("td", { class: "name" },
       h("div", {}, h("strong", {}, vm.name)),
-      h("div", { class: "muted small mono", title: "VM id" }, vm.id),
+      h("div", { class: "muted small mono", title: `VM id ${vm.id}` }, vm.id.slice(0, 8)),
       error ? h("div", { class: "row-error small" }, error) : null);
     const deleting = armed.has(vm.id);
     return h("tr", { dataset: { vmId: vm.id, vmName: vm.name, state: vm.state } },
       nameCell,
-      h("td", {}, stateBadge(vm.state, error), progress),
-      h("td", {}, vm.node || h("span", { class: "muted" }, "—")),
+      h("td", { class: "nowrap" }, stateBadge(vm.state, error), progress),
+      h("td", { class: "nowrap" }, vm.node || h("span", { class: "muted" }, "—")),
       h("td", { class: "num" }, vm.vcpus),
       h("td", { class: "num" }, formatMiB(vm.memory_mib)),
       h("td", { class: "image", title: vm.image }, vm.image),
@@ -95,8 +95,8 @@ export function renderNodes(tbody, nodes) {
       h("td", { class: "name" }, h("strong", {}, node.id), " ",
         h("span", { class: `badge node-${status}` }, status),
         h("div", { class: "muted small" }, [node.hostname !== node.id ? node.hostname : "", node.virt_type].filter(Boolean).join(" · "))),
-      h("td", {}, meter(cpuUse), `${node.allocated_vcpus ?? 0} / ${node.vcpus}`),
-      h("td", {}, meter(memUse), `${formatMiB(node.allocated_memory_mib ?? 0)} / ${formatMiB(node.memory_mib)}`),
+      h("td", { class: "nowrap" }, meter(cpuUse), `${node.allocated_vcpus ?? 0} / ${node.vcpus}`),
+      h("td", { class: "nowrap" }, meter(memUse), `${formatMiB(node.allocated_memory_mib ?? 0)} / ${formatMiB(node.memory_mib)}`),
       h("td", { class: "num" }, node.vm_count ?? 0),
       h("td", { class: "muted small" }, ago(node.last_heartbeat ?? node.heartbeat_at)));
   }));
