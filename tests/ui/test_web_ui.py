@@ -47,16 +47,6 @@ class BrowserProblems:
         self.messages.append(f"page error: {error}")
 
 
-@pytest.fixture(autouse=True)
-def _stack_log_dir(tmp_path: Path) -> None:
-    """Work-around: Stack opens <root>/logs/nats.log before anything creates <root>/logs.
-
-    Autouse fixtures run first, so the conftest ``stack`` fixture finds the directory.
-    Harmless (and removable) once Stack creates it itself.
-    """
-    (tmp_path / "stack" / "logs").mkdir(parents=True, exist_ok=True)
-
-
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
     """Debian's Chromium with a new, empty profile (no browser is downloaded)."""
