@@ -1,6 +1,6 @@
 """Console proxy throughput and latency, next to websockify, in the same run.
 
-    .venv/bin/python bench/console.py [--mib 256] [--round-trips 2000] [--runs 3]
+    .venv/bin/python bench/console.py [--mib 128] [--round-trips 500] [--runs 7]
 
 Starts nats-server, the gateway (``lq-api``, its own process) and websockify (its own process),
 both forwarding to one local TCP server (bench/console_target.py, its own process). One client
@@ -147,16 +147,19 @@ class Figures:
 
 
 async def measure(http: aiohttp.ClientSession, url_of: UrlFactory, pid: int, size: int,
-                  count: int, figures: Figures) -> None:
+                  count: int, figures: Figures, step: str) -> None:
+    """One step ('down', 'up' or 'rtt') on a fresh console session."""
     cpu_before = cpu_seconds(pid)
     async with http.ws_connect(await url_of(), max_msg_size=0) as ws:
-        figures.down.append(await asyncio.wait_for(down(ws, size), STEP_TIMEOUT_S))
-    async with http.ws_connect(await url_of(), max_msg_size=0) as ws:
-        figures.up.append(await asyncio.wait_for(up(ws, size), STEP_TIMEOUT_S))
-    await asyncio.sleep(0.3)  # websockify reaps its per-connection child
-    figures.cpu_per_gib.append((cpu_seconds(pid) - cpu_before) / (2 * size / (1 << 30)))
-    async with http.ws_connect(await url_of(), max_msg_size=0) as ws:
-        figures.rtt.extend(await asyncio.wait_for(round_trips(ws, count), STEP_TIMEOUT_S))
+        if step == "down":
+            figures.down.append(await asyncio.wait_for(down(ws, size), STEP_TIMEOUT_S))
+        elif step == "up":
+            figures.up.append(await asyncio.wait_for(up(ws, size), STEP_TIMEOUT_S))
+        else:
+            figures.rtt.extend(await asyncio.wait_for(round_trips(ws, count), STEP_TIMEOUT_S))
+    if step != "rtt":
+        await asyncio.sleep(0.2)  # websockify reaps its per-connection child
+        figures.cpu_per_gib.append((cpu_seconds(pid) - cpu_before) / (size / (1 << 30)))
 
 
 async def add_vm(nats_url: str, target_port: int) -> str:
@@ -214,19 +217,24 @@ async def run(args: argparse.Namespace) -> None:
 
             results = {"limiquantix": Figures(), "websockify": Figures()}
             pids = {"limiquantix": api.pid, "websockify": websockify.pid}
+            # Paired and interleaved: each step runs on both proxies back to back, in alternating
+            # order, so load from other processes hits both alike.
             for run_index in range(args.runs):
-                order = [("limiquantix", ours), ("websockify", theirs)]
-                if run_index % 2:
-                    order.reverse()
-                for name, url_of in order:
-                    await measure(http, url_of, pids[name], size, count, results[name])
+                for step in ("down", "up", "rtt"):
+                    order = [("limiquantix", ours), ("websockify", theirs)]
+                    if run_index % 2:
+                        order.reverse()
+                    for name, url_of in order:
+                        await measure(http, url_of, pids[name], size, count, results[name],
+                                      step)
             report(results, args)
 
 
 def report(results: dict[str, Figures], args: argparse.Namespace) -> None:
     rows = {}
     print(f"console proxy benchmark: {args.mib} MiB each way x {args.runs} runs, "
-          f"{args.round_trips} x {SMALL}-byte round trips per run (throughput: median of runs)")
+          f"{args.round_trips} x {SMALL}-byte round trips per run; throughput and CPU: median "
+          f"of runs; round trips: all samples")
     print(f"{'proxy':<12} {'down MiB/s':>11} {'up MiB/s':>10} {'p50 us':>8} {'p99 us':>8} "
           f"{'proxy CPU s/GiB':>16}")
     for name, f in results.items():
@@ -246,9 +254,9 @@ def report(results: dict[str, Figures], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=256, help="MiB per throughput run")
-    parser.add_argument("--round-trips", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--mib", type=int, default=128, help="MiB per throughput step")
+    parser.add_argument("--round-trips", type=int, default=500, help="per step")
+    parser.add_argument("--runs", type=int, default=7)
     asyncio.run(run(parser.parse_args()))
 
 

@@ -1,0 +1,130 @@
+"""The console page in headless Chromium (Debian's package, no browser download): noVNC, loaded
+as static ES modules from the gateway, connects through the proxy to a real QEMU display and
+draws SeaBIOS's screen."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright, expect
+
+from tests.console.conftest import TOKEN, MakeGateway, QemuDisplay
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+CONNECT_TIMEOUT_MS = 30_000
+
+# Mean and variance of the canvas's luminance, computed in the page (no image library needed).
+CANVAS_STATS = """() => {
+  const canvas = document.querySelector('#screen canvas');
+  const ctx = canvas.getContext('2d');
+  const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  let sum = 0, sumSq = 0, lit = 0;
+  const n = data.length / 4;
+  for (let i = 0; i < data.length; i += 4) {
+    const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+    sum += y; sumSq += y * y; if (y > 40) lit++;
+  }
+  const mean = sum / n;
+  return { width: canvas.width, height: canvas.height, mean, variance: sumSq / n - mean * mean,
+           lit };
+}"""
+
+
+class PageProblems:
+    """Uncaught errors and CSP violations: a console page that throws fails the test."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text or "Uncaught" in message.text:
+            self.messages.append(message.text)
+
+    def on_page_error(self, error: Exception) -> None:
+        self.messages.append(f"page error: {error}")
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+    """Debian's Chromium with a new, empty profile."""
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1024, "height": 768},
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+@pytest.fixture
+async def page(browser: BrowserContext) -> AsyncIterator[Page]:
+    problems = PageProblems()
+    page = await browser.new_page()
+    page.on("console", problems.on_console)
+    page.on("pageerror", problems.on_page_error)
+    yield page
+    assert problems.messages == []
+
+
+async def test_console_page_shows_the_vm_screen(
+    make_gateway: MakeGateway, qemu: QemuDisplay, page: Page, tmp_path: Path
+) -> None:
+    # Browser rules only: the page's own Origin, no exception for Origin-less clients.
+    gateway = await make_gateway()
+    vm = await gateway.add_vm((qemu.host, qemu.port))
+    await page.goto(f"{gateway.url}v1/vms/{vm.id}/console#token={TOKEN}")
+    await expect(page.locator("body")).to_have_attribute(
+        "data-state", "connected", timeout=CONNECT_TIMEOUT_MS
+    )
+    assert "#token" not in page.url  # the API token left the address bar at once
+    # SeaBIOS's text screen: wait until something is drawn, then look at it.
+    await page.wait_for_function(
+        f"() => ({CANVAS_STATS})().lit > 100", timeout=CONNECT_TIMEOUT_MS
+    )
+    stats = await page.evaluate(CANVAS_STATS)
+    await page.locator("#screen canvas").screenshot(path=str(tmp_path / "console.png"))
+    assert (tmp_path / "console.png").stat().st_size > 1000
+    assert stats["width"] >= 640 and stats["height"] >= 400
+    assert stats["variance"] > 10, stats  # not one flat colour
+    assert gateway.open_sessions == 1
+    await page.close()
+
+
+async def test_console_page_asks_for_a_token_when_it_has_none(
+    make_gateway: MakeGateway, qemu: QemuDisplay, page: Page
+) -> None:
+    gateway = await make_gateway()
+    vm = await gateway.add_vm((qemu.host, qemu.port))
+    await page.goto(f"{gateway.url}v1/vms/{vm.id}/console")
+    await expect(page.locator("#token-form")).to_be_visible()
+    await page.fill("#token", TOKEN)
+    await page.click("#token-form button[type=submit]")
+    await expect(page.locator("body")).to_have_attribute(
+        "data-state", "connected", timeout=CONNECT_TIMEOUT_MS
+    )
+
+
+async def test_console_page_reports_a_stopped_vm(
+    make_gateway: MakeGateway, qemu: QemuDisplay, page: Page
+) -> None:
+    gateway = await make_gateway()
+    vm = await gateway.add_vm((qemu.host, qemu.port))
+    await page.goto(f"{gateway.url}v1/vms/{vm.id}/console#token={TOKEN}")
+    await expect(page.locator("body")).to_have_attribute(
+        "data-state", "connected", timeout=CONNECT_TIMEOUT_MS
+    )
+    await gateway.stop_vm(vm)
+    await expect(page.locator("body")).to_have_attribute("data-state", "disconnected")
+    await page.click("#reconnect")  # a new ticket is asked for: the VM has no console now
+    await expect(page.locator("body")).to_have_attribute("data-state", "error")
+    await expect(page.locator("#status")).to_contain_text("console_unavailable")
