@@ -19,7 +19,7 @@ import asyncio
 import codecs
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ SETTLE_S = 1.5
 READ_CHUNK = 1 << 20
 # How far back to look for the previous boots' host keys (not printed again on later boots).
 HOST_KEY_LOOKBACK = 8 << 20
+# A "finished" stamped this long before the boot's start is an earlier boot's (guest RTC: UTC).
+STALE_FINISH_S = timedelta(seconds=5)
 
 
 class GuestNotReady(NodeAgentError):
@@ -86,6 +88,7 @@ _FAILURES = (
 _FATAL = re.compile(r"Failed to start cloud-final|Failed to start .*Execute cloud user/final")
 _KERNEL_BANNER = re.compile(rb"\] Linux version \d|^Linux version \d", re.M)
 _FIRMWARE_BANNER = re.compile(rb"SeaBIOS \(version ")
+_FINISHED_BYTES = re.compile(rb"Cloud-init v\. \S+ finished at (?P<at>.+?)\. Datasource")
 _BOOT_END = re.compile(rb"reboot: (?:Power down|Restarting system|System halted)[^\n]*\n?")
 
 
@@ -202,8 +205,9 @@ def boot_start_offset(serial_log: Path, started_at: datetime) -> int:
     If the log has not been written since ``started_at``, nothing of this boot is in it yet:
     the end. Otherwise the line of the last boot banner (SeaBIOS or the kernel's "Linux
     version"), unless that boot already ended (``reboot: Power down`` ...): then just after its
-    end. (A boot that follows a forced stop and has printed neither banner yet is mistaken for
-    the previous one; the node avoids it by passing the log size at start as ``start_offset``.)
+    end; and past a "finished" line the guest stamped before ``started_at`` (an earlier boot
+    ended by a forced stop, the new one not printing yet). Exact: the node passes the log's
+    size taken just before starting the domain as ``start_offset`` instead.
     """
     try:
         stat = serial_log.stat()
@@ -216,12 +220,31 @@ def boot_start_offset(serial_log: Path, started_at: datetime) -> int:
     data = _read_tail(serial_log, stat.st_size, window)
     banners = [m.start() for p in (_KERNEL_BANNER, _FIRMWARE_BANNER) for m in p.finditer(data)]
     if not banners:
-        return base
+        return base + _after_stale_finish(data, 0, started_at)
     start = _line_start(data, max(banners))
     ended = list(_BOOT_END.finditer(data, start))
     if ended:
         start = ended[-1].end()
-    return base + start
+    return base + _after_stale_finish(data, start, started_at)
+
+
+def _after_stale_finish(data: bytes, start: int, started_at: datetime) -> int:
+    """Skip a "finished" line stamped (by the guest's clock) well before ``started_at``.
+
+    It belongs to an earlier boot whose end was not logged (a forced stop) while the new boot
+    has not printed its banner yet.
+    """
+    finished = list(_FINISHED_BYTES.finditer(data, start))
+    if not finished:
+        return start
+    try:
+        stamp = parsedate_to_datetime(finished[-1]["at"].decode(errors="replace"))
+    except (TypeError, ValueError):
+        return start
+    if stamp.tzinfo is None or stamp >= started_at - STALE_FINISH_S:
+        return start
+    end = data.find(b"\n", finished[-1].end())
+    return len(data) if end < 0 else end + 1
 
 
 def _line_start(data: bytes, index: int) -> int:

@@ -25,6 +25,8 @@ DATA = Path(__file__).parent / "data"
 FIRST_BOOT = (DATA / "serial-first-boot.log").read_bytes()
 # The same VM's next boot (same instance-id), up to its ACPI power-down, as QEMU appended it.
 SECOND_BOOT = (DATA / "serial-second-boot.log").read_bytes()
+# When the logged first boot began (its cloud-init stamps 17:55:30 ... 17:56:19).
+LOGGED_BOOT_START = datetime(2026, 11, 25, 17, 55, 0, tzinfo=UTC)
 
 
 def _expected_host_keys(log: bytes) -> list[str]:
@@ -114,7 +116,7 @@ async def test_watcher_started_late_finds_the_last_boot_and_uses_the_guest_clock
         tmp_path: Path) -> None:
     serial = tmp_path / "serial.log"
     serial.write_bytes(FIRST_BOOT + FIRST_BOOT)
-    started = datetime(2026, 11, 25, 17, 55, 0, tzinfo=UTC)
+    started = LOGGED_BOOT_START
     assert boot_start_offset(serial, started) >= len(FIRST_BOOT)
     guest = await wait_for_guest_ready(serial, started_at=started, timeout_s=5, settle_s=0)
     # "finished at Wed, 25 Nov 2026 17:56:19 +0000" in the log
@@ -128,6 +130,21 @@ def test_boot_start_after_a_shutdown_is_past_its_end(tmp_path: Path) -> None:
     serial.write_bytes(FIRST_BOOT + ending + b"GRUB loading.\r\n")
     offset = boot_start_offset(serial, datetime.now(UTC) - timedelta(hours=1))
     assert offset == len(FIRST_BOOT) + len(ending)
+
+
+async def test_after_a_forced_stop_the_old_finished_line_is_not_taken_for_the_new_boot(
+        tmp_path: Path) -> None:
+    """No power-down line (destroyed), the new boot only printed GRUB so far."""
+    serial = tmp_path / "serial.log"
+    grub = b"\x1b[H\x1b[J  Booting `Debian GNU/Linux'\r\n"
+    serial.write_bytes(FIRST_BOOT + grub)
+    # The log's boot finished at 2026-11-25 17:56:19 by the guest's clock; this one began now,
+    # just before the GRUB line was written.
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    offset = boot_start_offset(serial, started)
+    assert offset == len(FIRST_BOOT)  # just past the old "finished" line
+    with pytest.raises(GuestReadyTimeout):
+        await wait_for_guest_ready(serial, started_at=started, timeout_s=0.4, poll_s=0.05)
 
 
 @pytest.mark.parametrize(
@@ -173,8 +190,8 @@ async def test_no_seed_found_is_a_failure(tmp_path: Path) -> None:
     serial.write_bytes(FIRST_BOOT.replace(
         b"Datasource DataSourceNoCloud [seed=/dev/sr0][dsmode=net]", b"Datasource DataSourceNone"))
     with pytest.raises(GuestNotReady, match="no seed"):
-        await wait_for_guest_ready(serial, started_at=datetime.now(UTC) - timedelta(minutes=1),
-                                   timeout_s=5, settle_s=0)
+        await wait_for_guest_ready(serial, started_at=LOGGED_BOOT_START, timeout_s=5,
+                                   settle_s=0)
 
 
 def test_multibyte_characters_split_across_reads_are_decoded() -> None:
