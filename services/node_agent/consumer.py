@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 import msgspec
@@ -80,10 +81,12 @@ class CommandConsumer:
             keepalive = group.create_task(self._keep_alive())
             try:
                 await self._fetch_until(stop, sub, group)
+                await self._wind_down()  # a stop; when cancelled, the group cancels the workers
             finally:
-                await self._wind_down()
+                self._stopping = True
                 keepalive.cancel()
-                await sub.unsubscribe()
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def _fetch_until(self, stop: asyncio.Event, sub: JetStreamContext.PullSubscription,
                            group: asyncio.TaskGroup) -> None:
@@ -93,9 +96,17 @@ class CommandConsumer:
                 self._room.clear()
                 await _first(self._room.wait(), stop.wait())
                 continue
+            fetch = asyncio.ensure_future(
+                sub.fetch(batch=min(room, FETCH_BATCH), timeout=FETCH_TIMEOUT_S))
+            await _first(asyncio.shield(fetch), stop.wait())
+            if not fetch.done():  # stopping: messages it would bring are redelivered later
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await fetch
+                break
             try:
-                messages = await sub.fetch(batch=min(room, FETCH_BATCH), timeout=FETCH_TIMEOUT_S)
-            except nats.errors.TimeoutError:
+                messages = fetch.result()
+            except (nats.errors.TimeoutError, TimeoutError):  # nothing to do for a second
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
                 log.warning("fetching commands failed; retrying", error=str(exc))

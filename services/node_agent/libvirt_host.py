@@ -33,6 +33,10 @@ UNDEFINE_FLAGS = (
 )
 
 
+def _ignore_error(_ctx: object, _error: object) -> None:
+    pass
+
+
 def register_event_loop() -> None:
     """Route libvirt's events to the running asyncio loop; call before opening a connection.
 
@@ -40,6 +44,8 @@ def register_event_loop() -> None:
     run several agents one after the other (each on its own loop) in one process rebind the
     idle implementation to the current loop.
     """
+    # libvirt prints every error to stderr by default; ours are raised and logged instead.
+    libvirt.registerErrorHandler(_ignore_error, None)
     loop = asyncio.get_running_loop()
     impl = libvirtaio.getCurrentImpl()
     if impl is None:
