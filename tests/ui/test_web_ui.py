@@ -20,7 +20,7 @@ from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_pla
 
 from limiquantix.api import routes_ui
 from limiquantix.local.stack import Stack
-from tests.flows import make_qcow2, unique_name
+from tests.flows import create_vm, make_qcow2, unique_name, wait_state
 
 pytestmark = pytest.mark.browser
 
@@ -229,3 +229,22 @@ async def test_sse_parser_handles_events_split_anywhere_across_chunks(page: Page
     assert len(runs) == len(stream) + 1
     for run in runs:
         assert {"got": run["got"], "retry": run["retry"]} == expected, run["cut"]
+
+
+async def test_the_table_catches_up_after_the_event_stream_drops(
+        stack: Stack, page: Page, browser: BrowserContext, tmp_path: Path) -> None:
+    """Events missed while offline are not lost: the UI reconnects and reads the lists again."""
+    image = make_qcow2(tmp_path / "base.qcow2")
+    await sign_in(page, stack)
+    await expect(page.locator("#live")).to_have_attribute("data-state", "open")
+    await browser.set_offline(True)
+    await expect(page.locator("#live")).to_have_attribute("data-state", "reconnecting")
+    name = unique_name("offline")
+    async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as api:
+        created = await create_vm(api, name=name, image=str(image), memory_mib=256, disk_gib=1)
+        await wait_state(api, created["id"], "running")
+    await browser.set_offline(False)
+    await expect(page.locator("#live")).to_have_attribute("data-state", "open",
+                                                          timeout=STATE_TIMEOUT_MS)
+    row = page.locator(f"#vms tr[data-vm-name='{name}']")
+    await expect(row).to_have_attribute("data-state", "running")

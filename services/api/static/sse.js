@@ -8,6 +8,9 @@
 
 const MIN_RETRY_MS = 500;
 const MAX_RETRY_MS = 15000;
+// The gateway sends a comment every 15 s; silence for longer means a dead connection (a
+// half-open TCP stream never errors by itself).
+const STALL_MS = 40000;
 
 /** Parses text/event-stream chunks into {id, event, data} messages (the WHATWG algorithm). */
 export class SseParser {
@@ -71,8 +74,19 @@ export class EventStream {
 
   start() {
     this.stopped = false;
-    if (this.transport === "eventsource") this.startEventSource();
-    else this.loop();
+    if (this.transport === "eventsource") {
+      this.startEventSource();
+      return;
+    }
+    // Offline: drop the stream at once (it may hang rather than fail); online: retry now.
+    this.onOffline = () => this.abort?.abort();
+    this.onOnline = () => this.wake?.();
+    window.addEventListener("offline", this.onOffline);
+    window.addEventListener("online", this.onOnline);
+    this.watchdog = setInterval(() => {
+      if (this.lastByteAt && Date.now() - this.lastByteAt > STALL_MS) this.abort?.abort();
+    }, 5000);
+    this.loop();
   }
 
   stop() {
@@ -80,6 +94,10 @@ export class EventStream {
     this.abort?.abort();
     this.source?.close();
     clearTimeout(this.timer);
+    clearInterval(this.watchdog);
+    window.removeEventListener("offline", this.onOffline);
+    window.removeEventListener("online", this.onOnline);
+    this.wake?.();
   }
 
   dispatch(message) {
@@ -95,8 +113,9 @@ export class EventStream {
   }
 
   backoffMs(serverRetry) {
-    const base = serverRetry ?? MIN_RETRY_MS;
-    return Math.min(MAX_RETRY_MS, base * 2 ** Math.min(this.failures, 5));
+    // The server's retry: after a clean end; doubled for each failure in a row after the first.
+    const base = Math.max(MIN_RETRY_MS, serverRetry ?? MIN_RETRY_MS);
+    return Math.min(MAX_RETRY_MS, base * 2 ** Math.min(Math.max(this.failures - 1, 0), 5));
   }
 
   async loop() {
@@ -116,22 +135,28 @@ export class EventStream {
         }
         if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
         this.failures = 0;
+        this.lastByteAt = Date.now();
         this.onState("open");
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
+          this.lastByteAt = Date.now();
           parser.feed(value);
         }
       } catch (err) {
         if (this.stopped) return;
         this.failures += 1;
       }
+      this.lastByteAt = 0;
       if (this.stopped) return;
       this.onState("reconnecting");
       await new Promise((resolve) => {
+        this.wake = resolve;
         this.timer = setTimeout(resolve, this.backoffMs(parser.retryMs));
       });
+      this.wake = null;
+      clearTimeout(this.timer);
     }
   }
 
