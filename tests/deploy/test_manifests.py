@@ -160,6 +160,13 @@ def test_api_has_two_replicas_and_a_grace_period_above_its_shutdown_timeout() ->
     assert spec["terminationGracePeriodSeconds"] > pre_stop_s + SHUTDOWN_TIMEOUT_S
 
 
+def test_image_library_grace_period_is_above_its_shutdown_timeout() -> None:
+    from limiquantix.image_library.http_server import SHUTDOWN_TIMEOUT_S
+
+    spec = pod_spec(find("StatefulSet", "image-library"))
+    assert spec["terminationGracePeriodSeconds"] > SHUTDOWN_TIMEOUT_S
+
+
 def _http_routes(app: Any) -> set[str]:
     return {r.canonical for r in app.router.resources()}
 
