@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from limiquantix.api.http_json import encode
+from limiquantix.api.placement import IN_FLIGHT
 from limiquantix.common.nodes import NodeStatus
 from limiquantix.common.vms import VmRecord, public_view
 
@@ -123,6 +124,8 @@ class VmView(KvView[VmRecord]):
         self._names: dict[str, str] = {}
         # VM id -> (record, its public JSON): records are frozen, so identity means unchanged.
         self._json: dict[str, tuple[VmRecord, bytes]] = {}
+        # VMs a node may not have reported yet: placement needs only these, not every VM.
+        self._in_flight: dict[str, VmRecord] = {}
 
     def _on_change(self, key: str, old: VmRecord | None, new: VmRecord | None) -> None:
         if old is not None and self._names.get(old.name) == old.id:
@@ -131,6 +134,14 @@ class VmView(KvView[VmRecord]):
             self._names[new.name] = new.id
         else:
             self._json.pop(key, None)
+        if new is not None and new.state in IN_FLIGHT:
+            self._in_flight[key] = new
+        else:
+            self._in_flight.pop(key, None)
+
+    def in_flight(self) -> list[VmRecord]:
+        """VMs still ``pending`` or ``creating`` (see placement.IN_FLIGHT)."""
+        return list(self._in_flight.values())
 
     def public_json(self, record: VmRecord) -> bytes:
         """The record as API clients see it, encoded once per version (lists stay cheap)."""
