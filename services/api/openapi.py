@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any, Literal
 
 import msgspec
@@ -95,7 +96,7 @@ def _operation_doc(
     if op.body is not None:
         doc["requestBody"] = {"required": True,
                               "content": {"application/json": {"schema": refs[op.body]}}}
-    ok: dict[str, Any] = {"description": "OK" if op.status < 300 else "Accepted"}
+    ok: dict[str, Any] = {"description": HTTPStatus(op.status).phrase}
     if op.response is not None:
         ok["content"] = {op.media_type: {"schema": refs[op.response]}}
     elif op.media_type != "application/json":
@@ -103,7 +104,7 @@ def _operation_doc(
     responses: dict[str, Any] = {str(op.status): ok}
     problem = {"content": {"application/problem+json": {"schema": refs[Problem]}}}
     for status in sorted({*op.errors, *(() if op.public else (401,)), 422 if op.body else 500}):
-        responses[str(status)] = {"description": "Problem", **problem}
+        responses[str(status)] = {"description": HTTPStatus(status).phrase, **problem}
     doc["responses"] = responses
     if op.public:
         doc["security"] = []

@@ -53,7 +53,8 @@ def test_every_schema_reference_resolves(tmp_path: Path) -> None:
     create = doc["paths"]["/v1/vms"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CreateVmRequest"}
-    assert "202" in create["responses"] and "401" in create["responses"]
+    assert create["responses"]["202"]["description"] == "Accepted"
+    assert create["responses"]["401"]["description"] == "Unauthorized"
     assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 
