@@ -69,6 +69,9 @@ def generated_config(record: VmRecord) -> dict[str, object]:
         # Without it 'cloud-init status' ends in error on minimal images.
         "locale": ci.locale,
         "users": [user],
+        # Only key types today's sshd offers: cloud-init 22.4 also makes a DSA key that sshd
+        # refuses to serve, a fingerprint clients would never see.
+        "ssh_genkeytypes": ["rsa", "ecdsa", "ed25519"],
     }
     if ci.ssh_pwauth:
         config["ssh_pwauth"] = True

@@ -32,6 +32,7 @@ def test_generated_user_data_configures_the_default_user(ssh_public_keys: list[s
     assert user["sudo"] == "ALL=(ALL) NOPASSWD:ALL" and "sudo" in user["groups"]
     assert user["ssh_authorized_keys"] == ssh_public_keys
     assert "passwd" not in user and "ssh_pwauth" not in config
+    assert "dsa" not in config["ssh_genkeytypes"]
 
 
 def test_password_goes_as_hash_and_unlocks_the_account() -> None:

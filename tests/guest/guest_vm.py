@@ -1,0 +1,192 @@
+"""A real guest under libvirt (qemu:///system, TCG) for the guest tests: files, domain, SSH.
+
+The domain's only NIC is QEMU user networking with ``restrict=on`` and one forward,
+127.0.0.1:PORT -> guest:22, set through the QEMU namespace (libvirt's XML cannot say restrict=on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import libvirt
+
+from limiquantix.node_agent.seed_iso import build_seed_iso
+
+WORK_ROOT = Path("/var/tmp/limiquantix-guest-tests")
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+               "-o", "StrictHostKeyChecking=yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def work_dir() -> Path:
+    """A directory QEMU (user libvirt-qemu) can read: not under pytest's 0700 tmp dirs."""
+    WORK_ROOT.mkdir(parents=True, exist_ok=True)
+    WORK_ROOT.chmod(0o755)
+    path = Path(tempfile.mkdtemp(dir=WORK_ROOT))
+    path.chmod(0o755)
+    return path
+
+
+def keygen(directory: Path, name: str = "id_ed25519") -> Path:
+    """A new ed25519 key pair without passphrase; returns the private key's path."""
+    key = directory / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"test@{name}",
+                    "-f", str(key)], check=True)
+    return key
+
+
+def domain_xml(*, name: str, disk: Path, seed: Path, serial_log: Path, ssh_port: int,
+               memory_mib: int = 1024) -> str:
+    netdev = f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{name}</name>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <features><acpi/><apic/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file={quoteattr(str(disk))}/>
+      <target dev='vda' bus='virtio'/>
+      <boot order='1'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file={quoteattr(str(seed))}/>
+      <target dev='sda' bus='sata'/>
+      <readonly/>
+    </disk>
+    <serial type='file'>
+      <source path={quoteattr(str(serial_log))} append='on'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-netdev'/>
+    <qemu:arg value={quoteattr(netdev)}/>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x0a'/>
+  </qemu:commandline>
+</domain>
+"""
+
+
+async def run(args: Sequence[str], *, timeout_s: float = 60,
+              input_bytes: bytes | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input_bytes), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def scan_host_keys(port: int, *, timeout_s: float = 120) -> tuple[str, list[str]]:
+    """(known_hosts lines, fingerprints as ``BITS SHA256:... (TYPE)``) of 127.0.0.1:port."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        code, known, _ = await run(["ssh-keyscan", "-T", "5", "-p", str(port), "127.0.0.1"],
+                                   timeout_s=30)
+        if code == 0 and known.strip():
+            break
+        if loop.time() > deadline:
+            raise TimeoutError(f"no SSH server on 127.0.0.1:{port}")
+        await asyncio.sleep(2)
+    _, listing, _ = await run(["ssh-keygen", "-l", "-f", "-"], input_bytes=known.encode())
+    prints = []
+    for line in listing.splitlines():
+        fields = line.split()
+        prints.append(f"{fields[0]} {fields[1]} {fields[-1]}")
+    return known, prints
+
+
+def fingerprint_of(line: str) -> str:
+    """``BITS SHA256:... (TYPE)`` from readiness's ``BITS SHA256:... root@host (TYPE)``."""
+    fields = line.split()
+    return f"{fields[0]} {fields[1]} {fields[-1]}"
+
+
+@dataclass
+class Ssh:
+    """Runs commands as ``user`` over the forward, host key pinned by ``known_hosts``."""
+
+    port: int
+    key: Path
+    known_hosts: Path
+    user: str = "admin"
+
+    async def __call__(self, command: str, *, timeout_s: float = 60) -> tuple[int, str, str]:
+        return await run(["ssh", *SSH_OPTIONS, "-o", f"UserKnownHostsFile={self.known_hosts}",
+                          "-i", str(self.key), "-p", str(self.port),
+                          f"{self.user}@127.0.0.1", command], timeout_s=timeout_s)
+
+
+class GuestDomain:
+    """One transient test VM: overlay on the cached image, seed ISO, persistent domain."""
+
+    def __init__(self, conn: libvirt.virConnect, image: Path, directory: Path,
+                 seed_files: dict[str, bytes], *, disk_gib: int = 4) -> None:
+        self.conn = conn
+        self.dir = directory
+        self.name = f"lq-guest-test-{uuid.uuid4().hex[:8]}"
+        self.disk = directory / "disk.qcow2"
+        self.seed = directory / "seed.iso"
+        self.serial_log = directory / "serial.log"
+        self.ssh_port = free_port()
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                        str(image), str(self.disk), f"{disk_gib}G"], check=True)
+        self.seed.write_bytes(build_seed_iso(seed_files))
+        xml = domain_xml(name=self.name, disk=self.disk, seed=self.seed,
+                         serial_log=self.serial_log, ssh_port=self.ssh_port)
+        self.dom = conn.defineXML(xml)
+
+    def log_size(self) -> int:
+        return self.serial_log.stat().st_size if self.serial_log.exists() else 0
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.dom.create)
+
+    async def shutdown(self, *, timeout_s: float = 180) -> None:
+        """ACPI power button, then wait until the domain is off."""
+        await asyncio.to_thread(self.dom.shutdown)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await asyncio.to_thread(self.dom.isActive):
+            if loop.time() > deadline:
+                raise TimeoutError(f"{self.name} ignored the ACPI shutdown for {timeout_s} s")
+            await asyncio.sleep(1)
+
+    def destroy(self) -> None:
+        """Remove the domain and its files, whatever state it is in."""
+        try:
+            if self.dom.isActive():
+                self.dom.destroy()
+            self.dom.undefine()
+        except libvirt.libvirtError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
