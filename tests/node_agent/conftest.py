@@ -22,7 +22,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from limiquantix.common import nats_client, settings as settings_mod, subjects
+from limiquantix.common import nats_client, subjects
+from limiquantix.common import settings as settings_mod
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import Command, CreateVm, command_encoder
 from limiquantix.common.events import Event, event_decoder
@@ -180,8 +181,9 @@ class AgentHarness:
         return int(info.state.messages)
 
 
-def test_domains(uri: str = "test:///default") -> list[libvirt.virDomain]:
-    return libvirt.open(uri).listAllDomains()
+def driver_domains() -> list[libvirt.virDomain]:
+    """Every domain of the test driver (its state is shared within this process)."""
+    return libvirt.open("test:///default").listAllDomains()
 
 
 def find_domain(vm_id: str, uri: str = "test:///default") -> libvirt.virDomain | None:
@@ -191,14 +193,22 @@ def find_domain(vm_id: str, uri: str = "test:///default") -> libvirt.virDomain |
         return None
 
 
-def _remove_domains(vm_ids: list[str]) -> None:
-    conn = libvirt.open("test:///default")
+def remove_domains(vm_ids: list[str], uri: str = "test:///default") -> None:
+    """Destroy and undefine what a failed test may have left (by UUID, nothing else)."""
+    if not uri.startswith("test:"):
+        for vm_id in vm_ids:  # virsh: see tests/node_agent/test_e2e_qemu.py
+            for action in ("destroy", "undefine"):
+                subprocess.run(["virsh", "-c", uri, action, domain_uuid(vm_id)],
+                               capture_output=True)
+        return
+    conn = libvirt.open(uri)
     for vm_id in vm_ids:
         with contextlib.suppress(libvirt.libvirtError):
             dom = conn.lookupByUUIDString(domain_uuid(vm_id))
             if dom.isActive():
                 dom.destroy()
             dom.undefine()
+    conn.close()
 
 
 def agent_settings(nats_url: str, data_dir: Path, **overrides: object) -> Settings:
@@ -212,11 +222,10 @@ def agent_settings(nats_url: str, data_dir: Path, **overrides: object) -> Settin
     return settings_mod.load({}, **base)
 
 
-@pytest.fixture
-async def harness(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[AgentHarness]:
-    """A running agent on the test driver; stopped cleanly (and its domains removed) after."""
-    settings = agent_settings(nats_server.url, tmp_path / "node")
-    async with nats_client.connect(nats_server.url, name="test") as nc:
+@contextlib.asynccontextmanager
+async def running_agent(settings: Settings) -> AsyncIterator[AgentHarness]:
+    """An agent with ``settings`` and a client collecting every event; all cleaned up after."""
+    async with nats_client.connect(settings.nats_url, name="test") as nc:
         js = nc.jetstream()
         await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
         store = VmStore(await nats_client.bucket(js, subjects.VMS_BUCKET),
@@ -232,5 +241,11 @@ async def harness(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Agen
         finally:
             await h.shutdown()
             await sub.unsubscribe()
-            ids = [r.id for r in await store.all()]
-            _remove_domains(ids)
+            remove_domains([r.id for r in await store.all()], settings.libvirt_uri)
+
+
+@pytest.fixture
+async def harness(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[AgentHarness]:
+    """A running agent on the test driver; stopped cleanly (and its domains removed) after."""
+    async with running_agent(agent_settings(nats_server.url, tmp_path / "node")) as h:
+        yield h

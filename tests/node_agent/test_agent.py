@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import msgspec
+
 from limiquantix.common.commands import CreateVm, DeleteVm, PauseVm, ResumeVm, StartVm, StopVm
 from limiquantix.common.events import (
     NodeStateChanged,
@@ -14,7 +16,12 @@ from limiquantix.common.events import (
     VmStateChanged,
 )
 from limiquantix.common.vms import NetworkSpec, VmState
-from tests.node_agent.conftest import AgentHarness, find_domain, make_qcow2
+from tests.node_agent.conftest import (
+    AgentHarness,
+    driver_domains,
+    find_domain,
+    make_qcow2,
+)
 
 
 def cid() -> str:
@@ -79,14 +86,14 @@ async def test_redelivered_create_makes_no_second_disk_or_domain(
     await harness.wait_state(vm.id, VmState.RUNNING)
     disk = harness.vm_dir(vm.id) / "disk.qcow2"
     before = disk.stat()
-    domains_before = len(find_domain.__globals__["test_domains"]())
+    domains_before = len(driver_domains())
     # The same create again, as JetStream redelivers it after a crash (new message id).
     await harness.send(CreateVm(command_id=cid(), vm_id=vm.id, vm=vm))
     await asyncio.sleep(1.0)
     assert await harness.pending_commands() == 0
     after = disk.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert len(find_domain.__globals__["test_domains"]()) == domains_before
+    assert len(driver_domains()) == domains_before
     record = await harness.store.find(vm.id)
     assert record is not None and record.state == VmState.RUNNING
 
@@ -208,3 +215,86 @@ async def test_clean_stop_withdraws_heartbeat_and_announces_offline(
     online = [e.online for e in harness.events if isinstance(e, NodeStateChanged)
               and e.node == harness.node_id]
     assert online == [True, False]
+
+
+async def test_console_log_rpc_returns_the_serial_log_tail(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    from limiquantix.common import node_rpc, subjects
+    vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(vm.id, VmState.RUNNING)
+    # The test driver runs no QEMU: write what the serial console would have logged.
+    (harness.vm_dir(vm.id) / "serial.log").write_bytes(b"SeaBIOS\n" + b"x" * 100 + b"\nlogin: ")
+    subject = subjects.node_rpc(harness.node_id, node_rpc.CONSOLE_LOG)
+    request = node_rpc.ConsoleLogRequest(vm_id=vm.id, max_bytes=20)
+    msg = await harness.nc.request(subject, node_rpc.encoder.encode(request), timeout=5)
+    reply = node_rpc.console_log_reply_decoder.decode(msg.data)
+    assert reply.error is None
+    assert reply.data.endswith("\nlogin: ") and len(reply.data) == 20
+    assert reply.truncated and reply.size == 8 + 100 + 8
+
+
+async def test_console_log_rpc_for_an_unknown_vm_is_a_typed_error(harness: AgentHarness) -> None:
+    from limiquantix.common import node_rpc, subjects
+    subject = subjects.node_rpc(harness.node_id, node_rpc.CONSOLE_LOG)
+    request = node_rpc.ConsoleLogRequest(vm_id=str(uuid.uuid4()))
+    msg = await harness.nc.request(subject, node_rpc.encoder.encode(request), timeout=5)
+    reply = node_rpc.console_log_reply_decoder.decode(msg.data)
+    assert reply.error is not None and reply.error.code == "not_found"
+
+
+async def test_reboot_keeps_the_domain_running(harness: AgentHarness, tmp_path: Path) -> None:
+    from limiquantix.common.commands import RebootVm
+    vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(vm.id, VmState.RUNNING)
+    await harness.store.update(vm.id, lambda r: msgspec.structs.replace(
+        r, state=VmState.REBOOTING))  # what the API records
+    await harness.send(RebootVm(command_id=cid(), vm_id=vm.id))
+    await harness.wait_state(vm.id, VmState.RUNNING)
+    dom = find_domain(vm.id)
+    assert dom is not None and dom.isActive()
+
+
+async def test_update_cloud_init_rebuilds_the_seed_with_the_new_instance_id(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    import io
+
+    import pycdlib
+
+    from limiquantix.common.commands import UpdateCloudInit
+    from limiquantix.common.vms import CloudInitSpec
+    vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(vm.id, VmState.RUNNING)
+    await harness.send(UpdateCloudInit(command_id=cid(), vm_id=vm.id, instance_id="iid-2",
+                                       cloud_init=CloudInitSpec(user="ops")))
+    record = await harness.wait_record(vm.id, lambda r: r is not None and r.instance_id == "iid-2")
+    assert record is not None and record.cloud_init.user == "ops"
+    async with asyncio.timeout(5):
+        while True:
+            iso = pycdlib.PyCdlib()
+            iso.open(str(harness.vm_dir(vm.id) / "seed.iso"))
+            out = io.BytesIO()
+            iso.get_file_from_iso_fp(out, joliet_path="/meta-data")
+            iso.close()
+            if b"instance-id: iid-2" in out.getvalue():
+                break
+            await asyncio.sleep(0.05)
+
+
+async def test_stop_of_a_vm_on_a_missing_domain_records_stopped(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(vm.id, VmState.RUNNING)
+    await harness.send(StopVm(command_id=cid(), vm_id=vm.id, force=True))
+    record = await harness.wait_state(vm.id, VmState.STOPPED)
+    assert record.error is None
+
+
+async def test_many_vms_are_created_in_parallel(harness: AgentHarness, tmp_path: Path) -> None:
+    image = make_qcow2(tmp_path / "base.qcow2")
+    started = asyncio.get_running_loop().time()
+    vms = await asyncio.gather(*(harness.new_vm(image) for _ in range(20)))
+    for vm in vms:
+        await harness.wait_state(vm.id, VmState.RUNNING, timeout_s=30)
+    elapsed = asyncio.get_running_loop().time() - started
+    print(f"20 creates (overlay + seed + define + start) in {elapsed:.2f} s")
+    assert len({find_domain(vm.id).UUIDString() for vm in vms}) == 20  # type: ignore[union-attr]
