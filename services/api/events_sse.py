@@ -35,6 +35,9 @@ KEEPALIVE_S = 15.0
 POLL_S = 1.0  # how often an idle stream checks for a gone client or a shutdown
 MAX_QUEUED = 10_000
 RETRY_MS = 2000
+# The ordered consumer's idle heartbeat: a stalled or gapped delivery is noticed (and the
+# consumer recreated from the last sequence seen) within about this long.
+HEARTBEAT_S = 2.0
 
 _OPEN = web.AppKey("sse_open_queues", set)  # set[asyncio.Queue[Msg | None]]
 
@@ -132,7 +135,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     js = request.app[app_keys.JETSTREAM]
     sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, cb=on_msg,
-                             ordered_consumer=True, config=config,
+                             ordered_consumer=True, config=config, idle_heartbeat=HEARTBEAT_S,
                              pending_msgs_limit=-1, pending_bytes_limit=-1)
     open_queues = request.app[_OPEN]
     open_queues.add(queue)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -49,9 +50,13 @@ def storage_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def body_hash(body: msgspec.Struct) -> str:
-    """Hash of the decoded body: formatting, key order and explicit defaults do not matter."""
-    return hashlib.sha256(_encoder.encode(body)).hexdigest()
+def body_hash(body: msgspec.Struct, secret: str) -> str:
+    """Keyed hash of the decoded body: formatting, key order and explicit defaults do not matter.
+
+    Keyed (HMAC with the API token) because a body may hold a plain password: a bare hash in
+    the bucket would let anyone who reads it test guesses offline.
+    """
+    return hmac.new(secret.encode(), _encoder.encode(body), hashlib.sha256).hexdigest()
 
 
 class IdempotencyKeys:

@@ -113,7 +113,7 @@ async def create_vm(request: web.Request) -> web.Response:
             request.app, await _create(request.app, body, str(uuid.uuid4())), 202
         )
     keys = request.app[IDEMPOTENCY]
-    digest = body_hash(body)
+    digest = body_hash(body, request.app[app_keys.API_TOKEN])
     deadline = time.monotonic() + IDEMPOTENT_WAIT_S
     while True:
         claim = await keys.claim(key, digest, str(uuid.uuid4()))

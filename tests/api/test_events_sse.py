@@ -54,7 +54,7 @@ async def test_replay_since_with_vm_filter_gives_ids_types_and_data(gw: Gateway)
     await publish_state(gw, "vm-two", VmState.CREATING)
     guest = VmGuestReady(vm_id="vm-one", guest=GuestInfo(boot_seconds=1.5))
     await gw.js.publish(event_subject(guest), event_encoder.encode(guest))
-    got = await asyncio.wait_for(take(frames(gw, "?vm=vm-one&since=600"), 2), 5)
+    got = await asyncio.wait_for(take(frames(gw, "?vm=vm-one&since=600"), 2), 10)
     assert [(kind, data["vm_id"]) for _, kind, data in got] == [
         ("vm.state_changed", "vm-one"), ("vm.guest_ready", "vm-one")]
     assert [int(i) for i, _, _ in got] == [1, 3]  # the stream sequences
@@ -63,9 +63,9 @@ async def test_replay_since_with_vm_filter_gives_ids_types_and_data(gw: Gateway)
 async def test_last_event_id_resumes_after_that_event(gw: Gateway) -> None:
     for state in (VmState.CREATING, VmState.STARTING, VmState.RUNNING):
         await publish_state(gw, "vm-one", state)
-    got = await asyncio.wait_for(take(frames(gw, headers={"Last-Event-ID": "1"}), 2), 5)
+    got = await asyncio.wait_for(take(frames(gw, headers={"Last-Event-ID": "1"}), 2), 10)
     assert [(i, data["state"]) for i, _, data in got] == [("2", "starting"), ("3", "running")]
-    got = await asyncio.wait_for(take(frames(gw, "?last_event_id=2"), 1), 5)
+    got = await asyncio.wait_for(take(frames(gw, "?last_event_id=2"), 1), 10)
     assert got[0][0] == "3"
 
 
@@ -75,7 +75,7 @@ async def test_without_since_only_new_events_arrive_live(gw: Gateway) -> None:
     reader = asyncio.create_task(take(stream, 1))
     await asyncio.sleep(0.3)  # the consumer is in place
     await publish_state(gw, "vm-new", VmState.RUNNING)
-    (frame,) = await asyncio.wait_for(reader, 5)
+    (frame,) = await asyncio.wait_for(reader, 10)
     assert frame[2]["vm_id"] == "vm-new" and frame[0] == "2"
 
 
@@ -84,7 +84,7 @@ async def test_the_vm_filter_accepts_a_name(gw: Gateway) -> None:
     async with gw.client.post("/v1/vms", json={"name": "named", "image": "/i.qcow2"},
                               headers=gw.auth) as response:
         vm = await response.json()
-    got = await asyncio.wait_for(take(frames(gw, "?vm=named&since=60"), 1), 5)
+    got = await asyncio.wait_for(take(frames(gw, "?vm=named&since=60"), 1), 10)
     assert got[0][2]["vm_id"] == vm["id"] and got[0][2]["state"] == "pending"
 
 
