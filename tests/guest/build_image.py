@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -300,10 +301,26 @@ def copy_tree(source: Path, target: Path) -> None:
     run(["cp", "-a", "--one-file-system", f"{source}/.", str(target)], timeout_s=900)
 
 
+def release_stale(work: Path) -> None:
+    """Mounts and loop devices left under ``work`` by a build that was killed (SIGKILL)."""
+    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+               if line.split()[1].startswith(f"{work}/")]
+    for target in sorted(mounted, key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True, timeout=60)
+    raw = work / "disk.raw"
+    if raw.exists():
+        listed = subprocess.run(["losetup", "-j", str(raw)], capture_output=True, text=True,
+                                timeout=60).stdout
+        for line in listed.splitlines():
+            subprocess.run(["losetup", "-d", line.split(":", 1)[0]], capture_output=True,
+                           timeout=60)
+
+
 def build(output: Path) -> None:
     """Build the image into ``output`` (atomically: a partial image is never left there)."""
     spec = recipe()
     work = output.parent / "work"
+    release_stale(work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
@@ -368,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--print-path", action="store_true",
                         help="print where the image for this recipe lives and exit")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks release mounts and loop devices.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.print_path:
         print(cached_image_path())
         return 0
