@@ -43,7 +43,9 @@ async def test_rfb_client_gets_framebuffer_update_through_proxy(
         assert (init.width, init.height) > (0, 0)
         assert init.bits_per_pixel in (8, 16, 32)
         pixels = await rfb.framebuffer_update(stream, init)
-        assert len(pixels) == init.width * init.height * init.bits_per_pixel // 8
+        # Whole rectangles of pixels (SeaBIOS may switch modes while a fresh VM boots, so the
+        # update may describe a size other than ServerInit's).
+        assert len(pixels) > 0 and len(pixels) % (init.bits_per_pixel // 8) == 0
 
 
 async def test_console_works_without_subprotocol_and_by_vm_name(

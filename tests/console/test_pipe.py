@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from limiquantix.api.console.gateway import MAX_CLIENT_FRAME
+from limiquantix.api.console.proxy import HIGH_WATER, MAX_FRAME, binary_frames
 from limiquantix.api.console.routes import GATEWAY
 from limiquantix.common.nats_server import free_port
 from tests.console.conftest import Gateway, MakeGateway, wait_for
@@ -50,7 +51,7 @@ async def test_slow_vnc_side_stops_reading_from_the_client(
             sent += chunk
         assert sent < 64 * MiB, f"{sent / MiB:.0f} MiB accepted while nobody reads"
         to_vnc, _ = pipe_buffers(gateway)
-        assert to_vnc <= 2 * MiB
+        assert to_vnc <= HIGH_WATER + MAX_CLIENT_FRAME  # the mark plus one message
         sink.release.set()  # the server reads now: everything arrives, in order
         await wait_for(lambda: len(sink.received) >= sent - chunk, 20)
         assert bytes(sink.received[:MiB]) == pattern(0, MiB)
@@ -67,7 +68,7 @@ async def test_slow_client_stops_reading_from_vnc(
         written = flood.written
         assert written < 64 * MiB, f"{written / MiB:.0f} MiB written while nobody reads"
         _, to_client = pipe_buffers(gateway)
-        assert to_client <= 2 * MiB
+        assert to_client <= HIGH_WATER + 2 * 256 * 1024  # the mark plus a read or two
         received = bytearray()
         while len(received) < 4 * MiB:
             msg = await ws.receive(timeout=5)
@@ -185,3 +186,22 @@ async def test_bytes_cross_unchanged_both_ways(
             back += msg.data
         assert bytes(back) == payload
         await ws.close()
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
+def test_frames_written_directly_parse_back_to_the_data(size: int) -> None:
+    """The fast path writes frames itself: RFC 6455 headers, FIN, binary, unmasked, <= 64 KiB."""
+    data = pattern(3, size)
+    wire, out, frames = binary_frames(data), bytearray(), 0
+    while wire:
+        assert wire[0] == 0x82 and wire[1] & 0x80 == 0
+        n, head = wire[1] & 0x7F, 2
+        if n == 126:
+            n, head = int.from_bytes(wire[2:4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(wire[2:10], "big"), 10
+        assert n <= MAX_FRAME
+        out += wire[head:head + n]
+        wire, frames = wire[head + n:], frames + 1
+    assert bytes(out) == data
+    assert frames == max(1, -(-size // MAX_FRAME))

@@ -31,11 +31,9 @@ from limiquantix.api.console.origin import origin_allowed, parse_allowed
 from limiquantix.api.console.proxy import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
-    STREAM_LIMIT,
     ConsolePipe,
     PipeResult,
     clip_reason,
-    set_nodelay,
 )
 from limiquantix.api.console.tickets import ConsoleTicket, TicketResponse, TicketStore, ws_url
 from limiquantix.api.console.vm_watch import VmWatch
@@ -182,8 +180,6 @@ class ConsoleGateway:
             # Subscribed before connecting, so a stop that happens meanwhile is not missed.
             async with VmWatch(self._nc, record.id, session.vm_ended):
                 await ws.prepare(request)
-                if request.transport is not None:
-                    set_nodelay(request.transport)
                 await self._run(session, ws, vnc, request.transport)
         return ws
 
@@ -192,7 +188,8 @@ class ConsoleGateway:
         # No permessage-deflate: RFB encodings compress already, deflate would only cost CPU.
         return web.WebSocketResponse(
             protocols=("binary",), compress=False, heartbeat=WS_HEARTBEAT_S,
-            max_msg_size=MAX_CLIENT_FRAME, writer_limit=STREAM_LIMIT,
+            # writer_limit 0: every send_bytes of the backlog waits while the client is behind.
+            max_msg_size=MAX_CLIENT_FRAME, writer_limit=0,
         )
 
     async def _run(
@@ -220,21 +217,17 @@ class ConsoleGateway:
         self, session: _Session, ws: web.WebSocketResponse, vnc: VncEndpoint,
         transport: asyncio.BaseTransport | None,
     ) -> None:
+        pipe = ConsolePipe(
+            ws, transport, idle_timeout_s=self.settings.console_idle_timeout_s,
+            max_session_s=self.settings.console_max_session_s,
+        )
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(vnc.host, vnc.port, limit=STREAM_LIMIT),
-                VNC_CONNECT_TIMEOUT_S,
-            )
+            await pipe.connect(vnc.host, vnc.port, VNC_CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             reason = f"cannot reach the VNC display at {vnc.host}:{vnc.port}: {exc or 'timeout'}"
             session.result = PipeResult(close_code=CLOSE_INTERNAL, reason=reason)
             await ws.close(code=CLOSE_INTERNAL, message=clip_reason(reason).encode())
             return
-        set_nodelay(writer)
-        pipe = ConsolePipe(
-            ws, reader, writer, idle_timeout_s=self.settings.console_idle_timeout_s,
-            max_session_s=self.settings.console_max_session_s, client_transport=transport,
-        )
         with self._track(pipe), session.attach(pipe):
             log.info("console session started", vnc=f"{vnc.host}:{vnc.port}")
             await pipe.run()

@@ -1,11 +1,16 @@
 """The byte pipe between a console WebSocket and a VNC TCP connection.
 
-Two pumps, one per direction, each reading only after the other side accepted the previous chunk,
-so a slow browser or a slow VNC server stops the reads on the other side instead of growing a
-buffer: the TCP side is bounded by the stream reader's limit and ``drain()``, the WebSocket side
-by aiohttp's reader queue (it pauses the socket when full) and its writer's drain.
+VNC → client: the VNC socket is read by a protocol whose ``data_received`` writes each chunk as
+one binary frame straight to the client's transport while that transport's buffer has room (no
+task switch per chunk: the latency of a keystroke's echo is one event-loop callback). When the
+client is slow, the chunk goes to a backlog, VNC reading is paused, and a task hands the backlog
+to aiohttp's ``send_bytes`` (which waits for the client to drain) before reading resumes.
+Client → VNC: a task takes each message from aiohttp (whose reader pauses the client's socket
+when its queue is full) and writes it to the VNC transport, waiting while that transport is above
+its high-water mark. So neither side is read faster than the other accepts, and the buffering is
+bounded: about ``HIGH_WATER`` plus one chunk per direction, plus aiohttp's reader queue.
 A third task enforces the idle timeout and the maximum session length. Whatever ends first sets
-the close code and reason once; the other tasks are cancelled and both connections closed.
+the close code and reason once; the tasks are cancelled and both connections closed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
+from collections import deque
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
@@ -25,13 +32,41 @@ CLOSE_ABNORMAL = 1006  # recorded only: the client vanished, no close frame coul
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 
-# Largest chunk read from VNC and sent as one frame; big reads carry bulk framebuffer data with
-# few frames, and a read returns whatever is buffered, so small messages are not delayed.
-READ_SIZE = 256 * 1024
-# The TCP stream reader pauses the socket when it holds twice this much (the bound on buffering).
-STREAM_LIMIT = 256 * 1024
+# Write-buffer high-water mark of both transports: the bound on what waits in this process per
+# direction. 1 MiB measured best in bench/console.py on a loaded 2-core machine: deep enough that
+# the VNC server keeps writing while the browser is not scheduled, small enough per session.
+HIGH_WATER = 1024 * 1024
+# Largest frame sent to the client: 64 KiB frames cost the receiver less than 256 KiB ones (a
+# frame split across socket reads is reassembled by copying); measured faster for the client.
+MAX_FRAME = 64 * 1024
 CLOSE_TIMEOUT_S = 2.0
 MAX_REASON_BYTES = 123  # a close frame's reason must fit in a control frame
+
+_OPCODE_BINARY_FIN = 0x82
+_HEADER_SHORT = struct.Struct("!BB").pack
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+
+
+def frame_header(n: int) -> bytes:
+    """Header of an unmasked, uncompressed, final binary frame of ``n`` bytes (server side)."""
+    if n < 126:
+        return _HEADER_SHORT(_OPCODE_BINARY_FIN, n)
+    if n < 65536:
+        return _HEADER_16(_OPCODE_BINARY_FIN, 126, n)
+    return _HEADER_64(_OPCODE_BINARY_FIN, 127, n)
+
+
+def binary_frames(data: bytes) -> bytes:
+    """``data`` as binary frames of at most MAX_FRAME bytes, ready to write (one copy)."""
+    if len(data) <= MAX_FRAME:
+        return frame_header(len(data)) + data
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
+    for start in range(0, len(data), MAX_FRAME):
+        piece = view[start:start + MAX_FRAME]
+        parts += (frame_header(len(piece)), piece)
+    return b"".join(parts)
 
 
 @dataclass
@@ -65,23 +100,39 @@ class ConsolePipe:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        client_transport: asyncio.BaseTransport | None,
         *,
         idle_timeout_s: float,
         max_session_s: float,
-        client_transport: asyncio.BaseTransport | None = None,
     ) -> None:
         self._ws = ws
-        self._client_transport = client_transport
-        self._reader = reader
-        self._writer = writer
+        self._client = client_transport if isinstance(
+            client_transport, asyncio.WriteTransport) else None
         self._idle_timeout_s = idle_timeout_s
         self._max_session_s = max_session_s
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
         self._ended = asyncio.Event()
+        self._vnc: asyncio.Transport | None = None
+        # Cleared while the VNC transport is above its high-water mark (set by the protocol).
+        self.vnc_writable = asyncio.Event()
+        self.vnc_writable.set()
+        self.vnc_closed = asyncio.Event()
+        self._backlog: deque[bytes] = deque()
+        self._backlog_ready = asyncio.Event()
         self.result = PipeResult()
+
+    async def connect(self, host: str, port: int, timeout_s: float) -> None:
+        """Open the VNC connection (OSError/TimeoutError when it cannot be reached)."""
+        transport, _ = await asyncio.wait_for(
+            self._loop.create_connection(lambda: _VncProtocol(self), host, port), timeout_s
+        )
+        set_nodelay(transport)
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        if self._client is not None:
+            self._client.set_write_buffer_limits(high=HIGH_WATER)
+            set_nodelay(self._client)
+        self._vnc = transport
 
     def end(self, code: int, reason: str) -> None:
         """End the session with ``code``/``reason``; only the first call counts."""
@@ -92,27 +143,24 @@ class ConsolePipe:
         self._ended.set()
 
     def buffered(self) -> tuple[int, int]:
-        """Bytes waiting in this process's write buffers: (to VNC, to the client)."""
-        to_vnc = self._writer.transport.get_write_buffer_size()
-        transport = self._client_transport
-        to_client = (
-            transport.get_write_buffer_size()
-            if isinstance(transport, asyncio.WriteTransport) else 0
-        )
+        """Bytes waiting in this process: (to VNC, to the client)."""
+        to_vnc = self._vnc.get_write_buffer_size() if self._vnc else 0
+        to_client = sum(len(chunk) for chunk in self._backlog)
+        if self._client is not None:
+            to_client += self._client.get_write_buffer_size()
         return to_vnc, to_client
 
     def sockets(self) -> list[socket.socket]:
-        """The client and VNC sockets (to check their options)."""
-        found = [self._writer.get_extra_info("socket")]
-        if self._client_transport is not None:
-            found.append(self._client_transport.get_extra_info("socket"))
+        """The VNC and client sockets (to check their options)."""
+        found = [t.get_extra_info("socket") for t in (self._vnc, self._client) if t]
         return [s for s in found if s is not None]
 
     async def run(self) -> PipeResult:
         """Pipe until one side closes, a limit is reached or :meth:`end` is called."""
+        assert self._vnc is not None, "connect() first"
         tasks = [
             asyncio.create_task(self._client_to_vnc(), name="console-client-to-vnc"),
-            asyncio.create_task(self._vnc_to_client(), name="console-vnc-to-client"),
+            asyncio.create_task(self._send_backlog(), name="console-backlog-to-client"),
             asyncio.create_task(self._limits(), name="console-limits"),
         ]
         try:
@@ -125,27 +173,64 @@ class ConsolePipe:
             await self._close_both()
         return self.result
 
+    # VNC -> client -------------------------------------------------------------------------
+
+    def from_vnc(self, data: bytes) -> None:
+        """A chunk read from VNC (called by the protocol, inside the event loop)."""
+        self.result.bytes_to_client += len(data)
+        self._last_activity = self._loop.time()
+        client = self._client
+        if (
+            not self._backlog and client is not None and not self._ws.closed
+            and not client.is_closing()
+            and client.get_write_buffer_size() < HIGH_WATER
+        ):
+            client.write(binary_frames(data))
+            return
+        # The client is behind: stop reading VNC until the backlog is sent and drained.
+        self._backlog.append(data)
+        if self._vnc is not None:
+            self._vnc.pause_reading()
+        self._backlog_ready.set()
+
+    async def _send_backlog(self) -> None:
+        while True:
+            await self._backlog_ready.wait()
+            self._backlog_ready.clear()
+            while self._backlog:
+                try:
+                    # aiohttp waits here until the client's transport drained (writer_limit 0).
+                    await self._ws.send_bytes(self._backlog.popleft())
+                except (ConnectionError, RuntimeError):
+                    self.end(CLOSE_ABNORMAL, "client connection lost")
+                    return
+            if self._vnc is not None and not self._vnc.is_closing():
+                self._vnc.resume_reading()
+
+    # client -> VNC -------------------------------------------------------------------------
+
     async def _client_to_vnc(self) -> None:
-        ws, writer = self._ws, self._writer
+        ws = self._ws
+        vnc = self._vnc
+        assert vnc is not None
         while True:
             msg = await ws.receive()
             if msg.type is WSMsgType.BINARY:
                 data: bytes = msg.data
-                writer.write(data)
+                if vnc.is_closing():
+                    self.end(CLOSE_INTERNAL, "VNC connection lost")
+                    return
+                vnc.write(data)
                 self.result.bytes_to_vnc += len(data)
                 self._last_activity = self._loop.time()
-                try:
-                    await writer.drain()
-                except ConnectionError as exc:
-                    self.end(CLOSE_INTERNAL, f"VNC connection failed: {exc}")
-                    return
+                if not self.vnc_writable.is_set():
+                    await self.vnc_writable.wait()
             elif msg.type is WSMsgType.TEXT:
                 # RFB is binary; the old base64 text protocol of websockify is not spoken here.
                 self.end(CLOSE_UNSUPPORTED, "binary frames only")
                 return
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                code = ws.close_code or CLOSE_NORMAL
-                self.end(code, "client closed the connection")
+                self.end(ws.close_code or CLOSE_NORMAL, "client closed the connection")
                 return
             elif msg.type is WSMsgType.ERROR:
                 # A protocol error (e.g. 1009 message too big) keeps its code; aiohttp already
@@ -156,24 +241,7 @@ class ConsolePipe:
                          f"client connection failed: {error}")
                 return
 
-    async def _vnc_to_client(self) -> None:
-        reader, ws = self._reader, self._ws
-        while True:
-            try:
-                data = await reader.read(READ_SIZE)
-            except ConnectionError as exc:
-                self.end(CLOSE_INTERNAL, f"VNC connection failed: {exc}")
-                return
-            if not data:
-                self.end(CLOSE_INTERNAL, "VNC server closed the connection")
-                return
-            try:
-                await ws.send_bytes(data)
-            except ConnectionError:
-                self.end(CLOSE_ABNORMAL, "client connection lost")
-                return
-            self.result.bytes_to_client += len(data)
-            self._last_activity = self._loop.time()
+    # limits and closing --------------------------------------------------------------------
 
     async def _limits(self) -> None:
         deadline = self._loop.time() + self._max_session_s
@@ -190,15 +258,47 @@ class ConsolePipe:
             await asyncio.sleep(min(deadline, idle_at) - now + 0.01)
 
     async def _close_both(self) -> None:
-        self._writer.close()
+        if self._vnc is not None:
+            self._vnc.close()  # flushes what is buffered; a VNC server that never reads...
+            try:
+                await asyncio.wait_for(self.vnc_closed.wait(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                self._vnc.abort()  # ...must not keep the socket open forever
+        if self._ws.closed:
+            return
+        code = self.result.close_code
+        if code == CLOSE_ABNORMAL:  # 1006 must never be sent on the wire
+            code = CLOSE_INTERNAL
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_TIMEOUT_S)
-        if not self._ws.closed:
-            code = self.result.close_code
-            if code == CLOSE_ABNORMAL:  # 1006 must never be sent on the wire
-                code = CLOSE_INTERNAL
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self._ws.close(code=code, message=clip_reason(self.result.reason).encode()),
-                    CLOSE_TIMEOUT_S,
-                )
+            await asyncio.wait_for(
+                self._ws.close(code=code, message=clip_reason(self.result.reason).encode()),
+                CLOSE_TIMEOUT_S,
+            )
+
+
+class _VncProtocol(asyncio.Protocol):
+    """The VNC socket's events, forwarded to the pipe."""
+
+    def __init__(self, pipe: ConsolePipe) -> None:
+        self._pipe = pipe
+
+    def data_received(self, data: bytes) -> None:
+        self._pipe.from_vnc(data)
+
+    def eof_received(self) -> bool | None:
+        self._pipe.end(CLOSE_INTERNAL, "VNC server closed the connection")
+        return None  # close the transport
+
+    def pause_writing(self) -> None:
+        self._pipe.vnc_writable.clear()
+
+    def resume_writing(self) -> None:
+        self._pipe.vnc_writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pipe.vnc_writable.set()
+        self._pipe.vnc_closed.set()
+        if exc is None:
+            self._pipe.end(CLOSE_INTERNAL, "VNC server closed the connection")
+        else:
+            self._pipe.end(CLOSE_INTERNAL, f"VNC connection failed: {exc}")
