@@ -4,6 +4,7 @@ beats stop), and its removal on a clean stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ from limiquantix.node_agent.record_view import NodeRecords
 log = structlog.get_logger()
 
 GIB = 1 << 30
+PROMPT_BEAT_DELAY_S = 0.05
 
 
 def _version() -> str:
@@ -84,13 +86,18 @@ class Heartbeat:
         await self._bucket.put(self._node_id, node_encoder.encode(await self.status()))
 
     async def run(self) -> None:
-        """Beat every ``heartbeat_interval_s`` until cancelled (a failed beat is retried)."""
+        """Beat every ``heartbeat_interval_s``, and soon after VMs arrive or leave (placement
+        reads the allocations), until cancelled; a failed beat is retried."""
+        changed = self._records.changed
         while True:
+            changed.clear()
             try:
                 await self.beat()
             except Exception as exc:
                 log.warning("heartbeat failed", error=str(exc))
-            await asyncio.sleep(self._settings.heartbeat_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self._settings.heartbeat_interval_s)
+                await asyncio.sleep(PROMPT_BEAT_DELAY_S)  # one beat for a burst of creates
 
     async def remove(self) -> None:
         """Withdraw this node at once (a clean stop), instead of waiting for the TTL."""

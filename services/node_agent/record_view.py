@@ -30,6 +30,7 @@ class NodeRecords:
         self._records: dict[str, VmRecord] = {}
         self._by_domain: dict[str, str] = {}
         self.ready = asyncio.Event()
+        self.changed = asyncio.Event()  # set when a VM arrives on or leaves this node
 
     def all(self) -> list[VmRecord]:
         return list(self._records.values())
@@ -46,11 +47,13 @@ class NodeRecords:
             except msgspec.DecodeError:
                 log.warning("undecodable VM record ignored", vm_id=key)
         if record is not None and record.node == self._node_id:
+            if key not in self._records:
+                self.changed.set()
             self._records[key] = record
             self._by_domain[domain_uuid(key)] = key
-        else:
-            self._records.pop(key, None)
+        elif self._records.pop(key, None) is not None:
             self._by_domain.pop(domain_uuid(key), None)
+            self.changed.set()
 
     async def run(self) -> None:
         """Follow the bucket until cancelled (``ready`` is set once the initial values are in)."""
