@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -92,9 +93,14 @@ def events(ctx: Context) -> int:
 
 
 def _vm_id(ctx: Context, vm: str) -> str:
-    """A name becomes the id (the stream filters on ids); a gone VM's id passes unchanged."""
+    """A name becomes the id (the stream filters on ids); a deleted VM's id passes unchanged,
+    since its events stay in the stream. An unknown name is an error, not a silent wait."""
+    record = fetch_vm(ctx.client, vm)
+    if record is not None:
+        return record.id
     try:
-        record = fetch_vm(ctx.client, vm)
-    except ApiError:
-        return vm
-    return record.id if record is not None else vm
+        uuid.UUID(vm)
+    except ValueError:
+        raise ApiError(404, "vm_not_found", f"no VM is named {vm!r}",
+                       "Use a current VM name (lq vm list) or a VM id.") from None
+    return vm

@@ -121,35 +121,55 @@ def import_image(ctx: Context) -> int:
 
 def _follow(ctx: Context, stream: EventStream, record: ImageRecord, timeout_s: float
             ) -> ImageRecord:
-    """Progress bar and state changes of one image, until ``active`` or ``error``."""
-    progress = Progress(f"{record.id}:", ctx.err)
+    """Progress bar and state changes of one image, until ``active`` or ``error``.
+
+    The stream was opened before the import was asked for, so its events come complete and
+    in order; the record is read only at the start and after each state change.
+    """
+    label = f"{record.name or record.id}:"
+    progress = Progress(label, ctx.err)
     deadline = time.monotonic() + timeout_s
-    state = str(record.state)
-    record = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
+    shown = ""
+    record = _get(ctx.client, record.id)
     while True:
-        state = str(record.state)
-        if state == ImageState.ACTIVE:
+        if record.state == ImageState.ACTIVE:
             progress.finish()
             return record
-        if state == ImageState.ERROR:
+        if record.state == ImageState.ERROR:
             progress.finish()
-            raise ImageFailed(f"{record.id}: {record.error or 'import failed'}")
+            raise image_failed(record)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             progress.finish()
-            raise WaitTimeout(f"{record.id} is still {state} after {format_duration(timeout_s)}")
+            raise WaitTimeout(f"{record.name or record.id} is still {record.state} after "
+                              f"{format_duration(timeout_s)}")
         message = stream.get(timeout_s=min(remaining, RESYNC_AFTER_S))
-        event = message.decoded() if message else None
-        match event:
-            case ImageProgress(image_id=image_id, node="") if image_id == record.id:
+        if message is None:  # quiet stream: re-read the record (safety net)
+            record = _get(ctx.client, record.id)
+            continue
+        match message.decoded():
+            case ImageProgress(image_id=image_id, node="") as event if image_id == record.id:
                 progress.update(event.bytes_done, event.bytes_total, event.bytes_per_second)
-            case ImageStateChanged(image_id=image_id) if image_id == record.id:
-                if event.state != state:
-                    progress.finish(f"{record.id}: {event.state}"
-                                    + (f" ({event.reason})" if event.reason else ""))
-                record = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
-            case None if message is None:  # quiet stream: re-read the record (safety net)
-                record = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
+            case ImageStateChanged(image_id=image_id) as event if image_id == record.id:
+                if event.state != shown:
+                    shown = event.state
+                    reason = f" ({event.reason})" if event.reason else ""
+                    progress.finish(f"{label} {event.state}{reason}")
+                record = _get(ctx.client, record.id)
+
+
+def image_failed(record: ImageRecord) -> ImageFailed:
+    """The record's ``"<code>: <message>"`` reason as the error line's detail and code."""
+    code, sep, message = record.error.partition(": ")
+    failed = ImageFailed(f"{record.name or record.id}: {message if sep else record.error}",
+                         hint=f"Fix the cause, then 'lq image delete {record.id}' and try again.")
+    if sep and code.replace("_", "").isalpha():
+        failed.code = code  # type: ignore[misc]  # the library's own code
+    return failed
+
+
+def _get(client: ApiClient, image_id: str) -> ImageRecord:
+    return client.get(f"/v1/images/{seg(image_id)}", ImageRecord)
 
 
 def _summary(record: ImageRecord) -> str:
@@ -188,7 +208,8 @@ def upload(ctx: Context) -> int:
         body["sha256"] = sha256
     record = ctx.client.post("/v1/images", ImageRecord, body)
     ctx.print(f"Uploading {path} ({format_bytes(size)}) as {record.id}")
-    progress = Progress(f"{record.id}:", ctx.err)
+    label = f"{record.name or record.id}:"
+    progress = Progress(label, ctx.err)
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
     if sha256:
         headers["X-Checksum-Sha256"] = sha256
@@ -199,12 +220,12 @@ def upload(ctx: Context) -> int:
         except BaseException:
             progress.finish()
             raise
-    progress.finish(f"{record.id}: sent {format_bytes(reader.sent)} in "
+    progress.finish(f"{label} sent {format_bytes(reader.sent)} in "
                     f"{format_duration(time.monotonic() - progress.started)}")
     if final.state != ImageState.ACTIVE:
         final = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
     if final.state == ImageState.ERROR:
-        raise ImageFailed(f"{record.id}: {final.error or 'upload failed'}")
+        raise image_failed(final)
     if final.sha256 and final.sha256 != reader.hash.hexdigest():
         raise ImageFailed(f"{record.id}: the library stored sha256 {final.sha256}, but this "
                           f"file's is {reader.hash.hexdigest()}",

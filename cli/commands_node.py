@@ -50,7 +50,7 @@ def list_nodes(ctx: Context) -> int:
         ctx.print("\n".join(n.id for n in nodes))
         return EXIT_OK
     rows = [[n.id, n.status, n.virt_type or "-", f"{n.allocated_vcpus}/{n.vcpus}",
-             f"{format_mib(n.allocated_memory_mib)}/{format_mib(n.memory_mib)}",
+             f"{n.allocated_memory_mib / 1024:.1f}/{n.memory_mib / 1024:.1f}G",
              f"{n.disk_free_gib:.0f}G", str(n.vm_count), _heartbeat(n)] for n in nodes]
     ctx.print(table(["ID", "STATUS", "VIRT", "CPUS", "MEMORY", "DISK FREE", "VMS", "HEARTBEAT"],
                     rows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -17,7 +18,7 @@ import msgspec
 from limiquantix.cli import ssh, vm_input
 from limiquantix.cli.client import ApiClient, seg
 from limiquantix.cli.context import Context
-from limiquantix.cli.errors import EXIT_OK, SshUnavailable
+from limiquantix.cli.errors import EXIT_OK, CliError, SshUnavailable
 from limiquantix.cli.output import StatusLine, key_values, table
 from limiquantix.cli.sizes import format_duration, format_mib, parse_duration
 from limiquantix.cli.waiting import GONE, VmWaiter
@@ -64,22 +65,19 @@ def _ssh_short(record: VmRecord) -> str:
     return f"{target.host}:{target.port}" if target else "-"
 
 
-def connect_help(record: VmRecord) -> str:
+def connect_pairs(record: VmRecord) -> list[tuple[str, str]]:
     """How to reach the VM: ssh command, host key fingerprints, console."""
     target = ssh.target_of(record)
-    lines = []
+    pairs: list[tuple[str, str]] = []
     if target is None:
-        lines.append("ssh:        no SSH forward (create with --network isolated or user)")
+        pairs.append(("ssh", "no SSH forward (create with --network isolated or user)"))
     else:
-        lines.append(f"ssh:        {target.command()}    (or: lq vm ssh {record.name})")
-        keys = record.guest.ssh_host_keys
-        if keys:
-            lines += [f"host key:   {key}" for key in keys]
-        else:
-            lines.append("host key:   not known yet (shown once the guest is ready: "
-                         f"lq vm show {record.name})")
-    lines.append(f"console:    lq vm console {record.name}")
-    return "\n".join(lines)
+        pairs.append(("ssh", f"{target.command()}    (or: lq vm ssh {record.name})"))
+        keys = record.guest.ssh_host_keys or (
+            f"not known yet (shown once the guest is ready: lq vm show {record.name})",)
+        pairs += [("host key", key) for key in keys]
+    pairs.append(("console", f"lq vm console {record.name}"))
+    return pairs
 
 
 def create(ctx: Context) -> int:
@@ -88,6 +86,7 @@ def create(ctx: Context) -> int:
     if not args.ssh_key and not args.password_prompt:
         ctx.warn("no --ssh-key or --password-prompt: the VM is reachable only by its console")
     timeout_s = _timeout(ctx)  # parsed before anything is created
+    started = time.monotonic()
     record = ctx.client.post("/v1/vms", VmRecord, body,
                              headers={"Idempotency-Key": uuid.uuid4().hex})
     ctx.print(f"Creating {record.name} ({record.id}) on {record.node or 'a node'}")
@@ -99,9 +98,10 @@ def create(ctx: Context) -> int:
                                               timeout_s)
     status.done()
     assert final is not None
+    final = get_vm(ctx.client, final.id)  # fresh: forwards and host keys are set by now
     ctx.print(f"{final.name} is {final.state} on {final.node} after "
-              f"{format_duration(time.monotonic() - status.started)}")
-    ctx.print(connect_help(final))
+              f"{format_duration(time.monotonic() - started)}")
+    ctx.print(key_values(connect_pairs(final)))
     return EXIT_OK
 
 
@@ -153,30 +153,42 @@ def show(ctx: Context) -> int:
         ("vnc", f"{record.vnc.host}:{record.vnc.port}" if record.vnc else ""),
         ("created", record.created_at.isoformat(timespec="seconds")),
         ("updated", record.updated_at.isoformat(timespec="seconds")),
+        *connect_pairs(record),
     ]))
-    ctx.print(connect_help(record))
     return EXIT_OK
 
 
 def action(ctx: Context) -> int:
-    """start|stop|force-stop|reboot|pause|resume|delete on one or more VMs."""
-    name: str = ctx.args.action
+    """start|stop|force-stop|reboot|pause|resume|delete on one or more VMs.
+
+    Each VM is tried even when an earlier one fails; every failure gets its error line and
+    the exit code is the worst seen (timeout 3 over error 1).
+    """
     timeout_s = _timeout(ctx)
+    worst = EXIT_OK
     for vm in ctx.args.vms:
-        record = get_vm(ctx.client, vm)
-        if name == "delete":
-            ctx.client.request("DELETE", f"/v1/vms/{seg(record.id)}")
-        else:
-            ctx.client.request("POST", f"/v1/vms/{seg(record.id)}/{name}")
-        if not ctx.args.wait:
-            ctx.print(f"{record.name}: {name} requested")
-            continue
-        status = StatusLine(ctx.err)
-        final = VmWaiter(ctx.client, status).wait(record.id, record.name, WAIT_TARGETS[name],
-                                                  timeout_s)
-        status.done()
-        ctx.print(f"{record.name}: {final.state if final else 'deleted'}")
-    return EXIT_OK
+        try:
+            _act_on(ctx, vm, ctx.args.action, timeout_s)
+        except CliError as exc:
+            ctx.err.write(exc.line() + "\n")
+            worst = max(worst, exc.exit_code)
+    return worst
+
+
+def _act_on(ctx: Context, vm: str, name: str, timeout_s: float) -> None:
+    record = get_vm(ctx.client, vm)
+    if name == "delete":
+        ctx.client.request("DELETE", f"/v1/vms/{seg(record.id)}")
+    else:
+        ctx.client.request("POST", f"/v1/vms/{seg(record.id)}/{name}")
+    if not ctx.args.wait:
+        ctx.print(f"{record.name}: {name} requested")
+        return
+    status = StatusLine(ctx.err)
+    final = VmWaiter(ctx.client, status).wait(record.id, record.name, WAIT_TARGETS[name],
+                                              timeout_s)
+    status.done()
+    ctx.print(f"{record.name}: {final.state if final else 'deleted'}")
 
 
 def console(ctx: Context) -> int:
@@ -201,7 +213,7 @@ def ssh_command(ctx: Context) -> int:
         raise SshUnavailable(f"{record.name} has no SSH port forward")
     if args.user:
         target = ssh.SshTarget(target.host, target.port, args.user)
-    remote = tuple(a for a in args.remote if a != "--")
+    remote = tuple(args.remote)
     wanted = ssh.fingerprints_of(record)
     with tempfile.TemporaryDirectory(prefix="lq-ssh-") as tmp:
         alias = ssh.alias_of(record)
@@ -222,7 +234,7 @@ def ssh_command(ctx: Context) -> int:
         argv = ssh.ssh_argv(target, alias, known_hosts, verified=bool(wanted),
                             identity=args.identity or "", remote=remote)
         if args.print:
-            ctx.print(" ".join(argv))
+            ctx.print(shlex.join(argv))
             return EXIT_OK
         return _run_foreground(argv)
 

@@ -161,8 +161,8 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--user", help="log in as this user (default: the VM's cloud-init user)")
     p.add_argument("-i", "--identity", metavar="FILE", help="private key file for ssh")
     p.add_argument("--print", action="store_true", help="print the ssh command, do not run it")
-    p.add_argument("remote", nargs=argparse.REMAINDER, metavar="-- COMMAND",
-                   help="a command to run in the VM")
+    p.usage = "lq vm ssh [-h] [--user USER] [-i FILE] [--print] NAME|ID [-- COMMAND ...]"
+    p.set_defaults(takes_remote=True)
 
     p = b.leaf(vm, "log", commands_vm.log, "Print the VM's serial console log",
                "lq vm log web-1 --follow")
@@ -259,7 +259,13 @@ def run(argv: Sequence[str] | None = None, out: TextIO | None = None,
         err: TextIO | None = None) -> int:
     """Parse, run one command, turn errors into one line and an exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" is a command for the VM (lq vm ssh), not ours to parse.
+    split = words.index("--") if "--" in words else len(words)
+    args = parser.parse_args(words[:split])
+    args.remote = words[split + 1:]
+    if args.remote and not getattr(args, "takes_remote", False):
+        parser.error(f"unexpected arguments after --: {' '.join(args.remote)}")
     ctx = Context(args, out or sys.stdout, err or sys.stderr)
     if args.handler is None:  # "lq" or "lq vm" alone
         args.help_parser.print_help(ctx.err)

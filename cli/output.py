@@ -14,7 +14,7 @@ from typing import TextIO
 
 from limiquantix.cli.sizes import format_bytes, format_duration
 
-PROGRESS_LINE_EVERY_S = 2.0
+PROGRESS_LINE_EVERY_S = 1.0
 BAR_WIDTH = 24
 
 

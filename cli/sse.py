@@ -146,8 +146,11 @@ class EventStream:
             try:
                 self._read(response)
                 attempts = 0
-            except (OSError, http.client.HTTPException, ValueError):
+            except Exception:  # any read failure: the connection is gone
                 pass
+            finally:
+                with contextlib.suppress(Exception):
+                    response.close()
             if self._closing.is_set():
                 break
             attempts += 1  # the server went away: resume after the last id we saw
@@ -193,12 +196,13 @@ class EventStream:
                 yield message
 
     def close(self) -> None:
-        """Stop reading; shutting the socket down wakes the thread blocked in recv."""
+        """Stop reading: shutting the socket down wakes the thread blocked in recv, and the
+        thread closes its own response (closing it from here races with the read)."""
         self._closing.set()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-        if self._conn is not None:
-            self._conn.close()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        if self._conn is not None:
+            self._conn.close()

@@ -1,0 +1,222 @@
+"""The real ``lq`` console script, as a subprocess, against the real stack (NATS, image library,
+node agent on libvirt's test driver, API), with the API itself as the oracle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from limiquantix.common.nats_server import free_port
+from limiquantix.local.stack import Stack
+from tests.cli.conftest import Lq, base_env, make_data_qcow2
+from tests.flows import make_qcow2, unique_name
+
+
+def api_get(stack: Stack, path: str) -> tuple[int, Any]:
+    """The API's own answer (the oracle), read without lq."""
+    request = urllib.request.Request(stack.api_url + path, headers=stack.headers())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def ssh_public_key(tmp_path: Path) -> Path:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return Path(f"{key}.pub")
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, stderr
+    assert re.fullmatch(r"error: .+ \([a-z_0-9]+\)( - .+)?", lines[0]), lines[0]
+    return lines[0]
+
+
+async def test_vm_lifecycle_with_lq(lq: Lq, cli_stack: Stack, tmp_path: Path) -> None:
+    """create --wait running → list → show → stop/start/pause/resume --wait → events → ssh
+    command → console URL → delete --wait → unknown VM; each step checked against the API."""
+    image = make_qcow2(tmp_path / "base.qcow2")
+    key = ssh_public_key(tmp_path)
+    name = unique_name("web")
+
+    created = await lq("vm", "create", name, "--image", str(image), "--memory", "256M",
+                       "--disk", "1G", "--network", "isolated", "--ssh-key", str(key),
+                       "--wait", "running")
+    assert created.code == 0, created.err
+    assert f"{name} is running on node-a" in created.out
+    assert re.search(rf"^{name}: running$", created.err, re.M), created.err  # status line
+    status, record = api_get(cli_stack, f"/v1/vms/{name}")
+    assert status == 200 and record["state"] == "running"
+    assert record["memory_mib"] == 256 and record["disk_gib"] == 1
+    assert record["network"]["mode"] == "isolated"
+    assert record["cloud_init"]["ssh_authorized_keys"] == [key.read_text().strip()]
+    port = next(f["host_port"] for f in record["forwards"] if f["guest_port"] == 22)
+    assert f"ssh -p {port} admin@127.0.0.1" in created.out  # how to connect
+    assert "host key:" in created.out
+
+    listed = await lq("vm", "list")
+    assert listed.code == 0
+    header, *rows = listed.out.splitlines()
+    assert header.split()[:3] == ["NAME", "STATE", "NODE"]
+    assert [row.split()[:3] for row in rows] == [[name, "running", "node-a"]]
+    as_json = await lq("vm", "list", "--json")
+    assert [vm["id"] for vm in json.loads(as_json.out)] == [record["id"]]
+
+    shown = await lq("vm", "show", record["id"], "--json")  # by id as well as by name
+    assert json.loads(shown.out)["name"] == name
+    shown = await lq("vm", "show", name)
+    assert re.search(r"^state:\s+running$", shown.out, re.M)
+
+    for action, state in (("stop", "stopped"), ("start", "running"), ("pause", "paused"),
+                          ("resume", "running")):
+        result = await lq("vm", action, name, "--wait")
+        assert result.code == 0, result.err
+        assert result.out.strip() == f"{name}: {state}"
+        assert api_get(cli_stack, f"/v1/vms/{name}")[1]["state"] == state
+
+    illegal = await lq("vm", "resume", name)
+    assert illegal.code == 1
+    assert "(illegal_transition)" in one_error_line(illegal.err)
+
+    events = await lq("events", "--vm", name, "--since", "10m", "--json", "--limit", "4")
+    assert events.code == 0, events.err
+    seen = [json.loads(line) for line in events.out.splitlines()]
+    assert all(e["vm_id"] == record["id"] and e["type"] == "vm.state_changed" for e in seen)
+    assert [e["state"] for e in seen] == ["pending", "creating", "starting", "running"]
+    assert [int(e["id"]) for e in seen] == sorted(int(e["id"]) for e in seen)
+    plain = await lq("events", "--vm", name, "--since", "10m", "--limit", "1")
+    assert re.fullmatch(rf"\S+Z  #\d+  vm.state_changed  {name}: - -> pending.*\n", plain.out)
+
+    ssh = await lq("vm", "ssh", name, "--print", "--", "uname", "-a")
+    assert ssh.code == 0, ssh.err
+    assert ssh.out.startswith(f"ssh -p {port} ")
+    assert f"HostKeyAlias=lq-{record['id']}" in ssh.out and ssh.out.strip().endswith(
+        "admin@127.0.0.1 uname -a")
+    assert "fingerprint is unknown" in ssh.err  # the test driver has no guest to report keys
+
+    console = await lq("vm", "console", name)
+    url = console.out.strip()
+    assert url.startswith(f"{cli_stack.api_url}/v1/vms/{record['id']}/console#token=")
+    with urllib.request.urlopen(url.split("#")[0], timeout=10) as page:
+        assert page.status == 200 and "html" in page.headers["Content-Type"]
+
+    log = await lq("vm", "log", name)
+    assert log.code == 0, log.err
+    with urllib.request.urlopen(urllib.request.Request(
+            f"{cli_stack.api_url}/v1/vms/{name}/console-log", headers=cli_stack.headers()),
+            timeout=10) as response:
+        assert log.out == response.read().decode()
+
+    deleted = await lq("vm", "delete", name, "--wait")
+    assert deleted.code == 0 and deleted.out.strip() == f"{name}: deleted"
+    assert api_get(cli_stack, f"/v1/vms/{record['id']}")[0] == 404
+
+    missing = await lq("vm", "show", name)
+    assert missing.code == 1 and missing.out == ""
+    assert "(vm_not_found)" in one_error_line(missing.err)
+
+
+async def test_waiting_for_ready_that_never_comes_exits_3(lq: Lq, tmp_path: Path) -> None:
+    """The test driver has no guest, so ``ready`` never comes: exit 3, the VM stays."""
+    image = make_qcow2(tmp_path / "base.qcow2")
+    name = unique_name("slow")
+    result = await lq("vm", "create", name, "--image", str(image), "--memory", "128M", "--disk",
+                      "1G", "--wait", "ready", "--timeout", "3s")
+    assert result.code == 3, result.err
+    assert "(wait_timeout)" in one_error_line(result.err)
+    assert f"{name}: running" in result.err  # the status line got as far as running
+    assert (await lq("vm", "show", name)).code == 0
+
+
+async def test_image_import_upload_and_use_with_progress(
+        lq: Lq, cli_stack: Stack, file_server: tuple[str, Path], tmp_path: Path) -> None:
+    base_url, www = file_server
+    image = make_data_qcow2(www / "data.qcow2", 20)  # 20 MiB at 8 MiB/s: ~2.5 s of progress
+    sha256 = hashlib.sha256(image.read_bytes()).hexdigest()
+
+    imported = await lq("image", "import", f"{base_url}/data.qcow2", "--sha256", sha256,
+                        "--name", "data")
+    assert imported.code == 0, imported.err
+    progress = [line for line in imported.err.splitlines() if "%" in line]
+    assert len(progress) >= 2, imported.err  # driven by image.progress events, ~1/s
+    assert progress[-1].startswith("data: [" + "#" * 24 + "] 100%")
+    assert any(re.search(r"MiB/s  ETA \d", line) for line in progress), progress
+    states = [line.split(": ", 1)[1] for line in imported.err.splitlines()
+              if "%" not in line and line.startswith("data: ")]
+    assert states[-2:] == ["verifying", "active"]
+    image_id = re.search(r"^Importing (\S+) ", imported.out, re.M).group(1)  # type: ignore[union-attr]
+    status, record = api_get(cli_stack, f"/v1/images/{image_id}")
+    assert status == 200 and record["state"] == "active" and record["sha256"] == sha256
+    assert f"sha256 {sha256}" in imported.out
+
+    wrong = await lq("image", "import", f"{base_url}/data.qcow2", "--sha256", "0" * 64)
+    assert wrong.code == 1
+    assert "(checksum_mismatch)" in one_error_line(wrong.err)
+    missing = await lq("image", "import", f"{base_url}/nothing.qcow2")
+    assert missing.code == 1
+    assert "404" in one_error_line(missing.err)
+
+    uploaded = await lq("image", "upload", str(image), "--name", "uploaded")
+    assert uploaded.code == 0, uploaded.err
+    assert "uploaded: [" + "#" * 24 + "] 100%" in uploaded.err
+    listed = json.loads((await lq("image", "list", "--json", "--state", "active")).out)
+    assert {i["name"]: i["sha256"] for i in listed} == {"data": sha256, "uploaded": sha256}
+
+    # A VM from the imported image (the node fetches it from the library), then the image
+    # cannot be deleted while the VM uses it; by name once the VM is gone.
+    vm = await lq("vm", "create", unique_name("img"), "--image", image_id, "--memory", "128M",
+                  "--disk", "1G", "--wait", "running")
+    assert vm.code == 0, vm.err
+    busy = await lq("image", "delete", "data")
+    assert busy.code == 1 and "(image_in_use)" in one_error_line(busy.err)
+    gone = await lq("image", "delete", "uploaded")
+    assert gone.code == 0
+    assert (await lq("image", "show", "uploaded")).code == 1
+
+
+async def test_errors_are_one_clear_line(lq: Lq, cli_stack: Stack, tmp_path: Path) -> None:
+    bad_flag = await lq("vm", "create", "x", "--image", "y", "--cpus", "many")
+    assert bad_flag.code == 2 and "(usage)" in bad_flag.err
+
+    unknown = await lq("vm", "stop", "no-such-vm", "--wait")
+    assert unknown.code == 1
+    assert "(vm_not_found)" in one_error_line(unknown.err)
+
+    wrong_token = await lq("vm", "list", env={"LQ_API_TOKEN": "wrong"})
+    assert wrong_token.code == 1
+    line = one_error_line(wrong_token.err)
+    assert "(unauthorized)" in line and "token from LQ_API_TOKEN" in line
+
+    nodes = await lq("node", "list")
+    assert nodes.code == 0 and nodes.out.splitlines()[1].split()[:2] == ["node-a", "online"]
+
+    await cli_stack.services["api"].stop()  # the API goes down for real
+    down = await lq("node", "list")
+    assert down.code == 1 and down.out == ""
+    line = one_error_line(down.err)
+    assert f"cannot reach the API at {cli_stack.api_url}: connection refused" in line
+    assert "(api_unreachable)" in line
+
+    nowhere = await lq("vm", "list", env={"LQ_URL": f"http://127.0.0.1:{free_port()}"})
+    assert nowhere.code == 1 and "(api_unreachable)" in one_error_line(nowhere.err)
+
+
+async def test_token_is_read_from_the_local_data_dir(tmp_path: Path) -> None:
+    """No --token, no LQ_API_TOKEN: the API's generated <data dir>/api-token is used."""
+    root = tmp_path / "stack"
+    (root / "logs").mkdir(parents=True)
+    async with Stack(root, api_token="", nodes=(), with_image_library=False) as stack:
+        env = base_env(tmp_path)
+        env.update(LQ_URL=stack.api_url, LQ_DATA_DIR=str(stack.token_file.parent))
+        result = await Lq(env)("node", "list")
+        assert result.code == 0, result.err
+        assert result.out.split() == ["ID", "STATUS", "VIRT", "CPUS", "MEMORY", "DISK", "FREE",
+                                      "VMS", "HEARTBEAT"]
