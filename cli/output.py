@@ -62,6 +62,11 @@ class StatusLine:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def tick(self) -> None:
+        """Redraw the live line so its elapsed time moves while nothing else does."""
+        if self.tty and self._last:
+            self.update(self._last, force=True)
+
     def done(self, text: str = "") -> None:
         """End the live line (keeping its last text), then print ``text`` if any."""
         if self.tty and self._last:
@@ -101,6 +106,7 @@ class Progress:
         self._last_done = -1
         self.done = 0
         self.total: int | None = None
+        self._line_open = False
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -117,11 +123,14 @@ class Progress:
         self._printed_at, self._last_done = now, done
         text = f"{self.label} {progress_text(done, self.total, rate or self.rate())}"
         self.stream.write(f"\r\x1b[K{text}" if self.tty else text + "\n")
+        self._line_open = self.tty
         self.stream.flush()
 
     def finish(self, text: str = "") -> None:
-        if self.tty and self._last_done >= 0:
+        """End the bar's line (once), then print ``text`` if any."""
+        if self._line_open:
             self.stream.write("\n")
+            self._line_open = False
         if text:
             self.stream.write(text + "\n")
         self.stream.flush()

@@ -22,6 +22,7 @@ from limiquantix.common.events import VmActionFailed, VmDeleted, VmGuestReady, V
 from limiquantix.common.vms import VmRecord, VmState
 
 RESYNC_AFTER_S = 10.0
+TICK_S = 1.0  # the live line's clock
 GONE = "gone"
 
 
@@ -55,6 +56,7 @@ class VmWaiter:
         deadline = time.monotonic() + timeout_s
         with EventStream(self.client, {"vm": vm_id}) as stream:
             record = fetch_vm(self.client, vm_id)
+            heard = time.monotonic()
             while True:
                 if self._reached(record, name, targets):
                     return record
@@ -64,10 +66,14 @@ class VmWaiter:
                     raise WaitTimeout(
                         f"{name} is still {state} after {format_duration(timeout_s)}, "
                         f"not {' or '.join(targets)}")
-                message = stream.get(timeout_s=min(remaining, RESYNC_AFTER_S))
+                message = stream.get(timeout_s=min(remaining, TICK_S))
                 if message is None:
-                    record = fetch_vm(self.client, vm_id)  # quiet stream: re-read (safety net)
+                    self.status.tick()
+                    if time.monotonic() - heard >= RESYNC_AFTER_S:
+                        heard = time.monotonic()  # quiet stream: re-read (safety net)
+                        record = fetch_vm(self.client, vm_id)
                     continue
+                heard = time.monotonic()
                 record = self._apply(message.decoded(), record, vm_id)
 
     def _apply(self, event: object, record: VmRecord | None, vm_id: str) -> VmRecord | None:
