@@ -164,11 +164,19 @@ async def test_image_import_upload_and_use_with_progress(
     assert missing.code == 1
     assert "404" in one_error_line(missing.err)
 
+    # A shipped catalog entry by its id, fetched from a local mirror (no internet here).
+    catalog = await lq("image", "import", "debian-12", "--mirror", f"{base_url}/data.qcow2")
+    assert catalog.code == 0, catalog.err
+    assert catalog.out.splitlines()[0].startswith("Importing debian-12 ")
+    assert api_get(cli_stack, "/v1/images/debian-12")[1]["state"] == "active"
+
     uploaded = await lq("image", "upload", str(image), "--name", "uploaded")
     assert uploaded.code == 0, uploaded.err
     assert "uploaded: [" + "#" * 24 + "] 100%" in uploaded.err
     listed = json.loads((await lq("image", "list", "--json", "--state", "active")).out)
-    assert {i["name"]: i["sha256"] for i in listed} == {"data": sha256, "uploaded": sha256}
+    assert sorted((i["id"] if i["id"] == "debian-12" else i["name"], i["sha256"])
+                  for i in listed) == [("data", sha256), ("debian-12", sha256),
+                                       ("uploaded", sha256)]
 
     # A VM from the imported image (the node fetches it from the library), then the image
     # cannot be deleted while the VM uses it; by name once the VM is gone.
