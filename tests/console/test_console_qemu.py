@@ -171,8 +171,9 @@ async def test_plain_get_of_ws_path_does_not_consume_ticket(
 async def test_unknown_vm_and_vm_without_display_are_refused(
     gateway: Gateway, http: aiohttp.ClientSession, qemu: QemuDisplay
 ) -> None:
-    async with http.post(f"{gateway.url}v1/vms/no-such-vm/console", headers=gateway.auth) as r:
-        assert r.status == 404 and (await r.json())["code"] == "vm_not_found"
+    for ref in ("no-such-vm", "a.b", "x%20y"):
+        async with http.post(f"{gateway.url}v1/vms/{ref}/console", headers=gateway.auth) as r:
+            assert r.status == 404 and (await r.json())["code"] == "vm_not_found"
     stopped = await gateway.add_vm(None, state=VmState.STOPPED)
     async with http.post(f"{gateway.url}v1/vms/{stopped.id}/console", headers=gateway.auth) as r:
         assert r.status == 409 and (await r.json())["code"] == "console_unavailable"

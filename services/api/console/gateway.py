@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -58,6 +59,7 @@ CONSOLE_STATES = frozenset({
 # A noVNC message is small; bound one frame from the client well below aiohttp's 4 MiB default.
 MAX_CLIENT_FRAME = 1 << 20
 SHUTDOWN_WAIT_S = 5.0
+_VM_REF = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def principal(request: web.Request) -> str:
@@ -116,10 +118,12 @@ class ConsoleGateway:
         return self._sessions
 
     async def find_vm(self, vm_ref: str) -> VmRecord:
-        """The VM by id, else by name; VmNotFound."""
+        """The VM by id, else by name, read from the store (fresh state); VmNotFound."""
+        if not _VM_REF.match(vm_ref):  # also keeps KV key syntax errors out
+            raise VmNotFound(f"VM {vm_ref!r} does not exist", vm=vm_ref)
         try:
             return (await self._vms.get(vm_ref))[0]
-        except (NotFound, ValueError):
+        except NotFound:
             pass
         vm_id = await self._vms.id_for_name(vm_ref)
         record = await self._vms.find(vm_id) if vm_id else None
