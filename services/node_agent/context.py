@@ -13,6 +13,7 @@ from limiquantix.node_agent.failpoints import Failpoints
 from limiquantix.node_agent.guest_watch import GuestWatch
 from limiquantix.node_agent.image_source import ImageSource
 from limiquantix.node_agent.libvirt_host import LibvirtHost, domain_uuid
+from limiquantix.node_agent.overlay import OverlayFactory
 from limiquantix.node_agent.recorder import Recorder
 from limiquantix.node_agent.vm_files import VmFiles
 
@@ -29,6 +30,7 @@ class AgentContext:
     activity: VmActivity
     guests: GuestWatch
     failpoints: Failpoints
+    overlays: OverlayFactory
 
     @property
     def data_dir(self) -> Path:

@@ -23,7 +23,7 @@ from limiquantix.node_agent.errors import WrongNode
 from limiquantix.node_agent.forwards import bind_forwards, ssh_command, wanted_forwards
 from limiquantix.node_agent.image_source import Progress
 from limiquantix.node_agent.local_image import LocalImage
-from limiquantix.node_agent.overlay import create_blank, create_overlay
+from limiquantix.node_agent.overlay import create_blank
 from limiquantix.node_agent.seed_iso import write_seed_iso
 from limiquantix.node_agent.vm_files import write_atomic
 
@@ -53,7 +53,7 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     if image.format == "iso":
         await create_blank(files.disk, record.disk_gib)
     else:
-        await create_overlay(image, files.disk, record.disk_gib)
+        await ctx.overlays.create(image, files.disk, record.disk_gib)
     await ctx.failpoints.hit("after_overlay")
     await write_seed_iso(cloud_config.seed_files(record), files.seed)
     record = await _bind_forwards(ctx, record)

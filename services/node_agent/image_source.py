@@ -23,6 +23,7 @@ Progress = Callable[[int, int | None], Awaitable[None]]
 
 ISO9660_MAGIC_OFFSET = 0x8001
 ISO9660_MAGIC = b"CD001"
+INSPECTION_CACHE_SIZE = 256
 
 
 class ImageFetcher(Protocol):
@@ -61,19 +62,44 @@ def load_image_cache(*args: Any) -> ImageFetcher | None:
     return cache
 
 
+def _identity(path: Path) -> tuple[str, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class ImageSource:
-    """Resolves images for VM creation on this node."""
+    """Resolves images for VM creation on this node.
+
+    Inspections of node paths are remembered by the file's identity (inode, mtime, size): many
+    VMs from one image cost one ``qemu-img info``, and a changed file is inspected again.
+    """
 
     def __init__(self, cache: ImageFetcher | None) -> None:
         self._cache = cache
+        self._inspected: dict[tuple[str, int, int, int], LocalImage] = {}
 
     async def resolve(self, image: str, *, on_progress: Progress | None = None) -> LocalImage:
         """The local file of ``image`` (an absolute node path, or a catalog id)."""
         if image.startswith("/"):
-            return await inspect_path(Path(image))
+            return await self._inspect(Path(image))
         if self._cache is None:
             raise ImageCatalogUnavailable(
                 f"image {image!r} is a catalog id, and this node agent cannot fetch catalog "
                 "images", image=image,
             )
         return await self._cache.ensure(image, on_progress=on_progress)
+
+    async def _inspect(self, path: Path) -> LocalImage:
+        identity = await asyncio.to_thread(_identity, path)
+        known = self._inspected.get(identity) if identity else None
+        if known is not None:
+            return known
+        image = await inspect_path(path)
+        if identity is not None:
+            if len(self._inspected) >= INSPECTION_CACHE_SIZE:
+                self._inspected.clear()
+            self._inspected[identity] = image
+        return image

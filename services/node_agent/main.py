@@ -29,6 +29,7 @@ from limiquantix.node_agent.guest_watch import GuestWatch
 from limiquantix.node_agent.heartbeat import Heartbeat
 from limiquantix.node_agent.image_source import ImageSource, load_image_cache
 from limiquantix.node_agent.libvirt_host import LibvirtHost, register_event_loop
+from limiquantix.node_agent.overlay import OverlayFactory
 from limiquantix.node_agent.record_view import NodeRecords
 from limiquantix.node_agent.recorder import Recorder
 from limiquantix.node_agent.rpc import NodeRpc
@@ -37,6 +38,7 @@ from limiquantix.node_agent.virt_probe import virt_type
 log = structlog.get_logger()
 
 RECORD_VIEW_TIMEOUT_S = 30.0
+OVERLAY_TEMPLATES = "overlay-templates"
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -62,7 +64,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             host=host, store=store, recorder=recorder,
             images=ImageSource(load_image_cache(settings, nc, js)), activity=VmActivity(),
             guests=GuestWatch(recorder, enabled=kind != "test"), failpoints=failpoints,
+            overlays=OverlayFactory(settings.data_path / OVERLAY_TEMPLATES),
         )
+        await asyncio.to_thread(ctx.overlays.reset)
         records = NodeRecords(vms, node_id)
         heartbeat = Heartbeat(settings, await nats_client.bucket(js, subjects.NODES_BUCKET),
                               records, node_id=node_id, virt_type=kind)

@@ -150,3 +150,28 @@ async def test_rewriting_the_seed_replaces_it_atomically(tmp_path: Path) -> None
     await write_seed_iso({**SEED, "meta-data": b"instance-id: new\n"}, seed)
     assert _read_back(seed.read_bytes(), joliet_path="/meta-data") == b"instance-id: new\n"
     assert [p.name for p in tmp_path.iterdir()] == ["seed.iso"]
+
+
+async def test_overlays_copied_from_a_template_match_what_qemu_img_makes(
+        tmp_path: Path) -> None:
+    from limiquantix.node_agent.overlay import OverlayFactory
+    base = make_qcow2(tmp_path / "base.qcow2", "64M")
+    image = await inspect_path(base)
+    factory = OverlayFactory(tmp_path / "templates")
+    factory.reset()
+    disks = [tmp_path / f"vm{i}.qcow2" for i in range(3)]
+    for disk in disks:
+        assert await factory.create(image, disk, disk_gib=2)
+    assert len(list((tmp_path / "templates").iterdir())) == 1  # one qemu-img for three VMs
+    direct = tmp_path / "direct.qcow2"
+    await create_overlay(image, direct, disk_gib=2)
+    assert disks[0].read_bytes() == direct.read_bytes()
+    for disk in disks:
+        info = qemu_img_info(disk)
+        assert info["backing-filename"] == str(base) and info["virtual-size"] == 2 * GIB
+        subprocess.run(["qemu-img", "check", "-q", str(disk)], check=True)
+    # Writing into one overlay leaves the others (and the template) untouched.
+    subprocess.run(["qemu-io", "-c", "write -P 0xab 0 64k", str(disks[0])], check=True,
+                   capture_output=True)
+    assert disks[1].read_bytes() == direct.read_bytes()
+    assert not await factory.create(image, disks[1], disk_gib=2)  # exists: left alone
