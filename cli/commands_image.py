@@ -59,7 +59,8 @@ def list_images(ctx: Context) -> int:
         ctx.print(_json.encode(records).decode())
         return EXIT_OK
     if args.quiet:
-        ctx.print("\n".join(r.id for r in records))
+        if records:
+            ctx.print("\n".join(r.id for r in records))
         return EXIT_OK
     rows = [[r.id, str(r.state), r.format or "-", _size(r.virtual_size), _size(r.file_size),
              r.default_user or "-", r.name] for r in records]

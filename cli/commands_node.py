@@ -47,7 +47,8 @@ def list_nodes(ctx: Context) -> int:
         ctx.print(_json.encode(nodes).decode())
         return EXIT_OK
     if ctx.args.quiet:
-        ctx.print("\n".join(n.id for n in nodes))
+        if nodes:
+            ctx.print("\n".join(n.id for n in nodes))
         return EXIT_OK
     rows = [[n.id, n.status, n.virt_type or "-", f"{n.allocated_vcpus}/{n.vcpus}",
              f"{n.allocated_memory_mib / 1024:.1f}/{n.memory_mib / 1024:.1f}G",

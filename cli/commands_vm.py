@@ -8,7 +8,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 import webbrowser
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,8 +86,7 @@ def create(ctx: Context) -> int:
         ctx.warn("no --ssh-key or --password-prompt: the VM is reachable only by its console")
     timeout_s = _timeout(ctx)  # parsed before anything is created
     started = time.monotonic()
-    record = ctx.client.post("/v1/vms", VmRecord, body,
-                             headers={"Idempotency-Key": uuid.uuid4().hex})
+    record = ctx.client.post("/v1/vms", VmRecord, body)
     ctx.print(f"Creating {record.name} ({record.id}) on {record.node or 'a node'}")
     if not args.wait:
         ctx.print(f"state: {record.state}  (follow: lq events --vm {record.name})")
@@ -112,7 +110,8 @@ def list_vms(ctx: Context) -> int:
         ctx.print(_json.encode(records).decode())
         return EXIT_OK
     if ctx.args.quiet:
-        ctx.print("\n".join(r.name for r in records))
+        if records:
+            ctx.print("\n".join(r.name for r in records))
         return EXIT_OK
     rows = [
         [r.name, str(r.state), r.node or "-", str(r.vcpus), format_mib(r.memory_mib),

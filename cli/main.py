@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
@@ -278,7 +279,9 @@ def run(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except KeyboardInterrupt:
         ctx.err.write("\ninterrupted (anything already requested goes on)\n")
         return 130
-    except BrokenPipeError:  # `lq events | head`
+    except BrokenPipeError:  # `lq events | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return EXIT_ERROR
 
 
