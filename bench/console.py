@@ -210,7 +210,8 @@ async def run(args: argparse.Namespace) -> None:
                 async with http.post(f"{api_url}/v1/vms/{vm_id}/console",
                                      headers={"Authorization": f"Bearer {TOKEN}"}) as r:
                     r.raise_for_status()
-                    return f"ws://127.0.0.1:{api_port}" + (await r.json())["url"]
+                    path: str = (await r.json())["url"]
+                    return f"ws://127.0.0.1:{api_port}{path}"
 
             async def theirs() -> str:
                 return f"ws://127.0.0.1:{wsf_port}/"

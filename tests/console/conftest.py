@@ -98,7 +98,7 @@ class Gateway:
             return body
 
     def ws_url(self, ticket: dict[str, Any]) -> str:
-        return self.url.rstrip("/") + ticket["url"]
+        return self.url.rstrip("/") + str(ticket["url"])
 
 
 MakeGateway = Callable[..., Awaitable[Gateway]]

@@ -15,6 +15,7 @@ from limiquantix.common import subjects
 from limiquantix.common.events import (
     ConsoleSessionEnded,
     ConsoleSessionStarted,
+    Event,
     VmDeleted,
     event_decoder,
 )
@@ -29,7 +30,8 @@ async def open_console(
     http: aiohttp.ClientSession, gateway: Gateway, vm: str, **kwargs: Any
 ) -> aiohttp.ClientWebSocketResponse:
     ticket = await gateway.ticket(http, vm)
-    return await http.ws_connect(gateway.ws_url(ticket), **kwargs)
+    ws: aiohttp.ClientWebSocketResponse = await http.ws_connect(gateway.ws_url(ticket), **kwargs)
+    return ws
 
 
 async def test_rfb_client_gets_framebuffer_update_through_proxy(
@@ -69,7 +71,7 @@ async def test_ticket_answer_has_token_ws_url_and_expiry(
     keys = await kv.keys()
     assert ticket["token"] not in keys  # only the hash is stored
     for key in keys:
-        assert ticket["token"].encode() not in (await kv.get(key)).value
+        assert ticket["token"].encode() not in ((await kv.get(key)).value or b"")
 
 
 async def test_ticket_needs_bearer_token(
@@ -227,13 +229,13 @@ async def test_domain_destroyed_mid_session_closes_1011(
     assert closed.value.reason == "VNC server closed the connection"
 
 
-async def console_events(gateway: Gateway, vm_id: str) -> list[Any]:
+async def console_events(gateway: Gateway, vm_id: str) -> list[Event]:
     """The console audit events of one VM, read back from the events stream."""
     sub = await gateway.js.subscribe(
         subjects.console_events(vm_id), ordered_consumer=True,
         deliver_policy=DeliverPolicy.ALL,
     )
-    found = []
+    found: list[Event] = []
     try:
         while True:
             try:
@@ -257,6 +259,7 @@ async def test_every_session_is_audited_with_bytes_and_close(
     events = await console_events(gateway, vm.id)
     assert [type(e) for e in events] == [ConsoleSessionStarted, ConsoleSessionEnded]
     started, ended = events
+    assert isinstance(started, ConsoleSessionStarted) and isinstance(ended, ConsoleSessionEnded)
     assert started.session_id == ended.session_id and started.vm_id == vm.id
     assert started.user.startswith("token:") and ended.user == started.user
     assert started.remote == "127.0.0.1"

@@ -16,7 +16,12 @@ from nats.js.api import DeliverPolicy
 from playwright.async_api import Page, expect
 
 from limiquantix.common import subjects
-from limiquantix.common.events import ConsoleSessionEnded, ConsoleSessionStarted, event_decoder
+from limiquantix.common.events import (
+    ConsoleSessionEnded,
+    ConsoleSessionStarted,
+    Event,
+    event_decoder,
+)
 from limiquantix.local.stack import Stack
 from tests.conftest import FAST_ENV
 from tests.console import rfb
@@ -89,7 +94,7 @@ async def test_console_of_api_created_vm_until_it_is_stopped(
     try:
         sub = await nc.jetstream().subscribe(subjects.console_events(vm_id), ordered_consumer=True,
                                              deliver_policy=DeliverPolicy.ALL)
-        events = []
+        events: list[Event] = []
         while len(events) < 4:
             events.append(event_decoder.decode((await sub.next_msg(timeout=10)).data))
         await sub.unsubscribe()

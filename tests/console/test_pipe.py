@@ -121,7 +121,7 @@ async def test_unreachable_vnc_closes_1011_with_reason(
     ws = await connect(http, gateway, free_port())  # nothing listens there
     msg = await ws.receive(timeout=10)
     assert ws.close_code == 1011
-    assert msg.extra.startswith("cannot reach the VNC display at 127.0.0.1:")
+    assert str(msg.extra).startswith("cannot reach the VNC display at 127.0.0.1:")
 
 
 async def test_text_frames_are_refused_1003(gateway: Gateway,

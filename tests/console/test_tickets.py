@@ -30,7 +30,7 @@ async def test_only_the_tokens_hash_is_stored(kv: KeyValue) -> None:
     assert len(token) >= 43  # 32 random bytes
     keys = await kv.keys()
     assert keys == [hashlib.sha256(token.encode()).hexdigest()] == [token_key(token)]
-    stored = (await kv.get(keys[0])).value
+    stored = (await kv.get(keys[0])).value or b""
     assert token.encode() not in stored and b"vm-1" in stored
     assert (ticket.expires_at - ticket.created).total_seconds() == 60
 
