@@ -20,6 +20,7 @@ from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK, CliError, SshUnavailable
 from limiquantix.cli.output import StatusLine, key_values, table
 from limiquantix.cli.sizes import format_duration, format_mib, parse_duration
+from limiquantix.cli.sse import EventStream
 from limiquantix.cli.waiting import GONE, VmWaiter
 from limiquantix.common.vms import VmRecord, VmState
 
@@ -86,15 +87,20 @@ def create(ctx: Context) -> int:
         ctx.warn("no --ssh-key or --password-prompt: the VM is reachable only by its console")
     timeout_s = _timeout(ctx)  # parsed before anything is created
     started = time.monotonic()
-    record = ctx.client.post("/v1/vms", VmRecord, body)
-    ctx.print(f"Creating {record.name} ({record.id}) on {record.node or 'a node'}")
     if not args.wait:
+        record = ctx.client.post("/v1/vms", VmRecord, body)
+        ctx.print(f"Creating {record.name} ({record.id}) on {record.node or 'a node'}")
         ctx.print(f"state: {record.state}  (follow: lq events --vm {record.name})")
         return EXIT_OK
-    status = StatusLine(ctx.err)
-    final = VmWaiter(ctx.client, status).wait(record.id, record.name, WAIT_TARGETS[args.wait],
-                                              timeout_s)
-    status.done()
+    # The whole stream, opened before the POST: the VM's first events and the node's image
+    # download progress (an image event, not a VM one) cannot slip past.
+    with EventStream(ctx.client) as stream:
+        record = ctx.client.post("/v1/vms", VmRecord, body)
+        ctx.print(f"Creating {record.name} ({record.id}) on {record.node or 'a node'}")
+        status = StatusLine(ctx.err)
+        final = VmWaiter(ctx.client, status).wait(record.id, record.name,
+                                                  WAIT_TARGETS[args.wait], timeout_s, stream)
+        status.done()
     assert final is not None
     final = get_vm(ctx.client, final.id)  # fresh: forwards and host keys are set by now
     ctx.print(f"{final.name} is {final.state} on {final.node} after "
@@ -217,7 +223,13 @@ def ssh_command(ctx: Context) -> int:
     with tempfile.TemporaryDirectory(prefix="lq-ssh-") as tmp:
         alias = ssh.alias_of(record)
         if wanted:
-            keys = ssh.matching_keys(ssh.keyscan(target), wanted)
+            scanned = ssh.keyscan(target)
+            if not scanned.strip():
+                raise SshUnavailable(
+                    f"nothing answers SSH at {target.host}:{target.port} yet",
+                    hint="The guest may still be booting or stopped; check 'lq vm show' and "
+                         "retry.")
+            keys = ssh.matching_keys(scanned, wanted)
             if not keys:
                 raise SshUnavailable(
                     f"the host key offered at {target.host}:{target.port} is not the one "

@@ -16,9 +16,15 @@ import msgspec
 from limiquantix.cli.client import ApiClient, seg
 from limiquantix.cli.errors import ApiError, VmFailed, WaitTimeout
 from limiquantix.cli.output import StatusLine
-from limiquantix.cli.sizes import format_duration
+from limiquantix.cli.sizes import format_bytes, format_duration
 from limiquantix.cli.sse import EventStream
-from limiquantix.common.events import VmActionFailed, VmDeleted, VmGuestReady, VmStateChanged
+from limiquantix.common.events import (
+    ImageProgress,
+    VmActionFailed,
+    VmDeleted,
+    VmGuestReady,
+    VmStateChanged,
+)
 from limiquantix.common.vms import VmRecord, VmState
 
 RESYNC_AFTER_S = 10.0
@@ -36,48 +42,62 @@ def fetch_vm(client: ApiClient, vm: str) -> VmRecord | None:
         raise
 
 
-def describe(record: VmRecord) -> str:
-    """``web-1: creating (image 42%)`` for the status line."""
-    text = f"{record.name}: {record.state}"
-    if record.image_progress is not None and record.state == VmState.CREATING:
-        text += f" (fetching image {record.image_progress * 100:.0f}%)"
-    return text
-
-
 class VmWaiter:
     """Wait for ``targets`` (VM states, or :data:`GONE`) with a live status line."""
 
     def __init__(self, client: ApiClient, status: StatusLine) -> None:
         self.client = client
         self.status = status
+        self._fetching = ""  # the node's image download, while the VM is being created
 
-    def wait(self, vm_id: str, name: str, targets: Collection[str], timeout_s: float
-             ) -> VmRecord | None:
+    def wait(self, vm_id: str, name: str, targets: Collection[str], timeout_s: float,
+             stream: EventStream | None = None) -> VmRecord | None:
+        """Follow ``stream`` when given (opened before the request: nothing missed, image
+        progress included), else the VM's own filtered stream, opened now."""
+        if stream is not None:
+            return self._follow(stream, vm_id, name, targets, timeout_s)
+        with EventStream(self.client, {"vm": vm_id}) as own:
+            return self._follow(own, vm_id, name, targets, timeout_s)
+
+    def _follow(self, stream: EventStream, vm_id: str, name: str, targets: Collection[str],
+                timeout_s: float) -> VmRecord | None:
         deadline = time.monotonic() + timeout_s
-        with EventStream(self.client, {"vm": vm_id}) as stream:
-            record = fetch_vm(self.client, vm_id)
+        record = fetch_vm(self.client, vm_id)
+        heard = time.monotonic()
+        while True:
+            if self._reached(record, name, targets):
+                return record
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                state = record.state if record else GONE
+                raise WaitTimeout(
+                    f"{name} is still {state} after {format_duration(timeout_s)}, "
+                    f"not {' or '.join(targets)}")
+            message = stream.get(timeout_s=min(remaining, TICK_S))
+            if message is None:
+                self.status.tick()
+                if time.monotonic() - heard >= RESYNC_AFTER_S:
+                    heard = time.monotonic()  # quiet stream: re-read (safety net)
+                    record = fetch_vm(self.client, vm_id)
+                continue
             heard = time.monotonic()
-            while True:
-                if self._reached(record, name, targets):
-                    return record
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    state = record.state if record else GONE
-                    raise WaitTimeout(
-                        f"{name} is still {state} after {format_duration(timeout_s)}, "
-                        f"not {' or '.join(targets)}")
-                message = stream.get(timeout_s=min(remaining, TICK_S))
-                if message is None:
-                    self.status.tick()
-                    if time.monotonic() - heard >= RESYNC_AFTER_S:
-                        heard = time.monotonic()  # quiet stream: re-read (safety net)
-                        record = fetch_vm(self.client, vm_id)
-                    continue
-                heard = time.monotonic()
-                record = self._apply(message.decoded(), record, vm_id)
+            record = self._apply(message.decoded(), record, vm_id)
+
+    def describe(self, record: VmRecord) -> str:
+        """``web-1: creating (fetching image 42% of 410.1 MiB)`` for the status line."""
+        text = f"{record.name}: {record.state}"
+        if record.state in (VmState.PENDING, VmState.CREATING) and self._fetching:
+            text += f" ({self._fetching})"
+        return text
 
     def _apply(self, event: object, record: VmRecord | None, vm_id: str) -> VmRecord | None:
         match event:
+            case ImageProgress() if (record is not None and event.image_id == record.image
+                                     and event.node == record.node):
+                total = f" of {format_bytes(event.bytes_total)}" if event.bytes_total else ""
+                done = (f"{event.bytes_done * 100 // event.bytes_total}%" if event.bytes_total
+                        else format_bytes(event.bytes_done))
+                self._fetching = f"fetching image {done}{total}"
             case VmStateChanged(vm_id=event_vm) if event_vm == vm_id and record is not None:
                 return _with_state(record, event.state, event.error)
             case VmGuestReady(vm_id=event_vm) if event_vm == vm_id:
@@ -99,7 +119,7 @@ class VmWaiter:
                 return True
             raise VmFailed(f"{name} was deleted while waiting", code="vm_deleted",
                            hint="Create it again.")
-        self.status.update(describe(record))
+        self.status.update(self.describe(record))
         if record.state in targets:
             return True
         if record.state == VmState.ERROR:

@@ -183,6 +183,8 @@ async def test_image_import_upload_and_use_with_progress(
     vm = await lq("vm", "create", unique_name("img"), "--image", image_id, "--memory", "128M",
                   "--disk", "1G", "--wait", "running")
     assert vm.code == 0, vm.err
+    # The node's download of the image into its cache shows on the status line.
+    assert re.search(r": creating \(fetching image 100% of 20\.\d MiB\)$", vm.err, re.M), vm.err
     busy = await lq("image", "delete", "data")
     assert busy.code == 1 and "(image_in_use)" in one_error_line(busy.err)
     gone = await lq("image", "delete", "uploaded")
