@@ -26,6 +26,8 @@ log = structlog.get_logger()
 
 T = TypeVar("T")
 
+DRAIN_TIMEOUT_S = 2.0
+
 # Flags for undefine: remove the domain's NVRAM, managed save image and snapshot metadata too.
 UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -115,10 +117,14 @@ class LibvirtHost:
         finally:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(host._callback_id)
-            await asyncio.to_thread(conn.close)
+            # On the loop thread: closing unregisters the connection's handles, and libvirtaio
+            # is not thread-safe (from a worker thread the clean-up could wait for a wake-up
+            # that never comes). A remote close is one short round trip.
+            conn.close()
             impl = libvirtaio.getCurrentImpl()
             if impl is not None:
-                await impl.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(impl.drain(), DRAIN_TIMEOUT_S)
 
     def _on_lifecycle(self, _conn: Any, dom: libvirt.virDomain, event: int, detail: int,
                       _opaque: Any) -> None:

@@ -59,10 +59,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         vms = await nats_client.bucket(js, subjects.VMS_BUCKET)
         store = VmStore(vms, await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
         recorder = Recorder(js, store, node_id)
+        cache = load_image_cache(settings, nc, js)
+        close_cache = getattr(cache, "close", None)
+        if close_cache is not None:  # cancels downloads in flight when we stop
+            stack.push_async_callback(close_cache)
         ctx = AgentContext(
             settings=settings, node_id=node_id, virt_type=kind,
             host=host, store=store, recorder=recorder,
-            images=ImageSource(load_image_cache(settings, nc, js)), activity=VmActivity(),
+            images=ImageSource(cache), activity=VmActivity(),
             guests=GuestWatch(recorder, enabled=kind != "test"), failpoints=failpoints,
             overlays=OverlayFactory(settings.data_path / OVERLAY_TEMPLATES),
         )

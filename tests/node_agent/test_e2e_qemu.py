@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from limiquantix.common.commands import DeleteVm, StopVm
-from limiquantix.common.events import VmDeleted
+from limiquantix.common.commands import DeleteVm, StartVm, StopVm
+from limiquantix.common.events import VmDeleted, VmStateChanged
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import NetworkSpec, VmState
 from limiquantix.node_agent.libvirt_host import domain_uuid
@@ -107,6 +107,19 @@ async def test_real_domain_with_overlay_seed_vnc_and_loopback_forward(
     _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", ssh.host_port), 5)
     writer.close()  # QEMU's restricted user network listens on loopback for the forward
     assert record.ssh_command == f"ssh -p {ssh.host_port} admin@127.0.0.1"
+
+    # No OS answers ACPI: the stop powers the VM off after the (2 s) grace, as Nova does.
+    await h.send(StopVm(command_id=uuid.uuid4().hex, vm_id=vm.id))
+    stopped = await h.wait_state(vm.id, VmState.STOPPED, timeout_s=30)
+    assert domain_state(vm.id) == "shut off" and stopped.vnc is None
+    event = await h.wait_event(lambda e: isinstance(e, VmStateChanged) and e.vm_id == vm.id
+                               and e.state == VmState.STOPPED)
+    assert event.reason == "powered off after the shutdown timeout"  # type: ignore[attr-defined]
+
+    await h.send(StartVm(command_id=uuid.uuid4().hex, vm_id=vm.id))
+    restarted = await h.wait_state(vm.id, VmState.RUNNING, timeout_s=60)
+    assert restarted.vnc is not None
+    assert await _banner(restarted.vnc.host, restarted.vnc.port, 12) == b"RFB 003.008\n"
 
     await h.send(StopVm(command_id=uuid.uuid4().hex, vm_id=vm.id, force=True))
     await h.wait_state(vm.id, VmState.STOPPED, timeout_s=30)
