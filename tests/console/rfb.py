@@ -38,8 +38,10 @@ class WsStream:
             msg = await self.ws.receive()
             if msg.type is aiohttp.WSMsgType.BINARY:
                 self._buffer += msg.data
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                              aiohttp.WSMsgType.CLOSED):
+            elif msg.type is aiohttp.WSMsgType.CLOSE:
+                # The code the server sent (ws.close_code may turn 1006 if the reply fails).
+                raise ClosedError(msg.data, msg.extra or "")
+            elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 raise ClosedError(self.ws.close_code, msg.extra or "")
             else:
                 raise AssertionError(f"unexpected WebSocket message {msg.type}")

@@ -199,7 +199,7 @@ async def test_vm_stopped_event_closes_session_1011(
         await gateway.stop_vm(vm)
         msg = await asyncio.wait_for(ws.receive(), 10)
         assert msg.type is aiohttp.WSMsgType.CLOSE
-        assert ws.close_code == 1011 and msg.extra == "VM stopped"
+        assert msg.data == 1011 and msg.extra == "VM stopped"
 
 
 async def test_vm_deleted_event_closes_session_1011(
@@ -210,7 +210,7 @@ async def test_vm_deleted_event_closes_session_1011(
         await rfb.handshake(rfb.WsStream(ws))
         await gateway.publish(VmDeleted(vm_id=vm.id, name=vm.name, node=vm.node))
         msg = await asyncio.wait_for(ws.receive(), 10)
-        assert ws.close_code == 1011 and msg.extra == "VM deleted"
+        assert msg.data == 1011 and msg.extra == "VM deleted"
 
 
 async def test_domain_destroyed_mid_session_closes_1011(
@@ -221,10 +221,10 @@ async def test_domain_destroyed_mid_session_closes_1011(
         vm = await gateway.add_vm((display.host, display.port))
         async with await open_console(http, gateway, vm.id) as ws:
             stream = rfb.WsStream(ws)
-            init = await rfb.handshake(stream)
+            await rfb.handshake(stream)
             await asyncio.to_thread(display.destroy)
             with pytest.raises(rfb.ClosedError) as closed:
-                await asyncio.wait_for(rfb.framebuffer_update(stream, init), 15)
+                await asyncio.wait_for(stream.read(1), 15)
     assert closed.value.code == 1011
     assert closed.value.reason == "VNC server closed the connection"
 
@@ -307,9 +307,9 @@ async def test_two_viewers_and_two_vms_are_independent(
                                                                          strict=True)))
         await viewers[0].close()  # the first viewer leaves; the second still works
         await rfb.framebuffer_update(streams[1], inits[1])
-        other.destroy()  # VM b's display dies; VM a's viewer is unaffected
+        await asyncio.to_thread(other.destroy)  # VM b's display dies; VM a's viewer is fine
         with pytest.raises(rfb.ClosedError) as closed:
-            await asyncio.wait_for(rfb.framebuffer_update(streams[2], inits[2]), 15)
+            await asyncio.wait_for(streams[2].read(1), 15)
         assert closed.value.code == 1011
         await rfb.framebuffer_update(streams[1], inits[1])
         for ws in viewers:

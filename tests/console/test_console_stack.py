@@ -83,7 +83,7 @@ async def test_console_of_api_created_vm_until_it_is_stopped(
         for ws in viewers:
             msg = await asyncio.wait_for(ws.receive(), 30)
             assert msg.type is aiohttp.WSMsgType.CLOSE, msg
-            assert ws.close_code == 1011
+            assert msg.data == 1011
             assert msg.extra in ("VM stopped", "VNC server closed the connection")
         await wait_state(api, vm_id, "stopped", timeout_s=30)
         async with api.post(f"/v1/vms/{vm_id}/console") as response:
