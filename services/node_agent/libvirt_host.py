@@ -1,9 +1,9 @@
 """The node's libvirt connection: every blocking call in a worker thread, events into a queue.
 
 Domains are addressed by UUID (= the VM id), never by name. libvirt's lifecycle events
-(delivered on the asyncio loop by libvirtaio) are queued as :class:`LifecycleEvent`; the agent
-treats them as hints to re-read the domain's real state (events for our own calls arrive too,
-and may arrive late).
+(delivered on the asyncio loop, see libvirt_events.py) are queued as :class:`LifecycleEvent`;
+the agent treats them as hints to re-read the domain's real state (events for our own calls
+arrive too, and may arrive late).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import libvirt
-import libvirtaio
 import structlog
 
+from limiquantix.node_agent import libvirt_events
 from limiquantix.node_agent.errors import LibvirtFailed
 
 log = structlog.get_logger()
@@ -33,29 +33,6 @@ UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 )
-
-
-def _ignore_error(_ctx: object, _error: object) -> None:
-    pass
-
-
-def register_event_loop() -> None:
-    """Route libvirt's events to the running asyncio loop; call before opening a connection.
-
-    libvirt accepts one event implementation per process. A service calls this once; tests that
-    run several agents one after the other (each on its own loop) in one process rebind the
-    idle implementation to the current loop.
-    """
-    # libvirt prints every error to stderr by default; ours are raised and logged instead.
-    libvirt.registerErrorHandler(_ignore_error, None)
-    loop = asyncio.get_running_loop()
-    impl = libvirtaio.getCurrentImpl()
-    if impl is None:
-        libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
-    elif impl.loop is not loop:
-        if not impl.is_idle():
-            raise RuntimeError("libvirt events are bound to another, still busy event loop")
-        impl.loop = loop
 
 
 def domain_uuid(vm_id: str) -> str:
@@ -117,11 +94,9 @@ class LibvirtHost:
         finally:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(host._callback_id)
-            # On the loop thread: closing unregisters the connection's handles, and libvirtaio
-            # is not thread-safe (from a worker thread the clean-up could wait for a wake-up
-            # that never comes). A remote close is one short round trip.
+            # On the loop thread, so the handles it unregisters are gone before the drain.
             conn.close()
-            impl = libvirtaio.getCurrentImpl()
+            impl = libvirt_events.current()
             if impl is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(impl.drain(), DRAIN_TIMEOUT_S)

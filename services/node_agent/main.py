@@ -28,7 +28,8 @@ from limiquantix.node_agent.failpoints import Failpoints
 from limiquantix.node_agent.guest_watch import GuestWatch
 from limiquantix.node_agent.heartbeat import Heartbeat
 from limiquantix.node_agent.image_source import ImageSource, load_image_cache
-from limiquantix.node_agent.libvirt_host import LibvirtHost, register_event_loop
+from limiquantix.node_agent.libvirt_events import register_event_loop
+from limiquantix.node_agent.libvirt_host import LibvirtHost
 from limiquantix.node_agent.overlay import OverlayFactory
 from limiquantix.node_agent.record_view import NodeRecords
 from limiquantix.node_agent.recorder import Recorder
