@@ -14,6 +14,7 @@ from limiquantix.cli import (
     commands_image,
     commands_node,
     commands_vm,
+    commands_vm_access,
     completion,
 )
 from limiquantix.cli.context import Context
@@ -150,12 +151,12 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
         _wait_options(p, "5m")
         p.set_defaults(action=name)
 
-    p = b.leaf(vm, "console", commands_vm.console, "Print (or open) the browser console URL",
+    p = b.leaf(vm, "console", commands_vm_access.console, "Print (or open) the browser console URL",
                "lq vm console web-1 --open")
     p.add_argument("vm", metavar="NAME|ID")
     p.add_argument("--open", action="store_true", help="open it in a web browser")
 
-    p = b.leaf(vm, "ssh", commands_vm.ssh_command,
+    p = b.leaf(vm, "ssh", commands_vm_access.ssh_command,
                "SSH into the VM, checking its host key against the API's fingerprint",
                "lq vm ssh web-1 -- uptime")
     p.add_argument("vm", metavar="NAME|ID")
@@ -165,7 +166,7 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.usage = "lq vm ssh [-h] [--user USER] [-i FILE] [--print] NAME|ID [-- COMMAND ...]"
     p.set_defaults(takes_remote=True)
 
-    p = b.leaf(vm, "log", commands_vm.log, "Print the VM's serial console log",
+    p = b.leaf(vm, "log", commands_vm_access.log, "Print the VM's serial console log",
                "lq vm log web-1 --follow")
     p.add_argument("vm", metavar="NAME|ID")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")

@@ -7,6 +7,7 @@ isolated``); its SSH forward listens on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.cli.conftest import Lq, _Files, base_env
+from tests.cli.conftest import LQ, Lq, _Files, base_env
 from tests.flows import unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.guest, pytest.mark.timeout(2400)]
@@ -99,8 +100,20 @@ async def test_lq_creates_a_real_guest_and_sshes_in_with_a_verified_host_key(
             assert "BEGIN SSH HOST KEY FINGERPRINTS" in log.out
             assert all(fp in log.out for fp in fingerprints)
 
+            # Follow the serial log while the guest powers down: the follower prints the
+            # shutdown messages as they are appended, ending exactly where the log ends.
+            follower = await asyncio.create_subprocess_exec(
+                LQ, "vm", "log", name, "--follow", env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
             stopped = await lq("vm", "stop", name, "--wait", "--timeout", "6m", timeout_s=400)
             assert stopped.code == 0 and stopped.out.strip() == f"{name}: stopped", stopped.err
+            await asyncio.sleep(3)  # more than one poll: the follower has seen the last bytes
+            follower.terminate()
+            followed, follow_err = await follower.communicate()
+            final = (await lq("vm", "log", name)).out
+            assert "Power down" in followed.decode(errors="replace"), follow_err
+            assert followed.decode(errors="replace").endswith(final[-4000:])
+            print(created.out)  # shown with -rA: how long create took
         finally:
             deleted = await lq("vm", "delete", name, "--wait", "--timeout", "3m", timeout_s=200)
         assert deleted.code == 0 and deleted.out.strip() == f"{name}: deleted", deleted.err
