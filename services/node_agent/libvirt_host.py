@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from xml.sax.saxutils import quoteattr
 
 import libvirt
 import structlog
@@ -230,13 +231,20 @@ class LibvirtHost:
         return port if port > 0 else None
 
     async def change_cdrom(self, dom_uuid: str, target: str, source: str) -> bool:
-        """Re-insert a cdrom of a running domain, so QEMU reopens the (replaced) file."""
-        disk = (f"<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
-                f"<source file='{source}'/><target dev='{target}' bus='sata'/><readonly/></disk>")
+        """Eject and re-insert a running domain's cdrom, so QEMU opens the (replaced) file.
+
+        Re-inserting the same path alone is a no-op for libvirt; QEMU would keep reading the
+        old, renamed-over file until its process ends.
+        """
+        def disk(inner: str) -> str:
+            return (f"<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>{inner}"
+                    f"<target dev={quoteattr(target)} bus='sata'/><readonly/></disk>")
 
         def op(dom: libvirt.virDomain) -> None:
             if dom.isActive():
-                dom.updateDeviceFlags(disk, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                dom.updateDeviceFlags(disk(""), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                dom.updateDeviceFlags(disk(f"<source file={quoteattr(source)}/>"),
+                                      libvirt.VIR_DOMAIN_AFFECT_LIVE)
         return await self._on_domain("change-media", dom_uuid, op)
 
     async def capacity(self) -> tuple[int, int]:

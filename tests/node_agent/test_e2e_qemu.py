@@ -7,7 +7,9 @@ The image needs no OS (SeaBIOS runs anyway). Files live under /var/tmp because Q
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -18,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from limiquantix.common.commands import DeleteVm, StartVm, StopVm
+from limiquantix.common.commands import DeleteVm, StartVm, StopVm, UpdateCloudInit
 from limiquantix.common.events import VmDeleted, VmStateChanged
 from limiquantix.common.nats_server import NatsServer
-from limiquantix.common.vms import NetworkSpec, VmState
+from limiquantix.common.vms import CloudInitSpec, NetworkSpec, VmState
 from limiquantix.node_agent.libvirt_host import domain_uuid
 from tests.node_agent.conftest import AgentHarness, agent_settings, make_qcow2, running_agent
 
@@ -129,3 +131,39 @@ async def test_real_domain_with_overlay_seed_vnc_and_loopback_forward(
     await h.wait_event(lambda e: isinstance(e, VmDeleted) and e.vm_id == vm.id, timeout_s=30)
     assert not vm_dir.exists()
     assert domain_xml(vm.id) is None
+
+
+def _open_seed_files(vm_id: str) -> list[str]:
+    """What the domain's QEMU process has open of seed.iso ("(deleted)": a replaced file)."""
+    pid = subprocess.run(["pgrep", "-f", f"uuid {domain_uuid(vm_id)}"], capture_output=True,
+                         text=True).stdout.split()
+    assert len(pid) == 1, pid
+    fd_dir = Path("/proc") / pid[0] / "fd"
+    targets = []
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if "seed.iso" in target:
+                targets.append(target)
+    return targets
+
+
+async def test_new_cloud_init_reaches_a_running_domain_without_a_restart(
+        qemu_harness: AgentHarness, shared_dir: Path) -> None:
+    h = qemu_harness
+    image = make_qcow2(shared_dir / "images" / "base.qcow2", "256M")
+    (shared_dir / "images").chmod(0o755)
+    vm = await h.new_vm(image, memory_mib=256)
+    await h.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
+    assert _open_seed_files(vm.id) and not any("(deleted)" in t for t in _open_seed_files(vm.id))
+    await h.send(UpdateCloudInit(command_id=uuid.uuid4().hex, vm_id=vm.id, instance_id="iid-2",
+                                 cloud_init=CloudInitSpec(user="ops")))
+    await h.wait_record(vm.id, lambda r: r is not None and r.instance_id == "iid-2")
+    async with asyncio.timeout(10):
+        while True:  # the ISO was renamed over: QEMU must hold the new file, not the old
+            targets = _open_seed_files(vm.id)
+            if targets and not any("(deleted)" in t for t in targets):
+                break
+            await asyncio.sleep(0.1)
+    await h.send(DeleteVm(command_id=uuid.uuid4().hex, vm_id=vm.id))
+    await h.wait_event(lambda e: isinstance(e, VmDeleted) and e.vm_id == vm.id, timeout_s=30)
