@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.conftest import FAST_ENV
 
 LQ = str(Path(sys.executable).parent / "lq")
 
@@ -59,18 +58,10 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-async def cli_stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    """NATS + image library + node agent (libvirt test driver) + API, as subprocesses."""
-    root = tmp_path / "stack"
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    async with Stack(root, extra_env=FAST_ENV) as running:
-        yield running
-
-
-@pytest.fixture
-def lq(cli_stack: Stack, tmp_path: Path) -> Lq:
+def lq(stack: Stack, tmp_path: Path) -> Lq:
+    """``lq`` pointed at the shared ``stack`` fixture (tests/conftest.py) by LQ_URL/LQ_API_TOKEN."""
     env = base_env(tmp_path)
-    env.update(LQ_URL=cli_stack.api_url, LQ_API_TOKEN=cli_stack.api_token)
+    env.update(LQ_URL=stack.api_url, LQ_API_TOKEN=stack.api_token)
     return Lq(env)
 
 

@@ -40,7 +40,7 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-async def test_vm_lifecycle_with_lq(lq: Lq, cli_stack: Stack, tmp_path: Path) -> None:
+async def test_vm_lifecycle_with_lq(lq: Lq, stack: Stack, tmp_path: Path) -> None:
     """create --wait running → list → show → stop/start/pause/resume --wait → events → ssh
     command → console URL → delete --wait → unknown VM; each step checked against the API."""
     image = make_qcow2(tmp_path / "base.qcow2")
@@ -53,7 +53,7 @@ async def test_vm_lifecycle_with_lq(lq: Lq, cli_stack: Stack, tmp_path: Path) ->
     assert created.code == 0, created.err
     assert f"{name} is running on node-a" in created.out
     assert re.search(rf"^{name}: running$", created.err, re.M), created.err  # status line
-    status, record = api_get(cli_stack, f"/v1/vms/{name}")
+    status, record = api_get(stack, f"/v1/vms/{name}")
     assert status == 200 and record["state"] == "running"
     assert record["memory_mib"] == 256 and record["disk_gib"] == 1
     assert record["network"]["mode"] == "isolated"
@@ -80,7 +80,7 @@ async def test_vm_lifecycle_with_lq(lq: Lq, cli_stack: Stack, tmp_path: Path) ->
         result = await lq("vm", action, name, "--wait")
         assert result.code == 0, result.err
         assert result.out.strip() == f"{name}: {state}"
-        assert api_get(cli_stack, f"/v1/vms/{name}")[1]["state"] == state
+        assert api_get(stack, f"/v1/vms/{name}")[1]["state"] == state
 
     illegal = await lq("vm", "resume", name)
     assert illegal.code == 1
@@ -104,20 +104,20 @@ async def test_vm_lifecycle_with_lq(lq: Lq, cli_stack: Stack, tmp_path: Path) ->
 
     console = await lq("vm", "console", name)
     url = console.out.strip()
-    assert url.startswith(f"{cli_stack.api_url}/v1/vms/{record['id']}/console#token=")
+    assert url.startswith(f"{stack.api_url}/v1/vms/{record['id']}/console#token=")
     with urllib.request.urlopen(url.split("#")[0], timeout=10) as page:
         assert page.status == 200 and "html" in page.headers["Content-Type"]
 
     log = await lq("vm", "log", name)
     assert log.code == 0, log.err
     with urllib.request.urlopen(urllib.request.Request(
-            f"{cli_stack.api_url}/v1/vms/{name}/console-log", headers=cli_stack.headers()),
+            f"{stack.api_url}/v1/vms/{name}/console-log", headers=stack.headers()),
             timeout=10) as response:
         assert log.out == response.read().decode()
 
     deleted = await lq("vm", "delete", name, "--wait")
     assert deleted.code == 0 and deleted.out.strip() == f"{name}: deleted"
-    assert api_get(cli_stack, f"/v1/vms/{record['id']}")[0] == 404
+    assert api_get(stack, f"/v1/vms/{record['id']}")[0] == 404
 
     missing = await lq("vm", "show", name)
     assert missing.code == 1 and missing.out == ""
@@ -137,7 +137,7 @@ async def test_waiting_for_ready_that_never_comes_exits_3(lq: Lq, tmp_path: Path
 
 
 async def test_image_import_upload_and_use_with_progress(
-        lq: Lq, cli_stack: Stack, file_server: tuple[str, Path], tmp_path: Path) -> None:
+        lq: Lq, stack: Stack, file_server: tuple[str, Path], tmp_path: Path) -> None:
     base_url, www = file_server
     image = make_data_qcow2(www / "data.qcow2", 20)  # 20 MiB at 8 MiB/s: ~2.5 s of progress
     sha256 = hashlib.sha256(image.read_bytes()).hexdigest()
@@ -153,7 +153,7 @@ async def test_image_import_upload_and_use_with_progress(
               if "%" not in line and line.startswith("data: ")]
     assert states[-2:] == ["verifying", "active"]
     image_id = re.search(r"^Importing (\S+) ", imported.out, re.M).group(1)  # type: ignore[union-attr]
-    status, record = api_get(cli_stack, f"/v1/images/{image_id}")
+    status, record = api_get(stack, f"/v1/images/{image_id}")
     assert status == 200 and record["state"] == "active" and record["sha256"] == sha256
     assert f"sha256 {sha256}" in imported.out
 
@@ -168,7 +168,7 @@ async def test_image_import_upload_and_use_with_progress(
     catalog = await lq("image", "import", "debian-12", "--mirror", f"{base_url}/data.qcow2")
     assert catalog.code == 0, catalog.err
     assert catalog.out.splitlines()[0].startswith("Importing debian-12 ")
-    assert api_get(cli_stack, "/v1/images/debian-12")[1]["state"] == "active"
+    assert api_get(stack, "/v1/images/debian-12")[1]["state"] == "active"
 
     uploaded = await lq("image", "upload", str(image), "--name", "uploaded")
     assert uploaded.code == 0, uploaded.err
@@ -192,7 +192,7 @@ async def test_image_import_upload_and_use_with_progress(
     assert (await lq("image", "show", "uploaded")).code == 1
 
 
-async def test_errors_are_one_clear_line(lq: Lq, cli_stack: Stack, tmp_path: Path) -> None:
+async def test_errors_are_one_clear_line(lq: Lq, stack: Stack, tmp_path: Path) -> None:
     bad_flag = await lq("vm", "create", "x", "--image", "y", "--cpus", "many")
     assert bad_flag.code == 2 and "(usage)" in bad_flag.err
 
@@ -208,11 +208,11 @@ async def test_errors_are_one_clear_line(lq: Lq, cli_stack: Stack, tmp_path: Pat
     nodes = await lq("node", "list")
     assert nodes.code == 0 and nodes.out.splitlines()[1].split()[:2] == ["node-a", "online"]
 
-    await cli_stack.services["api"].stop()  # the API goes down for real
+    await stack.services["api"].stop()  # the API goes down for real
     down = await lq("node", "list")
     assert down.code == 1 and down.out == ""
     line = one_error_line(down.err)
-    assert f"cannot reach the API at {cli_stack.api_url}: connection refused" in line
+    assert f"cannot reach the API at {stack.api_url}: connection refused" in line
     assert "(api_unreachable)" in line
 
     nowhere = await lq("vm", "list", env={"LQ_URL": f"http://127.0.0.1:{free_port()}"})
@@ -221,9 +221,7 @@ async def test_errors_are_one_clear_line(lq: Lq, cli_stack: Stack, tmp_path: Pat
 
 async def test_token_is_read_from_the_local_data_dir(tmp_path: Path) -> None:
     """No --token, no LQ_API_TOKEN: the API's generated <data dir>/api-token is used."""
-    root = tmp_path / "stack"
-    (root / "logs").mkdir(parents=True)
-    async with Stack(root, api_token="", nodes=(), with_image_library=False) as stack:
+    async with Stack(tmp_path / "stack", api_token="", nodes=(), with_image_library=False) as stack:
         env = base_env(tmp_path)
         env.update(LQ_URL=stack.api_url, LQ_DATA_DIR=str(stack.token_file.parent))
         result = await Lq(env)("node", "list")

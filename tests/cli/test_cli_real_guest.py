@@ -70,7 +70,6 @@ async def test_lq_creates_a_real_guest_and_sshes_in_with_a_verified_host_key(
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     name = unique_name("guest")
-    (qemu_dir / "s" / "logs").mkdir(parents=True)
     async with Stack(qemu_dir / "s", libvirt_uri="qemu:///system", extra_env=ENV) as stack:
         env = base_env(tmp_path)
         env.update(LQ_URL=stack.api_url, LQ_API_TOKEN=stack.api_token)
