@@ -124,14 +124,17 @@ class ConsolePipe:
 
     async def connect(self, host: str, port: int, timeout_s: float) -> None:
         """Open the VNC connection (OSError/TimeoutError when it cannot be reached)."""
-        transport, _ = await asyncio.wait_for(
-            self._loop.create_connection(lambda: _VncProtocol(self), host, port), timeout_s
-        )
-        set_nodelay(transport)
-        transport.set_write_buffer_limits(high=HIGH_WATER)
         if self._client is not None:
             self._client.set_write_buffer_limits(high=HIGH_WATER)
             set_nodelay(self._client)
+        await asyncio.wait_for(
+            self._loop.create_connection(lambda: _VncProtocol(self), host, port), timeout_s
+        )
+
+    def vnc_connected(self, transport: asyncio.Transport) -> None:
+        """The VNC connection is up (QEMU greets at once: this precedes any data)."""
+        set_nodelay(transport)
+        transport.set_write_buffer_limits(high=HIGH_WATER)
         self._vnc = transport
 
     def end(self, code: int, reason: str) -> None:
@@ -281,6 +284,10 @@ class _VncProtocol(asyncio.Protocol):
 
     def __init__(self, pipe: ConsolePipe) -> None:
         self._pipe = pipe
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._pipe.vnc_connected(transport)
 
     def data_received(self, data: bytes) -> None:
         self._pipe.from_vnc(data)
