@@ -3,17 +3,20 @@ node agent on libvirt's test driver, API), with the API itself as the oracle."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
+import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from limiquantix.common.nats_server import free_port
 from limiquantix.local.stack import Stack
-from tests.cli.conftest import Lq, base_env, make_data_qcow2
+from tests.cli.conftest import LQ, Lq, base_env, make_data_qcow2
 from tests.flows import make_qcow2, unique_name
 
 
@@ -25,6 +28,19 @@ def api_get(stack: Stack, path: str) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
+
+
+async def wait_readyz(stack: Stack, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{stack.api_url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the API did not come back")
 
 
 def ssh_public_key(tmp_path: Path) -> Path:
@@ -228,3 +244,49 @@ async def test_token_is_read_from_the_local_data_dir(tmp_path: Path) -> None:
         assert result.code == 0, result.err
         assert result.out.split() == ["ID", "STATUS", "VIRT", "CPUS", "MEMORY", "DISK", "FREE",
                                       "VMS", "HEARTBEAT"]
+
+
+async def test_events_follow_resumes_across_an_api_restart(lq: Lq, stack: Stack,
+                                                           tmp_path: Path) -> None:
+    """``lq events`` keeps following while the API restarts: after reconnecting with
+    Last-Event-ID it shows what happened since, with no event lost or repeated."""
+    image = make_qcow2(tmp_path / "base.qcow2")
+    before, after = unique_name("before"), unique_name("after")
+    assert (await lq("vm", "create", before, "--image", str(image), "--memory", "128M",
+                     "--disk", "1G", "--wait", "running")).code == 0
+    follower = await asyncio.create_subprocess_exec(
+        LQ, "events", "--json", "--since", "1h", env=lq.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        await asyncio.sleep(1.5)  # caught up with the replay
+        api = stack.services["api"]
+        await api.stop()
+        await api.start()  # same port, same token
+        await wait_readyz(stack)
+        created = await lq("vm", "create", after, "--image", str(image), "--memory", "128M",
+                           "--disk", "1G", "--wait", "running", timeout_s=90)
+        assert created.code == 0, created.err
+        await asyncio.sleep(1.5)
+    finally:
+        follower.terminate()
+        out, err = await follower.communicate()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(set(ids)), "an event was repeated or out of order"
+    assert ids == list(range(ids[0], ids[0] + len(ids))), "an event was lost"
+    states = {(e.get("name"), e.get("state")) for e in events if e["type"] == "vm.state_changed"}
+    assert {(before, "running"), (after, "pending"), (after, "running")} <= states, err
+
+
+async def test_ctrl_c_while_waiting_exits_130_and_leaves_the_vm(lq: Lq, tmp_path: Path) -> None:
+    image = make_qcow2(tmp_path / "base.qcow2")
+    name = unique_name("int")
+    waiting = await asyncio.create_subprocess_exec(
+        LQ, "vm", "create", name, "--image", str(image), "--memory", "128M", "--disk", "1G",
+        "--wait", "ready", env=lq.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    await asyncio.sleep(2)
+    waiting.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(waiting.communicate(), 10)
+    assert waiting.returncode == 130
+    assert "interrupted" in err.decode()
+    assert (await lq("vm", "show", name)).code == 0
