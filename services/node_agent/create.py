@@ -35,7 +35,7 @@ PROGRESS_EVERY_S = 0.5
 
 async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     """Carry out (or finish) the creation of a VM."""
-    record = await ctx.store.find(command.vm_id)
+    record = await ctx.recorder.find(command.vm_id)
     if record is None:
         log.info("create of a VM that no longer exists: nothing to do", vm_id=command.vm_id)
         return

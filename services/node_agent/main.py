@@ -59,7 +59,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
         vms = await nats_client.bucket(js, subjects.VMS_BUCKET)
         store = VmStore(vms, await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
-        recorder = Recorder(js, store, node_id)
+        recorder = Recorder(js, store, node_id, vms)
         cache = load_image_cache(settings, nc, js)
         close_cache = getattr(cache, "close", None)
         if close_cache is not None:  # cancels downloads in flight when we stop

@@ -2,6 +2,11 @@
 
 Events go to JetStream (``events.event_subject``) and are awaited until the stream stored them,
 so a state the API reads in the record also exists as an event for subscribers.
+
+Every write is a compare-and-set on the revision, like ``VmStore.update``; the recorder also
+remembers the revision of its own last write of each VM, so a create's successive states cost one
+round trip each instead of a read and a write. A stale revision (someone else wrote since) fails
+the write, and the change is then applied to a fresh read: nothing is ever overwritten.
 """
 
 from __future__ import annotations
@@ -11,9 +16,13 @@ from collections.abc import Callable
 import msgspec
 import structlog
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
+from limiquantix.common.base import utcnow
+from limiquantix.common.errors import Conflict, NotFound
 from limiquantix.common.events import Event, VmStateChanged, event_encoder, event_subject
-from limiquantix.common.vm_store import VmStore
+from limiquantix.common.vm_store import CAS_ATTEMPTS, VmStore, decode_record, encode_record
 from limiquantix.common.vms import VmError, VmRecord, VmState
 
 log = structlog.get_logger()
@@ -25,10 +34,63 @@ Patch = Callable[[VmRecord], VmRecord | None]
 class Recorder:
     """The node's only way to change VM records and publish events."""
 
-    def __init__(self, js: JetStreamContext, store: VmStore, node_id: str) -> None:
+    def __init__(self, js: JetStreamContext, store: VmStore, node_id: str,
+                 records: KeyValue | None = None) -> None:
         self._js = js
         self.store = store
         self.node_id = node_id
+        self._records = records  # the vms bucket; without it every write goes via the store
+        self._known: dict[str, tuple[VmRecord, int]] = {}  # our last write: record, revision
+
+    def forget(self, vm_id: str) -> None:
+        """Drop what is remembered of a VM (it was deleted)."""
+        self._known.pop(vm_id, None)
+
+    async def _read(self, vm_id: str) -> tuple[VmRecord, int]:
+        assert self._records is not None
+        try:
+            entry = await self._records.get(vm_id)
+        except KeyNotFoundError:
+            entry = None
+        if entry is None or not entry.value:
+            self.forget(vm_id)
+            raise NotFound(f"VM {vm_id!r} does not exist", vm_id=vm_id)
+        return decode_record(entry.value), int(entry.revision or 0)
+
+    async def find(self, vm_id: str) -> VmRecord | None:
+        """The record (its revision remembered for the next write), or None."""
+        if self._records is None:
+            return await self.store.find(vm_id)
+        try:
+            record, revision = await self._read(vm_id)
+        except NotFound:
+            return None
+        self._known[vm_id] = (record, revision)
+        return record
+
+    async def _write(self, vm_id: str, change: Patch) -> VmRecord | None:
+        """Compare-and-set ``change``, first on the remembered revision, then on fresh reads."""
+        if self._records is None:
+            return await self.store.update(vm_id, change)
+        known = self._known.get(vm_id)
+        for attempt in range(CAS_ATTEMPTS + 1):
+            if attempt > 0 or known is None:
+                known = await self._read(vm_id)
+            record, revision = known
+            new = change(record)
+            if new is None:
+                if attempt == 0 and vm_id in self._known:
+                    known = None  # decided on remembered data: confirm on a fresh read
+                    continue
+                return None
+            new = msgspec.structs.replace(new, updated_at=utcnow())
+            try:
+                revision = await self._records.update(vm_id, encode_record(new), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            self._known[vm_id] = (new, int(revision))
+            return new
+        raise Conflict(f"VM {vm_id!r} is being changed by many writers; retry", vm_id=vm_id)
 
     async def publish(self, event: Event) -> None:
         """Publish ``event`` on its subject and wait for JetStream's acknowledgement."""
@@ -36,7 +98,7 @@ class Recorder:
 
     async def patch(self, vm_id: str, change: Patch) -> VmRecord | None:
         """Change fields of a record without a state change (no event)."""
-        return await self.store.update(vm_id, change)
+        return await self._write(vm_id, change)
 
     async def transition(
         self, vm_id: str, state: VmState, *, reason: str = "", error: VmError | None = None,
@@ -58,7 +120,7 @@ class Recorder:
                 return None
             return msgspec.structs.replace(new, state=state, error=error)
 
-        record = await self.store.update(vm_id, apply)
+        record = await self._write(vm_id, apply)
         if record is None:
             return None
         before = previous[0]

@@ -26,5 +26,6 @@ async def delete_vm(ctx: AgentContext, command: DeleteVm) -> None:
         log.info("delete of a VM already gone", vm_id=vm_id)
         return
     await ctx.store.delete(record)
+    ctx.recorder.forget(vm_id)
     await ctx.recorder.publish(VmDeleted(vm_id=vm_id, name=record.name, node=ctx.node_id))
     log.info("vm deleted", vm_id=vm_id, name=record.name)
