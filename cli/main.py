@@ -18,7 +18,7 @@ from limiquantix.cli import (
     completion,
 )
 from limiquantix.cli.context import Context
-from limiquantix.cli.errors import EXIT_ERROR, EXIT_USAGE, CliError
+from limiquantix.cli.errors import EXIT_OK, EXIT_USAGE, CliError
 
 Handler = Callable[[Context], int]
 
@@ -280,10 +280,10 @@ def run(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except KeyboardInterrupt:
         ctx.err.write("\ninterrupted (anything already requested goes on)\n")
         return 130
-    except BrokenPipeError:  # `lq events | head`: the reader left; say nothing more
+    except BrokenPipeError:  # `lq events | head`: the reader chose to stop; not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_ERROR
+        return EXIT_OK
 
 
 def main() -> None:
