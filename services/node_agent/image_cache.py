@@ -6,6 +6,12 @@ sha256 (ten VMs asking at once cause one download), hashed while streaming, veri
 the catalog's sha256, made 0644 and renamed into place atomically. Over
 ``LQ_IMAGE_CACHE_MAX_GIB`` the least recently used images that no VM overlay is backed by are
 evicted (backing files are read from the overlays' qcow2 headers under ``<data_dir>/images/``).
+
+Durability without an fsync on the critical path: a fetched file is not fsynced (that would
+make every VM create wait for the disk to flush gigabytes); its sidecar records the kernel's
+boot id instead. Pages not yet written back are lost only with the machine, i.e. across a
+boot, so the first use of an image after a different boot re-hashes it once (a damaged file
+is discarded and fetched again). A crash of the agent alone loses nothing.
 """
 
 from __future__ import annotations
@@ -14,19 +20,19 @@ import asyncio
 import contextlib
 import os
 import struct
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import msgspec
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from limiquantix.common.errors import LimiquantixError, Unavailable
+from limiquantix.common.errors import Unavailable
 from limiquantix.common.events import ImageProgress, event_encoder, event_subject
-from limiquantix.common.hashing_file import HashingFile
+from limiquantix.common.hashing_file import sha256_of
 from limiquantix.common.images import ImageRecord, ImageState
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
@@ -35,17 +41,15 @@ from limiquantix.node_agent.image_cache_errors import (
     ImageDownloadFailed,
     ImageNotReady,
 )
+from limiquantix.node_agent.image_fetch import FetchError, FetchProgress, fetch
 from limiquantix.node_agent.local_image import ImageFormat, LocalImage
 
 log = structlog.get_logger()
 
 Progress = Callable[[int, int | None], Awaitable[None]]
 
-CHUNK = 4 << 20
-READ_BUFFER = 8 << 20
 PROGRESS_INTERVAL_S = 0.5
-CONNECT_TIMEOUT_S = 30.0
-READ_TIMEOUT_S = 120.0
+READ_TIMEOUT_S = 120.0  # no byte for this long: the image library is gone
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 QCOW2_MAGIC = b"QFI\xfb"
@@ -59,9 +63,21 @@ class CachedImage(msgspec.Struct, frozen=True, kw_only=True):
     virtual_size: int
     image_id: str
     name: str = ""
+    boot_id: str = ""  # the boot during which the file was last known complete and correct
 
 
 _sidecar_decoder = msgspec.json.Decoder(CachedImage)
+
+
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+
+
+def current_boot_id() -> str:
+    """This boot's id ('' when the kernel does not say: then every use re-verifies)."""
+    try:
+        return BOOT_ID_FILE.read_text().strip()
+    except OSError:
+        return ""
 
 
 def qcow2_backing_file(path: Path) -> Path | None:
@@ -97,6 +113,7 @@ class ImageCache:
         self._vm_images = settings.data_path / "images"
         self._node = settings.effective_node_id
         self._max_bytes = int(settings.image_cache_max_gib * (1 << 30))
+        self._boot_id = current_boot_id()
         self._flights: dict[str, asyncio.Task[LocalImage]] = {}
         self._listeners: dict[str, list[Progress]] = {}
 
@@ -105,10 +122,18 @@ class ImageCache:
         """The image as a local file, fetched (once per node) when it is not here yet."""
         record = await self._resolve(image_id)
         if isinstance(record, CachedImage):
-            return await self._touch(record)
+            reused = await self._reuse(record)
+            if reused is None:
+                raise ImageDownloadFailed(
+                    f"the cached copy of {image_id!r} is damaged and the image library is "
+                    "unreachable", image_id=image_id,
+                )
+            return reused
         cached = self._lookup(record.sha256)
         if cached is not None:
-            return await self._touch(cached)
+            reused = await self._reuse(cached)
+            if reused is not None:
+                return reused
         flight = self._flights.get(record.sha256)
         if flight is None:
             flight = asyncio.create_task(self._fetch(record), name=f"fetch-{record.sha256[:12]}")
@@ -174,6 +199,24 @@ class ImageCache:
             return None
         return entry if self._file(entry).exists() else None
 
+    async def _reuse(self, entry: CachedImage) -> LocalImage | None:
+        """A cached image, re-verified once if it was written during another boot."""
+        if entry.boot_id != self._boot_id or not self._boot_id:
+            sha256 = await sha256_of(self._file(entry))
+            if sha256 != entry.sha256:
+                log.warning("cached image damaged since the last boot; fetching it again",
+                            image_id=entry.image_id, sha256=entry.sha256, actual=sha256)
+                await asyncio.to_thread(self._remove, entry)
+                return None
+            entry = msgspec.structs.replace(entry, boot_id=self._boot_id)
+            await asyncio.to_thread(self._write_sidecar, entry)
+        return await self._touch(entry)
+
+    def _remove(self, entry: CachedImage) -> None:
+        for path in (self.root / f"{entry.sha256}.json", self._file(entry)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
     async def _touch(self, entry: CachedImage) -> LocalImage:
         """Mark as recently used (the LRU order is the files' mtime) and return it."""
         path = self._file(entry)
@@ -206,6 +249,7 @@ class ImageCache:
             entry = CachedImage(
                 sha256=sha256, format=record.format,  # type: ignore[arg-type]
                 virtual_size=record.virtual_size or 0, image_id=record.id, name=record.name,
+                boot_id=self._boot_id,
             )
             await asyncio.to_thread(self._install, part, entry)
         finally:
@@ -219,66 +263,52 @@ class ImageCache:
         return await self._touch(entry)
 
     def _install(self, part: Path, entry: CachedImage) -> None:
-        """Rename into place (atomic), then the sidecar (written under a temporary name)."""
+        """Rename into place (atomic), then the sidecar."""
         os.chmod(part, FILE_MODE)
         os.replace(part, self._file(entry))
-        sidecar = self.root / f"{entry.sha256}.json"
+        self._write_sidecar(entry)
+
+    def _write_sidecar(self, entry: CachedImage) -> None:
+        """The sidecar, written under a temporary name and renamed."""
         tmp = self._partial / f"{entry.sha256}.json.tmp"
         tmp.write_bytes(msgspec.json.encode(entry))
         os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, sidecar)
+        os.replace(tmp, self.root / f"{entry.sha256}.json")
 
     async def _download(self, record: ImageRecord, part: Path) -> str:
+        """Fetch the file in worker threads (image_fetch) while reporting progress here."""
         url = f"{self._settings.effective_image_library_url}/images/{record.id}/file"
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S,
-        )
+        progress = FetchProgress()
+        cancel = threading.Event()
+        fetching = asyncio.ensure_future(asyncio.to_thread(
+            fetch, url, part, progress=progress, cancel=cancel, timeout_s=READ_TIMEOUT_S,
+        ))
         try:
-            async with aiohttp.ClientSession(
-                timeout=timeout, auto_decompress=False, read_bufsize=READ_BUFFER,
-            ) as http, http.get(url, headers={"Accept-Encoding": "identity"}) as response:
-                if response.status != 200:
-                    raise ImageDownloadFailed(
-                        f"image library answered HTTP {response.status} for {record.id!r}",
-                        image_id=record.id, status=response.status,
-                    )
-                announced = response.headers.get("X-Checksum-Sha256", "")
-                if announced and announced != record.sha256:
-                    raise ImageChecksumMismatch(
-                        f"image library serves sha256 {announced} for {record.id!r}, "
-                        f"the catalog says {record.sha256}", image_id=record.id,
-                    )
-                return await self._receive(record, response, part)
-        except LimiquantixError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            while not fetching.done():
+                await asyncio.wait({fetching}, timeout=PROGRESS_INTERVAL_S)
+                self._check_announced(record, progress)
+                await self._progress(record, progress.done, progress.total)
+            fetched = fetching.result()
+        except FetchError as exc:
             raise ImageDownloadFailed(
-                f"fetching image {record.id!r} failed: {type(exc).__name__}: {exc}",
-                image_id=record.id,
+                f"fetching image {record.id!r} from the image library failed: {exc}",
+                image_id=record.id, status=exc.status,
             ) from None
-
-    async def _receive(
-        self, record: ImageRecord, response: aiohttp.ClientResponse, part: Path,
-    ) -> str:
-        total = response.content_length
-        out = await HashingFile.create(part)
-        last = 0.0
-        try:
-            async for chunk in response.content.iter_chunked(CHUNK):
-                await out.write(chunk)
-                now = time.monotonic()
-                if now - last >= PROGRESS_INTERVAL_S:
-                    last = now
-                    await self._progress(record, out.size, total)
         finally:
-            await out.close()
-        if total is not None and out.size != total:
-            raise ImageDownloadFailed(
-                f"image {record.id!r}: transfer ended after {out.size} of {total} bytes",
-                image_id=record.id,
+            if not fetching.done():  # cancelled, or the announced checksum is wrong
+                cancel.set()  # the threads stop at their next buffer
+                await asyncio.wait({fetching})
+                fetching.exception()  # FetchCancelled: expected, and retrieved here
+        return fetched.sha256
+
+    @staticmethod
+    def _check_announced(record: ImageRecord, progress: FetchProgress) -> None:
+        announced = progress.announced_sha256
+        if announced and announced != record.sha256:
+            raise ImageChecksumMismatch(
+                f"image library serves sha256 {announced} for {record.id!r}, "
+                f"the catalog says {record.sha256}", image_id=record.id,
             )
-        await self._progress(record, out.size, total)
-        return out.hexdigest()
 
     async def _progress(self, record: ImageRecord, done: int, total: int | None) -> None:
         """Tell every waiting caller and publish an ``image.progress`` event (best effort)."""
@@ -322,9 +352,7 @@ class ImageCache:
             path = self._file(entry)
             if entry.sha256 in keep or path.resolve() in in_use:
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                (self.root / f"{entry.sha256}.json").unlink()
-                path.unlink()
+            self._remove(entry)
             total -= size
             log.info("image evicted from the cache", image_id=entry.image_id,
                      sha256=entry.sha256, bytes=size)

@@ -26,10 +26,10 @@ from tests.image_library.origin import Origin
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Stack, aiohttp.ClientSession]]:
     (tmp_path / "stack" / "logs").mkdir(parents=True)  # Stack opens nats.log before making it
-    async with Stack(tmp_path / "stack", nodes=(), extra_env={"LQ_LOG_LEVEL": "debug"}) as stack:
-        async with aiohttp.ClientSession(base_url=stack.api_url,
-                                         headers=stack.headers()) as api:
-            yield stack, api
+    stack = Stack(tmp_path / "stack", nodes=(), extra_env={"LQ_LOG_LEVEL": "debug"})
+    async with stack, aiohttp.ClientSession(base_url=stack.api_url,
+                                            headers=stack.headers()) as api:
+        yield stack, api
 
 
 async def _wait(api: aiohttp.ClientSession, image_id: str, *states: str) -> dict[str, Any]:
@@ -48,7 +48,7 @@ async def _wait(api: aiohttp.ClientSession, image_id: str, *states: str) -> dict
 async def test_import_list_download_and_delete_through_the_gateway(
     gateway: tuple[Stack, aiohttp.ClientSession], origin: Origin, disk: Path,
 ) -> None:
-    stack, api = gateway
+    _, api = gateway
     async with api.post("/v1/images", json={
         "source_url": origin.file_url("disk.qcow2"), "name": "gw-disk", "os": "debian",
         "sha256": sha256_file(disk),

@@ -154,3 +154,24 @@ async def test_over_the_limit_the_least_recently_used_unused_image_is_evicted(
     assert first.path.exists() and third.path.exists()
     assert not second.path.exists()
     assert {c.image_id for c in cache.cached()} == {ids[0], ids[2]}
+
+
+async def test_after_a_reboot_a_cached_image_is_reverified_once_and_a_damaged_one_refetched(
+    tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, proxy: CountingProxy,
+) -> None:
+    """Files are not fsynced; the sidecar's boot id says when a re-check is due."""
+    image_id = await imported(client, origin, "boot.qcow2")
+    cache = make_cache(tmp_path, nc, proxy)
+    local = await cache.ensure(image_id)
+    sidecar = local.path.with_suffix(".json")
+    sidecar.write_text(sidecar.read_text().replace(cache._boot_id, "an-earlier-boot"))
+    assert await make_cache(tmp_path, nc, proxy).ensure(image_id) == local  # intact: kept
+    assert cache._boot_id in sidecar.read_text()
+    assert proxy.hits[f"/images/{image_id}/file"] == 1
+    sidecar.write_text(sidecar.read_text().replace(cache._boot_id, "an-earlier-boot"))
+    with open(local.path, "r+b") as f:  # pages lost in a power cut: zeroes
+        f.seek(-4096, 2)
+        f.write(b"\0" * 4096)
+    again = await make_cache(tmp_path, nc, proxy).ensure(image_id)
+    assert proxy.hits[f"/images/{image_id}/file"] == 2
+    assert sha256_file(again.path) == again.sha256 == local.sha256
