@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
 from nats.aio.client import Client
 
 from limiquantix.common import settings as settings_mod
@@ -19,46 +16,14 @@ from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.image_cache import ImageCache, qcow2_backing_file
 from limiquantix.node_agent.image_cache_errors import ImageChecksumMismatch, ImageNotReady
 from tests.image_library.conftest import Library, make_qcow2_with_data, sha256_file, wait_image
+from tests.image_library.counting_proxy import CountingProxy, start_proxy
 from tests.image_library.origin import Origin
-
-
-class CountingProxy:
-    """Forwards to the image library and counts the file requests it sees."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.hits: collections.Counter[str] = collections.Counter()
-        self.url = ""
-
-    async def forward(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
-        async with aiohttp.ClientSession() as http, http.get(
-            self.upstream + request.path_qs, headers={"Range": request.headers.get("Range", "")}
-            if "Range" in request.headers else None,
-        ) as upstream:
-            response = web.StreamResponse(status=upstream.status)
-            for name in ("Content-Length", "X-Checksum-Sha256", "ETag", "Content-Type"):
-                if name in upstream.headers:
-                    response.headers[name] = upstream.headers[name]
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(1 << 20):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
 
 
 @pytest.fixture
 async def proxy(library: Library) -> AsyncIterator[CountingProxy]:
-    counting = CountingProxy(library.url)
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", counting.forward)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    counting.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    yield counting
-    await runner.cleanup()
+    async for counting in start_proxy(library.url):
+        yield counting
 
 
 def make_cache(tmp_path: Path, nc: Client, proxy: CountingProxy, max_gib: float = 50.0
