@@ -1,0 +1,92 @@
+"""SIGKILL of the image library process mid-import: the restarted service finishes it exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from nats.aio.client import Client
+
+from limiquantix.common.images import CreateImageRequest
+from limiquantix.common.nats_server import NatsServer, free_port
+from limiquantix.image_library.client import ImageLibraryClient
+from tests.image_library.conftest import sha256_file, wait_image
+from tests.image_library.origin import Origin
+
+
+class LibraryProcess:
+    """lq-image-library as a subprocess (the console script users run)."""
+
+    def __init__(self, data_dir: Path, nats_url: str) -> None:
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
+        self.env.update(LQ_NATS_URL=nats_url, LQ_DATA_DIR=str(data_dir),
+                        LQ_IMAGE_LIBRARY_PORT=str(self.port), LQ_LOG_FORMAT="json")
+        self.log = data_dir / "library.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "lq-image-library"), env=self.env,
+                stdout=out, stderr=out,
+            )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(400):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as response:
+                        if response.status == 200:
+                            return
+                assert self.process.returncode is None, self.log.read_text()
+                await asyncio.sleep(0.05)
+        raise TimeoutError(self.log.read_text())
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> int | None:
+        if self.process is None or self.process.returncode is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.terminate()
+        return await asyncio.wait_for(self.process.wait(), 20)
+
+
+@pytest.fixture
+async def library_process(tmp_path: Path, nats_server: NatsServer
+                          ) -> AsyncIterator[LibraryProcess]:
+    running = LibraryProcess(tmp_path / "library", nats_server.url)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+async def test_sigkill_mid_import_resumes_after_restart_with_no_corrupt_image(
+    library_process: LibraryProcess, nc: Client, origin: Origin, disk: Path,
+) -> None:
+    client = ImageLibraryClient(nc, timeout_s=10)
+    size = disk.stat().st_size
+    record = await client.import_image(CreateImageRequest(
+        source_url=origin.file_url("disk.qcow2", rate=1 << 20), sha256=sha256_file(disk),
+    ))
+    store = library_process.log.parent / "image-library"
+    partial = store / "partial" / f"{record.id}.part"
+    while not partial.exists() or partial.stat().st_size < size // 3:
+        await asyncio.sleep(0.05)
+    await library_process.kill()
+    assert not (store / "files" / record.id).exists()  # never a half file in the catalog
+    await library_process.start()
+    active = await wait_image(client, record.id, "active", "error", timeout_s=60)
+    assert active.state == "active", active.error
+    assert sha256_file(store / "files" / record.id) == sha256_file(disk)
+    assert any(r.startswith("bytes=") and r != "bytes=0-" for r in origin.ranges)
+    assert await library_process.stop() == 0  # SIGTERM: drained, exit 0
