@@ -59,6 +59,8 @@ async def _follow_domain(ctx: AgentContext, record: VmRecord, info: DomainInfo) 
     state = observed_state(info, record)
     if state is None or state == record.state:
         return
+    if record.state == VmState.ERROR and state == VmState.STOPPED:
+        return  # keep the error visible; a start (legal from error) clears it
     error: VmError | None = None
     if state == VmState.ERROR and crashed(info):
         exc = DomainCrashed(f"VM {record.name} crashed")
@@ -94,16 +96,30 @@ async def reconcile_once(ctx: AgentContext, records: NodeRecords) -> None:
     domains = {d.uuid: d for d in await ctx.host.list_domains()}
     known: set[str] = set()
     for record in records.all():
-        known.add(ctx.domain_uuid(record.id))
+        dom_uuid = ctx.domain_uuid(record.id)
+        known.add(dom_uuid)
+        info = domains.get(dom_uuid)
+        if _looks_consistent(record, info):  # judged on the view: no I/O for the usual case
+            _resume_watch(ctx, record, info)
+            continue
         try:
             await sync_vm(ctx, record.id, from_event=False)
         except LimiquantixError as exc:
             log.warning("reconcile failed", vm_id=record.id, code=exc.code, error=exc.message)
-        _resume_watch(ctx, record, domains.get(ctx.domain_uuid(record.id)))
     for dom_uuid, domain in domains.items():
         if domain.name.startswith("lq-") and dom_uuid not in known:
             log.warning("domain without a VM record left alone", domain=domain.name,
                         uuid=dom_uuid)
+
+
+def _looks_consistent(record: VmRecord, info: DomainInfo | None) -> bool:
+    if record.state in COMMAND_OWNED:
+        return True
+    if info is None:
+        return False
+    state = observed_state(info, record)
+    return state is None or state == record.state or (
+        record.state == VmState.ERROR and state == VmState.STOPPED)
 
 
 def _resume_watch(ctx: AgentContext, record: VmRecord, info: DomainInfo | None) -> None:

@@ -298,3 +298,40 @@ async def test_many_vms_are_created_in_parallel(harness: AgentHarness, tmp_path:
     elapsed = asyncio.get_running_loop().time() - started
     print(f"20 creates (overlay + seed + define + start) in {elapsed:.2f} s")
     assert len({find_domain(vm.id).UUIDString() for vm in vms}) == 20  # type: ignore[union-attr]
+
+
+async def test_periodic_reconcile_corrects_a_record_that_missed_an_event(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    """Record says running, the domain is off and no event says so: the next pass fixes it."""
+    vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(vm.id, VmState.RUNNING)
+    await harness.send(StopVm(command_id=cid(), vm_id=vm.id, force=True))
+    await harness.wait_state(vm.id, VmState.STOPPED)
+    await asyncio.sleep(0.3)  # late libvirt events of the stop are handled by now
+    await harness.store.update(vm.id, lambda r: msgspec.structs.replace(r, state=VmState.RUNNING))
+    # Not at once (a fresh record may be a transitional state the API just wrote)...
+    await asyncio.sleep(0.5)
+    record = await harness.store.find(vm.id)
+    assert record is not None and record.state == VmState.RUNNING
+    # ...but after the ack wait (2 s here) and a reconcile interval (1 s).
+    await harness.wait_state(vm.id, VmState.STOPPED, timeout_s=10)
+
+
+async def test_a_failed_start_keeps_its_error_visible(harness: AgentHarness,
+                                                      tmp_path: Path) -> None:
+    vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(vm.id, VmState.RUNNING)
+    await harness.send(StopVm(command_id=cid(), vm_id=vm.id, force=True))
+    await harness.wait_state(vm.id, VmState.STOPPED)
+    # Lose the VM's files: a start must fail, say why, and reconcile must not hide it.
+    (harness.vm_dir(vm.id) / "domain.xml").unlink()
+    (harness.vm_dir(vm.id) / "disk.qcow2").unlink()
+    find_domain(vm.id).undefine()  # type: ignore[union-attr]
+    await harness.send(StartVm(command_id=cid(), vm_id=vm.id))
+    record = await harness.wait_record(vm.id, lambda r: r is not None and r.error is not None)
+    assert record is not None and record.error is not None
+    assert record.error.code == "vm_files_missing" and record.state == VmState.ERROR
+    await asyncio.sleep(3.5)  # several reconcile passes
+    record = await harness.store.find(vm.id)
+    assert record is not None and record.state == VmState.ERROR
+    assert record.error is not None and record.error.code == "vm_files_missing"
