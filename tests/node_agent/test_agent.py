@@ -335,3 +335,25 @@ async def test_a_failed_start_keeps_its_error_visible(harness: AgentHarness,
     record = await harness.store.find(vm.id)
     assert record is not None and record.state == VmState.ERROR
     assert record.error is not None and record.error.code == "vm_files_missing"
+
+
+async def test_iso_image_boots_the_iso_before_a_blank_disk(harness: AgentHarness,
+                                                           tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from limiquantix.node_agent.seed_iso import build_seed_iso
+    iso = tmp_path / "installer.iso"
+    iso.write_bytes(build_seed_iso({"README": b"an installer"}))
+    vm = await harness.new_vm(iso, disk_gib=3)
+    await harness.wait_state(vm.id, VmState.RUNNING)
+    disk = harness.vm_dir(vm.id) / "disk.qcow2"
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)],
+                                     check=True, capture_output=True, text=True).stdout)
+    assert info["virtual-size"] == 3 << 30 and "backing-filename" not in info
+    dom = find_domain(vm.id)
+    assert dom is not None
+    boot = {d.find("source").get("file"): d.find("boot").get("order")  # type: ignore[union-attr]
+            for d in ET.fromstring(dom.XMLDesc(0)).iter("disk") if d.find("boot") is not None}
+    assert boot == {str(iso): "1", str(disk): "2"}
