@@ -118,6 +118,7 @@ class CommandConsumer:
     def _accept(self, msg: Msg, group: asyncio.TaskGroup) -> None:
         seq = msg.metadata.sequence.stream
         if seq in self._held:  # redelivered while we still work on it: ack the newest copy
+            log.warning("held command redelivered (in-progress acks too late?)", seq=seq)
             self._held[seq] = msg
             return
         try:

@@ -357,3 +357,25 @@ async def test_iso_image_boots_the_iso_before_a_blank_disk(harness: AgentHarness
     boot = {d.find("source").get("file"): d.find("boot").get("order")  # type: ignore[union-attr]
             for d in ET.fromstring(dom.XMLDesc(0)).iter("disk") if d.find("boot") is not None}
     assert boot == {str(iso): "1", str(disk): "2"}
+
+
+async def test_long_work_is_kept_alive_and_never_redelivered(harness: AgentHarness,
+                                                             tmp_path: Path) -> None:
+    """Work longer than the ack wait (2 s) sends in-progress acks: JetStream waits for it."""
+    from structlog.testing import capture_logs
+
+    from limiquantix.common import subjects
+    await harness.shutdown()
+    with capture_logs() as logs:
+        await harness.start(failpoints="before_ack=sleep:5")
+        vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+        # A second command for the same VM waits behind the first (order per VM) all along.
+        await harness.send(PauseVm(command_id=cid(), vm_id=vm.id))
+        await harness.wait_state(vm.id, VmState.PAUSED, timeout_s=20)
+        async with asyncio.timeout(15):
+            while await harness.pending_commands():
+                await asyncio.sleep(0.1)
+    info = await harness.js.consumer_info(subjects.COMMANDS_STREAM,
+                                          subjects.node_consumer(harness.node_id))
+    assert info.config.ack_wait == 2.0
+    assert not [e for e in logs if "redelivered" in e["event"]]
