@@ -105,18 +105,26 @@ async def run(args: Sequence[str], *, timeout_s: float = 60,
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-async def scan_host_keys(port: int, *, timeout_s: float = 120) -> tuple[str, list[str]]:
-    """(known_hosts lines, fingerprints as ``BITS SHA256:... (TYPE)``) of 127.0.0.1:port."""
+async def scan_host_keys(port: int, *, types: Sequence[str] = ("ed25519", "ecdsa", "rsa"),
+                         timeout_s: float = 180) -> tuple[str, list[str]]:
+    """(known_hosts lines, fingerprints as ``BITS SHA256:... (TYPE)``) of 127.0.0.1:port.
+
+    One key type per ssh-keyscan call, retried: under load a scan of all types at once can
+    time out on one of them and still exit 0 with the others.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while True:
-        code, known, _ = await run(["ssh-keyscan", "-T", "5", "-p", str(port), "127.0.0.1"],
-                                   timeout_s=30)
-        if code == 0 and known.strip():
-            break
-        if loop.time() > deadline:
-            raise TimeoutError(f"no SSH server on 127.0.0.1:{port}")
-        await asyncio.sleep(2)
+    known = ""
+    for key_type in types:
+        while True:
+            code, found, _ = await run(["ssh-keyscan", "-T", "15", "-t", key_type, "-p",
+                                        str(port), "127.0.0.1"], timeout_s=60)
+            if code == 0 and found.strip():
+                known += found
+                break
+            if loop.time() > deadline:
+                raise TimeoutError(f"no {key_type} host key from 127.0.0.1:{port}")
+            await asyncio.sleep(2)
     _, listing, _ = await run(["ssh-keygen", "-l", "-f", "-"], input_bytes=known.encode())
     prints = []
     for line in listing.splitlines():

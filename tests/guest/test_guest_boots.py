@@ -104,6 +104,18 @@ async def test_guest_is_configured_by_cloud_init_and_reachable_over_ssh(
         assert code == 0, err
         assert out.split()[0:1] == ["ran"] and out.count("ran") == 1  # runcmd ran once only
         assert "status: done" in out
+
+        # A reboot inside the same QEMU: the log still ends with this boot's "finished" and no
+        # power-down; readiness, told only the time (as the node agent does), must wait for
+        # the next one.
+        finished_before = vm.serial_log.read_bytes().count(b"finished at")
+        await asyncio.to_thread(vm.dom.reboot, 0)
+        started = datetime.now(UTC)
+        rebooted = await wait_for_guest_ready(vm.serial_log, started_at=started,
+                                              timeout_s=READY_TIMEOUT_S)
+        assert vm.serial_log.read_bytes().count(b"finished at") == finished_before + 1
+        assert rebooted.boot_seconds is not None and rebooted.boot_seconds > 5
+        assert rebooted.ssh_host_keys == guest.ssh_host_keys
     finally:
         await asyncio.to_thread(vm.destroy)
     assert not workdir.exists()
