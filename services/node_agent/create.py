@@ -62,10 +62,13 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     if await ctx.host.info(ctx.domain_uuid(record.id)) is None:
         await ctx.failpoints.hit("before_define")
         await ctx.host.define(xml)
-    await ctx.recorder.transition(
+    defined = await ctx.recorder.transition(
         record.id, VmState.STARTING, reason="defined", only_from=CREATE_STATES,
         change=lambda r: msgspec.structs.replace(r, image_progress=None,
                                                  serial_log=str(files.serial_log)))
+    if defined is None:  # a delete (queued behind us) was asked meanwhile: do not start
+        log.info("create overtaken by another request; not starting", vm_id=record.id)
+        return
     await ctx.failpoints.hit("before_start")
     await boot(ctx, record.id, reason="created", only_from=CREATE_STATES)
 

@@ -379,3 +379,19 @@ async def test_long_work_is_kept_alive_and_never_redelivered(harness: AgentHarne
                                           subjects.node_consumer(harness.node_id))
     assert info.config.ack_wait == 2.0
     assert not [e for e in logs if "redelivered" in e["event"]]
+
+
+async def test_delete_asked_during_a_create_leaves_nothing_behind(harness: AgentHarness,
+                                                                  tmp_path: Path) -> None:
+    await harness.shutdown()
+    await harness.start(failpoints="after_overlay=sleep:1")
+    vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(vm.id, VmState.CREATING)
+    # What the API does on DELETE: record the transitional state, then queue the command.
+    await harness.store.update(vm.id, lambda r: msgspec.structs.replace(r, state=VmState.DELETING))
+    await harness.send(DeleteVm(command_id=cid(), vm_id=vm.id))
+    await harness.wait_event(lambda e: isinstance(e, VmDeleted) and e.vm_id == vm.id)
+    assert not harness.vm_dir(vm.id).exists()
+    assert find_domain(vm.id) is None
+    states = [e.state for e in harness.events_of(vm.id, VmStateChanged)]  # type: ignore[attr-defined]
+    assert VmState.RUNNING not in states
