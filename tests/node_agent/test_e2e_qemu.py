@@ -135,10 +135,11 @@ async def test_real_domain_with_overlay_seed_vnc_and_loopback_forward(
 
 def _open_seed_files(vm_id: str) -> list[str]:
     """What the domain's QEMU process has open of seed.iso ("(deleted)": a replaced file)."""
-    pid = subprocess.run(["pgrep", "-f", f"uuid {domain_uuid(vm_id)}"], capture_output=True,
-                         text=True).stdout.split()
-    assert len(pid) == 1, pid
-    fd_dir = Path("/proc") / pid[0] / "fd"
+    xml = domain_xml(vm_id)
+    assert xml is not None
+    name = xml.findtext("name")
+    pid = Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip()  # written by libvirtd
+    fd_dir = Path("/proc") / pid / "fd"
     targets = []
     for fd in fd_dir.iterdir():
         with contextlib.suppress(OSError):
