@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/provision.py [--vms 200] [--clients 10]
 
-Starts the whole system (like ``lq-local``, test driver, one node), then N creates with C
-concurrent HTTP clients. Prints creates/s and p50/p99 of POST → ``running`` event (seen on the SSE
+Starts the whole system (like ``lq-local``, test driver, one node), then N creates by C
+concurrent HTTP clients, each waiting for its VM to run before creating the next.
+Prints creates/s and p50/p99 of POST → ``running`` event (seen on the SSE
 stream), next to a bare NATS request/reply on the same server measured in the same run (the
 baseline). Then deletes everything. Targets (issue 2): ≥ 100 creates/s with 10 clients; p50
 overhead (POST → running minus one bare request/reply) ≤ 50 ms. All traffic is on 127.0.0.1.
@@ -55,13 +56,15 @@ async def bare_request_reply(nats_url: str, count: int, clients: int) -> list[fl
 
 async def provision(stack: Stack, image: Path, count: int, clients: int
                     ) -> tuple[float, list[float], list[str]]:
-    posted: dict[str, float] = {}
-    running: dict[str, float] = {}
-    all_running = asyncio.Event()
-    headers = stack.headers()
+    """Each client creates a VM and waits for its ``running`` event before the next one
+    (what ``lq vm create --wait running`` does), so latency is the pipeline's, not a backlog's."""
+    waiting: dict[str, asyncio.Future[float]] = {}
+    early: dict[str, float] = {}  # running seen before the POST's answer was read
+    latencies: list[float] = []
+    ids: list[str] = []
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
 
-    async with aiohttp.ClientSession(base_url=stack.api_url, headers=headers) as http:
+    async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as http:
         async def watch() -> None:
             async with http.get("/v1/events", timeout=timeout) as response:
                 data = ""
@@ -70,38 +73,42 @@ async def provision(stack: Stack, image: Path, count: int, clients: int
                     if line.startswith("data:"):
                         data += line[5:].strip()
                     elif not line and data:
-                        event = json.loads(data)
-                        data = ""
-                        if event.get("state") == "running" and event["vm_id"] not in running:
-                            running[event["vm_id"]] = time.perf_counter()
-                            if len(running) >= count:
-                                all_running.set()
-                                return
+                        event, data = json.loads(data), ""
+                        if event.get("state") != "running":
+                            continue
+                        future = waiting.get(event["vm_id"])
+                        if future is None:
+                            early[event["vm_id"]] = time.perf_counter()
+                        elif not future.done():
+                            future.set_result(time.perf_counter())
 
         watcher = asyncio.create_task(watch())
         await asyncio.sleep(0.3)  # the SSE consumer is in place before the first create
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(count):
-            queue.put_nowait(i)
+        remaining = [count]
 
         async def client() -> None:
-            while not queue.empty():
-                queue.get_nowait()
+            while remaining[0] > 0:
+                remaining[0] -= 1
                 body = {"name": f"b-{uuid.uuid4().hex[:12]}", "image": str(image),
                         "memory_mib": 64, "vcpus": 1, "disk_gib": 1}
                 start = time.perf_counter()
                 async with http.post("/v1/vms", json=body) as response:
                     record = await response.json()
                     assert response.status == 202, record
-                posted[record["id"]] = start
+                vm_id = record["id"]
+                ids.append(vm_id)
+                if vm_id in early:
+                    done = early.pop(vm_id)
+                else:
+                    waiting[vm_id] = asyncio.get_running_loop().create_future()
+                    done = await asyncio.wait_for(waiting[vm_id], 60)
+                latencies.append(done - start)
 
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
-        await asyncio.wait_for(all_running.wait(), 120)
         elapsed = time.perf_counter() - began
         watcher.cancel()
-        latencies = [running[vm] - posted[vm] for vm in posted]
-        return elapsed, latencies, list(posted)
+        return elapsed, latencies, ids
 
 
 async def delete_all(stack: Stack, ids: list[str], clients: int) -> float:
