@@ -6,6 +6,8 @@ new ISO re-inserted, so even a reboot from inside the guest sees it.
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import structlog
 
@@ -30,7 +32,7 @@ async def update_cloud_init(ctx: AgentContext, command: UpdateCloudInit) -> None
     if record is None:
         return
     files = ctx.files(record.id)
-    await write_seed_iso(cloud_config.seed_files(record), files.seed)
+    await write_seed_iso(await asyncio.to_thread(cloud_config.seed_files, record), files.seed)
     if ctx.host.is_test_driver:  # the test driver cannot change media
         return
     try:
