@@ -77,8 +77,20 @@ async def post_to_ready(api: aiohttp.ClientSession, image_id: str, public_key: s
             await asyncio.sleep(0.02 if running is None else 0.25)
         raise TimeoutError(f"not ready after {READY_TIMEOUT_S} s: {record}")
     finally:
-        await api.post(f"/v1/vms/{vm['id']}/force-stop")
-        await api.delete(f"/v1/vms/{vm['id']}")
+        await remove(api, vm["id"])
+
+
+async def remove(api: aiohttp.ClientSession, vm_id: str, timeout_s: float = 120) -> None:
+    """Delete the VM and wait until the node has removed its domain and files."""
+    async with api.delete(f"/v1/vms/{vm_id}") as response:
+        assert response.status in (202, 404), await response.text()
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        async with api.get(f"/v1/vms/{vm_id}") as response:
+            if response.status == 404:
+                return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"VM {vm_id} still exists {timeout_s} s after its delete")
 
 
 def _record(public_key: str) -> VmRecord:
