@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from limiquantix.api.http_json import encode
-from limiquantix.api.placement import IN_FLIGHT
+from limiquantix.api.placement import Allocation
 from limiquantix.common.nodes import NodeStatus
 from limiquantix.common.vms import VmRecord, public_view
 
@@ -124,8 +124,8 @@ class VmView(KvView[VmRecord]):
         self._names: dict[str, str] = {}
         # VM id -> (record, its public JSON): records are frozen, so identity means unchanged.
         self._json: dict[str, tuple[VmRecord, bytes]] = {}
-        # VMs a node may not have reported yet: placement needs only these, not every VM.
-        self._in_flight: dict[str, VmRecord] = {}
+        # Node id -> (vCPUs, MiB) of its VMs, kept up to date so placement reads, never sums.
+        self._allocated: dict[str, Allocation] = {}
 
     def _on_change(self, key: str, old: VmRecord | None, new: VmRecord | None) -> None:
         if old is not None and self._names.get(old.name) == old.id:
@@ -134,14 +134,15 @@ class VmView(KvView[VmRecord]):
             self._names[new.name] = new.id
         else:
             self._json.pop(key, None)
-        if new is not None and new.state in IN_FLIGHT:
-            self._in_flight[key] = new
-        else:
-            self._in_flight.pop(key, None)
+        for vm, sign in ((old, -1), (new, 1)):
+            if vm is not None:
+                vcpus, memory = self._allocated.get(vm.node, (0, 0))
+                self._allocated[vm.node] = (vcpus + sign * vm.vcpus,
+                                            memory + sign * vm.memory_mib)
 
-    def in_flight(self) -> list[VmRecord]:
-        """VMs still ``pending`` or ``creating`` (see placement.IN_FLIGHT)."""
-        return list(self._in_flight.values())
+    def allocations(self) -> dict[str, Allocation]:
+        """Node id -> (vCPUs, memory MiB) its VM records take (see placement)."""
+        return self._allocated
 
     def public_json(self, record: VmRecord) -> bytes:
         """The record as API clients see it, encoded once per version (lists stay cheap)."""

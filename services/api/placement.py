@@ -10,29 +10,25 @@ Policy:
    (so the choice is deterministic). This spreads VMs, which keeps noisy neighbours apart.
 3. No node fits: 409 ``no_capacity`` naming the largest free memory and vCPUs on offer.
 
-A node's allocation is what its last heartbeat reported plus the VMs placed on it that the
-heartbeat did not yet know (``pending``/``creating`` records whose ids are not in the heartbeat's
-``vm_ids``). So a burst of creates between two heartbeats does not overfill a node. The gateway
-holds a placed VM in its view before it awaits anything, so concurrent requests in one process
-see each other; across gateway replicas a node may be briefly over-committed by a few VMs.
+A node's allocation is the sum of the VM records placed on it, whatever their state (a stopped
+VM keeps its reservation, as in Nova): the records are the truth of what was placed, while a
+heartbeat can lag a burst of creates. The gateway holds a placed VM in its view before it awaits
+anything, so concurrent requests in one process see each other; across gateway replicas a node
+may be briefly over-committed by a few VMs until the KV watch delivers the other's records.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from limiquantix.api.errors import NoCapacity, UnknownNode
 from limiquantix.common.nodes import NodeStatus
-from limiquantix.common.vms import VmRecord, VmState
-
-# States of a VM the node may not have reported yet (placed since its last heartbeat).
-IN_FLIGHT = frozenset({VmState.PENDING, VmState.CREATING})
-
+from limiquantix.common.vms import VmRecord
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NodeLoad:
-    """A node's capacity and what is allocated on it, heartbeat plus unreported VMs."""
+    """A node's capacity and what the VMs placed on it take."""
 
     node: NodeStatus
     vcpus: int
@@ -50,30 +46,33 @@ class NodeLoad:
         return self.free_vcpus >= vcpus and self.free_memory_mib >= memory_mib
 
 
-def loads(nodes: Iterable[NodeStatus], vms: Iterable[VmRecord]) -> dict[str, NodeLoad]:
-    """Each node's load: its heartbeat's allocations plus its VMs the heartbeat did not know."""
-    extra: dict[str, tuple[int, int]] = {}
-    known = {node.id: frozenset(node.vm_ids) for node in nodes}
+Allocation = tuple[int, int]  # (vCPUs, memory MiB) of the VMs placed on a node
+
+
+def allocations(vms: Iterable[VmRecord]) -> dict[str, Allocation]:
+    """Node id -> the sum of its VMs' vCPUs and memory."""
+    used: dict[str, Allocation] = {}
     for vm in vms:
-        if vm.node in known and vm.state in IN_FLIGHT and vm.id not in known[vm.node]:
-            vcpus, memory = extra.get(vm.node, (0, 0))
-            extra[vm.node] = (vcpus + vm.vcpus, memory + vm.memory_mib)
+        vcpus, memory = used.get(vm.node, (0, 0))
+        used[vm.node] = (vcpus + vm.vcpus, memory + vm.memory_mib)
+    return used
+
+
+def loads(nodes: Iterable[NodeStatus], used: Mapping[str, Allocation]) -> dict[str, NodeLoad]:
+    """Each online node's load: what the VM records placed on it take."""
     result = {}
     for node in nodes:
-        vcpus, memory = extra.get(node.id, (0, 0))
-        result[node.id] = NodeLoad(
-            node=node, vcpus=node.allocated_vcpus + vcpus,
-            memory_mib=node.allocated_memory_mib + memory,
-        )
+        vcpus, memory = used.get(node.id, (0, 0))
+        result[node.id] = NodeLoad(node=node, vcpus=vcpus, memory_mib=memory)
     return result
 
 
 def place(
-    *, vcpus: int, memory_mib: int, nodes: Iterable[NodeStatus], vms: Iterable[VmRecord],
+    *, vcpus: int, memory_mib: int, nodes: Iterable[NodeStatus], used: Mapping[str, Allocation],
     explicit: str | None = None,
 ) -> str:
     """The id of the node the VM goes to (raises UnknownNode or NoCapacity)."""
-    by_node = loads(list(nodes), vms)
+    by_node = loads(nodes, used)
     if explicit:
         load = by_node.get(explicit)
         if load is None:

@@ -22,7 +22,7 @@ def node_infos(app: web.Application) -> list[NodeInfo]:
     vms = app[app_keys.VM_VIEW].values()
     node_view = app[app_keys.NODE_VIEW]
     live = node_view.live()
-    loads = placement.loads(live, app[app_keys.VM_VIEW].in_flight())
+    loads = placement.loads(live, app[app_keys.VM_VIEW].allocations())
     vm_ids: dict[str, list[str]] = {}
     for vm in vms:
         vm_ids.setdefault(vm.node, []).append(vm.id)

@@ -163,7 +163,7 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     now = utcnow()
     node = placement.place(
         vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
-        nodes=app[app_keys.NODE_VIEW].live(), vms=view.in_flight(),
+        nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations(),
     )
     record = VmRecord(
         id=vm_id, name=body.name, state=VmState.PENDING, node=node, image=body.image,

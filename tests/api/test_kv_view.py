@@ -42,13 +42,15 @@ async def test_a_view_loads_existing_entries_then_follows_changes(gw: Gateway) -
     view = await started_view(gw.js)
     try:
         assert view.get("v1") is not None and view.by_name("one") is not None
-        assert [vm.id for vm in view.in_flight()] == ["v1"]
+        one = view.get("v1")
+        assert one is not None
+        assert view.allocations()[one.node] == (one.vcpus, one.memory_mib)
         await kv.put("v2", encode_record(record("v2", "two", VmState.RUNNING)))
         await eventually(lambda: view.by_name("two") is not None)
-        assert [vm.id for vm in view.in_flight()] == ["v1"]
+        assert view.allocations()[one.node] == (2 * one.vcpus, 2 * one.memory_mib)
         await kv.purge("v1")
         await eventually(lambda: view.get("v1") is None)
-        assert view.in_flight() == []
+        assert view.allocations()[one.node] == (one.vcpus, one.memory_mib)
         assert view.by_name("one") is None
         await kv.delete("v2")
         await eventually(lambda: view.values() == [])

@@ -24,9 +24,9 @@ async def test_nodes_show_capacity_allocations_and_vms(gw: Gateway) -> None:
     (node,) = await nodes(gw)
     assert node["id"] == "node-a" and node["status"] == "online"
     assert (node["vcpus"], node["memory_mib"]) == (8, 8192)
-    # The heartbeat's allocations plus the VM placed since it.
-    assert (node["allocated_vcpus"], node["allocated_memory_mib"]) == (3, 3072)
-    assert (node["free_vcpus"], node["free_memory_mib"]) == (5, 5120)
+    # What the VM records on the node take (the heartbeat's own figures may lag behind).
+    assert (node["allocated_vcpus"], node["allocated_memory_mib"]) == (1, 1024)
+    assert (node["free_vcpus"], node["free_memory_mib"]) == (7, 7168)
     assert node["vm_ids"] == [vm["id"]] and node["last_heartbeat"]
     async with gw.client.get("/v1/nodes/node-a", headers=gw.auth) as response:
         assert (await response.json())["id"] == "node-a"

@@ -1,4 +1,4 @@
-"""Placement policy: explicit node wins, else most free memory after; unreported VMs count."""
+"""Placement policy: explicit node wins, else most free memory after; VM records are the load."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ from datetime import UTC, datetime
 import pytest
 
 from limiquantix.api.errors import NoCapacity, UnknownNode
-from limiquantix.api.placement import loads, place
+from limiquantix.api.placement import allocations, loads, place
 from limiquantix.common.nodes import NodeStatus
 from limiquantix.common.vms import VmRecord, VmState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def node(node_id: str, *, vcpus: int = 8, memory: int = 8192, used_vcpus: int = 0,
-         used_memory: int = 0, vm_ids: tuple[str, ...] = ()) -> NodeStatus:
-    return NodeStatus(id=node_id, vcpus=vcpus, memory_mib=memory, allocated_vcpus=used_vcpus,
-                      allocated_memory_mib=used_memory, vm_ids=vm_ids, heartbeat_at=NOW)
+def node(node_id: str, *, vcpus: int = 8, memory: int = 8192) -> NodeStatus:
+    return NodeStatus(id=node_id, vcpus=vcpus, memory_mib=memory, heartbeat_at=NOW)
 
 
 def vm(vm_id: str, node_id: str, *, vcpus: int = 1, memory: int = 1024,
@@ -27,62 +25,59 @@ def vm(vm_id: str, node_id: str, *, vcpus: int = 1, memory: int = 1024,
 
 
 def test_most_free_memory_after_the_request_wins() -> None:
-    nodes = [node("a", memory=4096), node("b", memory=8192, used_memory=2048)]
-    assert place(vcpus=1, memory_mib=1024, nodes=nodes, vms=[]) == "b"
+    nodes = [node("a", memory=4096), node("b", memory=8192)]
+    used = allocations([vm("v0", "b", memory=2048)])
+    assert place(vcpus=1, memory_mib=1024, nodes=nodes, used=used) == "b"
 
 
 def test_a_node_without_the_vcpus_is_skipped_even_with_more_memory() -> None:
-    nodes = [node("big", memory=65536, vcpus=2, used_vcpus=2), node("small", memory=2048)]
-    assert place(vcpus=1, memory_mib=1024, nodes=nodes, vms=[]) == "small"
+    nodes = [node("big", memory=65536, vcpus=2), node("small", memory=2048)]
+    used = allocations([vm("v0", "big", vcpus=2, memory=1024)])
+    assert place(vcpus=1, memory_mib=1024, nodes=nodes, used=used) == "small"
 
 
 def test_ties_go_to_more_free_vcpus_then_the_first_id() -> None:
     assert place(vcpus=1, memory_mib=1, nodes=[node("b", vcpus=4), node("a", vcpus=8)],
-                 vms=[]) == "a"
-    assert place(vcpus=1, memory_mib=1, nodes=[node("b"), node("ab"), node("a")], vms=[]) == "a"
+                 used={}) == "a"
+    assert place(vcpus=1, memory_mib=1, nodes=[node("b"), node("ab"), node("a")], used={}) == "a"
 
 
-def test_vms_placed_since_the_heartbeat_count_against_the_node() -> None:
+def test_every_vm_record_on_a_node_counts_whatever_its_state() -> None:
+    """Records are the truth of what was placed; a heartbeat may lag a burst of creates."""
     nodes = [node("a", memory=4096), node("b", memory=3072)]
-    placed = [vm("v1", "a", memory=2048)]
-    assert place(vcpus=1, memory_mib=512, nodes=nodes, vms=placed) == "b"
-    load = loads(nodes, placed)["a"]
-    assert (load.memory_mib, load.vcpus, load.free_memory_mib) == (2048, 1, 2048)
+    placed = [vm("v1", "a", memory=1024), vm("v2", "a", memory=1024, state=VmState.RUNNING),
+              vm("v3", "a", vcpus=2, memory=512, state=VmState.STOPPED)]
+    assert place(vcpus=1, memory_mib=512, nodes=nodes, used=allocations(placed)) == "b"
+    load = loads(nodes, allocations(placed))["a"]
+    assert (load.memory_mib, load.vcpus, load.free_memory_mib) == (2560, 4, 1536)
 
 
-def test_vms_the_heartbeat_already_reports_are_not_counted_twice() -> None:
-    nodes = [node("a", memory=4096, used_memory=2048, used_vcpus=1, vm_ids=("v1",))]
-    placed = [vm("v1", "a", memory=2048, state=VmState.CREATING)]
-    assert loads(nodes, placed)["a"].memory_mib == 2048
-
-
-def test_settled_vms_are_left_to_the_heartbeat() -> None:
-    """A running or failed VM's allocation is the node's to report, not guessed here."""
-    nodes = [node("a", memory=4096)]
-    assert loads(nodes, [vm("v1", "a", state=VmState.RUNNING)])["a"].memory_mib == 0
+def test_vms_of_nodes_that_are_not_online_do_not_matter() -> None:
+    used = allocations([vm("v1", "gone", memory=4096)])
+    assert place(vcpus=1, memory_mib=4096, nodes=[node("a", memory=4096)], used=used) == "a"
 
 
 def test_explicit_node_wins_when_it_fits() -> None:
     nodes = [node("a", memory=2048), node("b", memory=65536)]
-    assert place(vcpus=1, memory_mib=1024, nodes=nodes, vms=[], explicit="a") == "a"
+    assert place(vcpus=1, memory_mib=1024, nodes=nodes, used={}, explicit="a") == "a"
 
 
 def test_explicit_node_that_is_not_online_is_unknown_node() -> None:
     with pytest.raises(UnknownNode) as caught:
-        place(vcpus=1, memory_mib=1, nodes=[node("a")], vms=[], explicit="zz")
+        place(vcpus=1, memory_mib=1, nodes=[node("a")], used={}, explicit="zz")
     assert caught.value.details["online"] == ["a"] and caught.value.status == 422
 
 
 def test_explicit_node_that_is_full_is_no_capacity() -> None:
     with pytest.raises(NoCapacity) as caught:
-        place(vcpus=1, memory_mib=4096, nodes=[node("a", memory=2048)], vms=[], explicit="a")
+        place(vcpus=1, memory_mib=4096, nodes=[node("a", memory=2048)], used={}, explicit="a")
     assert caught.value.status == 409 and "2048 MiB" in caught.value.message
 
 
 def test_no_fit_names_the_largest_free_memory_and_vcpus() -> None:
     nodes = [node("a", memory=3000, vcpus=2), node("b", memory=1000, vcpus=6)]
     with pytest.raises(NoCapacity) as caught:
-        place(vcpus=4, memory_mib=2000, nodes=nodes, vms=[])
+        place(vcpus=4, memory_mib=2000, nodes=nodes, used={})
     message = caught.value.message
     assert "3000 MiB (node 'a')" in message and "6 (node 'b')" in message
     assert caught.value.details == {"free_memory_mib": 3000, "free_vcpus": 6}
@@ -91,5 +86,5 @@ def test_no_fit_names_the_largest_free_memory_and_vcpus() -> None:
 
 def test_no_node_online_is_no_capacity_with_a_hint_to_start_one() -> None:
     with pytest.raises(NoCapacity) as caught:
-        place(vcpus=1, memory_mib=1, nodes=[], vms=[])
+        place(vcpus=1, memory_mib=1, nodes=[], used={})
     assert "no node is online" in caught.value.message and "node agent" in caught.value.hint
