@@ -26,6 +26,7 @@ from limiquantix.api.errors import NoCapacity, UnknownNode
 from limiquantix.common.nodes import NodeStatus
 from limiquantix.common.vms import VmRecord
 
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NodeLoad:
     """A node's capacity and what the VMs placed on it take."""
