@@ -7,10 +7,10 @@ import asyncio
 import msgspec
 import structlog
 
-from limiquantix.common.base import utcnow
 from limiquantix.common.vms import GuestInfo, VmRecord, VmState, VncEndpoint
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import VmFilesMissing
+from limiquantix.node_agent.guest_watch import mark_boot
 
 log = structlog.get_logger()
 
@@ -42,8 +42,8 @@ async def vnc_endpoint(ctx: AgentContext, vm_id: str) -> VncEndpoint | None:
 async def boot(ctx: AgentContext, vm_id: str, *, reason: str,
                only_from: frozenset[VmState] | None = None) -> VmRecord | None:
     """Start the (defined) domain, record ``running`` with its VNC display, watch the guest."""
+    boot_mark = await asyncio.to_thread(mark_boot, ctx.files(vm_id).serial_log)
     await ctx.host.start(ctx.domain_uuid(vm_id))
-    started_at = utcnow()
     vnc = await vnc_endpoint(ctx, vm_id)
     serial_log = str(ctx.files(vm_id).serial_log)
 
@@ -54,5 +54,5 @@ async def boot(ctx: AgentContext, vm_id: str, *, reason: str,
     record = await ctx.recorder.transition(vm_id, VmState.RUNNING, reason=reason, change=booted,
                                            only_from=only_from)
     if record is not None:
-        ctx.guests.watch(record, ctx.files(vm_id).serial_log, started_at)
+        ctx.guests.watch(record, ctx.files(vm_id).serial_log, boot_mark)
     return record

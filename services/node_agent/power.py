@@ -10,12 +10,12 @@ import libvirt
 import msgspec
 import structlog
 
-from limiquantix.common.base import utcnow
 from limiquantix.common.commands import PauseVm, RebootVm, ResumeVm, StartVm, StopVm
 from limiquantix.common.vms import GuestInfo, VmRecord, VmState
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.domain_ops import boot, ensure_defined
 from limiquantix.node_agent.errors import DomainMissing, DomainNotRunning
+from limiquantix.node_agent.guest_watch import mark_boot
 
 log = structlog.get_logger()
 
@@ -84,13 +84,13 @@ async def _require_running(ctx: AgentContext, vm_id: str) -> str:
 async def reboot_vm(ctx: AgentContext, command: RebootVm) -> None:
     record = await _record(ctx, command.vm_id)
     dom_uuid = await _require_running(ctx, record.id)
+    boot_mark = await asyncio.to_thread(mark_boot, ctx.files(record.id).serial_log)
     await ctx.host.reboot(dom_uuid)
-    started_at = utcnow()
     updated = await ctx.recorder.transition(
         record.id, VmState.RUNNING, reason="rebooted",
         change=lambda r: msgspec.structs.replace(r, guest=GuestInfo()))
     if updated is not None:
-        ctx.guests.watch(updated, ctx.files(record.id).serial_log, started_at)
+        ctx.guests.watch(updated, ctx.files(record.id).serial_log, boot_mark)
 
 
 async def pause_vm(ctx: AgentContext, command: PauseVm) -> None:

@@ -23,6 +23,7 @@ from limiquantix.common.vms import VmError, VmRecord, VmState, is_up
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.domain_ops import boot, ensure_defined, vnc_endpoint
 from limiquantix.node_agent.errors import DomainCrashed, VmFilesMissing
+from limiquantix.node_agent.guest_watch import BootMark
 from limiquantix.node_agent.libvirt_host import DomainInfo
 from limiquantix.node_agent.reconcile_state import crashed, observed_state
 from limiquantix.node_agent.record_view import NodeRecords
@@ -126,7 +127,9 @@ def _resume_watch(ctx: AgentContext, record: VmRecord, info: DomainInfo | None) 
     """After an agent restart, follow guests still booting (not when readiness already failed)."""
     if (record.state == VmState.RUNNING and info is not None and info.active
             and not record.guest.cloud_init_error and not ctx.guests.watching(record.id)):
-        ctx.guests.watch(record, ctx.files(record.id).serial_log, record.updated_at)
+        # After an agent restart the boot's log offset is unknown: readiness finds the boot.
+        ctx.guests.watch(record, ctx.files(record.id).serial_log,
+                         BootMark(started_at=record.updated_at))
 
 
 async def run_periodic(ctx: AgentContext, records: NodeRecords) -> None:

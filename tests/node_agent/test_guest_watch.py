@@ -9,7 +9,7 @@ from pathlib import Path
 
 from limiquantix.common.events import VmGuestReady
 from limiquantix.common.vms import VmState
-from limiquantix.node_agent.guest_watch import GuestWatch
+from limiquantix.node_agent.guest_watch import BootMark, GuestWatch, mark_boot
 from limiquantix.node_agent.recorder import Recorder
 from tests.node_agent.conftest import AgentHarness, make_qcow2
 
@@ -33,18 +33,24 @@ async def test_cloud_init_finished_in_the_serial_log_makes_the_vm_ready(
     watch = GuestWatch(recorder, enabled=True, timeout_s=20)
     serial = tmp_path / "serial.log"
     started_at = datetime.now(UTC) - timedelta(seconds=1)
-    serial.write_text("SeaBIOS (version 1.16)\nBooting from Hard Disk...\n")
+    # An earlier boot's output stands before the mark and must not count.
+    serial.write_text(FINGERPRINTS.replace("AbCd", "Old0") + finished_line(started_at))
+    boot = BootMark(started_at=started_at, offset=mark_boot(serial).offset)
+    with serial.open("a") as log:
+        log.write("SeaBIOS (version 1.16)\nBooting from Hard Disk...\n")
     async with asyncio.TaskGroup() as group:
         watch.bind(group)
         record = await harness.store.find(vm.id)
         assert record is not None
-        watch.watch(record, serial, started_at)
+        watch.watch(record, serial, boot)
         await asyncio.sleep(0.3)
+        assert (await harness.store.find(vm.id)).state == VmState.RUNNING  # type: ignore[union-attr]
         with serial.open("a") as log:  # the guest boots on while we follow
             log.write(FINGERPRINTS + finished_line(datetime.now(UTC)))
         ready = await harness.wait_state(vm.id, VmState.READY, timeout_s=20)
     assert ready.guest.ready_at is not None
     assert ready.guest.ssh_host_keys and "ED25519" in ready.guest.ssh_host_keys[0]
+    assert "AbCd" in ready.guest.ssh_host_keys[0]  # this boot's keys, not the old ones
     event = await harness.wait_event(lambda e: isinstance(e, VmGuestReady) and e.vm_id == vm.id)
     assert event.guest.ssh_host_keys == ready.guest.ssh_host_keys  # type: ignore[attr-defined]
 
@@ -62,7 +68,7 @@ async def test_a_stopped_vm_is_not_made_ready_by_a_late_watcher(
         watch.bind(group)
         record = await harness.store.find(vm.id)
         assert record is not None
-        watch.watch(record, serial, started_at)
+        watch.watch(record, serial, BootMark(started_at=started_at, offset=0))
         assert watch.watching(vm.id)
         watch.cancel(vm.id)  # what stop and delete do
         serial.write_text(finished_line(datetime.now(UTC)))
