@@ -33,6 +33,8 @@ from limiquantix.common.vms import VmRecord
 # How the generated part merges onto the user's parts (see the module docstring).
 MERGE_HOW = "dict(no_replace,recurse_list)+list(append)+str()"
 MIME_BOUNDARY = "==limiquantix-user-data=="
+# libyaml's emitter when PyYAML has it: the same YAML, several times less CPU per create.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 # First line of a part -> cloud-init's MIME type for it (cloudinit/handlers/__init__.py).
 _STARTS_WITH_TYPE = (
@@ -79,7 +81,7 @@ def generated_config(record: VmRecord) -> dict[str, object]:
 
 
 def _cloud_config(config: dict[str, object]) -> str:
-    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+    return "#cloud-config\n" + yaml.dump(config, Dumper=_DUMPER, sort_keys=False)
 
 
 def _content_type(text: str) -> str:
@@ -123,7 +125,7 @@ def meta_data(record: VmRecord) -> bytes:
         "instance-id": record.instance_id or record.id,
         "local-hostname": record.cloud_init.hostname or record.name,
     }
-    return yaml.safe_dump(data, sort_keys=False).encode()
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False).encode()
 
 
 def seed_files(record: VmRecord) -> dict[str, bytes]:
