@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
+from limiquantix.common import subjects
 from limiquantix.common.errors import RemoteError
+from limiquantix.common.events import Event, ImageProgress, ImageStateChanged, event_decoder
 from limiquantix.common.images import CreateImageRequest, ListImages
 from limiquantix.image_library.client import ImageLibraryClient
 from tests.image_library.conftest import Library, sha256_file, wait_image
@@ -167,3 +172,27 @@ async def test_filters_select_by_state_format_and_os(
     active_qcow2 = await client.list(ListImages(state="active", format="qcow2"))
     assert [r.id for r in active_qcow2.images] == [record.id]
     assert (await client.list(ListImages(state="active", format="iso"))).images == ()
+
+
+async def test_an_import_publishes_its_state_changes_and_progress_as_events(
+    library: Library, client: ImageLibraryClient, origin: Origin, disk: Path, nc: Client,
+) -> None:
+    received: list[Event] = []
+
+    async def collect(msg: Msg) -> None:
+        received.append(event_decoder.decode(msg.data))
+
+    subscription = await nc.subscribe(subjects.image_events(), cb=collect)
+    record = await client.import_image(CreateImageRequest(
+        source_url=origin.file_url("disk.qcow2", rate=2 << 20), name="evented",
+    ))
+    await wait_image(client, record.id, "active")
+    await asyncio.sleep(0.2)
+    await subscription.unsubscribe()
+    mine = [e for e in received if getattr(e, "image_id", "") == record.id]
+    states = [e.state for e in mine if isinstance(e, ImageStateChanged)]
+    assert states == ["queued", "downloading", "verifying", "active"]
+    progress = [e for e in mine if isinstance(e, ImageProgress)]
+    assert len(progress) >= 2  # the start, at least one while running, the end
+    assert progress[-1].bytes_done == progress[-1].bytes_total == disk.stat().st_size
+    assert all(a.bytes_done <= b.bytes_done for a, b in itertools.pairwise(progress))
