@@ -145,3 +145,25 @@ async def test_bad_bodies_are_refused_with_422(
                  {"source_url": "http://x/y", "sha256": "nothex"}):
         async with api.post("/v1/images", json=body) as response:
             assert response.status == 422, body
+
+
+async def test_upload_aborted_at_the_gateway_fails_the_record_and_leaves_no_file(
+    gateway: tuple[Stack, aiohttp.ClientSession], tmp_path: Path,
+) -> None:
+    stack, api = gateway
+    disk = make_qcow2_with_data(tmp_path / "abort.qcow2", mib=8)
+    data = disk.read_bytes()
+    async with api.post("/v1/images", json={"name": "aborted"}) as response:
+        image_id = (await response.json())["id"]
+    _, writer = await asyncio.open_connection("127.0.0.1", stack.api_port)
+    writer.write((f"PUT /v1/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {stack.api_token}\r\n"
+                  f"Content-Length: {len(data)}\r\n\r\n").encode() + data[: len(data) // 3])
+    await writer.drain()
+    await _wait(api, image_id, "uploading")
+    writer.close()
+    failed = await _wait(api, image_id, "error")
+    assert "upload_incomplete" in failed["error"]
+    store = stack.root / "image-library" / "image-library"
+    assert (store / "files").is_dir()
+    assert [p for p in store.rglob("*") if p.name.startswith(image_id)] == []
