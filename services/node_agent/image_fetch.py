@@ -1,10 +1,12 @@
-"""One HTTP download into a file with its sha256, pipelined over two threads (blocking I/O).
+"""One HTTP download into a file with its sha256, pipelined over three threads (blocking I/O).
 
 Why not aiohttp here: the node cache moves gigabytes, and CPU is what the node's VMs need. A
-reader thread takes what each ``recv`` brings (``read1``); a writer thread hashes each chunk and
-writes it. That is one copy in and one copy out, the same work as ``curl -o`` plus the hash,
-with receiving, hashing and writing overlapped (measured against the aiohttp
-client path for the same transfer: about a third less). Callers run
+reader thread takes what each ``recv`` brings (``read1``) and hands each chunk to a writer
+thread and a hasher thread, which work on it at the same time (all three release the GIL in
+their system call or in OpenSSL). That is one copy in and one copy out, the same work as
+``curl -o`` plus the hash, with receiving, hashing and writing overlapped. Measured on 2 vCPUs:
+about a third less CPU than the aiohttp client path, and faster than hashing and writing in one
+thread. Callers run
 :func:`fetch` in ``asyncio.to_thread`` and stop it with the ``cancel`` event.
 """
 
@@ -15,6 +17,7 @@ import http.client
 import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -61,15 +64,14 @@ def _connect(url: str, timeout_s: float) -> tuple[http.client.HTTPConnection, st
     return cls(parts.hostname, parts.port, timeout=timeout_s), path or "/"
 
 
-class _Writer(threading.Thread):
-    """Hashes and writes the chunks the reader receives."""
+class _Sink(threading.Thread):
+    """Consumes the chunks the reader receives, in order, in its own thread."""
 
-    def __init__(self, fd: int) -> None:
-        super().__init__(name="image-fetch-writer", daemon=True)
-        self.fd = fd
-        # Bounded: when the disk is slower than the network, the reader (and TCP) wait.
+    def __init__(self, name: str, consume: Callable[[bytes], object]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.consume = consume
+        # Bounded: when this sink is slower than the network, the reader (and TCP) wait.
         self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_CHUNKS)
-        self.digest = hashlib.sha256()
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -77,12 +79,18 @@ class _Writer(threading.Thread):
             if self.error is not None:
                 continue  # keep draining so the reader never blocks on a full queue
             try:
-                self.digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self.fd, view):]
+                self.consume(chunk)
             except BaseException as exc:  # reported by the reader
                 self.error = exc
+
+
+def _write_all(fd: int) -> Callable[[bytes], None]:
+    def write(chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+
+    return write
 
 
 def fetch(url: str, dest: Path, *, progress: FetchProgress, cancel: threading.Event,
@@ -112,25 +120,33 @@ def fetch(url: str, dest: Path, *, progress: FetchProgress, cancel: threading.Ev
 
 def _pump(response: http.client.HTTPResponse, fd: int, progress: FetchProgress,
           cancel: threading.Event) -> tuple[int, str]:
-    writer = _Writer(fd)
-    writer.start()
+    digest = hashlib.sha256()
+    sinks = (_Sink("image-fetch-writer", _write_all(fd)),
+             _Sink("image-fetch-hasher", digest.update))
+    for sink in sinks:
+        sink.start()
     size = 0
     try:
         while True:
             if cancel.is_set():
                 raise FetchCancelled()
-            if writer.error is not None:
-                raise writer.error
+            for sink in sinks:
+                if sink.error is not None:
+                    raise sink.error
             # read1: whatever one recv brings (up to CHUNK), so progress and cancel stay live
             chunk = response.read1(CHUNK)
             if not chunk:
                 break
-            writer.chunks.put(chunk)
+            for sink in sinks:
+                sink.chunks.put(chunk)  # bytes are immutable: both threads share the chunk
             size += len(chunk)
             progress.done = size
     finally:
-        writer.chunks.put(None)
-        writer.join()
-    if writer.error is not None:
-        raise writer.error
-    return size, writer.digest.hexdigest()
+        for sink in sinks:
+            sink.chunks.put(None)
+        for sink in sinks:
+            sink.join()
+    for sink in sinks:
+        if sink.error is not None:
+            raise sink.error
+    return size, digest.hexdigest()
