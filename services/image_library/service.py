@@ -145,6 +145,14 @@ class ImageService:
         log.info("image deleted", image_id=record.id)
         return ImageDeleted(id=record.id, state="deleted")
 
+    async def _mark_missing(self, image_id: str) -> None:
+        reason = "the file is missing from the store; delete and import it again"
+
+        def to_error(current: ImageRecord) -> ImageRecord:
+            return msgspec.structs.replace(current, state=ImageState.ERROR, error=reason)
+
+        await self.store.update(image_id, to_error, reason=reason)
+
     async def recover(self) -> None:
         """After a (re)start: resume imports, fail interrupted uploads, finish deletes."""
         for record in await self.store.all():
@@ -157,10 +165,7 @@ class ImageService:
             elif record.state == ImageState.DELETING:
                 await self._finish_delete(record)
             elif record.state == ImageState.ACTIVE and not self.layout.file(record.id).exists():
-                reason = "the file is missing from the store; delete and import it again"
-                await self.store.update(record.id, lambda r, why=reason: msgspec.structs.replace(
-                    r, state=ImageState.ERROR, error=why,
-                ), reason=reason)
+                await self._mark_missing(record.id)
         known = {r.id for r in await self.store.all()}
         for path in self.layout.partial.iterdir():
             if path.name.split(".", 1)[0] not in known:
