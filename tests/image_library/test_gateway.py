@@ -69,6 +69,10 @@ async def test_import_list_download_and_delete_through_the_gateway(
         assert response.status == 200
         assert response.headers["X-Checksum-Sha256"] == hashlib.sha256(data).hexdigest()
         assert await response.read() == data
+    async with api.head(f"/v1/images/{image_id}/file") as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(len(data))
+        assert await response.read() == b""
     async with api.get(f"/v1/images/{image_id}/file",
                        headers={"Range": "bytes=100-199"}) as response:
         assert response.status == 206
