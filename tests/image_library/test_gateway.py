@@ -25,7 +25,6 @@ from tests.image_library.origin import Origin
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Stack, aiohttp.ClientSession]]:
-    (tmp_path / "stack" / "logs").mkdir(parents=True)  # Stack opens nats.log before making it
     stack = Stack(tmp_path / "stack", nodes=(), extra_env={"LQ_LOG_LEVEL": "debug"})
     async with stack, aiohttp.ClientSession(base_url=stack.api_url,
                                             headers=stack.headers()) as api:

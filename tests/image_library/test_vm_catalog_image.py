@@ -19,7 +19,6 @@ from tests.image_library.test_gateway import _wait as wait_image
 async def test_three_vms_on_one_uncached_catalog_image_cause_one_download(
     tmp_path: Path, origin: Origin, disk: Path,
 ) -> None:
-    (tmp_path / "stack" / "logs").mkdir(parents=True)
     stack = Stack(tmp_path / "stack", nodes=(), extra_env={"LQ_HEARTBEAT_INTERVAL_S": "1"})
     async with stack, aiohttp.ClientSession(base_url=stack.api_url,
                                             headers=stack.headers()) as api:
