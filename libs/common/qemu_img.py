@@ -45,6 +45,17 @@ class ImageInfo(Model, frozen=True, kw_only=True, rename="kebab"):
 
 _info_decoder = msgspec.json.Decoder(ImageInfo)
 
+# qemu-img calls install media "raw"; the ISO 9660 volume descriptor signature tells them apart.
+ISO9660_MAGIC_OFFSET = 0x8001
+ISO9660_MAGIC = b"CD001"
+
+
+def is_iso9660(path: Path) -> bool:
+    """True when ``path`` carries the ISO 9660 signature (blocking: call in a thread)."""
+    with open(path, "rb") as f:
+        f.seek(ISO9660_MAGIC_OFFSET)
+        return f.read(len(ISO9660_MAGIC)) == ISO9660_MAGIC
+
 
 async def info(path: Path, *, fmt: str | None = None) -> ImageInfo:
     """What qemu-img says of ``path`` (format probed unless ``fmt`` is given)."""

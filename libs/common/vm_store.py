@@ -12,38 +12,31 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from limiquantix.common.base import utcnow
 from limiquantix.common.errors import Conflict, NotFound
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.vms import VmRecord
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(VmRecord)
 
-CAS_ATTEMPTS = 20
+
+def _not_found(vm_id: str) -> NotFound:
+    return NotFound(f"VM {vm_id!r} does not exist", vm_id=vm_id)
 
 
 class VmStore:
     """Typed access to VM records and the unique-name index."""
 
     def __init__(self, records: KeyValue, names: KeyValue) -> None:
-        self._records = records
+        self.records = KvRecords(records, VmRecord, _not_found)
         self._names = names
 
     async def get(self, vm_id: str) -> tuple[VmRecord, int]:
         """The record and its revision; NotFound when absent."""
-        try:
-            entry = await self._records.get(vm_id)
-        except KeyNotFoundError:
-            raise NotFound(f"VM {vm_id!r} does not exist", vm_id=vm_id) from None
-        if entry.value is None or not entry.value:
-            raise NotFound(f"VM {vm_id!r} does not exist", vm_id=vm_id)
-        return _decoder.decode(entry.value), int(entry.revision or 0)
+        return await self.records.get(vm_id)
 
     async def find(self, vm_id: str) -> VmRecord | None:
-        try:
-            return (await self.get(vm_id))[0]
-        except NotFound:
-            return None
+        return await self.records.find(vm_id)
 
     async def id_for_name(self, name: str) -> str | None:
         try:
@@ -61,28 +54,21 @@ class VmStore:
                 f"a VM named {record.name!r} already exists",
                 hint="Choose another name, or delete the existing VM first.", name=record.name,
             ) from None
-        return int(await self._records.create(record.id, _encoder.encode(record)))
+        revision = await self.records.create(record.id, record)
+        if revision is None:  # ids are fresh UUIDs: only a bug gets here
+            raise Conflict(f"VM id {record.id!r} exists already", vm_id=record.id)
+        return revision
 
     async def update(
         self, vm_id: str, change: Callable[[VmRecord], VmRecord | None]
     ) -> VmRecord | None:
         """Apply ``change`` atomically; it returns None to leave the record as it is."""
-        for _ in range(CAS_ATTEMPTS):
-            current, revision = await self.get(vm_id)
-            new = change(current)
-            if new is None:
-                return None
-            new = msgspec.structs.replace(new, updated_at=utcnow())
-            try:
-                await self._records.update(vm_id, _encoder.encode(new), last=revision)
-            except KeyWrongLastSequenceError:
-                continue
-            return new
-        raise Conflict(f"VM {vm_id!r} is being changed by many writers; retry", vm_id=vm_id)
+        changed = await self.records.update(vm_id, change)
+        return changed.after if changed else None
 
     async def delete(self, record: VmRecord) -> None:
         """Remove the record and free its name."""
-        await self._records.purge(record.id)
+        await self.records.purge(record.id)
         try:
             entry = await self._names.get(record.name)
             if entry.value and entry.value.decode() == record.id:
@@ -92,16 +78,7 @@ class VmStore:
 
     async def all(self) -> list[VmRecord]:
         """Every record (the gateway keeps a watched view instead for hot paths)."""
-        try:
-            keys = await self._records.keys()
-        except Exception:  # nats-py raises NoKeysError on an empty bucket
-            return []
-        records = []
-        for key in keys:
-            record = await self.find(key)
-            if record is not None:
-                records.append(record)
-        return records
+        return await self.records.all()
 
 
 def encode_record(record: VmRecord) -> bytes:

@@ -14,8 +14,6 @@ from limiquantix.common import qemu_img
 from limiquantix.common.base import Model
 from limiquantix.image_library.errors import NotAnImage
 
-ISO9660_MAGIC_OFFSET = 0x8001
-ISO9660_MAGIC = b"CD001"
 CHECK_TIMEOUT_S = 300.0
 
 
@@ -25,15 +23,9 @@ class Inspected(Model, frozen=True, kw_only=True):
     file_size: int
 
 
-def _read_iso_magic(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(ISO9660_MAGIC_OFFSET)
-        return f.read(len(ISO9660_MAGIC))
-
-
 async def is_iso9660(path: Path) -> bool:
     """True when the file carries the ISO9660 primary volume descriptor signature."""
-    return await asyncio.to_thread(_read_iso_magic, path) == ISO9660_MAGIC
+    return await asyncio.to_thread(qemu_img.is_iso9660, path)
 
 
 async def _qcow2_check(path: Path) -> None:

@@ -18,14 +18,6 @@ class ImageNotFound(NotFound):
     default_hint = "Give an absolute path that exists on the node, or a catalog image id."
 
 
-class ImageCatalogUnavailable(NodeAgentError):
-    """A catalog id was given but this node agent has no image cache to fetch it with."""
-
-    code = "image_catalog_unavailable"
-    status = 503
-    default_hint = "Use an absolute image path on the node, or update the node agent."
-
-
 class UnsupportedImage(InvalidRequest):
     """The image's format cannot back a VM disk."""
 

@@ -1,7 +1,7 @@
 """Turns a VM's ``image`` into a :class:`LocalImage`: a node path, or a catalog id via the cache.
 
 A path is inspected with ``qemu-img`` and refused when it names a backing or data file (the
-Glance/Nova CVE class). qemu-img calls an ISO "raw"; the ISO 9660 signature tells them apart.
+Glance/Nova CVE class); an ISO is told apart from a raw disk by its signature.
 """
 
 from __future__ import annotations
@@ -9,35 +9,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
-from limiquantix.common.qemu_img import inspect_safe
-from limiquantix.node_agent.errors import ImageCatalogUnavailable, ImageNotFound
+from limiquantix.common.qemu_img import inspect_safe, is_iso9660
+from limiquantix.node_agent.errors import ImageNotFound
 from limiquantix.node_agent.local_image import ImageFormat, LocalImage
 
 log = structlog.get_logger()
 
 Progress = Callable[[int, int | None], Awaitable[None]]
 
-ISO9660_MAGIC_OFFSET = 0x8001
-ISO9660_MAGIC = b"CD001"
 INSPECTION_CACHE_SIZE = 256
 
 
 class ImageFetcher(Protocol):
-    """What the image-library helper's ``ImageCache`` offers (catalog id -> local file)."""
+    """Catalog id -> local file: the node's ``ImageCache`` (tests may pass their own)."""
 
     async def ensure(self, image_id: str, *, on_progress: Progress | None = None) -> LocalImage:
         ...
-
-
-def is_iso9660(path: Path) -> bool:
-    """True when ``path`` carries the ISO 9660 volume descriptor signature."""
-    with open(path, "rb") as f:
-        f.seek(ISO9660_MAGIC_OFFSET)
-        return f.read(len(ISO9660_MAGIC)) == ISO9660_MAGIC
 
 
 async def inspect_path(path: Path) -> LocalImage:
@@ -49,17 +40,6 @@ async def inspect_path(path: Path) -> LocalImage:
         return LocalImage(path=path, format="iso", virtual_size=info.virtual_size)
     fmt: ImageFormat = "qcow2" if info.format == "qcow2" else "raw"
     return LocalImage(path=path, format=fmt, virtual_size=info.virtual_size)
-
-
-def load_image_cache(*args: Any) -> ImageFetcher | None:
-    """The image-library helper's cache, or None when this build does not have it."""
-    try:
-        from limiquantix.node_agent.image_cache import ImageCache
-    except ImportError:
-        log.warning("image cache module missing: only node paths can be used as images")
-        return None
-    cache: ImageFetcher = ImageCache(*args)
-    return cache
 
 
 def _identity(path: Path) -> tuple[str, int, int, int] | None:
@@ -77,7 +57,7 @@ class ImageSource:
     VMs from one image cost one ``qemu-img info``, and a changed file is inspected again.
     """
 
-    def __init__(self, cache: ImageFetcher | None) -> None:
+    def __init__(self, cache: ImageFetcher) -> None:
         self._cache = cache
         self._inspected: dict[tuple[str, int, int, int], LocalImage] = {}
 
@@ -85,11 +65,6 @@ class ImageSource:
         """The local file of ``image`` (an absolute node path, or a catalog id)."""
         if image.startswith("/"):
             return await self._inspect(Path(image))
-        if self._cache is None:
-            raise ImageCatalogUnavailable(
-                f"image {image!r} is a catalog id, and this node agent cannot fetch catalog "
-                "images", image=image,
-            )
         return await self._cache.ensure(image, on_progress=on_progress)
 
     async def _inspect(self, path: Path) -> LocalImage:

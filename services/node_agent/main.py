@@ -27,7 +27,8 @@ from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.failpoints import Failpoints
 from limiquantix.node_agent.guest_watch import GuestWatch
 from limiquantix.node_agent.heartbeat import Heartbeat
-from limiquantix.node_agent.image_source import ImageSource, load_image_cache
+from limiquantix.node_agent.image_cache import ImageCache
+from limiquantix.node_agent.image_source import ImageSource
 from limiquantix.node_agent.libvirt_events import register_event_loop
 from limiquantix.node_agent.libvirt_host import LibvirtHost
 from limiquantix.node_agent.overlay import OverlayFactory
@@ -59,11 +60,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
         vms = await nats_client.bucket(js, subjects.VMS_BUCKET)
         store = VmStore(vms, await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
-        recorder = Recorder(js, store, node_id, vms)
-        cache = load_image_cache(settings, nc, js)
-        close_cache = getattr(cache, "close", None)
-        if close_cache is not None:  # cancels downloads in flight when we stop
-            stack.push_async_callback(close_cache)
+        recorder = Recorder(js, store, node_id)
+        cache = ImageCache(settings, nc, js)
+        stack.push_async_callback(cache.close)  # cancels downloads in flight when we stop
         ctx = AgentContext(
             settings=settings, node_id=node_id, virt_type=kind,
             host=host, store=store, recorder=recorder,

@@ -16,13 +16,10 @@ from collections.abc import Callable
 import msgspec
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
-from limiquantix.common.base import utcnow
-from limiquantix.common.errors import Conflict, NotFound
+from limiquantix.common.errors import NotFound
 from limiquantix.common.events import Event, VmStateChanged, event_encoder, event_subject
-from limiquantix.common.vm_store import CAS_ATTEMPTS, VmStore, decode_record, encode_record
+from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmError, VmRecord, VmState
 
 log = structlog.get_logger()
@@ -34,63 +31,37 @@ Patch = Callable[[VmRecord], VmRecord | None]
 class Recorder:
     """The node's only way to change VM records and publish events."""
 
-    def __init__(self, js: JetStreamContext, store: VmStore, node_id: str,
-                 records: KeyValue | None = None) -> None:
+    def __init__(self, js: JetStreamContext, store: VmStore, node_id: str) -> None:
         self._js = js
         self.store = store
         self.node_id = node_id
-        self._records = records  # the vms bucket; without it every write goes via the store
         self._known: dict[str, tuple[VmRecord, int]] = {}  # our last write: record, revision
 
     def forget(self, vm_id: str) -> None:
         """Drop what is remembered of a VM (it was deleted)."""
         self._known.pop(vm_id, None)
 
-    async def _read(self, vm_id: str) -> tuple[VmRecord, int]:
-        assert self._records is not None
-        try:
-            entry = await self._records.get(vm_id)
-        except KeyNotFoundError:
-            entry = None
-        if entry is None or not entry.value:
-            self.forget(vm_id)
-            raise NotFound(f"VM {vm_id!r} does not exist", vm_id=vm_id)
-        return decode_record(entry.value), int(entry.revision or 0)
-
     async def find(self, vm_id: str) -> VmRecord | None:
         """The record (its revision remembered for the next write), or None."""
-        if self._records is None:
-            return await self.store.find(vm_id)
         try:
-            record, revision = await self._read(vm_id)
+            self._known[vm_id] = await self.store.records.get(vm_id)
         except NotFound:
+            self.forget(vm_id)
             return None
-        self._known[vm_id] = (record, revision)
-        return record
+        return self._known[vm_id][0]
 
     async def _write(self, vm_id: str, change: Patch) -> VmRecord | None:
         """Compare-and-set ``change``, first on the remembered revision, then on fresh reads."""
-        if self._records is None:
-            return await self.store.update(vm_id, change)
-        known = self._known.get(vm_id)
-        for attempt in range(CAS_ATTEMPTS + 1):
-            if attempt > 0 or known is None:
-                known = await self._read(vm_id)
-            record, revision = known
-            new = change(record)
-            if new is None:
-                if attempt == 0 and vm_id in self._known:
-                    known = None  # decided on remembered data: confirm on a fresh read
-                    continue
-                return None
-            new = msgspec.structs.replace(new, updated_at=utcnow())
-            try:
-                revision = await self._records.update(vm_id, encode_record(new), last=revision)
-            except KeyWrongLastSequenceError:
-                continue
-            self._known[vm_id] = (new, int(revision))
-            return new
-        raise Conflict(f"VM {vm_id!r} is being changed by many writers; retry", vm_id=vm_id)
+        try:
+            updated = await self.store.records.update(vm_id, change,
+                                                      known=self._known.get(vm_id))
+        except NotFound:
+            self.forget(vm_id)
+            raise
+        if updated is None:
+            return None
+        self._known[vm_id] = (updated.after, updated.revision)
+        return updated.after
 
     async def publish(self, event: Event) -> None:
         """Publish ``event`` on its subject and wait for JetStream's acknowledgement."""

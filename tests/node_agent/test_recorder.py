@@ -6,15 +6,13 @@ from pathlib import Path
 
 import msgspec
 
-from limiquantix.common import nats_client, subjects
 from limiquantix.common.vms import VmState
 from limiquantix.node_agent.recorder import Recorder
 from tests.node_agent.conftest import AgentHarness, make_qcow2
 
 
 async def _recorder(h: AgentHarness) -> Recorder:
-    vms = await nats_client.bucket(h.js, subjects.VMS_BUCKET)
-    return Recorder(h.js, h.store, h.node_id, vms)
+    return Recorder(h.js, h.store, h.node_id)
 
 
 async def test_a_write_by_someone_else_is_never_overwritten(harness: AgentHarness,
@@ -45,13 +43,14 @@ async def test_successive_writes_use_the_remembered_revision(harness: AgentHarne
     recorder = await _recorder(harness)
     await recorder.find(vm.id)
     reads = 0
-    original = recorder._read
+    kv = recorder.store.records.kv  # count the reads that reach the KV bucket
+    original = kv.get
 
-    async def counting(vm_id: str):  # type: ignore[no-untyped-def]
+    async def counting(key: str, *args, **kwargs):  # type: ignore[no-untyped-def]
         nonlocal reads
         reads += 1
-        return await original(vm_id)
-    recorder._read = counting  # type: ignore[method-assign]
+        return await original(key, *args, **kwargs)
+    kv.get = counting  # type: ignore[method-assign]
     for n in range(3):
         assert await recorder.patch(
             vm.id, lambda r, n=n: msgspec.structs.replace(r, ssh_command=f"v{n}")) is not None

@@ -1,0 +1,111 @@
+"""Typed records in a JetStream KV bucket, changed only by compare-and-set on the revision.
+
+The one implementation of read / create / CAS-update / purge / list that the VM store and the
+image store share: a write that lost a race re-reads and re-applies its change, so no write is
+ever lost or applied to a stale record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from limiquantix.common.base import utcnow
+from limiquantix.common.errors import Conflict, LimiquantixError
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+CAS_ATTEMPTS = 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Updated(Generic[T]):
+    """A successful compare-and-set: the record before, after, and the new revision."""
+
+    before: T
+    after: T
+    revision: int
+
+
+class KvRecords(Generic[T]):
+    """Records of type ``T`` (a Struct with an ``updated_at`` field) keyed by id."""
+
+    def __init__(self, kv: KeyValue, record_type: type[T],
+                 not_found: Callable[[str], LimiquantixError]) -> None:
+        self.kv = kv
+        self._encoder = msgspec.json.Encoder()
+        self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(record_type)
+        self._not_found = not_found
+
+    def encode(self, record: T) -> bytes:
+        return self._encoder.encode(record)
+
+    async def get(self, key: str) -> tuple[T, int]:
+        """The record and its revision; the store's NotFound error when absent."""
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            raise self._not_found(key) from None
+        if not entry.value:
+            raise self._not_found(key)
+        return self._decoder.decode(entry.value), int(entry.revision or 0)
+
+    async def find(self, key: str) -> T | None:
+        try:
+            return (await self.get(key))[0]
+        except LimiquantixError:
+            return None
+
+    async def create(self, key: str, record: T) -> int | None:
+        """Store a new record; None when the key exists already."""
+        try:
+            return int(await self.kv.create(key, self.encode(record)))
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def update(self, key: str, change: Callable[[T], T | None], *,
+                     known: tuple[T, int] | None = None) -> Updated[T] | None:
+        """Apply ``change`` atomically; None when ``change`` declined (returned None).
+
+        ``known``: a (record, revision) the caller believes current, e.g. from its own last
+        write: tried first, which saves the read. If it is stale the write fails and the change
+        is applied to a fresh read; a decline on it is confirmed on a fresh read too.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            fresh = known is None
+            current, revision = known if known is not None else await self.get(key)
+            known = None
+            new = change(current)
+            if new is None:
+                if fresh:
+                    return None
+                continue
+            new = msgspec.structs.replace(new, updated_at=utcnow())
+            try:
+                revision = await self.kv.update(key, self.encode(new), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return Updated(before=current, after=new, revision=int(revision))
+        raise Conflict(f"{key!r} is being changed by many writers; retry", key=key)
+
+    async def purge(self, key: str) -> None:
+        await self.kv.purge(key)
+
+    async def all(self) -> list[T]:
+        """Every record (hot paths keep a watched view instead)."""
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return []
+        records = []
+        for key in keys:
+            record = await self.find(key)
+            if record is not None:
+                records.append(record)
+        return records
+
