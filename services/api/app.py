@@ -35,6 +35,7 @@ from types import ModuleType
 import structlog
 from aiohttp import WSCloseCode, web
 
+from limiquantix import __version__
 from limiquantix.api import app_keys
 from limiquantix.api.auth import auth_middleware, load_or_create_token
 from limiquantix.api.kv_view import NodeView, VmView
@@ -45,8 +46,6 @@ from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
 
 log = structlog.get_logger()
-
-VERSION = "0.1.0"
 
 # One line per route module (relative to limiquantix.api); order is registration order.
 ROUTE_MODULES: tuple[str, ...] = (
@@ -86,7 +85,7 @@ def init(settings: Settings) -> web.Application:
     modules = load_route_modules()
     for module in modules:
         module.setup(app)
-    app[OPENAPI_DOC] = build_document((m.OPENAPI for m in modules), version=VERSION)
+    app[OPENAPI_DOC] = build_document((m.OPENAPI for m in modules), version=__version__)
     return app
 
 
