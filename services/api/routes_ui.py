@@ -12,28 +12,16 @@ from pathlib import Path
 from aiohttp import web
 
 from limiquantix.api.openapi import OpenApiPart, Operation
+from limiquantix.api.page_headers import PAGE_HEADERS
 
 STATIC_DIR = Path(__file__).with_name("static")
 INDEX = STATIC_DIR / "index.html"
 UI_PREFIX = "/ui"
 
-# Everything from this origin only: no CDN, no inline script; data: for the SVG icon only.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-_PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    # The page is small and changes with each release: always revalidate.
-    "Cache-Control": "no-cache",
-}
-
 
 async def index(request: web.Request) -> web.FileResponse:
     """The UI's single page."""
-    return web.FileResponse(INDEX, headers=_PAGE_HEADERS)
+    return web.FileResponse(INDEX, headers=PAGE_HEADERS)
 
 
 OPENAPI = OpenApiPart(tag="ui", operations=(

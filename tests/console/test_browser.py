@@ -8,17 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, expect
 
+from tests.browser import chromium, strict_page
 from tests.console.conftest import TOKEN, MakeGateway, QemuDisplay
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 CONNECT_TIMEOUT_MS = 30_000
 
 # Mean and variance of the canvas's luminance, computed in the page (no image library needed).
@@ -38,42 +34,18 @@ CANVAS_STATS = """() => {
 }"""
 
 
-class PageProblems:
-    """Uncaught errors and CSP violations: a console page that throws fails the test."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def on_console(self, message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text or "Uncaught" in message.text:
-            self.messages.append(message.text)
-
-    def on_page_error(self, error: Exception) -> None:
-        self.messages.append(f"page error: {error}")
-
-
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
     """Debian's Chromium with a new, empty profile."""
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1024, "height": 768},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path / "chromium-profile",
+                        viewport={"width": 1024, "height": 768}) as context:
+        yield context
 
 
 @pytest.fixture
 async def page(browser: BrowserContext) -> AsyncIterator[Page]:
-    problems = PageProblems()
-    page = await browser.new_page()
-    page.on("console", problems.on_console)
-    page.on("pageerror", problems.on_page_error)
-    yield page
-    assert problems.messages == []
+    async with strict_page(browser) as page:
+        yield page
 
 
 async def test_console_page_shows_the_vm_screen(

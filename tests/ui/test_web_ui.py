@@ -16,60 +16,31 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, expect
 
 from limiquantix.api import routes_ui
 from limiquantix.local.stack import Stack
+from tests.browser import chromium, strict_page
 from tests.flows import create_vm, make_qcow2, unique_name, wait_state
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 STATE_TIMEOUT_MS = 30_000
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDt7Z8Xjx3nm5Ir5nq3RvwBHaFBvL0ZKjXqWDe5sQ2Tz ui@test"
-
-
-class BrowserProblems:
-    """Uncaught page errors and CSP violations: a UI that throws must fail the test."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def on_console(self, message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text or "Uncaught" in message.text:
-            self.messages.append(message.text)
-
-    def on_page_error(self, error: Exception) -> None:
-        self.messages.append(f"page error: {error}")
 
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
     """Debian's Chromium with a new, empty profile (no browser is downloaded)."""
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 900},
-            permissions=["clipboard-read", "clipboard-write"],
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path / "chromium-profile", viewport={"width": 1440, "height": 900},
+                        permissions=["clipboard-read", "clipboard-write"]) as context:
+        yield context
 
 
 @pytest.fixture
 async def page(browser: BrowserContext) -> AsyncIterator[Page]:
-    problems = BrowserProblems()
-    page = await browser.new_page()
-    page.on("console", problems.on_console)
-    page.on("pageerror", problems.on_page_error)
-    yield page
-    assert problems.messages == []
+    async with strict_page(browser) as page:
+        yield page
 
 
 async def sign_in(page: Page, stack: Stack, token: str | None = None) -> None:

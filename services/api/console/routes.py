@@ -25,6 +25,7 @@ from limiquantix.api.console.gateway import ConsoleGateway, principal
 from limiquantix.api.console.tickets import WS_PATH, TicketResponse
 from limiquantix.api.http_json import json_response
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
+from limiquantix.api.page_headers import PAGE_HEADERS
 
 log = structlog.get_logger()
 
@@ -36,20 +37,6 @@ ASSETS_DIR = HERE / "assets"
 PAGE = ASSETS_DIR / "console.html"
 NOVNC_PREFIX = "/console/novnc"
 ASSETS_PREFIX = "/console/assets"
-
-# Same policy as the web UI, plus WebSockets to this origin ('self' covers ws/wss of the same
-# host in CSP 3) and data: images (noVNC draws its cursor as a data: URL).
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-_PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    # The fragment never leaves the browser, but the ticket URL must not leak through Referer.
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
 
 
 async def create_ticket(request: web.Request) -> web.Response:
@@ -68,7 +55,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
 @public
 async def console_page(request: web.Request) -> web.StreamResponse:
     """The console page (static; it asks for its ticket itself)."""
-    return web.FileResponse(PAGE, headers=_PAGE_HEADERS)
+    return web.FileResponse(PAGE, headers=PAGE_HEADERS)
 
 
 OPENAPI = OpenApiPart(tag="console", operations=(
