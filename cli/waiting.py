@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from datetime import datetime
 
 import msgspec
 
@@ -99,7 +100,9 @@ class VmWaiter:
                         else format_bytes(event.bytes_done))
                 self._fetching = f"fetching image {done}{total}"
             case VmStateChanged(vm_id=event_vm) if event_vm == vm_id and record is not None:
-                return _with_state(record, event.state, event.error)
+                if event.time < record.updated_at:
+                    return record  # replayed from before the record was read: not news
+                return _with_state(record, event.state, event.error, event.time)
             case VmGuestReady(vm_id=event_vm) if event_vm == vm_id:
                 return fetch_vm(self.client, vm_id)  # the record now has the host keys
             case VmDeleted(vm_id=event_vm) if event_vm == vm_id:
@@ -129,8 +132,8 @@ class VmWaiter:
         return False
 
 
-def _with_state(record: VmRecord, state: VmState, error: object) -> VmRecord:
-    changes: dict[str, object] = {"state": state}
+def _with_state(record: VmRecord, state: VmState, error: object, at: datetime) -> VmRecord:
+    changes: dict[str, object] = {"state": state, "updated_at": at}
     if error is not None:
         changes["error"] = error
     return msgspec.structs.replace(record, **changes)

@@ -69,6 +69,12 @@ async def test_vm_lifecycle_with_lq(lq: Lq, stack: Stack, tmp_path: Path) -> Non
     assert created.code == 0, created.err
     assert f"{name} is running on node-a" in created.out
     assert re.search(rf"^{name}: running$", created.err, re.M), created.err  # status line
+    # The status line only moves forward: events replayed from before the record was read
+    # (the stream opens before the POST) do not take it back.
+    order = ["pending", "creating", "starting", "running"]
+    shown = [line.split(": ", 1)[1] for line in created.err.splitlines()
+             if line.startswith(f"{name}: ") and line.split(": ", 1)[1] in order]
+    assert shown == sorted(shown, key=order.index), created.err
     status, record = api_get(stack, f"/v1/vms/{name}")
     assert status == 200 and record["state"] == "running"
     assert record["memory_mib"] == 256 and record["disk_gib"] == 1
