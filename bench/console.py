@@ -36,6 +36,7 @@ import nats
 from limiquantix.common import nats_client, subjects
 from limiquantix.common.base import utcnow
 from limiquantix.common.nats_server import NatsServer, free_port
+from limiquantix.common.process import stop_process
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord, VmState, VncEndpoint
 
@@ -60,13 +61,7 @@ async def process(*argv: str, env: dict[str, str] | None = None,
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, 10)
 
 
 async def wait_port(port: int, proc: asyncio.subprocess.Process, what: str) -> None:

@@ -36,6 +36,7 @@ import nats
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.nats_server import NatsServer, free_port
+from limiquantix.common.process import stop_process
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.image_cache import ImageCache
 
@@ -62,13 +63,7 @@ async def process(args: list[str], *, env: dict[str, str] | None = None,
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, 15)
 
 
 async def wait_http(url: str) -> None:

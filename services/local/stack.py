@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from limiquantix.common.nats_server import NatsServer, free_port
+from limiquantix.common.process import stop_process
 
 READY_TIMEOUT_S = 60.0
 
@@ -57,14 +58,7 @@ class ServiceProcess:
         """SIGTERM, wait, SIGKILL if it does not end; returns the exit code."""
         if self.process is None:
             return None
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout_s)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        return self.process.returncode
+        return await stop_process(self.process, timeout_s)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
