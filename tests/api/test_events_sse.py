@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from limiquantix.common.events import VmGuestReady, VmStateChanged, event_encoder, event_subject
 from limiquantix.common.vms import GuestInfo, VmState
 from tests.api.conftest import Gateway
+from tests.flows import sse_events
 
 Frame = tuple[str, str, dict[str, Any]]
 
 
-async def frames(gw: Gateway, query: str = "", headers: dict[str, str] | None = None
-                 ) -> AsyncIterator[Frame]:
-    async with gw.client.get(f"/v1/events{query}", headers={**gw.auth, **(headers or {})}
-                             ) as response:
-        assert response.status == 200, await response.text()
-        assert response.headers["Content-Type"].startswith("text/event-stream")
-        event_id, kind, data = "", "", ""
-        async for raw in response.content:
-            line = raw.decode().rstrip("\n")
-            if not line:
-                if data:
-                    yield event_id, kind, json.loads(data)
-                event_id, kind, data = "", "", ""
-            elif line.startswith("id: "):
-                event_id = line[4:]
-            elif line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                data += line[6:]
+def frames(gw: Gateway, query: str = "", headers: dict[str, str] | None = None
+           ) -> AsyncIterator[Frame]:
+    """The SSE frames of GET /v1/events, parsed as any client would (tests/flows.py)."""
+    return sse_events(gw.client, query, headers={**gw.auth, **(headers or {})})
 
 
 async def take(stream: AsyncIterator[Frame], n: int) -> list[Frame]:
