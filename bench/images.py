@@ -135,7 +135,8 @@ async def main(size_gib: float, runs: int) -> None:
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
             env.update(LQ_NATS_URL=nats_server.url, LQ_DATA_DIR=str(work / "library"),
-                       LQ_IMAGE_LIBRARY_PORT=str(port), LQ_LOG_FORMAT="json")
+                       LQ_IMAGE_LIBRARY_PORT=str(port), LQ_LOG_FORMAT="json",
+                       LQ_IMPORT_ALLOWED_NETWORKS="127.0.0.0/8")  # the baseline origin
             library_bin = str(Path(sys.executable).parent / "lq-image-library")
             async with process([library_bin], env=env, log=work / "library.log"), \
                     baseline_server(files, work / "baseline.log") as (base, server_name):

@@ -51,6 +51,7 @@ class Settings(Model, frozen=True, kw_only=True):
     image_library_port: int = 9292
     image_library_url: str = ""  # how nodes reach it; default http://host:port
     import_allowed_schemes: str = "http,https"
+    import_allowed_networks: str = ""  # CIDRs imports may reach although not public
 
     @property
     def data_path(self) -> Path:
@@ -98,6 +99,8 @@ _DOCS: dict[str, str] = {
     "image_library_port": "Image library HTTP port (image files, uploads)",
     "image_library_url": "URL nodes and the gateway use to reach the image library",
     "import_allowed_schemes": "URL schemes image imports may use",
+    "import_allowed_networks": "Comma-separated CIDRs image imports may fetch from although "
+    "loopback/private/link-local (refused by default), e.g. `10.1.0.0/16` for a local mirror",
 }
 
 

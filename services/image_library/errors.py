@@ -26,13 +26,6 @@ class ImageBusy(Conflict):
     default_hint = "Wait for it to finish, or DELETE the image to cancel it."
 
 
-class SchemeNotAllowed(InvalidRequest):
-    """The source URL's scheme is not in LQ_IMPORT_ALLOWED_SCHEMES."""
-
-    code = "scheme_not_allowed"
-    default_hint = "Use an http(s) URL, or add the scheme to LQ_IMPORT_ALLOWED_SCHEMES."
-
-
 class ImportFailed(LimiquantixError):
     """Downloading the source failed (HTTP error, connection lost, truncated transfer)."""
 

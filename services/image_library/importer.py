@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from urllib.parse import urlsplit
-
 import aiohttp
 import msgspec
 import structlog
@@ -19,8 +17,16 @@ import structlog
 from limiquantix.common.base import Model
 from limiquantix.common.hashing_file import HashingFile, sha256_of
 from limiquantix.common.images import ImageRecord, ImageState
+from limiquantix.common.outbound import (
+    HostNotResolved,
+    OutboundPolicy,
+    OutboundRefused,
+    TooManyRedirects,
+    client_session,
+    fetch,
+)
 from limiquantix.common.settings import Settings
-from limiquantix.image_library.errors import ImportFailed, SchemeNotAllowed
+from limiquantix.image_library.errors import ImportFailed
 from limiquantix.image_library.finalize import fail, reason_of, verify_and_activate
 from limiquantix.image_library.layout import StoreLayout
 from limiquantix.image_library.progress import ProgressReporter
@@ -45,17 +51,22 @@ class ResumeInfo(Model, frozen=True, kw_only=True):
 _resume_decoder = msgspec.json.Decoder(ResumeInfo)
 
 
-def check_source_url(url: str, settings: Settings) -> None:
-    """Refuse URLs whose scheme is not allowed, or that name no host."""
-    allowed = {s.strip().lower() for s in settings.import_allowed_schemes.split(",") if s.strip()}
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in allowed:
-        raise SchemeNotAllowed(
-            f"URL scheme {parts.scheme or '(none)'!r} is not allowed (allowed: "
-            f"{', '.join(sorted(allowed))})", url=url,
-        )
-    if not parts.hostname:
-        raise SchemeNotAllowed(f"URL {url!r} names no host", url=url)
+def import_policy(settings: Settings) -> OutboundPolicy:
+    """The outbound address policy of imports (``LQ_IMPORT_ALLOWED_SCHEMES`` / ``_NETWORKS``)."""
+    return OutboundPolicy.for_imports(schemes=settings.import_allowed_schemes,
+                                      networks=settings.import_allowed_networks)
+
+
+async def check_source_url(url: str, settings: Settings) -> None:
+    """Refuse at once a URL the import would refuse (scheme, credentials, address).
+
+    A name that does not resolve now is not refused here: the download records why it failed
+    (and resolves again, checking again, when it connects).
+    """
+    policy = import_policy(settings)
+    host = policy.check_url(url)
+    with contextlib.suppress(HostNotResolved):
+        await policy.resolve(host)
 
 
 class Importer:
@@ -67,9 +78,11 @@ class Importer:
         self._layout = layout
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._policy = import_policy(settings)
 
     async def __aenter__(self) -> Importer:
-        self._session = aiohttp.ClientSession(
+        self._session = client_session(
+            self._policy,
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S
             ),
@@ -107,14 +120,13 @@ class Importer:
         bound = log.bind(image_id=image_id)
         try:
             record, _ = await self._store.get(image_id)
-            check_source_url(record.source_url, self._settings)
             sha256 = await self._download(record)
             await verify_and_activate(self._store, self._layout, image_id, sha256=sha256)
         except asyncio.CancelledError:
             bound.info("import stopped")  # cancelled by DELETE (which cleans up) or shutdown
             raise
         except Exception as exc:
-            if not isinstance(exc, ImportFailed | SchemeNotAllowed):
+            if not isinstance(exc, ImportFailed | OutboundRefused):
                 bound.exception("import failed")
             await fail(self._store, self._layout, image_id, reason_of(exc))
 
@@ -141,8 +153,9 @@ class Importer:
             headers["Range"] = f"bytes={offset}-"
             headers["If-Range"] = resume.etag or resume.last_modified
         try:
-            async with self._session.get(
-                record.source_url, headers=headers, max_redirects=MAX_REDIRECTS,
+            async with fetch(
+                self._session, self._policy, record.source_url, headers=headers,
+                max_redirects=MAX_REDIRECTS,
             ) as response:
                 if response.status == 416 and offset and response.headers.get(
                     "Content-Range", ""
@@ -151,12 +164,14 @@ class Importer:
                     return await sha256_of(self._layout.part(record.id))
                 offset = self._accepted_offset(response, offset)
                 return await self._receive(record, response, offset)
-        except aiohttp.TooManyRedirects:
-            raise ImportFailed(f"more than {MAX_REDIRECTS} redirects") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise ImportFailed(f"transfer truncated: {exc}") from None
+        except TooManyRedirects as exc:
+            raise ImportFailed(exc.message) from None
+        # The exceptions' texts are not recorded: aiohttp's quote what the peer sent, and a
+        # record's error must not become a banner grabber for whatever answers at the URL.
+        except aiohttp.ClientPayloadError:
+            raise ImportFailed("transfer truncated (the connection ended early)") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ImportFailed(f"download failed: {type(exc).__name__}: {exc}") from None
+            raise ImportFailed(f"download failed: {type(exc).__name__}") from None
 
     @staticmethod
     def _accepted_offset(response: aiohttp.ClientResponse, offset: int) -> int:
@@ -170,8 +185,8 @@ class Importer:
             return 0
         if response.status == 416 and offset:
             raise ImportFailed("source refused to resume (416); import again to restart")
-        raise ImportFailed(f"source answered HTTP {response.status} {response.reason or ''}"
-                           .strip(), status=response.status)
+        # The status only: the reason phrase is the peer's text (see _download).
+        raise ImportFailed(f"source answered HTTP {response.status}", status=response.status)
 
     async def _receive(
         self, record: ImageRecord, response: aiohttp.ClientResponse, offset: int,

@@ -67,7 +67,7 @@ class ImageService:
         if request.catalog_id:
             record = await self._requeue_catalog_entry(request)
         elif request.source_url:
-            check_source_url(request.source_url, self.settings)
+            await check_source_url(request.source_url, self.settings)
             record = await self.store.create(self._new_record(request, ImageState.QUEUED))
         else:
             raise InvalidRequest("an import needs a source_url or a catalog_id")
@@ -96,7 +96,7 @@ class ImageService:
         entry = catalog.find_entry(request.catalog_id)
         record, _ = await self.store.get(request.catalog_id)  # ImageNotFound when unknown
         url = request.source_url or (entry.source_url if entry else record.source_url)
-        check_source_url(url, self.settings)
+        await check_source_url(url, self.settings)
 
         def queue(current: ImageRecord) -> ImageRecord:
             if current.state not in RESTARTABLE:

@@ -34,6 +34,7 @@ ENV = {
     "LQ_STOP_TIMEOUT_S": "300",  # the ACPI shutdown must not be cut short by a forced stop
     "LQ_VIRT_TYPE": "qemu",
     "LQ_LOG_LEVEL": "debug",
+    "LQ_IMPORT_ALLOWED_NETWORKS": "127.0.0.0/8",  # the guest image comes from a local origin
 }
 USER_DATA = "#cloud-config\nruncmd:\n  - echo ran >> /var/tmp/custom-runs\n"
 PASSWORD = "correct horse battery staple"

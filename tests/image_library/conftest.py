@@ -23,7 +23,7 @@ from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.image_library.main import serve
-from tests.image_library.origin import Origin
+from tests.image_library.origin import LOCAL_ORIGINS, Origin
 
 
 def make_qcow2_with_data(path: Path, mib: int = 4) -> Path:
@@ -44,6 +44,7 @@ class Library:
     """The image library running in this process (serve() as a task), restartable."""
 
     def __init__(self, root: Path, nats_url: str, **overrides: Any) -> None:
+        overrides.setdefault("import_allowed_networks", LOCAL_ORIGINS)
         self.settings: Settings = settings_mod.load({}, nats_url=nats_url, data_dir=str(root),
                                                     image_library_port=free_port(), **overrides)
         self.stop_event = asyncio.Event()

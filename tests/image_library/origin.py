@@ -17,6 +17,9 @@ from pathlib import Path
 from aiohttp import web
 
 CHUNK = 256 * 1024
+# Imports from loopback are refused by default (SSRF policy); tests import from this origin.
+LOCAL_ORIGINS = "127.0.0.0/8"
+ALLOW_LOCAL_ORIGINS = {"LQ_IMPORT_ALLOWED_NETWORKS": LOCAL_ORIGINS}
 
 
 class Origin:

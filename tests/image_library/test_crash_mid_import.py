@@ -18,7 +18,7 @@ from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.image_library.client import ImageLibraryClient
 from tests.image_library.conftest import sha256_file, wait_image
-from tests.image_library.origin import Origin
+from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
 
 
 class LibraryProcess:
@@ -28,7 +28,8 @@ class LibraryProcess:
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
         self.env.update(LQ_NATS_URL=nats_url, LQ_DATA_DIR=str(data_dir),
-                        LQ_IMAGE_LIBRARY_PORT=str(self.port), LQ_LOG_FORMAT="json")
+                        LQ_IMAGE_LIBRARY_PORT=str(self.port), LQ_LOG_FORMAT="json",
+                        **ALLOW_LOCAL_ORIGINS)
         self.log = data_dir / "library.log"
         self.process: asyncio.subprocess.Process | None = None
 

@@ -20,12 +20,13 @@ from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord
 from limiquantix.local.stack import Stack
 from tests.image_library.conftest import make_qcow2_with_data, sha256_file
-from tests.image_library.origin import Origin
+from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
 
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Stack, aiohttp.ClientSession]]:
-    stack = Stack(tmp_path / "stack", nodes=(), extra_env={"LQ_LOG_LEVEL": "debug"})
+    stack = Stack(tmp_path / "stack", nodes=(), extra_env={"LQ_LOG_LEVEL": "debug",
+                                                               **ALLOW_LOCAL_ORIGINS})
     async with stack, aiohttp.ClientSession(base_url=stack.api_url,
                                             headers=stack.headers()) as api:
         yield stack, api

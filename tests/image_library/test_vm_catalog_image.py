@@ -12,14 +12,15 @@ from limiquantix.node_agent.image_cache import qcow2_backing_file
 from tests.flows import create_vm, unique_name, wait_gone, wait_state
 from tests.image_library.conftest import sha256_file
 from tests.image_library.counting_proxy import start_proxy
-from tests.image_library.origin import Origin
+from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
 from tests.image_library.test_gateway import _wait as wait_image
 
 
 async def test_three_vms_on_one_uncached_catalog_image_cause_one_download(
     tmp_path: Path, origin: Origin, disk: Path,
 ) -> None:
-    stack = Stack(tmp_path / "stack", nodes=(), extra_env={"LQ_HEARTBEAT_INTERVAL_S": "1"})
+    stack = Stack(tmp_path / "stack", nodes=(), extra_env={"LQ_HEARTBEAT_INTERVAL_S": "1",
+                                                               **ALLOW_LOCAL_ORIGINS})
     async with stack, aiohttp.ClientSession(base_url=stack.api_url,
                                             headers=stack.headers()) as api:
         async with api.post("/v1/images", json={
