@@ -3,21 +3,26 @@
 A tagged union decoded once by the node agent and dispatched with ``match``. Every command names
 its VM; ``command_id`` doubles as the JetStream ``Nats-Msg-Id``, so a retried publish is
 deduplicated.
+
+Ids are typed (:mod:`limiquantix.common.ids`): the node builds paths and keys from them, so a
+command whose ids have the wrong shape fails to decode and is never handled.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
 from limiquantix.common.base import Model, utcnow
+from limiquantix.common.ids import CommandId, VmId
 from limiquantix.common.vms import CloudInitSpec, VmRecord
 
 
 class _Command(Model, frozen=True, kw_only=True, tag_field="type"):
-    command_id: str
-    vm_id: str
+    command_id: CommandId
+    vm_id: VmId
     issued_at: datetime = msgspec.field(default_factory=utcnow)
 
 
@@ -25,6 +30,11 @@ class CreateVm(_Command, frozen=True, kw_only=True, tag="vm.create"):
     """Create the disk, seed and domain of ``vm`` and start it."""
 
     vm: VmRecord
+
+    def __post_init__(self) -> None:
+        # The node keys files and the domain by ``vm_id`` and writes ``vm`` under it: one VM.
+        if self.vm.id != self.vm_id:
+            raise ValueError("vm.id differs from vm_id")
 
 
 class StartVm(_Command, frozen=True, kw_only=True, tag="vm.start"):
@@ -58,7 +68,7 @@ class UpdateCloudInit(_Command, frozen=True, kw_only=True, tag="vm.update_cloud_
     """Rebuild the seed ISO with a new instance-id: cloud-init runs again at next boot."""
 
     cloud_init: CloudInitSpec
-    instance_id: str
+    instance_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
 
 
 Command = (

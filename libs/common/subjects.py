@@ -41,6 +41,18 @@ def all_commands() -> str:
     return f"{PREFIX}.cmd.*"
 
 
+def node_dead_letters(node_id: str) -> str:
+    """Core subject where a node republishes commands it cannot decode (then terminates them).
+
+    Headers say why (``Lq-Reason``) and which stream message it was (``Lq-Stream-Seq``).
+    """
+    return f"{PREFIX}.dlq.cmd.{_token(node_id)}"
+
+
+def all_dead_letters() -> str:
+    return f"{PREFIX}.dlq.>"
+
+
 def node_consumer(node_id: str) -> str:
     """Durable consumer name of a node agent."""
     return f"node-{_token(node_id)}"
@@ -58,6 +70,16 @@ def vm_events(vm_id: str = "*") -> str:
 
 def node_event(node_id: str, kind: str) -> str:
     return f"{PREFIX}.evt.node.{_token(node_id)}.{_token(kind)}"
+
+
+def node_events(node_id: str = "*") -> str:
+    """Filter for every event of one node (or of all nodes)."""
+    return f"{PREFIX}.evt.node.{node_id if node_id == '*' else _token(node_id)}.>"
+
+
+def image_events_of_kind(kind: str) -> str:
+    """Filter for one kind of event of every image (nodes publish only ``progress``)."""
+    return f"{PREFIX}.evt.image.*.{_token(kind)}"
 
 
 def image_event(image_id: str, kind: str) -> str:

@@ -6,6 +6,11 @@
   ack every third of ``ack_wait``, so long work is not redelivered while it runs.
 - A message is acked only after its work is done, including when the work failed (the failure
   is recorded on the VM: a bad command is never redelivered forever).
+- A message that does not decode (unknown type, an id of the wrong shape such as
+  ``../../x``, not JSON) is a poison message: it is *terminated* (JetStream never redelivers
+  it), counted, logged with its reason and republished with the reason on the node's
+  dead-letter subject ``lq.dlq.cmd.<node>``; when it names a valid VM id, the failure is
+  recorded on that VM. Nothing of it reaches a handler, and nothing about it stops the agent.
 - On stop: no more fetching; running commands get ``SHUTDOWN_GRACE_S`` to finish; queued ones
   are nak'ed, unfinished ones abandoned: JetStream redelivers them to the next agent.
 """
@@ -19,6 +24,7 @@ from collections import deque
 import msgspec
 import nats.errors
 import structlog
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -26,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from limiquantix.common import subjects
 from limiquantix.common.base import Model
 from limiquantix.common.commands import Command, command_decoder
+from limiquantix.common.ids import is_vm_id
 from limiquantix.common.vms import VmError
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.dispatch import handle, record_failure
@@ -53,9 +60,11 @@ class _Envelope(Model, frozen=True, kw_only=True):
 class CommandConsumer:
     """Fetches this node's commands and runs them (see the module docstring)."""
 
-    def __init__(self, ctx: AgentContext, js: JetStreamContext) -> None:
+    def __init__(self, ctx: AgentContext, js: JetStreamContext, nc: Client) -> None:
         self._ctx = ctx
         self._js = js
+        self._nc = nc
+        self.rejected = 0  # poison messages terminated since start
         self._held: dict[int, Msg] = {}  # stream sequence -> latest delivery
         self._queues: dict[str, deque[tuple[int, Command]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
@@ -127,7 +136,7 @@ class CommandConsumer:
         try:
             command = command_decoder.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            group.create_task(self._reject(msg, str(exc)))
+            group.create_task(self._reject(msg, str(exc)[:300]))
             return
         self._held[seq] = msg
         self._ctx.activity.hold(command.vm_id)
@@ -171,18 +180,39 @@ class CommandConsumer:
             log.warning("ack failed", vm_id=vm_id, ack=ack, error=str(exc))
 
     async def _reject(self, msg: Msg, problem: str) -> None:
-        """Ack an undecodable command after recording the failure on its VM (if named)."""
-        log.error("invalid command", error=problem)
+        """Terminate a poison message: count, log, dead-letter, record on its VM if named.
+
+        Never raises: a poison message must not stop the agent (this runs in its task group).
+        """
+        self.rejected += 1
+        seq = msg.metadata.sequence.stream
         try:
             envelope = msgspec.json.decode(msg.data, type=_Envelope)
         except (msgspec.DecodeError, msgspec.ValidationError):
             envelope = _Envelope()
-        if envelope.vm_id:
+        kind = envelope.type[:64] or "unknown"
+        # The payload may carry user-data: it goes to the dead-letter subject, never the log.
+        log.error("invalid command terminated", reason=problem, seq=seq, type=kind,
+                  size=len(msg.data), rejected=self.rejected)
+        try:
+            await msg.term()
+        except Exception as exc:
+            log.warning("terminating an invalid command failed", seq=seq, error=str(exc))
+        try:
+            await self._nc.publish(
+                subjects.node_dead_letters(self._ctx.node_id), msg.data,
+                headers={"Lq-Reason": " ".join(problem.split()), "Lq-Stream-Seq": str(seq),
+                         "Lq-Rejected-Count": str(self.rejected)})
+        except Exception as exc:
+            log.warning("dead-lettering an invalid command failed", seq=seq, error=str(exc))
+        if is_vm_id(envelope.vm_id):
             error = VmError(code="invalid_command", message=f"invalid command: {problem}",
                             hint="The API and node agent versions may differ; upgrade both.")
-            await record_failure(self._ctx, envelope.vm_id, envelope.type or "unknown", error,
-                                 real_state=True)
-        await msg.ack()
+            try:
+                await record_failure(self._ctx, envelope.vm_id, kind, error, real_state=True)
+            except Exception:
+                log.exception("recording an invalid command on its VM failed",
+                              vm_id=envelope.vm_id)
 
     async def _keep_alive(self) -> None:
         period = max(0.5, self._ctx.settings.command_ack_wait_s / 3)

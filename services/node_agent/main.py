@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 
 import structlog
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 
 from limiquantix.common import nats_client, subjects
 from limiquantix.common.events import NodeStateChanged
@@ -79,7 +79,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         log.info("node agent starting", libvirt_uri=settings.libvirt_uri, virt_type=kind,
                  data_dir=settings.data_dir)
         try:
-            await _run(ctx, js, records, heartbeat, stop)
+            await _run(ctx, nc, records, heartbeat, stop)
         finally:
             await heartbeat.remove()
             with contextlib.suppress(Exception):
@@ -87,7 +87,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             log.info("node agent stopping")
 
 
-async def _run(ctx: AgentContext, js: JetStreamContext, records: NodeRecords, heartbeat: Heartbeat,
+async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: Heartbeat,
                stop: asyncio.Event) -> None:
     async with asyncio.TaskGroup() as group:
         ctx.guests.bind(group)
@@ -101,7 +101,7 @@ async def _run(ctx: AgentContext, js: JetStreamContext, records: NodeRecords, he
             group.create_task(reconcile.run_periodic(ctx, records)),
             group.create_task(reconcile.follow_events(ctx, records)),
         ]
-        consumer = group.create_task(CommandConsumer(ctx, js).run(stop))
+        consumer = group.create_task(CommandConsumer(ctx, nc.jetstream(), nc).run(stop))
         log.info("node agent ready")
         await stop.wait()
         await consumer
