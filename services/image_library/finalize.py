@@ -22,6 +22,8 @@ from limiquantix.image_library.store import ImageStore
 
 log = structlog.get_logger()
 
+FILE_MODE = 0o600
+
 
 async def verify_and_activate(
     store: ImageStore, layout: StoreLayout, image_id: str, *, sha256: str, expected: str = "",
@@ -42,7 +44,8 @@ async def verify_and_activate(
     target = layout.file(image_id)
 
     def publish_file() -> None:
-        os.chmod(part, 0o644)
+        # Only this service reads the store (it serves files over HTTP): not other users.
+        os.chmod(part, FILE_MODE)
         os.replace(part, target)
         fd = os.open(layout.files, os.O_RDONLY)
         try:

@@ -1,13 +1,16 @@
 """Where the image library keeps files: ``<data_dir>/image-library/{files,partial}``.
 
 Only complete, inspected files are in ``files/``; everything in progress is in ``partial/``
-(removed on failure), so a half file can never be served as an image.
+(removed on failure), so a half file can never be served as an image. Nothing in the store
+is readable by other users (directories 0700, files 0600): images may hold secrets.
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+
+DIR_MODE = 0o700
 
 
 class StoreLayout:
@@ -19,8 +22,10 @@ class StoreLayout:
         self.partial = self.root / "partial"
 
     def create(self) -> None:
+        """Make the store's directories, reachable by this service's user only (0700)."""
         for directory in (self.root, self.files, self.partial):
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            directory.chmod(DIR_MODE)
 
     def file(self, image_id: str) -> Path:
         """The served file of an active image."""
