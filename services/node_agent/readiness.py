@@ -11,6 +11,10 @@ cloud-init writes to the serial console (the image's kernel command line ends in
 
 The log is appended across boots (``append='on'``); only output of the current boot counts.
 Its start is an explicit offset, or found by :func:`boot_start_offset` from ``started_at``.
+
+The guest writes this log, so it is hostile input: a line is cut at ``MAX_LINE`` characters
+(a gigabyte without a newline costs linear time and ``MAX_LINE`` of memory), and what goes
+into the record is bounded in count and size (host keys, addresses, failures).
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ READ_CHUNK = 1 << 20
 HOST_KEY_LOOKBACK = 8 << 20
 # A "finished" stamped this long before the boot's start is an earlier boot's (guest RTC: UTC).
 STALE_FINISH_S = timedelta(seconds=5)
+# Bounds on what the guest can make us keep (cloud-init prints 3-4 host keys, 1-2 addresses).
+MAX_LINE = 2048  # characters of one console line (real ones: < 600); the rest is dropped
+MAX_HOST_KEYS = 16
+MAX_HOST_KEY_LEN = 256
+MAX_ADDRESSES = 16
+MAX_ADDRESS_LEN = 64  # an IPv6 address is at most 45
+MAX_FAILURES = 20
 
 
 class GuestNotReady(NodeAgentError):
@@ -108,9 +119,10 @@ class ConsoleScan:
     fatal: str = ""
     host_keys: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
+    scanned: int = 0  # characters examined so far: linear in the input, whatever its shape
     _block: list[str] | None = None
     _in_net_table: bool = False
-    _partial: str = ""
+    _partial: str = ""  # at most MAX_LINE characters
     _decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
 
@@ -119,12 +131,32 @@ class ConsoleScan:
         return bool(self.version)
 
     def feed(self, data: bytes, *, final: bool = False) -> None:
-        """Add console bytes; complete lines are interpreted, a trailing partial one is kept."""
-        text = self._partial + self._decoder.decode(data, final=final)
-        lines = text.split("\n")
-        self._partial = "" if final else lines.pop()
-        for raw in lines:
-            self.feed_line(clean_line(raw))
+        """Add console bytes; complete lines are interpreted, a trailing partial one is kept.
+
+        Each character is looked at a bounded number of times: the kept partial line never
+        grows past ``MAX_LINE`` (the excess is dropped), so it is never re-split.
+        """
+        text = self._decoder.decode(data, final=final)
+        self.scanned += len(text)
+        start = 0
+        while (end := text.find("\n", start)) >= 0:
+            self._end_line(text, start, end)
+            start = end + 1
+        self._keep(text, start, len(text))
+        if final and self._partial:
+            self._end_line(text, len(text), len(text))
+
+    def _keep(self, text: str, start: int, end: int) -> None:
+        room = MAX_LINE - len(self._partial)
+        if room > 0 and start < end:
+            piece = text[start:min(end, start + room)]
+            self.scanned += len(piece)
+            self._partial += piece
+
+    def _end_line(self, text: str, start: int, end: int) -> None:
+        self._keep(text, start, end)
+        line, self._partial = self._partial, ""
+        self.feed_line(clean_line(line))
 
     def feed_line(self, line: str) -> None:
         if not line:
@@ -133,7 +165,8 @@ class ConsoleScan:
         self._network(line)
         for pattern in _FAILURES:
             if pattern.search(line):
-                self.failures.append(line[-500:])
+                if len(self.failures) < MAX_FAILURES:
+                    self.failures.append(line[-500:])
                 break
         if _FATAL.search(line):
             self.fatal = line[-500:]
@@ -153,10 +186,13 @@ class ConsoleScan:
             self.host_keys = self._block
             self._block = None
         elif self._block is not None:
-            match = _FP_LINE.search(line)
-            if match:
+            # A longer line is no fingerprint, and would cost the regex quadratic time.
+            match = _FP_LINE.search(line) if len(line) <= MAX_HOST_KEY_LEN else None
+            if match and len(self._block) < MAX_HOST_KEYS:
                 bits, digest, comment, kind = match.groups()
-                self._block.append(f"{bits} {digest} {comment.strip()} ({kind})")
+                key = f"{bits} {digest} {comment.strip()} ({kind})"
+                if len(key) <= MAX_HOST_KEY_LEN:
+                    self._block.append(key)
 
     def _network(self, line: str) -> None:
         if _NET_TABLE.search(line):
@@ -172,7 +208,8 @@ class ConsoleScan:
             return
         if match["scope"] == "global" and match["dev"] != "lo":
             address = match["addr"].split("/", 1)[0]
-            if address not in self.addresses:
+            if (len(self.addresses) < MAX_ADDRESSES and len(address) <= MAX_ADDRESS_LEN
+                    and address not in self.addresses):
                 self.addresses.append(address)
 
     def problem(self) -> str:

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from limiquantix.node_agent.readiness import (
+    MAX_ADDRESSES,
+    MAX_FAILURES,
+    MAX_HOST_KEYS,
+    MAX_LINE,
     ConsoleScan,
     GuestNotReady,
     GuestReadyTimeout,
@@ -203,3 +209,62 @@ def test_multibyte_characters_split_across_reads_are_decoded() -> None:
     scan.feed(block[:split])
     scan.feed(block[split:])
     assert scan.host_keys == ["256 SHA256:abcDEF123+/xyz root@hôte (ED25519)"]
+
+
+# A guest writes the serial log: what a hostile one can make the node keep or spend is bounded.
+
+def _fake_key_block(count: int) -> bytes:
+    lines = [f"256 SHA256:{i:043d} root@evil (ED25519)" for i in range(count)]
+    return ("-----BEGIN SSH HOST KEY FINGERPRINTS-----\n" + "\n".join(lines)
+            + "\n-----END SSH HOST KEY FINGERPRINTS-----\n").encode()
+
+
+def _fake_net_table(count: int) -> bytes:
+    rows = [f"ci-info: | eth{i} | True | 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}/24 "
+            f"| 255.255.255.0 | global | 52:54:00:00:00:01 |" for i in range(count)]
+    return ("ci-info: ++++++++++++++++++++Net device info+++++++++++++++++++++\n"
+            + "\n".join(rows) + "\n").encode()
+
+
+def test_a_line_without_end_is_kept_bounded_and_scanned_in_linear_time() -> None:
+    """64 MiB with no newline, fed as QEMU appends it: memory stays small, work is linear."""
+    chunk = b"A" * (1 << 20)
+    scanned = []
+    for mib in (32, 64):
+        scan = ConsoleScan()
+        tracemalloc.start()
+        for _ in range(mib):
+            scan.feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 8 << 20, f"{peak} bytes held for {mib} MiB without a newline"
+        scan.feed(b"\n" + FIRST_BOOT, final=True)  # the guest then boots normally
+        assert scan.finished and scan.host_keys == _expected_host_keys(FIRST_BOOT)
+        scanned.append(scan.scanned - len(FIRST_BOOT) - 1)
+    assert scanned[0] <= 2 * (32 << 20) + MAX_LINE
+    assert scanned[1] <= 2 * scanned[0] + MAX_LINE  # twice the input, twice the work
+
+
+def test_ten_thousand_fake_host_keys_and_addresses_do_not_grow_the_record() -> None:
+    scan = ConsoleScan()
+    failures = b"".join(b"2026-11-25 Running module x%d failed\n" % i for i in range(10_000))
+    scan.feed(_fake_key_block(10_000) + _fake_net_table(10_000) + failures, final=True)
+    assert len(scan.host_keys) == MAX_HOST_KEYS
+    assert len(scan.addresses) == MAX_ADDRESSES
+    assert len(scan.failures) == MAX_FAILURES
+    guest = scan.guest(ready_at=None, started_at=LOGGED_BOOT_START, error=scan.problem())
+    assert len(msgspec.json.encode(guest)) < 16 << 10
+
+
+async def test_hostile_log_before_a_real_boot_still_ends_ready_with_a_bounded_record(
+        tmp_path: Path) -> None:
+    """A 3 MiB line, then a boot whose host-key block has 10,000 entries."""
+    begin = FIRST_BOOT.index(b"-----BEGIN SSH HOST KEY")
+    end = FIRST_BOOT.index(b"\n", FIRST_BOOT.index(b"-----END SSH HOST KEY")) + 1
+    boot = FIRST_BOOT[:begin] + _fake_key_block(10_000) + FIRST_BOOT[end:]
+    serial = tmp_path / "serial.log"
+    serial.write_bytes(b"x" * (3 << 20) + b"\n" + boot)
+    guest = await wait_for_guest_ready(serial, started_at=LOGGED_BOOT_START, timeout_s=10,
+                                       start_offset=0, settle_s=0)
+    assert len(guest.ssh_host_keys) == MAX_HOST_KEYS
+    assert guest.addresses and len(msgspec.json.encode(guest)) < 4 << 10
