@@ -46,6 +46,8 @@ class Settings(Model, frozen=True, kw_only=True):
     node_memory_mib: int = 0
     image_cache_max_gib: float = 50.0
     failpoints: str = ""  # tests only: "name=action,..." (see node_agent/failpoints.py)
+    forward_port_range: str = "20000-29999"  # host ports of user-mode forwards, "low-high"
+    user_network_outbound: bool = False  # user mode: guests may open outbound connections
     # image library
     image_library_host: str = "127.0.0.1"
     image_library_port: int = 9292
@@ -95,6 +97,11 @@ _DOCS: dict[str, str] = {
     "node_memory_mib": "Memory this node offers in MiB (0: the host's)",
     "image_cache_max_gib": "Node image cache limit; least recently used unused images go first",
     "failpoints": "Fault injection for tests only, e.g. `before_ack=sleep:5`",
+    "forward_port_range": "Host ports (`low-high`) port forwards of `user`/`isolated` VMs may "
+                          "use; a request outside is refused (422), free ones are picked in it",
+    "user_network_outbound": "`user` networking without `restrict=on`: guests get outbound "
+                             "NAT and also reach the node's loopback services (10.0.2.2); "
+                             "off: only the declared forwards, like `isolated`",
     "image_library_host": "Image library HTTP listen address",
     "image_library_port": "Image library HTTP port (image files, uploads)",
     "image_library_url": "URL nodes and the gateway use to reach the image library",

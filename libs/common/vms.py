@@ -87,8 +87,10 @@ NetworkMode = Literal["none", "user", "isolated", "bridge", "network"]
 class NetworkSpec(Model, frozen=True, kw_only=True):
     """How the VM's single NIC is attached.
 
-    ``user``: QEMU user networking with forwards on 127.0.0.1 (the laptop default).
-    ``isolated``: the same with ``restrict=on``, no traffic leaves the guest but the forwards.
+    ``user``: QEMU user networking with forwards on 127.0.0.1 (the laptop default); restricted
+    like ``isolated`` unless the node sets ``LQ_USER_NETWORK_OUTBOUND`` (outbound NAT, which
+    also reaches the node's loopback services).
+    ``isolated``: ``restrict=on`` always: no traffic leaves the guest but the forwards.
     ``bridge`` / ``network``: an existing host bridge or libvirt network, named by ``source``.
     """
 
@@ -128,7 +130,9 @@ class CloudInitRequest(RequestBody, frozen=True, kw_only=True):
 
 class PortForwardRequest(RequestBody, frozen=True, kw_only=True):
     guest_port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
-    host_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    host_port: Annotated[int, msgspec.Meta(
+        ge=0, le=65535, description="0: the node picks a free port; else one inside "
+                                    "LQ_FORWARD_PORT_RANGE (default 20000-29999)")] = 0
     name: str = ""
 
 

@@ -31,7 +31,7 @@ from limiquantix.api.http_json import decode_body
 from limiquantix.api.idempotency import IdempotencyKeys, body_hash
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
 from limiquantix.api.schemas import VmList
-from limiquantix.common import cloud_init, node_rpc, subjects
+from limiquantix.common import cloud_init, forward_ports, node_rpc, subjects
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import (
     Command,
@@ -156,6 +156,8 @@ async def _prepare_cloud_init(request: CloudInitRequest, vm_name: str) -> CloudI
 
 
 async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> VmRecord:
+    forward_ports.check_host_ports((f.host_port for f in body.network.forwards),
+                                   app[app_keys.SETTINGS])
     view = app[app_keys.VM_VIEW]
     if view.by_name(body.name) is not None:
         raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)

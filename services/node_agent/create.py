@@ -79,7 +79,8 @@ def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage) -> Domai
     files = ctx.files(record.id)
     host = ctx.settings.console_host
     nic = NicSpec(mode=record.network.mode, source=record.network.source,
-                  mac=mac_for(record.id), forwards=record.forwards, forward_host=host)
+                  mac=mac_for(record.id), forwards=record.forwards, forward_host=host,
+                  outbound=ctx.settings.user_network_outbound)
     return DomainSpec(
         name=domain_name(record.name), uuid=ctx.domain_uuid(record.id), virt_type=ctx.virt_type,
         vcpus=record.vcpus, memory_mib=record.memory_mib, disk=str(files.disk),
@@ -93,7 +94,7 @@ async def _bind_forwards(ctx: AgentContext, record: VmRecord) -> VmRecord:
     if record.forwards or not wanted_forwards(record.network):
         return record
     host = ctx.settings.console_host
-    forwards = bind_forwards(record.network, host)
+    forwards = bind_forwards(record.network, host, ctx.settings)
     ssh = ssh_command(forwards, record.cloud_init.user, host)
 
     def bound(current: VmRecord) -> VmRecord | None:

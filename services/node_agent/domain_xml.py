@@ -8,6 +8,11 @@ Choices, and why:
 - ``user`` and ``isolated`` networks go through the QEMU namespace: libvirt's ``type='user'``
   interface cannot set ``restrict=on`` nor bind forwards to one address. The device gets an
   explicit free slot on ``pcie.0`` (otherwise it takes slot 1 and VGA fails to start).
+- Both are ``restrict=on`` (only the declared forwards reach the guest; the guest reaches
+  nothing): unrestricted slirp makes 10.0.2.2 the *host's loopback*, where NATS, the API and
+  the image library listen. ``user`` drops the restriction only when the node opts in
+  (``LQ_USER_NETWORK_OUTBOUND``, ``NicSpec.outbound``): then the guest has outbound NAT *and*
+  reaches the host's loopback services; ``isolated`` never does.
 - The MAC is derived from the VM id, so a redefined domain keeps its guest's network identity.
 """
 
@@ -35,6 +40,7 @@ class NicSpec(msgspec.Struct, frozen=True, kw_only=True):
     mac: str = ""
     forwards: tuple[PortForward, ...] = ()
     forward_host: str = "127.0.0.1"
+    outbound: bool = False  # ``user`` mode only: slirp without restrict=on (see docstring)
 
 
 class DomainSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,10 +122,15 @@ def _interface(devices: ET.Element, nic: NicSpec) -> None:
     _sub(interface, "model", type="virtio")
 
 
+def restricted(nic: NicSpec) -> bool:
+    """True unless a ``user`` NIC was explicitly given outbound access."""
+    return not (nic.mode == "user" and nic.outbound)
+
+
 def user_netdev_args(nic: NicSpec) -> list[str]:
-    """QEMU arguments of a user-mode NIC (restricted when ``isolated``) with its forwards."""
+    """QEMU arguments of a user-mode NIC (restricted unless opted out) with its forwards."""
     netdev = ["user", "id=net0"]
-    if nic.mode == "isolated":
+    if restricted(nic):
         netdev.append("restrict=on")
     netdev += [f"hostfwd=tcp:{nic.forward_host}:{f.host_port}-:{f.guest_port}"
                for f in nic.forwards]

@@ -74,10 +74,23 @@ def test_isolated_network_is_restricted_and_forwards_bind_loopback_only() -> Non
     assert root.find("./devices/interface") is None
 
 
-def test_user_network_is_not_restricted() -> None:
-    root = ET.fromstring(render(CASES["user"]))
-    args = [a.get("value") for a in root.iter(f"{{{QEMU_NS}}}arg")]
-    assert "restrict=on" not in args[args.index("-netdev") + 1]
+def _netdev(nic: NicSpec) -> list[str]:
+    root = ET.fromstring(render(spec(nic)))
+    args = [a.get("value") or "" for a in root.iter(f"{{{QEMU_NS}}}arg")]
+    return args[args.index("-netdev") + 1].split(",")
+
+
+def test_user_network_is_restricted_by_default() -> None:
+    """Unrestricted slirp makes 10.0.2.2 the host's loopback (NATS, the API, the library)."""
+    assert "restrict=on" in _netdev(CASES["user"].nic)
+
+
+def test_only_user_mode_drops_the_restriction_and_only_when_opted_in() -> None:
+    user = NicSpec(mode="user", mac=mac_for(VM_ID), forwards=(SSH,), outbound=True)
+    isolated = NicSpec(mode="isolated", mac=mac_for(VM_ID), forwards=(SSH,), outbound=True)
+    assert "restrict=on" not in _netdev(user)
+    assert "hostfwd=tcp:127.0.0.1:2201-:22" in _netdev(user)
+    assert "restrict=on" in _netdev(isolated)
 
 
 def test_no_network_means_no_nic_at_all() -> None:

@@ -8,20 +8,48 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.msg import Msg
 
-from limiquantix.common import subjects
+from limiquantix.api.app import init
+from limiquantix.common import nats_auth, subjects
+from limiquantix.common import settings as settings_mod
 from limiquantix.common.commands import DeleteVm
 from limiquantix.common.events import VmDeleted
 from limiquantix.common.nats_server import NatsServer
-from limiquantix.common.vms import VmState
-from tests.node_agent.conftest import AgentHarness, agent_settings, make_qcow2, running_agent
+from limiquantix.common.vms import NetworkSpec, PortForward, VmState
+from tests.node_agent.conftest import (
+    AgentHarness,
+    agent_settings,
+    find_domain,
+    make_qcow2,
+    running_agent,
+)
+
+TOKEN = "test-token-0123456789"
 
 
 @pytest.fixture
 async def agent(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[AgentHarness]:
-    async with running_agent(agent_settings(nats_server.url, tmp_path / "node")) as h:
+    settings = agent_settings(nats_server.url, tmp_path / "node", host_image_dirs=str(tmp_path))
+    async with running_agent(nats_server, settings) as h:
         yield h
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    """The gateway app on its own production-like NATS (no node needed for a refusal)."""
+    nats_dir = tmp_path / "api-nats"
+    async with NatsServer(nats_dir / "jetstream", auth_dir=nats_dir) as server:
+        app = init(settings_mod.load(
+            {}, nats_url=server.url, data_dir=str(tmp_path / "api"), api_token=TOKEN,
+            nats_creds=str(server.creds_for(nats_auth.API))))
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            yield client
+        finally:
+            await client.close()
 
 
 async def _collect(h: AgentHarness, subject: str) -> list[Msg]:
@@ -83,3 +111,63 @@ async def test_delete_of_an_unknown_vm_removes_nothing(agent: AgentHarness) -> N
         while await agent.pending_commands():
             await asyncio.sleep(0.02)
     assert (folder / "disk.qcow2").exists()
+
+
+# -- port forwards: host ports only from LQ_FORWARD_PORT_RANGE ---------------------------------
+
+@pytest.mark.parametrize("host_port", [22, 4222, 8080, 19999, 30000])
+async def test_api_refuses_a_forward_host_port_outside_the_range_with_a_hint(
+        api: TestClient, host_port: int) -> None:  # type: ignore[type-arg]
+    body = {"name": "web-1", "image": "debian-12", "network": {
+        "mode": "user", "forwards": [{"guest_port": 80, "host_port": host_port}]}}
+    async with api.post("/v1/vms", json=body,
+                        headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+        problem = await response.json(content_type=None)
+    assert response.status == 422, problem
+    assert problem["code"] == "forward_port_refused"
+    assert "20000-29999" in problem["detail"] and "LQ_FORWARD_PORT_RANGE" in problem["hint"]
+
+
+async def test_node_refuses_a_forward_outside_the_range_whatever_the_gateway_let_through(
+        agent: AgentHarness, tmp_path: Path) -> None:
+    network = NetworkSpec(mode="user", forwards=(PortForward(guest_port=80, host_port=8080),))
+    vm = await agent.new_vm(make_qcow2(tmp_path / "base.qcow2"), network=network)
+    record = await agent.wait_state(vm.id, VmState.ERROR)
+    assert record.error is not None and record.error.code == "forward_port_refused"
+    assert find_domain(vm.id) is None
+
+
+async def test_free_forward_ports_are_picked_inside_the_configured_range(
+        agent: AgentHarness, tmp_path: Path) -> None:
+    await agent.shutdown()
+    await agent.start(forward_port_range="24100-24103")
+    network = NetworkSpec(mode="user", forwards=(PortForward(guest_port=80),
+                                                 PortForward(guest_port=443, host_port=24103)))
+    vm = await agent.new_vm(make_qcow2(tmp_path / "base.qcow2"), network=network)
+    record = await agent.wait_state(vm.id, VmState.RUNNING)
+    ports = [f.host_port for f in record.forwards]
+    assert len(ports) == 3 and len(set(ports)) == 3 and ports[2] == 24103
+    assert all(24100 <= port <= 24103 for port in ports)
+
+
+# -- guests do not reach the host: user mode is restricted unless the node opts in -------------
+
+async def test_user_mode_vm_is_restricted_to_its_forwards_by_default(
+        agent: AgentHarness, tmp_path: Path) -> None:
+    vm = await agent.new_vm(make_qcow2(tmp_path / "base.qcow2"), network=NetworkSpec(mode="user"))
+    await agent.wait_state(vm.id, VmState.RUNNING)
+    xml = (agent.vm_dir(vm.id) / "domain.xml").read_text()
+    assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:" in xml
+
+
+async def test_outbound_user_networking_is_an_explicit_node_setting(
+        agent: AgentHarness, tmp_path: Path) -> None:
+    await agent.shutdown()
+    await agent.start(user_network_outbound=True)
+    base = make_qcow2(tmp_path / "base.qcow2")
+    user = await agent.new_vm(base, network=NetworkSpec(mode="user"))
+    isolated = await agent.new_vm(base, network=NetworkSpec(mode="isolated"))
+    for vm in (user, isolated):
+        await agent.wait_state(vm.id, VmState.RUNNING)
+    assert "restrict=on" not in (agent.vm_dir(user.id) / "domain.xml").read_text()
+    assert "restrict=on" in (agent.vm_dir(isolated.id) / "domain.xml").read_text()
