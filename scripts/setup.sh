@@ -19,7 +19,8 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# Node.js and npm only serve noVNC's install; a machine that has them (any source) keeps its own.
+# Node.js and npm install noVNC and build the web UI (Node.js >= 18: Debian 12's nodejs is 18);
+# a machine that has them (any source) keeps its own.
 command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
@@ -57,4 +58,7 @@ if [ ! -f "$novnc_dir/core/rfb.js" ] || [ "$(cat "$novnc_dir/VERSION" 2>/dev/nul
   echo "$NOVNC_VERSION" >"$novnc_dir/VERSION"
   rm -rf "$tmp"
 fi
+# The web UI (web/: TypeScript + React, built by Vite into services/api/static/app, not
+# committed); rebuilt only when its sources or lock file changed.
+bash web/build.sh
 log "ready: $root/.venv"

@@ -1,0 +1,19 @@
+"""The web UI's build for tests: web/build.sh makes it, or finds it current, in milliseconds."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "web"
+BUILD = ROOT / "services" / "api" / "static" / "app"
+
+
+def ensure_built() -> Path:
+    """The build directory, rebuilt first if a source changed (npm ci on a new lock file)."""
+    result = subprocess.run(["bash", str(WEB / "build.sh")], capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, f"web/build.sh failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    assert (BUILD / "index.html").is_file()
+    return BUILD

@@ -1,0 +1,59 @@
+// After Create: the VM's way to running (and ready, with cloud-init), followed live.
+import type { VmRecord } from "../../api/types";
+import { ProgressBar, StateBadge } from "../../components/bits";
+import { Link } from "../../lib/router";
+
+const ORDER = ["pending", "creating", "starting", "running", "ready"];
+
+interface Phase {
+  key: string;
+  title: string;
+  text: string;
+}
+
+export function phasesFor(withCloudInit: boolean): Phase[] {
+  const phases: Phase[] = [
+    { key: "pending", title: "Accepted", text: "Placed on a node and queued." },
+    { key: "creating", title: "Creating", text: "Image fetched to the node, disk and seed made, domain defined." },
+    { key: "starting", title: "Starting", text: "The domain is started." },
+    { key: "running", title: "Running", text: "The VM runs." },
+  ];
+  if (withCloudInit) phases.push({ key: "ready", title: "Ready", text: "cloud-init finished in the guest." });
+  return phases;
+}
+
+export function ProgressView({ vm, withCloudInit, onAnother }: { vm: VmRecord; withCloudInit: boolean; onAnother: () => void }) {
+  const phases = phasesFor(withCloudInit);
+  const at = ORDER.indexOf(vm.state);
+  const failed = vm.state === "error";
+  const done = withCloudInit ? vm.state === "ready" : at >= ORDER.indexOf("running");
+  return (
+    <section className="progress-view" aria-labelledby="progress-title">
+      <h2 id="progress-title">
+        {vm.name} <StateBadge state={vm.state} />
+      </h2>
+      <ol className="phases" id="create-progress" data-state={vm.state}>
+        {phases.map((phase) => {
+          const index = ORDER.indexOf(phase.key);
+          const status = failed && index > at ? "todo" : index < at || (index === at && done) ? "done" : index === at ? "current" : "todo";
+          return (
+            <li key={phase.key} className={`phase ${status}`} data-phase={phase.key} aria-current={status === "current" ? "step" : undefined}>
+              <span className="phase-mark" aria-hidden="true">{status === "done" ? "✓" : status === "current" ? "●" : "○"}</span>
+              <span className="phase-title">{phase.title}</span>
+              <span className="phase-text">{phase.text}</span>
+              {phase.key === "creating" && vm.state === "pending" && typeof vm.image_progress === "number" && (
+                <ProgressBar done={vm.image_progress} total={1} label="Image download" />
+              )}
+            </li>
+          );
+        })}
+      </ol>
+      {failed && vm.error && (
+        <p className="problem" role="alert"><strong>{vm.error.code}</strong>: {vm.error.message}{vm.error.hint && ` — ${vm.error.hint}`}</p>
+      )}
+      {done && <p className="success" role="status">{vm.name} is {vm.state}.{vm.ssh_command && <> Connect with <code>{vm.ssh_command}</code>.</>}</p>}
+      <p><Link href={`/vms/${encodeURIComponent(vm.name)}`} className="button primary">Open {vm.name}</Link>{" "}
+        <button type="button" onClick={onAnother}>Create another</button></p>
+    </section>
+  );
+}

@@ -1,0 +1,205 @@
+// The app's live view of the cluster: lists read once per (re)connection, then kept current by
+// the event stream. Pages read it with useLive(); nothing polls VMs (nodes are polled because
+// heartbeats send no event).
+import { useSyncExternalStore } from "react";
+import { getJson, seg } from "../api/client";
+import { EventStream, type StreamState } from "../api/sse";
+import { type ImageRecord, type LqEvent, type NodeInfo, normImage, normVm, type VmRecord } from "../api/types";
+
+const NODE_POLL_MS = 5000;
+const MAX_EVENTS = 500;
+const REFRESH_COALESCE_MS = 150;
+
+export interface LiveSnapshot {
+  vms: ReadonlyMap<string, VmRecord>;
+  images: ReadonlyMap<string, ImageRecord>;
+  nodes: readonly NodeInfo[];
+  /** Newest last. */
+  events: readonly LqEvent[];
+  stream: StreamState;
+  loaded: boolean;
+  /** The latest state change worth announcing to screen readers. */
+  announcement: string;
+}
+
+const EMPTY: LiveSnapshot = {
+  vms: new Map(), images: new Map(), nodes: [], events: [], stream: "closed", loaded: false,
+  announcement: "",
+};
+
+export class LiveStore {
+  private snapshot: LiveSnapshot = EMPTY;
+  private readonly listeners = new Set<() => void>();
+  private stream: EventStream | null = null;
+  private nodeTimer: ReturnType<typeof setInterval> | undefined;
+  private readonly pendingVm = new Map<string, ReturnType<typeof setTimeout>>();
+  private readonly pendingImage = new Map<string, ReturnType<typeof setTimeout>>();
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  getSnapshot = (): LiveSnapshot => this.snapshot;
+
+  private set(patch: Partial<LiveSnapshot>): void {
+    this.snapshot = { ...this.snapshot, ...patch };
+    for (const listener of this.listeners) listener();
+  }
+
+  start(): void {
+    this.stop();
+    this.stream = new EventStream({
+      onEvent: (event) => this.apply(event),
+      onState: (stream) => this.set({ stream }),
+      // Events missed while disconnected are not replayed into lists: read them again.
+      onOpen: () => void this.refreshAll(),
+    });
+    this.stream.start();
+    this.nodeTimer = setInterval(() => void this.refreshNodes(), NODE_POLL_MS);
+  }
+
+  stop(): void {
+    this.stream?.stop();
+    this.stream = null;
+    clearInterval(this.nodeTimer);
+  }
+
+  async refreshAll(): Promise<void> {
+    await Promise.allSettled([this.refreshVms(), this.refreshImages(), this.refreshNodes()]);
+    this.set({ loaded: true });
+  }
+
+  async refreshVms(): Promise<void> {
+    const list = await getJson<{ items: VmRecord[] }>("/v1/vms");
+    this.set({ vms: new Map(list.items.map((vm) => [vm.id, normVm(vm)])) });
+  }
+
+  async refreshImages(): Promise<void> {
+    const list = await getJson<{ images?: ImageRecord[] }>("/v1/images");
+    this.set({ images: new Map((list.images ?? []).map((image) => [image.id, normImage(image)])) });
+  }
+
+  async refreshNodes(): Promise<void> {
+    try {
+      const list = await getJson<{ items: NodeInfo[] }>("/v1/nodes");
+      this.set({ nodes: list.items });
+    } catch {
+      // a failed poll keeps the last view; the next one retries (401s reopen sign-in)
+    }
+  }
+
+  putVm(vm: VmRecord): void {
+    const vms = new Map(this.snapshot.vms);
+    vms.set(vm.id, normVm(vm));
+    this.set({ vms });
+  }
+
+  putImage(image: ImageRecord): void {
+    const images = new Map(this.snapshot.images);
+    images.set(image.id, normImage(image));
+    this.set({ images });
+  }
+
+  dropImage(id: string): void {
+    const images = new Map(this.snapshot.images);
+    images.delete(id);
+    this.set({ images });
+  }
+
+  /** Re-read one VM soon; several events in a burst make one GET. */
+  refreshVm(id: string): void {
+    if (this.pendingVm.has(id)) return;
+    this.pendingVm.set(id, setTimeout(async () => {
+      this.pendingVm.delete(id);
+      try {
+        this.putVm(await getJson<VmRecord>(`/v1/vms/${seg(id)}`));
+      } catch {
+        // gone meanwhile: vm.deleted removes it
+      }
+    }, REFRESH_COALESCE_MS));
+  }
+
+  refreshImage(id: string): void {
+    if (this.pendingImage.has(id)) return;
+    this.pendingImage.set(id, setTimeout(async () => {
+      this.pendingImage.delete(id);
+      try {
+        this.putImage(await getJson<ImageRecord>(`/v1/images/${seg(id)}`));
+      } catch {
+        this.dropImage(id);
+      }
+    }, REFRESH_COALESCE_MS));
+  }
+
+  private apply(event: LqEvent): void {
+    const events = [...this.snapshot.events, event].slice(-MAX_EVENTS);
+    const patch: Partial<LiveSnapshot> = { events };
+    const vmId = event.vm_id;
+    switch (event.type) {
+      case "vm.state_changed": {
+        const current = vmId ? this.snapshot.vms.get(vmId) : undefined;
+        if (current && event.state) {
+          const vms = new Map(this.snapshot.vms);
+          vms.set(current.id, { ...current, state: event.state as VmRecord["state"],
+                                error: event.error ?? current.error });
+          patch.vms = vms;
+        }
+        const name = event.name || current?.name || vmId;
+        patch.announcement = `${name} is now ${event.state}`;
+        if (vmId) this.refreshVm(vmId);
+        break;
+      }
+      case "vm.guest_ready":
+        patch.announcement = `${event.name || vmId} is ready`;
+        if (vmId) this.refreshVm(vmId);
+        break;
+      case "vm.action_failed":
+        patch.announcement = `${event.name || vmId}: ${event.action} failed: ${event.error?.message ?? ""}`;
+        if (vmId) this.refreshVm(vmId);
+        break;
+      case "vm.deleted": {
+        if (vmId) {
+          const vms = new Map(this.snapshot.vms);
+          vms.delete(vmId);
+          patch.vms = vms;
+        }
+        patch.announcement = `${event.name || vmId} was deleted`;
+        break;
+      }
+      case "image.progress": {
+        const image = event.image_id ? this.snapshot.images.get(event.image_id) : undefined;
+        // A node filling its cache reports too; the record's own progress is the library's.
+        if (image && !event.node) {
+          this.putImage({ ...image, bytes_done: event.bytes_done ?? image.bytes_done,
+                          bytes_total: event.bytes_total ?? image.bytes_total });
+        }
+        break;
+      }
+      case "image.state_changed":
+        if (event.image_id) this.refreshImage(event.image_id);
+        patch.announcement = `image ${event.name || event.image_id} is now ${event.state}`;
+        break;
+      case "node.state_changed":
+        void this.refreshNodes();
+        break;
+      default:
+        break;
+    }
+    this.set(patch);
+  }
+}
+
+export const live = new LiveStore();
+
+export function useLive(): LiveSnapshot {
+  return useSyncExternalStore(live.subscribe, live.getSnapshot);
+}
+
+/** A VM by id or name. */
+export function findVm(snapshot: LiveSnapshot, ref: string): VmRecord | undefined {
+  const byId = snapshot.vms.get(ref);
+  if (byId) return byId;
+  for (const vm of snapshot.vms.values()) if (vm.name === ref) return vm;
+  return undefined;
+}
