@@ -3,7 +3,8 @@
 Files are named by their sha256 (``<sha256>.<format>``, with a ``<sha256>.json`` sidecar), so
 an image present is never fetched again, whatever its catalog id. A fetch is single-flight per
 sha256 (ten VMs asking at once cause one download), hashed while streaming, verified against
-the catalog's sha256, made 0644 and renamed into place atomically. Over
+the catalog's sha256, made readable by QEMU only (``vm_files.restrict_file``: cached images
+are VMs' backing files, not for other users) and renamed into place atomically. Over
 ``LQ_IMAGE_CACHE_MAX_GIB`` the least recently used images that no VM overlay is backed by are
 evicted (backing files are read from the overlays' qcow2 headers under ``<data_dir>/images/``).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import struct
 import threading
 import time
@@ -43,6 +45,7 @@ from limiquantix.node_agent.image_cache_errors import (
 )
 from limiquantix.node_agent.image_fetch import FetchError, FetchProgress, fetch
 from limiquantix.node_agent.local_image import ImageFormat, LocalImage
+from limiquantix.node_agent.vm_files import ensure_traversable, restrict_dir, restrict_file
 
 log = structlog.get_logger()
 
@@ -50,8 +53,9 @@ Progress = Callable[[int, int | None], Awaitable[None]]
 
 PROGRESS_INTERVAL_S = 0.5
 READ_TIMEOUT_S = 120.0  # no byte for this long: the image library is gone
-DIR_MODE = 0o755
-FILE_MODE = 0o644
+PARTIAL_DIR_MODE = 0o700  # downloads in progress: this agent only
+SIDECAR_MODE = 0o600
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")  # it names files here: nothing else may pass
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -187,6 +191,8 @@ class ImageCache:
             )
         if record.format not in ("qcow2", "raw", "iso"):
             raise ImageNotReady(f"image {image_id!r} has unusable format {record.format!r}")
+        if not SHA256_HEX.match(record.sha256):
+            raise ImageNotReady(f"image {image_id!r} has no valid sha256 in its record")
         return record
 
     def _file(self, entry: CachedImage) -> Path:
@@ -231,9 +237,12 @@ class ImageCache:
 
     # -- fetching -------------------------------------------------------------------------
     def _make_dirs(self) -> None:
-        for directory in (self.root, self._partial):
-            directory.mkdir(parents=True, exist_ok=True)
-            directory.chmod(DIR_MODE)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        ensure_traversable(self.root.parent)
+        self.root.mkdir(mode=PARTIAL_DIR_MODE, exist_ok=True)
+        restrict_dir(self.root)
+        self._partial.mkdir(mode=PARTIAL_DIR_MODE, exist_ok=True)
+        self._partial.chmod(PARTIAL_DIR_MODE)
 
     async def _fetch(self, record: ImageRecord) -> LocalImage:
         await asyncio.to_thread(self._make_dirs)
@@ -264,7 +273,7 @@ class ImageCache:
 
     def _install(self, part: Path, entry: CachedImage) -> None:
         """Rename into place (atomic), then the sidecar."""
-        os.chmod(part, FILE_MODE)
+        restrict_file(part)
         os.replace(part, self._file(entry))
         self._write_sidecar(entry)
 
@@ -272,7 +281,7 @@ class ImageCache:
         """The sidecar, written under a temporary name and renamed."""
         tmp = self._partial / f"{entry.sha256}.json.tmp"
         tmp.write_bytes(msgspec.json.encode(entry))
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, SIDECAR_MODE)
         os.replace(tmp, self.root / f"{entry.sha256}.json")
 
     async def _download(self, record: ImageRecord, part: Path) -> str:

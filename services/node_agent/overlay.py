@@ -2,7 +2,8 @@
 
 The image is never written: the overlay records its path and format (``-F``) so QEMU never
 probes it. The overlay is grown to the requested size when that is larger than the image's
-virtual size, and never shrunk (shrinking would cut the guest's file system).
+virtual size, and never shrunk (shrinking would cut the guest's file system). Overlays hold the
+guest's data: readable by QEMU only (``vm_files.restrict_file``) before they get their name.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import structlog
 
 from limiquantix.common.process import run_tool
 from limiquantix.node_agent.local_image import LocalImage
-from limiquantix.node_agent.vm_files import temp_path
+from limiquantix.node_agent.vm_files import restrict_file, temp_path
 
 log = structlog.get_logger()
 
@@ -41,7 +42,7 @@ async def create_overlay(image: LocalImage, dest: Path, disk_gib: int) -> bool:
     if size is not None:
         args.append(str(size))
     await run_tool(args, timeout_s=QEMU_IMG_TIMEOUT_S)
-    tmp.replace(dest)
+    await asyncio.to_thread(_restrict_and_rename, tmp, dest)
     log.info("overlay created", disk=str(dest), backing=str(image.path), size=size)
     return True
 
@@ -53,7 +54,7 @@ async def create_blank(dest: Path, disk_gib: int) -> bool:
     tmp = temp_path(dest)
     await run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(disk_gib * GIB)],
                    timeout_s=QEMU_IMG_TIMEOUT_S)
-    tmp.replace(dest)
+    await asyncio.to_thread(_restrict_and_rename, tmp, dest)
     log.info("blank disk created", disk=str(dest), disk_gib=disk_gib)
     return True
 
@@ -74,7 +75,7 @@ class OverlayFactory:
     def reset(self) -> None:
         """Drop every template (blocking; call from a worker thread or at start-up)."""
         shutil.rmtree(self._templates, ignore_errors=True)
-        self._templates.mkdir(parents=True, exist_ok=True)
+        self._templates.mkdir(mode=0o700, parents=True, exist_ok=True)  # read by us only
 
     def _template_path(self, image: LocalImage, disk_gib: int) -> Path:
         size = overlay_size(image.virtual_size, disk_gib)
@@ -99,7 +100,12 @@ class OverlayFactory:
         return True
 
 
+def _restrict_and_rename(tmp: Path, dest: Path) -> None:
+    restrict_file(tmp)
+    tmp.replace(dest)
+
+
 def _copy_into_place(template: Path, dest: Path) -> None:
     tmp = temp_path(dest)
     shutil.copyfile(template, tmp)
-    tmp.replace(dest)
+    _restrict_and_rename(tmp, dest)

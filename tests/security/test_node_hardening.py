@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from limiquantix.api.app import init
@@ -16,8 +18,15 @@ from limiquantix.common import nats_auth, subjects
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.commands import DeleteVm
 from limiquantix.common.events import VmDeleted
+from limiquantix.common.images import CreateImageRequest
+from limiquantix.common.library_tokens import SECRET_FILE
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import NetworkSpec, PortForward, VmState
+from limiquantix.image_library.client import ImageLibraryClient
+from limiquantix.node_agent.image_cache import ImageCache
+from limiquantix.node_agent.vm_files import qemu_gid
+from tests.image_library.conftest import Library, make_qcow2_with_data, wait_image
+from tests.image_library.origin import Origin
 from tests.node_agent.conftest import (
     AgentHarness,
     agent_settings,
@@ -77,17 +86,19 @@ async def test_traversal_delete_is_terminated_and_touches_nothing_outside_the_ro
     (canary / "keep").write_text("still here")
     assert (agent.data_dir / "images" / "../../canary").resolve() == canary.resolve()
     consumer = subjects.node_consumer(agent.node_id)
-    terminated = await _collect(
-        agent, f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{subjects.COMMANDS_STREAM}.{consumer}")
     dead = await _collect(agent, subjects.node_dead_letters(agent.node_id))
     raw = b'{"type":"vm.delete","command_id":"c-1","vm_id":"../../canary"}'
     await agent.js.publish(subjects.node_commands(agent.node_id), raw)
     await agent.js.publish(subjects.node_commands(agent.node_id), b"\xff not json")
 
-    await _until(lambda: len(terminated) == 2 and len(dead) == 2)
+    await _until(lambda: len(dead) == 2)
     assert dead[0].data == raw
     assert dead[0].headers is not None and "vm_id" in dead[0].headers["Lq-Reason"]
+    assert dead[1].headers is not None and dead[1].headers["Lq-Rejected-Count"] == "2"
     assert (canary / "keep").read_text() == "still here"
+    # Terminated, not left to time out: past the ack wait nothing came back.
+    await asyncio.sleep(agent.settings.command_ack_wait_s * 1.5)
+    assert len(dead) == 2
     info = await agent.js.consumer_info(subjects.COMMANDS_STREAM, consumer)
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
     assert await agent.pending_commands() == 0
@@ -171,3 +182,54 @@ async def test_outbound_user_networking_is_an_explicit_node_setting(
         await agent.wait_state(vm.id, VmState.RUNNING)
     assert "restrict=on" not in (agent.vm_dir(user.id) / "domain.xml").read_text()
     assert "restrict=on" in (agent.vm_dir(isolated.id) / "domain.xml").read_text()
+
+
+# -- files holding guest data or secrets are not world-readable -------------------------------
+
+def _mode_and_group(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return stat.S_IMODE(st.st_mode), st.st_gid
+
+
+def _shared_with_qemu(path: Path, *, directory: bool = False) -> None:
+    """0640/0750 with the QEMU user's group when the host has one, else 0600/0700."""
+    gid = qemu_gid()
+    mode, group = _mode_and_group(path)
+    if gid is None:
+        assert mode == (0o700 if directory else 0o600), (path, oct(mode))
+    else:
+        assert (mode, group) == (0o750 if directory else 0o640, gid), (path, oct(mode), group)
+
+
+async def test_vm_files_are_readable_by_qemu_only(agent: AgentHarness, tmp_path: Path) -> None:
+    """seed.iso holds the password hash and user-data; the overlay the guest's disk."""
+    vm = await agent.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await agent.wait_state(vm.id, VmState.RUNNING)
+    folder = agent.vm_dir(vm.id)
+    for name in ("disk.qcow2", "seed.iso", "domain.xml"):
+        _shared_with_qemu(folder / name)
+    for directory in (folder, folder.parent):
+        _shared_with_qemu(directory, directory=True)
+
+
+async def test_cached_and_library_images_are_not_world_readable(
+    tmp_path: Path, nc: Client, library: Library, client: ImageLibraryClient, origin: Origin,
+) -> None:
+    make_qcow2_with_data(origin.root / "private.qcow2", mib=1)
+    record = await client.import_image(
+        CreateImageRequest(source_url=origin.file_url("private.qcow2")))
+    active = await wait_image(client, record.id, "active", "error")
+    assert active.state == "active", active.error
+    for directory in (library.store, library.store / "files", library.store / "partial"):
+        assert _mode_and_group(directory)[0] == 0o700
+    assert _mode_and_group(library.store / "files" / record.id)[0] == 0o600
+
+    settings = settings_mod.load(
+        {}, data_dir=str(tmp_path / "node"), node_id="node-t",
+        image_library_url=library.url,
+        image_library_secret_file=str(Path(library.settings.data_dir) / SECRET_FILE))
+    cache = ImageCache(settings, nc, nc.jetstream())
+    local = await cache.ensure(record.id)
+    _shared_with_qemu(local.path)  # a VM's backing file: QEMU reads it
+    _shared_with_qemu(cache.root, directory=True)
+    assert _mode_and_group(cache.root / f"{active.sha256}.json")[0] == 0o600
