@@ -50,6 +50,7 @@ class ImageRecord(Model, frozen=True, kw_only=True):
     updated_at: datetime
     expected_sha256: str = ""
     catalog_id: str = ""  # set on shipped catalog entries (the record id is the same)
+    created_by: str = ""  # upload records: the API caller who may PUT the file (see uploads.py)
     min_disk_gib: int = 0
 
 
@@ -112,6 +113,8 @@ image_decoder = msgspec.json.Decoder(ImageRecord)
 # NATS request/reply: the operation is the last subject token (subjects.image_rpc(op)); an error
 # reply is an ErrorReply and carries this header, so a client knows which type to decode.
 RPC_ERROR_HEADER = "Lq-Error"
+# On ``create_upload``: who the gateway creates the record for (set by the gateway, not the body).
+RPC_CREATED_BY_HEADER = "Lq-Created-By"
 RPC_LIST = "list"
 RPC_GET = "get"
 RPC_IMPORT = "import"

@@ -68,7 +68,8 @@ async def ensure_jetstream(js: JetStreamContext, *, heartbeat_interval_s: float)
         retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
         max_age=EVENTS_MAX_AGE_S, max_bytes=EVENTS_MAX_BYTES, discard=DiscardPolicy.OLD,
     ))
-    for bucket in (subjects.VMS_BUCKET, subjects.VM_NAMES_BUCKET, subjects.IMAGES_BUCKET):
+    for bucket in (subjects.VMS_BUCKET, subjects.VM_NAMES_BUCKET, subjects.IMAGES_BUCKET,
+                   subjects.TOKENS_BUCKET):
         await _ensure_bucket(js, KeyValueConfig(bucket=bucket, history=1))
     await _ensure_bucket(js, KeyValueConfig(
         bucket=subjects.NODES_BUCKET, history=1, ttl=3 * heartbeat_interval_s,

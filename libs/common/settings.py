@@ -54,6 +54,7 @@ class Settings(Model, frozen=True, kw_only=True):
     image_library_url: str = ""  # how nodes reach it; default http://host:port
     import_allowed_schemes: str = "http,https"
     import_allowed_networks: str = ""  # CIDRs imports may reach although not public
+    image_library_secret_file: str = ""  # default <data_dir>/image-library.key
 
     @property
     def data_path(self) -> Path:
@@ -108,6 +109,8 @@ _DOCS: dict[str, str] = {
     "import_allowed_schemes": "URL schemes image imports may use",
     "import_allowed_networks": "Comma-separated CIDRs image imports may fetch from although "
     "loopback/private/link-local (refused by default), e.g. `10.1.0.0/16` for a local mirror",
+    "image_library_secret_file": "Secret shared by the gateway, nodes and image library to sign "
+    "image file requests; default `<data_dir>/image-library.key` (created 0600 if missing)",
 }
 
 

@@ -19,6 +19,7 @@ NODES_BUCKET = "lq_nodes"  # node id -> NodeStatus, TTL: gone when heartbeats st
 IDEMPOTENCY_BUCKET = "lq_idempotency"  # sha256(key) -> VM id and body hash, 24 h TTL
 IMAGES_BUCKET = "lq_images"  # image id -> ImageRecord
 CONSOLE_TOKENS_BUCKET = "lq_console_tokens"  # sha256(token) -> ConsoleTicket, TTL
+TOKENS_BUCKET = "lq_tokens"  # API token id -> ApiTokenRecord (sha256 of the token)
 
 IMAGE_LIBRARY_QUEUE = "image-library"
 

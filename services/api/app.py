@@ -42,6 +42,7 @@ from limiquantix.api.kv_view import NodeView, VmView
 from limiquantix.api.openapi import OPENAPI_DOC, OpenApiPart, build_document
 from limiquantix.api.problems import problems_middleware
 from limiquantix.common import nats_client, subjects
+from limiquantix.common.library_tokens import load_or_create_secret
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
 
@@ -57,6 +58,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "routes_ui",
     "console.routes",
     "routes_images",
+    "routes_tokens",
 )
 
 
@@ -78,6 +80,7 @@ def init(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[problems_middleware, auth_middleware])
     app[app_keys.SETTINGS] = settings
     app[app_keys.API_TOKEN] = load_or_create_token(settings)
+    app[app_keys.LIBRARY_SECRET] = load_or_create_secret(settings)
     app[app_keys.STOPPING] = asyncio.Event()
     app[app_keys.WEBSOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_nats_ctx)
@@ -101,6 +104,7 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
         app[app_keys.JETSTREAM] = js
         app[app_keys.VM_STORE] = VmStore(records, names)
         app[app_keys.IDEMPOTENCY_KV] = await nats_client.bucket(js, subjects.IDEMPOTENCY_BUCKET)
+        app[app_keys.TOKENS_KV] = await nats_client.bucket(js, subjects.TOKENS_BUCKET)
         nodes_info = await js.stream_info(f"KV_{subjects.NODES_BUCKET}")
         ttl_s = float(nodes_info.config.max_age or 3 * settings.heartbeat_interval_s)
         vm_view = VmView(js, subjects.VMS_BUCKET)

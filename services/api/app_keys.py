@@ -26,6 +26,8 @@ VM_STORE = web.AppKey("vm_store", VmStore)
 VM_VIEW = web.AppKey("vm_view", VmView)  # watched lq_vms, also fed by our own writes
 NODE_VIEW = web.AppKey("node_view", NodeView)  # watched lq_nodes (liveness by TTL)
 IDEMPOTENCY_KV = web.AppKey("idempotency_kv", KeyValue)
+TOKENS_KV = web.AppKey("tokens_kv", KeyValue)  # lq_tokens: named API tokens (hashes only)
+LIBRARY_SECRET = web.AppKey("library_secret", bytes)  # signs image library requests
 # Set when the server begins shutting down: long-lived responses (SSE) end on it.
 STOPPING = web.AppKey("stopping", asyncio.Event)
 # Open WebSockets (console sessions) closed with 1001 in on_shutdown; add yours here.

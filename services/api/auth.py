@@ -1,14 +1,25 @@
-"""Bearer-token authentication of every ``/v1`` route.
+"""Bearer-token authentication and roles of every ``/v1`` route.
 
-The token is ``LQ_API_TOKEN`` when set; otherwise one is generated at the first start and kept in
-``<data_dir>/api-token`` (mode 0600) so later starts, other replicas on the host and the ``lq``
-CLI reuse it. Handlers decorated with :func:`public` (health, the OpenAPI document, console pages
-that authenticate with their own ticket) and every path outside ``/v1`` (static UI assets) need
-no token.
+Two kinds of token:
+
+- the *master* token, ``LQ_API_TOKEN`` when set, otherwise generated at the first start and kept
+  in ``<data_dir>/api-token`` (mode 0600) so later starts, other replicas on the host and the
+  ``lq`` CLI reuse it. It is ``admin``; it exists to bootstrap (create named tokens) and for
+  local mode.
+- *named* tokens (``POST /v1/tokens``, routes_tokens.py), each with a role: ``admin``
+  (everything), ``operator`` (VMs and images, not tokens), ``viewer`` (read only). Only their
+  SHA-256 is stored (``lq_tokens``), looked up by the id the token carries, on every request:
+  a deleted token is refused at once.
+
+The caller (:class:`Principal`) is kept on the request for handlers and audit events. Handlers
+decorated with :func:`public` (health, the OpenAPI document, console pages that authenticate
+with their own ticket) and every path outside ``/v1`` (static UI assets) need no token.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import hmac
 import os
 import secrets
@@ -16,14 +27,33 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 from aiohttp import web
+from nats.js.errors import KeyNotFoundError
 
 from limiquantix.api import app_keys
-from limiquantix.api.errors import Unauthorized
+from limiquantix.api.errors import Forbidden, NotReady, Unauthorized
+from limiquantix.common.api_tokens import ROLE_RANK, Role, token_decoder
 from limiquantix.common.settings import Settings
 
 TOKEN_FILE = "api-token"
+TOKEN_PREFIX = "lqt_"
 _PUBLIC_ATTR = "__lq_public__"
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_ADMIN_PATHS = ("/v1/tokens",)
+MASTER = "master"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the master token or a named token (its id, name and role)."""
+
+    id: str
+    name: str
+    role: Role
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
@@ -70,6 +100,49 @@ def token_path(settings: Settings) -> Path:
     return settings.data_path / TOKEN_FILE
 
 
+def token_sha256(token: str) -> str:
+    """What the ``lq_tokens`` bucket stores of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(token_id: str) -> str:
+    """A named token's secret form: ``lqt_<id>_<random>`` (shown once)."""
+    return f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The authenticated caller (handlers behind the auth middleware always have one)."""
+    return request[PRINCIPAL]
+
+
+def required_role(method: str, path: str) -> Role:
+    """The least role a request needs: token management is admin, reads are viewer, the rest
+    (VMs, images, consoles) operator."""
+    if path == _ADMIN_PATHS[0] or path.startswith(_ADMIN_PATHS[0] + "/"):
+        return Role.ADMIN
+    return Role.VIEWER if method in _READ_METHODS else Role.OPERATOR
+
+
+async def authenticate(app: web.Application, given: str) -> Principal:
+    """The principal of a bearer token; Unauthorized when it is not a live token."""
+    if hmac.compare_digest(given.encode(), app[app_keys.API_TOKEN].encode()):
+        return Principal(id=MASTER, name=MASTER, role=Role.ADMIN)
+    token_id = given.removeprefix(TOKEN_PREFIX).partition("_")[0]
+    if not given.startswith(TOKEN_PREFIX) or not token_id.isalnum():
+        raise Unauthorized("invalid bearer token")
+    kv = app.get(app_keys.TOKENS_KV)
+    if kv is None:
+        raise NotReady("the API is not connected to NATS yet; named tokens cannot be checked")
+    try:
+        entry = await kv.get(token_id)
+        record = token_decoder.decode(entry.value or b"")
+    except (KeyNotFoundError, msgspec.DecodeError):
+        raise Unauthorized("invalid bearer token") from None
+    if not hmac.compare_digest(record.sha256, token_sha256(given)):
+        raise Unauthorized("invalid bearer token")
+    return Principal(id=record.id, name=record.name, role=record.role)
+
+
 def _bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -80,12 +153,20 @@ def _bearer(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reject ``/v1`` requests without the right bearer token (401 problem)."""
+    """Reject ``/v1`` requests without a live bearer token (401) or with too small a role
+    (403 ``forbidden``)."""
     if request.path.startswith("/v1/") and not is_public(request.match_info.handler):
         given = _bearer(request)
         if given is None:
             raise Unauthorized("missing bearer token")
-        expected = request.app[app_keys.API_TOKEN]
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise Unauthorized("invalid bearer token")
+        principal = await authenticate(request.app, given)
+        needed = required_role(request.method, request.path)
+        if ROLE_RANK[principal.role] < ROLE_RANK[needed]:
+            raise Forbidden(
+                f"token {principal.name!r} is {principal.role}; {request.method} "
+                f"{request.path} needs {needed}", role=str(principal.role), needed=str(needed),
+                hint=f"Ask an admin for a token with the {needed} role (lq token create NAME "
+                     f"--role {needed}).",
+            )
+        request[PRINCIPAL] = principal
     return await handler(request)

@@ -16,6 +16,28 @@ class Unauthorized(LimiquantixError):
     )
 
 
+class Forbidden(LimiquantixError):
+    """The token is valid but its role does not allow this request."""
+
+    code = "forbidden"
+    status = 403
+    default_hint = "Ask an admin for a token with a role that allows this (lq token create)."
+
+
+class TokenNotFound(NotFound):
+    """No named API token has this id."""
+
+    code = "token_not_found"
+    default_hint = "List tokens with GET /v1/tokens (lq token list)."
+
+
+class TokenNameTaken(Conflict):
+    """Another named API token already has this name."""
+
+    code = "token_name_taken"
+    default_hint = "Choose another name, or delete the existing token first."
+
+
 class RouteNotFound(NotFound):
     """No route matches the path."""
 

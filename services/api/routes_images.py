@@ -8,20 +8,28 @@
 - ``{"name": ...}`` (neither): an upload record; 201, then ``PUT /v1/images/{id}/file``.
 
 File bodies are streamed through (never buffered): uploads to the image library's ``PUT``,
-downloads from its ``GET`` with ``Range``/``If-Range`` passed on and 206/416 passed back.
+downloads from its ``GET`` with ``Range``/``If-Range`` passed on and 206/416 passed back. Each
+proxied request carries a short-lived token for that image and method (library_tokens.py); an
+upload's token names the caller, and the library takes the file only from the record's creator.
+The ``{image}`` path segment must be an image id (a DNS label) before it goes anywhere near the
+library's URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from urllib.parse import quote
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from limiquantix.api import app_keys
+from limiquantix.api.auth import principal_of
 from limiquantix.api.http_json import decode_body, json_response
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
-from limiquantix.common.errors import Unavailable
+from limiquantix.common.errors import InvalidRequest, Unavailable
+from limiquantix.common.ids import ImageId
 from limiquantix.common.images import (
     CreateImageRequest,
     ImageDeleted,
@@ -29,6 +37,7 @@ from limiquantix.common.images import (
     ImageRecord,
     ListImages,
 )
+from limiquantix.common.library_tokens import bearer, sign
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.image_library.errors import ImageInUse
 
@@ -47,9 +56,28 @@ def _client(request: web.Request) -> ImageLibraryClient:
     return ImageLibraryClient(request.app[app_keys.NATS], timeout_s=settings.request_timeout_s)
 
 
+def _image_id(request: web.Request) -> str:
+    """The ``{image}`` path segment, checked to be an image id (422 otherwise)."""
+    value = request.match_info["image"]
+    try:
+        return msgspec.convert(value, ImageId)
+    except msgspec.ValidationError:
+        raise InvalidRequest(
+            f"{value[:80]!r} is not an image id",
+            hint="Image ids are UUIDs or catalog ids such as 'debian-12' (GET /v1/images).",
+        ) from None
+
+
 def _file_url(request: web.Request, image_id: str) -> str:
     base = request.app[app_keys.SETTINGS].effective_image_library_url
-    return f"{base}/images/{image_id}/file"
+    return f"{base}/images/{quote(image_id, safe='')}/file"
+
+
+def _library_auth(request: web.Request, image_id: str, method: str) -> dict[str, str]:
+    """The header authorising this proxied request at the image library."""
+    token = sign(request.app[app_keys.LIBRARY_SECRET], service="gateway", image_id=image_id,
+                 method=method, subject=principal_of(request).id)
+    return bearer(token)
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -61,7 +89,7 @@ async def list_images(request: web.Request) -> web.Response:
 
 async def get_image(request: web.Request) -> web.Response:
     """GET /v1/images/{image}."""
-    return json_response(await _client(request).get(request.match_info["image"]))
+    return json_response(await _client(request).get(_image_id(request)))
 
 
 async def create_image(request: web.Request) -> web.Response:
@@ -72,14 +100,14 @@ async def create_image(request: web.Request) -> web.Response:
         record = await client.import_image(body)
         status = 202
     else:
-        record = await client.create_upload(body)
+        record = await client.create_upload(body, created_by=principal_of(request).id)
         status = 201
     return json_response(record, status=status, headers={"Location": f"/v1/images/{record.id}"})
 
 
 async def delete_image(request: web.Request) -> web.Response:
     """DELETE /v1/images/{image}: cancels an import; 409 ``image_in_use`` while VMs use it."""
-    image_id = request.match_info["image"]
+    image_id = _image_id(request)
     users = sorted(vm.id for vm in await request.app[app_keys.VM_STORE].all()
                    if vm.image == image_id)
     if users:
@@ -94,11 +122,12 @@ def _pass_headers(source: Mapping[str, str], names: tuple[str, ...]) -> dict[str
 async def download_file(request: web.Request) -> web.StreamResponse:
     """GET/HEAD /v1/images/{image}/file: the image library's answer, streamed through."""
     http = request.app[IMAGE_HTTP]
-    url = _file_url(request, request.match_info["image"])
+    image_id = _image_id(request)
+    url = _file_url(request, image_id)
+    headers = _pass_headers(request.headers, REQUEST_HEADERS)
+    headers.update(_library_auth(request, image_id, "GET"))
     try:
-        async with http.request(
-            request.method, url, headers=_pass_headers(request.headers, REQUEST_HEADERS),
-        ) as upstream:
+        async with http.request(request.method, url, headers=headers) as upstream:
             response = web.StreamResponse(
                 status=upstream.status, headers=_pass_headers(upstream.headers, RESPONSE_HEADERS),
             )
@@ -120,8 +149,10 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 async def upload_file(request: web.Request) -> web.Response:
     """PUT /v1/images/{image}/file: the body streamed to the image library, its answer back."""
     http = request.app[IMAGE_HTTP]
-    url = _file_url(request, request.match_info["image"])
+    image_id = _image_id(request)
+    url = _file_url(request, image_id)
     headers = _pass_headers(request.headers, REQUEST_HEADERS)
+    headers.update(_library_auth(request, image_id, "PUT"))
     try:
         async with http.put(url, data=_body(request), headers=headers) as upstream:
             payload = await upstream.read()
@@ -141,7 +172,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-_STATE = Param(name="state", description="available, queued, downloading, ..., active, error")
+_STATE = Param(name="state", description="remote, queued, downloading, ..., active, error")
 _FORMAT = Param(name="format", description="qcow2, raw or iso")
 _OS = Param(name="os", description="e.g. ubuntu, debian, rocky, almalinux")
 
@@ -150,20 +181,22 @@ OPENAPI = OpenApiPart(tag="images", operations=(
               response=ImageList, params=(_STATE, _FORMAT, _OS)),
     Operation(method="POST", path="/v1/images",
               summary="Import a catalog entry or a URL (202), or create an upload record (201)",
-              body=CreateImageRequest, response=ImageRecord, status=202, errors=(404, 409, 422),
+              body=CreateImageRequest, response=ImageRecord, status=202,
+              errors=(403, 404, 409, 422),
               description=__doc__ or ""),
     Operation(method="GET", path="/v1/images/{image}", summary="One image", response=ImageRecord,
-              errors=(404,)),
+              errors=(404, 422)),
     Operation(method="DELETE", path="/v1/images/{image}",
               summary="Delete (or cancel the import of) an image; catalog entries become "
-                      "available again", response=ImageDeleted, errors=(404, 409)),
+                      "remote again", response=ImageDeleted, errors=(403, 404, 409, 422)),
     Operation(method="GET", path="/v1/images/{image}/file",
               summary="The image file (Range, ETag, X-Checksum-Sha256)",
-              media_type="application/octet-stream", errors=(404, 409, 416),
+              media_type="application/octet-stream", errors=(404, 409, 416, 422),
               params=(Param(name="Range", where="header"),)),
     Operation(method="PUT", path="/v1/images/{image}/file",
               summary="Upload the file of an upload record (streamed; optional "
-                      "X-Checksum-Sha256)", response=ImageRecord, errors=(404, 409, 422),
+                      "X-Checksum-Sha256); only by the caller who created the record",
+              response=ImageRecord, errors=(403, 404, 409, 422),
               params=(Param(name="X-Checksum-Sha256", where="header"),)),
 ))
 

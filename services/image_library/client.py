@@ -36,10 +36,12 @@ class ImageLibraryClient:
         self._nc = nc
         self._timeout_s = timeout_s
 
-    async def _call(self, operation: str, body: msgspec.Struct, reply_type: type[T]) -> T:
+    async def _call(self, operation: str, body: msgspec.Struct, reply_type: type[T],
+                    headers: dict[str, str] | None = None) -> T:
         try:
             msg = await self._nc.request(
                 subjects.image_rpc(operation), _encoder.encode(body), timeout=self._timeout_s,
+                headers=headers,
             )
         except (NatsTimeout, NoRespondersError):
             raise Unavailable(
@@ -59,8 +61,11 @@ class ImageLibraryClient:
     async def import_image(self, request: CreateImageRequest) -> ImageRecord:
         return await self._call(images.RPC_IMPORT, request, ImageRecord)
 
-    async def create_upload(self, request: CreateImageRequest) -> ImageRecord:
-        return await self._call(images.RPC_CREATE_UPLOAD, request, ImageRecord)
+    async def create_upload(self, request: CreateImageRequest, *,
+                            created_by: str = "") -> ImageRecord:
+        """An upload record; only ``created_by`` (an API caller) may PUT its file."""
+        headers = {images.RPC_CREATED_BY_HEADER: created_by} if created_by else None
+        return await self._call(images.RPC_CREATE_UPLOAD, request, ImageRecord, headers)
 
     async def delete(self, image_id: str) -> ImageDeleted:
         return await self._call(images.RPC_DELETE, ImageRef(id=image_id), ImageDeleted)

@@ -26,6 +26,17 @@ class ImageBusy(Conflict):
     default_hint = "Wait for it to finish, or DELETE the image to cancel it."
 
 
+class NotUploader(LimiquantixError):
+    """An upload record takes its file only from the API caller who created it."""
+
+    code = "forbidden"
+    status = 403
+    default_hint = (
+        "Upload with the same API token that created the upload record, or create your own "
+        "with POST /v1/images and a name."
+    )
+
+
 class ImportFailed(LimiquantixError):
     """Downloading the source failed (HTTP error, connection lost, truncated transfer)."""
 

@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 
 from limiquantix.common import subjects
+from limiquantix.common.library_tokens import load_or_create_secret
 from limiquantix.common.nats_client import bucket, connect, ensure_jetstream
 from limiquantix.common.runner import run_service
 from limiquantix.common.settings import Settings
@@ -36,8 +37,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await catalog.seed(store)
         await service.recover()
 
+        secret = await asyncio.to_thread(load_or_create_secret, settings)
         runner = web.AppRunner(
-            make_app(service), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None,
+            make_app(service, secret), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None,
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -22,7 +22,8 @@ log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
 
 
-async def dispatch(service: ImageService, operation: str, data: bytes) -> Any:
+async def dispatch(service: ImageService, operation: str, data: bytes,
+                   headers: dict[str, str] | None = None) -> Any:
     """Decode the body for ``operation`` and run it."""
     try:
         match operation:
@@ -35,7 +36,8 @@ async def dispatch(service: ImageService, operation: str, data: bytes) -> Any:
                 return await service.import_image(body)
             case images.RPC_CREATE_UPLOAD:
                 body = msgspec.json.decode(data, type=CreateImageRequest)
-                return await service.create_upload(body)
+                created_by = (headers or {}).get(images.RPC_CREATED_BY_HEADER, "")
+                return await service.create_upload(body, created_by=created_by)
             case images.RPC_DELETE:
                 return await service.delete(msgspec.json.decode(data, type=ImageRef).id)
     except msgspec.ValidationError as exc:
@@ -51,7 +53,7 @@ async def subscribe(nc: Client, service: ImageService) -> Subscription:
     async def handle(msg: Msg) -> None:
         operation = msg.subject.rsplit(".", 1)[-1]
         try:
-            reply = _encoder.encode(await dispatch(service, operation, msg.data))
+            reply = _encoder.encode(await dispatch(service, operation, msg.data, msg.headers))
             headers = None
         except LimiquantixError as exc:
             reply, headers = _encoder.encode(exc.to_reply()), {RPC_ERROR_HEADER: exc.code}

@@ -74,13 +74,15 @@ class ImageService:
         self.importer.start(record.id)
         return record
 
-    async def create_upload(self, request: CreateImageRequest) -> ImageRecord:
-        """A record to PUT the file into."""
+    async def create_upload(self, request: CreateImageRequest, *,
+                            created_by: str = "") -> ImageRecord:
+        """A record to PUT the file into; only ``created_by`` may PUT it."""
         if request.source_url or request.catalog_id:
             raise InvalidRequest("an upload takes no source_url or catalog_id")
         if not request.name:
             raise InvalidRequest("an upload needs a name")
-        return await self.store.create(self._new_record(request, ImageState.QUEUED))
+        record = self._new_record(request, ImageState.QUEUED)
+        return await self.store.create(msgspec.structs.replace(record, created_by=created_by))
 
     def _new_record(self, request: CreateImageRequest, state: ImageState) -> ImageRecord:
         now = utcnow()

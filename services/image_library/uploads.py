@@ -17,7 +17,7 @@ from aiohttp import web
 from limiquantix.common.errors import Conflict
 from limiquantix.common.hashing_file import HashingFile
 from limiquantix.common.images import ImageRecord, ImageState
-from limiquantix.image_library.errors import ImageBusy, UploadIncomplete
+from limiquantix.image_library.errors import ImageBusy, NotUploader, UploadIncomplete
 from limiquantix.image_library.finalize import fail, reason_of, verify_and_activate
 from limiquantix.image_library.progress import ProgressReporter
 from limiquantix.image_library.service import RESTARTABLE, ImageService
@@ -28,10 +28,14 @@ CHUNK = 1 << 20
 CHECKSUM_HEADER = "X-Checksum-Sha256"
 
 
-async def _claim(service: ImageService, image_id: str, total: int | None) -> ImageRecord:
-    """Move the record to ``uploading`` (CAS: two concurrent uploads cannot both pass)."""
+async def _claim(service: ImageService, image_id: str, total: int | None,
+                 uploader: str) -> ImageRecord:
+    """Move the record to ``uploading`` (CAS: two concurrent uploads cannot both pass), only
+    for the caller the record was created for."""
 
     def claim(current: ImageRecord) -> ImageRecord:
+        if current.created_by != uploader:
+            raise NotUploader(f"image {image_id!r} was created by another caller")
         if current.source_url or current.catalog_id:
             raise Conflict(f"image {image_id!r} is imported from a URL; it takes no upload")
         if current.state not in RESTARTABLE | {ImageState.QUEUED}:
@@ -46,11 +50,12 @@ async def _claim(service: ImageService, image_id: str, total: int | None) -> Ima
 
 
 async def receive_upload(
-    service: ImageService, image_id: str, request: web.Request,
+    service: ImageService, image_id: str, request: web.Request, *, uploader: str,
 ) -> ImageRecord:
-    """Stream the request body into the image, then verify and activate it."""
+    """Stream the request body into the image (``uploader`` must be the record's creator),
+    then verify and activate it."""
     total = request.content_length
-    await _claim(service, image_id, total)
+    await _claim(service, image_id, total, uploader)
     part = service.layout.part(image_id)
     out = await HashingFile.create(part)
     progress = ProgressReporter(service.store, image_id, total=total)

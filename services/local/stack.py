@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
+from limiquantix.common.library_tokens import SECRET_FILE, load_or_create_secret_file
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.process import stop_process
 
@@ -113,6 +114,11 @@ class Stack:
     def _data(self, name: str) -> Path:
         return self.shared_data_dir if self.shared_data_dir else self.root / name
 
+    @property
+    def library_secret_file(self) -> Path:
+        """The secret that signs image library requests, shared by every service here."""
+        return (self.shared_data_dir or self.root) / SECRET_FILE
+
     def node_data_dir(self, node_id: str) -> Path:
         return self._data(f"node-{node_id}")
 
@@ -126,6 +132,7 @@ class Stack:
             "LQ_IMAGE_LIBRARY_PORT": str(self.image_library_port),
             "LQ_IMAGE_LIBRARY_URL": self.image_library_url,
             "LQ_LIBVIRT_URI": self.libvirt_uri,
+            "LQ_IMAGE_LIBRARY_SECRET_FILE": str(self.library_secret_file),
         })
         if self.api_token:
             env["LQ_API_TOKEN"] = self.api_token
@@ -142,6 +149,7 @@ class Stack:
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         await self.nats.start()
+        await asyncio.to_thread(load_or_create_secret_file, self.library_secret_file)
         if self.with_image_library:
             await self._start("image-library", "lq-image-library",
                               self._env(self._data("image-library")))

@@ -17,7 +17,7 @@ import http.client
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -94,11 +94,14 @@ def _write_all(fd: int) -> Callable[[bytes], None]:
 
 
 def fetch(url: str, dest: Path, *, progress: FetchProgress, cancel: threading.Event,
-          timeout_s: float = 120.0) -> Fetched:
-    """GET ``url`` into ``dest`` (created 0644, not fsynced); raises FetchError/FetchCancelled."""
+          timeout_s: float = 120.0, headers: Mapping[str, str] | None = None) -> Fetched:
+    """GET ``url`` into ``dest`` (created 0644, not fsynced); raises FetchError/FetchCancelled.
+
+    ``headers``: e.g. the image library token (``Authorization``).
+    """
     conn, path = _connect(url, timeout_s)
     try:
-        conn.request("GET", path, headers={"Accept-Encoding": "identity"})
+        conn.request("GET", path, headers={"Accept-Encoding": "identity", **(headers or {})})
         response = conn.getresponse()
         if response.status != 200:
             raise FetchError(f"HTTP {response.status} {response.reason}", status=response.status)

@@ -19,6 +19,8 @@ from nats.aio.client import Client
 
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.images import ImageRecord
+from limiquantix.common.library_tokens import bearer, load_or_create_secret, sign
+from limiquantix.common.nats_client import ensure_jetstream
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
@@ -43,7 +45,11 @@ def sha256_file(path: Path) -> str:
 class Library:
     """The image library running in this process (serve() as a task), restartable."""
 
-    def __init__(self, root: Path, nats_url: str, **overrides: Any) -> None:
+    def __init__(self, root: Path, nats_url: str, *,
+                 setup_connect: dict[str, Any] | None = None, **overrides: Any) -> None:
+        # How start() connects to lay out JetStream as the gateway would (its identity, when
+        # the server has authentication).
+        self.setup_connect = setup_connect or {"servers": [nats_url]}
         overrides.setdefault("import_allowed_networks", LOCAL_ORIGINS)
         self.settings: Settings = settings_mod.load({}, nats_url=nats_url, data_dir=str(root),
                                                     image_library_port=free_port(), **overrides)
@@ -59,6 +65,13 @@ class Library:
         return Path(self.settings.data_dir) / "image-library"
 
     async def start(self) -> None:
+        # The gateway creates streams and buckets (the library only waits for them): do its part.
+        setup = await nats.connect(**self.setup_connect)
+        try:
+            await ensure_jetstream(setup.jetstream(),
+                                   heartbeat_interval_s=self.settings.heartbeat_interval_s)
+        finally:
+            await setup.close()
         self.stop_event = asyncio.Event()
         self.task = asyncio.create_task(serve(self.settings, self.stop_event))
         deadline = time.monotonic() + 20
@@ -78,6 +91,24 @@ class Library:
         if self.task is not None:
             await asyncio.wait_for(self.task, 30)
             self.task = None
+
+    def auth(self, image_id: str, method: str = "GET", subject: str = "") -> dict[str, str]:
+        """The header a gateway or node sends for ``method`` on ``image_id``."""
+        token = sign(load_or_create_secret(self.settings), service="test", image_id=image_id,
+                     method=method, subject=subject)
+        return bearer(token)
+
+    def session(self) -> aiohttp.ClientSession:
+        """An HTTP client that signs each ``/images/{id}/file`` request as the gateway does."""
+
+        async def signed(request: aiohttp.ClientRequest,
+                         handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+            parts = request.url.path.split("/")
+            if len(parts) == 4 and parts[1] == "images":
+                request.headers.update(self.auth(parts[2], request.method))
+            return await handler(request)
+
+        return aiohttp.ClientSession(middlewares=(signed,))
 
     def leftovers(self, image_id: str) -> list[Path]:
         """Files of this image anywhere in the store."""

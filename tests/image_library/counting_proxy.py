@@ -19,9 +19,11 @@ class CountingProxy:
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         self.hits[request.path] += 1
+        # Range and the node's image library token are passed on, as a real proxy would.
+        headers = {n: request.headers[n] for n in ("Range", "Authorization")
+                   if n in request.headers}
         async with aiohttp.ClientSession() as http, http.get(
-            self.upstream + request.path_qs, headers={"Range": request.headers.get("Range", "")}
-            if "Range" in request.headers else None,
+            self.upstream + request.path_qs, headers=headers,
         ) as upstream:
             response = web.StreamResponse(status=upstream.status)
             for name in ("Content-Length", "X-Checksum-Sha256", "ETag", "Content-Type"):

@@ -12,6 +12,7 @@ from nats.aio.client import Client
 
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.images import CreateImageRequest
+from limiquantix.common.library_tokens import SECRET_FILE
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.image_cache import ImageCache, qcow2_backing_file
 from limiquantix.node_agent.image_cache_errors import ImageChecksumMismatch, ImageNotReady
@@ -28,8 +29,11 @@ async def proxy(library: Library) -> AsyncIterator[CountingProxy]:
 
 def make_cache(tmp_path: Path, nc: Client, proxy: CountingProxy, max_gib: float = 50.0
                ) -> ImageCache:
+    # The library fixture's data dir is tmp_path/library: its secret signs our requests.
+    library_secret = tmp_path / "library" / SECRET_FILE
     settings = settings_mod.load({}, data_dir=str(tmp_path / "node"), node_id="node-t",
-                                 image_library_url=proxy.url, image_cache_max_gib=max_gib)
+                                 image_library_url=proxy.url, image_cache_max_gib=max_gib,
+                                 image_library_secret_file=str(library_secret))
     return ImageCache(settings, nc, nc.jetstream())
 
 

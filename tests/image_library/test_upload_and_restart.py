@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from limiquantix.common.errors import RemoteError
@@ -28,7 +27,7 @@ async def test_upload_streams_the_body_and_becomes_active(
 ) -> None:
     record = await client.create_upload(CreateImageRequest(name="uploaded", os="custom"))
     assert record.state == "queued"
-    async with aiohttp.ClientSession() as http, http.put(
+    async with library.session() as http, http.put(
         f"{library.url}/images/{record.id}/file", data=_chunks(disk),
         headers={"X-Checksum-Sha256": sha256_file(disk),
                  "Content-Length": str(disk.stat().st_size)},
@@ -45,7 +44,7 @@ async def test_upload_with_a_wrong_checksum_is_refused_and_can_be_retried(
     library: Library, client: ImageLibraryClient, disk: Path,
 ) -> None:
     record = await client.create_upload(CreateImageRequest(name="retry-me"))
-    async with aiohttp.ClientSession() as http:
+    async with library.session() as http:
         async with http.put(f"{library.url}/images/{record.id}/file", data=disk.read_bytes(),
                             headers={"X-Checksum-Sha256": "f" * 64}) as response:
             assert response.status == 422
@@ -64,7 +63,9 @@ async def test_upload_aborted_mid_stream_leaves_error_and_no_file(
     record = await client.create_upload(CreateImageRequest(name="aborted"))
     data = disk.read_bytes()
     _, writer = await asyncio.open_connection("127.0.0.1", library.settings.image_library_port)
+    token = library.auth(record.id, "PUT")["Authorization"]
     writer.write((f"PUT /images/{record.id}/file HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: {token}\r\n"
                   f"Content-Length: {len(data)}\r\n\r\n").encode())
     writer.write(data[: len(data) // 3])
     await writer.drain()
@@ -80,7 +81,7 @@ async def test_upload_to_a_url_import_is_refused(
 ) -> None:
     record = await client.import_image(CreateImageRequest(source_url=origin.file_url("disk.qcow2")))
     await wait_image(client, record.id, "active")
-    async with aiohttp.ClientSession() as http, http.put(
+    async with library.session() as http, http.put(
         f"{library.url}/images/{record.id}/file", data=b"x",
     ) as response:
         assert response.status == 409
@@ -132,7 +133,9 @@ async def test_delete_of_an_upload_in_progress_is_refused(
 ) -> None:
     record = await client.create_upload(CreateImageRequest(name="busy"))
     _, writer = await asyncio.open_connection("127.0.0.1", library.settings.image_library_port)
+    token = library.auth(record.id, "PUT")["Authorization"]
     writer.write((f"PUT /images/{record.id}/file HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: {token}\r\n"
                   f"Content-Length: 100000000\r\n\r\n").encode() + b"\0" * 65536)
     await writer.drain()
     await wait_image(client, record.id, "uploading")

@@ -11,7 +11,6 @@ import ipaddress
 import json
 import shutil
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,11 @@ from limiquantix.common.outbound import OutboundPolicy, OutboundRefused, refusal
 from limiquantix.image_library.client import ImageLibraryClient
 from tests.image_library.conftest import Library, wait_image
 from tests.image_library.origin import Origin
+from tests.security.conftest import make_library
 
 ROOT = Path(__file__).resolve().parents[2]
-# The "attacker's public server" in these tests: a loopback alias the library is told to allow,
-# so that 127.0.0.1 (where our services listen) stays refused like any internal address.
+# The "attacker's public server" in these tests: a loopback alias strict_library allows, so
+# that 127.0.0.1 (where our services listen) stays refused like any internal address.
 PUBLIC = "127.0.0.2"
 
 
@@ -37,16 +37,6 @@ async def _serve(app: web.Application, host: str) -> tuple[web.AppRunner, int]:
     port = free_port()
     await web.TCPSite(runner, host, port).start()
     return runner, port
-
-
-@pytest.fixture
-async def strict_library(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Library]:
-    """The library as installed: no network allowed beyond public addresses, except PUBLIC."""
-    running = Library(tmp_path / "library", nats_server.url,
-                      import_allowed_networks=f"{PUBLIC}/32")
-    await running.start()
-    yield running
-    await running.stop()
 
 
 @pytest.mark.parametrize("address", [
@@ -77,7 +67,7 @@ async def test_import_from_loopback_is_refused_and_nothing_is_fetched(
     tmp_path: Path, nats_server: NatsServer, client: ImageLibraryClient, origin: Origin,
     disk: Path,
 ) -> None:
-    library = Library(tmp_path / "strict", nats_server.url, import_allowed_networks="")
+    library = make_library(tmp_path / "strict", nats_server, import_allowed_networks="")
     await library.start()
     try:
         for url in (origin.file_url("disk.qcow2"),
