@@ -106,8 +106,10 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
                "      --user admin --ssh-key ~/.ssh/id_ed25519.pub --network isolated "
                "--wait ready")
     p.add_argument("name", help="VM name (DNS label: a-z, 0-9, '-')")
-    p.add_argument("--image", required=True,
-                   help="catalog image id (lq image list) or a path on the node")
+    p.add_argument("--image",
+                   help="image id or name (lq image list; a catalog image downloads on first "
+                        "use), or a node path inside LQ_HOST_IMAGE_DIRS; omitted: a blank disk "
+                        "and no cloud-init")
     p.add_argument("--cpus", type=int, help="vCPUs (API default 1)")
     p.add_argument("--memory", metavar="SIZE", help="memory, e.g. 2G, 2048M, 512MiB (bare: MiB)")
     p.add_argument("--disk", metavar="SIZE", help="disk, e.g. 20G (bare number: GiB)")

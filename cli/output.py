@@ -42,12 +42,18 @@ def is_tty(stream: TextIO) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
+def redraws(stream: TextIO) -> bool:
+    """Redraw lines in place only when both ``stream`` and stdout are terminals: with stdout
+    piped (``lq ... | cat``), carriage returns would mix live lines into the pipe's output."""
+    return is_tty(stream) and is_tty(sys.stdout)
+
+
 class StatusLine:
     """One line that says where something is now: redrawn on a TTY, appended otherwise."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
-        self.tty = is_tty(self.stream)
+        self.tty = redraws(self.stream)
         self.started = time.monotonic()
         self._last = ""
 
@@ -100,7 +106,7 @@ class Progress:
     def __init__(self, label: str, stream: TextIO | None = None) -> None:
         self.label = label
         self.stream = stream or sys.stderr
-        self.tty = is_tty(self.stream)
+        self.tty = redraws(self.stream)
         self.started = time.monotonic()
         self._printed_at = 0.0
         self._last_done = -1

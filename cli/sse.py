@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
@@ -38,7 +38,7 @@ class Message:
     def decoded(self) -> Event | None:
         """The shared event schema, or None for a kind this ``lq`` does not know."""
         try:
-            return cast(Event, event_decoder.decode(self.data))
+            return event_decoder.decode(self.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
 

@@ -74,7 +74,9 @@ def image_ref(value: str) -> str:
 
 def create_body(args: Any) -> dict[str, Any]:
     """The request body from parsed ``vm create`` arguments (only what was given)."""
-    body: dict[str, Any] = {"name": args.name, "image": image_ref(args.image)}
+    body: dict[str, Any] = {"name": args.name}
+    if args.image is not None:
+        body["image"] = image_ref(args.image)
     if args.cpus is not None:
         body["vcpus"] = args.cpus
     if args.memory is not None:

@@ -94,11 +94,13 @@ class VmWaiter:
     def _apply(self, event: object, record: VmRecord | None, vm_id: str) -> VmRecord | None:
         match event:
             case ImageProgress() if (record is not None and event.image_id == record.image
-                                     and event.node == record.node):
+                                     and event.node in ("", record.node)):
                 total = f" of {format_bytes(event.bytes_total)}" if event.bytes_total else ""
                 done = (f"{event.bytes_done * 100 // event.bytes_total}%" if event.bytes_total
                         else format_bytes(event.bytes_done))
-                self._fetching = f"fetching image {done}{total}"
+                # node "": the library importing a catalog image; else the node's cache filling
+                what = "fetching image" if event.node else "downloading image"
+                self._fetching = f"{what} {done}{total}"
             case VmStateChanged(vm_id=event_vm) if event_vm == vm_id and record is not None:
                 if event.time < record.updated_at:
                     return record  # replayed from before the record was read: not news

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from limiquantix.common.nats_server import NatsServer
 from limiquantix.local.stack import Stack
 
 # Short intervals so liveness and redelivery are observable within a test's time.
@@ -19,7 +20,24 @@ FAST_ENV = {
     "LQ_COMMAND_ACK_WAIT_S": "3",
     "LQ_STOP_TIMEOUT_S": "5",
     "LQ_LOG_LEVEL": "debug",
+    # Tests make their images with qemu-img in their temp dirs and name them by path: the
+    # operator's opt-in for node images (off in production unless LQ_HOST_IMAGE_DIRS is set).
+    "LQ_HOST_IMAGE_DIRS": "/tmp,/var/tmp",
 }
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A real nats-server configured as in production: identities ``api``, ``image-library``
+    (``add_node`` for nodes), each with its permissions, anonymous clients refused.
+
+    Test clients connect as the identity they play (``connect_options(identity)``, or
+    ``creds_for(identity)`` as ``LQ_NATS_CREDS``); the suite that plays the gateway lays out
+    JetStream with its own heartbeat interval (``ensure_jetstream``).
+    """
+    async with NatsServer(tmp_path / "nats" / "jetstream", auth_dir=tmp_path / "nats",
+                          log_file=tmp_path / "nats" / "nats.log") as server:
+        yield server
 
 
 @pytest.fixture

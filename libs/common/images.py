@@ -12,7 +12,8 @@ from limiquantix.common.base import Model, RequestBody
 
 
 class ImageState(enum.StrEnum):
-    AVAILABLE = "available"  # a shipped catalog entry, not downloaded yet
+    REMOTE = "remote"  # a shipped catalog entry, known but not downloaded (it is on first use)
+    AVAILABLE = "available"  # legacy name of REMOTE in stores written before 0.2; reseeded
     QUEUED = "queued"
     DOWNLOADING = "downloading"
     UPLOADING = "uploading"
@@ -101,7 +102,7 @@ class ImageRef(Model, frozen=True, kw_only=True):
 
 
 class ImageDeleted(Model, frozen=True, kw_only=True):
-    """Reply of ``delete``: ``available`` again for a catalog entry, gone otherwise."""
+    """Reply of ``delete``: ``remote`` again for a catalog entry, gone otherwise."""
 
     id: str
     state: str = ""

@@ -9,8 +9,21 @@ import msgspec
 from limiquantix.common.base import Model
 
 
+class NodeWarning(Model, frozen=True, kw_only=True):
+    """Something on the node that makes it slow or unsafe, with what to do about it."""
+
+    code: str
+    message: str
+    hint: str = ""
+
+
 class NodeStatus(Model, frozen=True, kw_only=True):
-    """One node's capacity and allocations, rewritten every heartbeat interval."""
+    """One node's capacity and allocations, rewritten every heartbeat interval.
+
+    ``vcpus`` and ``memory_mib`` are the physical figures (or what the settings say the node
+    offers); the ``*_capacity`` fields are what placement may hand out after the allocation
+    ratios and the reserved host memory (see ``capacity()``).
+    """
 
     id: str
     hostname: str = ""
@@ -20,6 +33,11 @@ class NodeStatus(Model, frozen=True, kw_only=True):
     console_host: str = "127.0.0.1"
     vcpus: int
     memory_mib: int
+    cpu_allocation_ratio: float = 1.0
+    memory_allocation_ratio: float = 1.0
+    vcpus_capacity: int = 0  # 0 from a node that does not say: the physical figure
+    memory_mib_capacity: int = 0
+    warnings: tuple[NodeWarning, ...] = ()
     disk_free_gib: float = 0.0
     allocated_vcpus: int = 0
     allocated_memory_mib: int = 0
@@ -30,12 +48,23 @@ class NodeStatus(Model, frozen=True, kw_only=True):
     started_at: datetime | None = None
 
     @property
-    def free_memory_mib(self) -> int:
-        return self.memory_mib - self.allocated_memory_mib
+    def capacity_vcpus(self) -> int:
+        return self.vcpus_capacity or self.vcpus
 
     @property
-    def free_vcpus(self) -> int:
-        return self.vcpus - self.allocated_vcpus
+    def capacity_memory_mib(self) -> int:
+        return self.memory_mib_capacity or self.memory_mib
+
+
+def capacity(vcpus: int, memory_mib: int, *, cpu_ratio: float, memory_ratio: float,
+             reserved_memory_mib: int) -> tuple[int, int]:
+    """(vCPUs, memory MiB) a node may allocate: physical x ratio, memory less the reserve.
+
+    Nova's defaults are the field's: vCPUs over-committed 4:1 (guests rarely use all their
+    vCPUs at once), memory 1:1 (over-committed memory means the OOM killer picks a guest).
+    """
+    return (int(vcpus * cpu_ratio),
+            max(0, int((memory_mib - reserved_memory_mib) * memory_ratio)))
 
 
 node_encoder = msgspec.json.Encoder()

@@ -6,10 +6,12 @@ in one ``AsyncExitStack``, waits for ``stop`` and returns; leaving the stack dra
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import metadata
 
 import structlog
 
@@ -28,8 +30,31 @@ async def _run(serve: Serve, settings: Settings) -> None:
     await serve(settings, stop)
 
 
-def run_service(name: str, serve: Serve) -> None:
+def package_version() -> str:
+    """The installed package's version ("0+unknown" from a bare source tree)."""
+    try:
+        return metadata.version("limiquantix")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def parse_arguments(prog: str, description: str,
+                    argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``--help`` and ``--version``; anything else is refused (exit 2) before a thing starts.
+
+    Services are configured by ``LQ_*`` variables only, so a typo'd flag is never ignored.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        epilog="Configured by LQ_* environment variables; "
+               "`python -m limiquantix.common.settings` lists them with their defaults.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    return parser.parse_args(argv)
+
+
+def run_service(name: str, serve: Serve, description: str = "") -> None:
     """Entry point body of every service's ``main()``."""
+    parse_arguments(f"lq-{name}", description)
     settings = settings_mod.load()
     configure_logging(name, fmt=settings.log_format, level=settings.log_level)
     log = structlog.get_logger()

@@ -19,6 +19,8 @@ class Settings(Model, frozen=True, kw_only=True):
     """Every setting, its default and (in ``_DOCS``) what it means."""
 
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: str = ""  # this service's nkey seed file (0600); empty: anonymous
+    nats_ca_file: str = ""  # CA bundle that signed the NATS server's TLS certificate
     data_dir: str = "/var/lib/limiquantix"
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
@@ -44,6 +46,9 @@ class Settings(Model, frozen=True, kw_only=True):
     stop_timeout_s: float = 60.0
     node_vcpus: int = 0  # 0: what the host has
     node_memory_mib: int = 0
+    cpu_allocation_ratio: float = 4.0
+    memory_allocation_ratio: float = 1.0
+    reserved_host_memory_mib: int = 512
     image_cache_max_gib: float = 50.0
     failpoints: str = ""  # tests only: "name=action,..." (see node_agent/failpoints.py)
     forward_port_range: str = "20000-29999"  # host ports of user-mode forwards, "low-high"
@@ -55,6 +60,8 @@ class Settings(Model, frozen=True, kw_only=True):
     import_allowed_schemes: str = "http,https"
     import_allowed_networks: str = ""  # CIDRs imports may reach although not public
     image_library_secret_file: str = ""  # default <data_dir>/image-library.key
+    catalog_mirror: str = ""  # base URL serving <catalog id>.<format>
+    host_image_dirs: str = ""  # comma-separated; empty: VMs use library images only
 
     @property
     def data_path(self) -> Path:
@@ -65,6 +72,12 @@ class Settings(Model, frozen=True, kw_only=True):
         return self.node_id or socket.gethostname().split(".")[0].lower()
 
     @property
+    def host_image_roots(self) -> tuple[str, ...]:
+        """The directories of ``host_image_dirs``, normalised, empty entries dropped."""
+        return tuple(os.path.normpath(d.strip()) for d in self.host_image_dirs.split(",")
+                     if d.strip())
+
+    @property
     def effective_image_library_url(self) -> str:
         return self.image_library_url or (
             f"http://{self.image_library_host}:{self.image_library_port}"
@@ -73,6 +86,10 @@ class Settings(Model, frozen=True, kw_only=True):
 
 _DOCS: dict[str, str] = {
     "nats_url": "NATS server(s), comma-separated",
+    "nats_creds": "File holding this service's NATS nkey seed (0600; `lq-local` makes one per "
+                  "service); empty: connect anonymously",
+    "nats_ca_file": "CA certificate(s) that verify the NATS server's TLS certificate (`tls://` "
+                    "URLs; empty: the system's CAs)",
     "data_dir": "Root of all state on disk: NATS data (local mode), VM files, image store, token",
     "log_format": "`auto` (JSON unless a TTY), `json` or `console`",
     "log_level": "debug, info, warning, error",
@@ -96,6 +113,11 @@ _DOCS: dict[str, str] = {
     "stop_timeout_s": "ACPI shutdown grace before a stop powers the VM off",
     "node_vcpus": "vCPUs this node offers (0: the host's count)",
     "node_memory_mib": "Memory this node offers in MiB (0: the host's)",
+    "cpu_allocation_ratio": "vCPUs placed per physical CPU (Nova's default 4.0; 1.0: no "
+                            "over-commit)",
+    "memory_allocation_ratio": "Memory placed per MiB the node offers (1.0: no over-commit)",
+    "reserved_host_memory_mib": "Memory kept for the host itself, off the node's capacity "
+                                "(when LQ_NODE_MEMORY_MIB is 0; a set figure is already net)",
     "image_cache_max_gib": "Node image cache limit; least recently used unused images go first",
     "failpoints": "Fault injection for tests only, e.g. `before_ack=sleep:5`",
     "forward_port_range": "Host ports (`low-high`) port forwards of `user`/`isolated` VMs may "
@@ -111,6 +133,10 @@ _DOCS: dict[str, str] = {
     "loopback/private/link-local (refused by default), e.g. `10.1.0.0/16` for a local mirror",
     "image_library_secret_file": "Secret shared by the gateway, nodes and image library to sign "
     "image file requests; default `<data_dir>/image-library.key` (created 0600 if missing)",
+    "catalog_mirror": "Base URL of a mirror serving the catalog's images as `<id>.<format>` "
+                      "(empty: the distributions' official URLs)",
+    "host_image_dirs": "Node directories whose files a VM may name as `image` (comma-separated; "
+                       "empty, the default: library images only)",
 }
 
 

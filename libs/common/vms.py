@@ -147,7 +147,11 @@ class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
     """Body of ``POST /v1/vms``."""
 
     name: DnsLabel
-    image: Annotated[str, msgspec.Meta(min_length=1, description="catalog id or node-local path")]
+    image: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=4096,
+        description="image id or unique name from the library (`lq image list`); a path on "
+                    "the node only inside LQ_HOST_IMAGE_DIRS; omitted: a blank disk and no "
+                    "cloud-init seed (boot media 'none')")] | None = None
     vcpus: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     memory_mib: Annotated[int, msgspec.Meta(ge=64, le=4 * 1024 * 1024)] = 1024
     disk_gib: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024)] = 10
@@ -174,9 +178,13 @@ class GuestInfo(Model, frozen=True, kw_only=True):
 
 
 class VmError(Model, frozen=True, kw_only=True):
+    """Why a VM is in ``error``: the first cause, and what was found about it later."""
+
     code: str
     message: str
     hint: str = ""
+    # Later findings (e.g. reconcile seeing the files gone): added, never in place of the cause.
+    notes: tuple[str, ...] = ()
 
 
 class VmRecord(Model, frozen=True, kw_only=True):
@@ -186,7 +194,7 @@ class VmRecord(Model, frozen=True, kw_only=True):
     name: str
     state: VmState = VmState.PENDING
     node: str = ""
-    image: str
+    image: str = ""  # library image id (or an allowed node path); "": a blank disk, no seed
     vcpus: int
     memory_mib: int
     disk_gib: int
@@ -201,7 +209,10 @@ class VmRecord(Model, frozen=True, kw_only=True):
     serial_log: str = ""
     guest: GuestInfo = GuestInfo()
     error: VmError | None = None
-    image_progress: float | None = None  # 0..1 while the node fetches the image
+    image_progress: float | None = None  # 0..1 while the image downloads (library, then node)
+    # False once a failed create left nothing on the node (no domain, no files): the VM then
+    # takes no capacity, and ``start`` retries the create.
+    holds_resources: bool = True
 
 
 def public_view(record: VmRecord) -> VmRecord:

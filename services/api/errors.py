@@ -83,6 +83,42 @@ class NoCapacity(Conflict):
     default_hint = "Ask for fewer vCPUs or less memory, delete unused VMs, or add a node."
 
 
+class ImageNotFound(NotFound):
+    """The VM's image is neither an image id nor the name of one in the library."""
+
+    code = "image_not_found"
+    default_hint = "`lq image list` shows the images by id and name; import or upload one first."
+
+
+class ImageNameAmbiguous(Conflict):
+    """Several images have the name the request gave."""
+
+    code = "image_name_ambiguous"
+    default_hint = "Name the image by its id (`lq image list` shows the ids)."
+
+
+class ImageNotReady(Conflict):
+    """The image failed or is being deleted: no VM can be made from it."""
+
+    code = "image_not_ready"
+    default_hint = "`lq image show IMAGE` says why; import it again or pick another image."
+
+
+class DiskTooSmall(InvalidRequest):
+    """The requested disk is smaller than the image needs."""
+
+    code = "disk_too_small"
+    default_hint = "Ask for a larger disk (`--disk`, `disk_gib`)."
+
+
+class HostPathNotAllowed(InvalidRequest):
+    """A node path was given as the image, outside the directories the operator allowed."""
+
+    code = "host_path_not_allowed"
+    default_hint = ("Upload the file to the image library (`lq image upload FILE`) and use its "
+                    "name; node paths work only inside LQ_HOST_IMAGE_DIRS.")
+
+
 class IllegalTransition(Conflict):
     """The action is not allowed in the VM's current state."""
 

@@ -33,4 +33,4 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    run_service("api", serve)
+    run_service("api", serve, "The Limiquantix API gateway: REST, events (SSE), consoles, web UI.")

@@ -10,8 +10,12 @@ Policy:
    (so the choice is deterministic). This spreads VMs, which keeps noisy neighbours apart.
 3. No node fits: 409 ``no_capacity`` naming the largest free memory and vCPUs on offer.
 
+A node's capacity is its physical figures times the allocation ratios, less the reserved host
+memory (``LQ_CPU_ALLOCATION_RATIO`` 4.0, ``LQ_MEMORY_ALLOCATION_RATIO`` 1.0,
+``LQ_RESERVED_HOST_MEMORY_MIB`` 512: Nova's defaults; the node computes it and heartbeats it).
 A node's allocation is the sum of the VM records placed on it, whatever their state (a stopped
-VM keeps its reservation, as in Nova): the records are the truth of what was placed, while a
+VM keeps its reservation, as in Nova) except a failed create that left nothing on the node
+(``holds_resources`` false): the records are the truth of what was placed, while a
 heartbeat can lag a burst of creates. The gateway holds a placed VM in its view before it awaits
 anything, so concurrent requests in one process see each other; across gateway replicas a node
 may be briefly over-committed by a few VMs until the KV watch delivers the other's records.
@@ -37,11 +41,11 @@ class NodeLoad:
 
     @property
     def free_vcpus(self) -> int:
-        return self.node.vcpus - self.vcpus
+        return self.node.capacity_vcpus - self.vcpus
 
     @property
     def free_memory_mib(self) -> int:
-        return self.node.memory_mib - self.memory_mib
+        return self.node.capacity_memory_mib - self.memory_mib
 
     def fits(self, vcpus: int, memory_mib: int) -> bool:
         return self.free_vcpus >= vcpus and self.free_memory_mib >= memory_mib
@@ -51,9 +55,11 @@ Allocation = tuple[int, int]  # (vCPUs, memory MiB) of the VMs placed on a node
 
 
 def allocations(vms: Iterable[VmRecord]) -> dict[str, Allocation]:
-    """Node id -> the sum of its VMs' vCPUs and memory."""
+    """Node id -> the sum of the vCPUs and memory of its VMs that hold resources."""
     used: dict[str, Allocation] = {}
     for vm in vms:
+        if not vm.holds_resources:
+            continue
         vcpus, memory = used.get(vm.node, (0, 0))
         used[vm.node] = (vcpus + vm.vcpus, memory + vm.memory_mib)
     return used
@@ -85,6 +91,7 @@ def place(
             raise NoCapacity(
                 f"node {explicit!r} has {load.free_memory_mib} MiB and {load.free_vcpus} vCPUs "
                 f"free; the VM needs {memory_mib} MiB and {vcpus} vCPUs",
+                hint=_capacity_hint(load.free_vcpus < vcpus, load.free_memory_mib < memory_mib),
                 node=explicit, free_memory_mib=load.free_memory_mib,
                 free_vcpus=load.free_vcpus,
             )
@@ -114,5 +121,19 @@ def _no_capacity(by_node: dict[str, NodeLoad], vcpus: int, memory_mib: int) -> N
         f"no node has {need} free; the largest free memory is {most_memory.free_memory_mib} "
         f"MiB (node {most_memory.node.id!r}) and the most free vCPUs {most_vcpus.free_vcpus} "
         f"(node {most_vcpus.node.id!r})",
+        hint=_capacity_hint(most_vcpus.free_vcpus < vcpus,
+                            most_memory.free_memory_mib < memory_mib),
         free_memory_mib=most_memory.free_memory_mib, free_vcpus=most_vcpus.free_vcpus,
     )
+
+
+def _capacity_hint(short_of_vcpus: bool, short_of_memory: bool) -> str:
+    """What to do, naming the setting behind the resource that ran out."""
+    settings = []
+    if short_of_vcpus:
+        settings.append("LQ_CPU_ALLOCATION_RATIO (vCPUs per physical CPU, default 4.0)")
+    if short_of_memory:
+        settings.append("LQ_MEMORY_ALLOCATION_RATIO / LQ_RESERVED_HOST_MEMORY_MIB")
+    raise_it = f" or raise {' and '.join(settings)} on the node agent" if settings else ""
+    return (f"Ask for less, delete unused VMs (`lq vm list`), add a node{raise_it}; "
+            "`lq node list` shows each node's free capacity.")

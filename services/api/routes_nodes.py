@@ -37,7 +37,10 @@ def _online(status: NodeStatus, load: placement.NodeLoad, vm_ids: list[str]) -> 
     return NodeInfo(
         id=status.id, status="online", hostname=status.hostname, version=status.version,
         libvirt_uri=status.libvirt_uri, virt_type=status.virt_type, vcpus=status.vcpus,
-        memory_mib=status.memory_mib, disk_free_gib=status.disk_free_gib,
+        memory_mib=status.memory_mib, cpu_allocation_ratio=status.cpu_allocation_ratio,
+        memory_allocation_ratio=status.memory_allocation_ratio,
+        vcpus_capacity=status.capacity_vcpus, memory_mib_capacity=status.capacity_memory_mib,
+        warnings=status.warnings, disk_free_gib=status.disk_free_gib,
         allocated_vcpus=load.vcpus, allocated_memory_mib=load.memory_mib,
         free_vcpus=load.free_vcpus, free_memory_mib=load.free_memory_mib,
         vm_count=len(vm_ids), vm_ids=tuple(sorted(vm_ids)),

@@ -19,7 +19,7 @@ import nats.errors
 import structlog
 from aiohttp import web
 
-from limiquantix.api import app_keys, placement, publisher
+from limiquantix.api import app_keys, placement, publisher, vm_image
 from limiquantix.api.errors import (
     IdempotencyInProgress,
     IllegalTransition,
@@ -64,6 +64,7 @@ from limiquantix.common.vms import (
     VmState,
     next_state,
 )
+from limiquantix.image_library.client import ImageLibraryClient
 
 log = structlog.get_logger()
 
@@ -100,6 +101,12 @@ def _vm_response(
     headers = {"Location": f"/v1/vms/{record.id}"} if status == 202 else None
     return web.Response(body=app[app_keys.VM_VIEW].public_json(record), status=status,
                         content_type="application/json", headers=headers)
+
+
+def image_library_client(app: web.Application) -> ImageLibraryClient:
+    """The image library over NATS, with the gateway's request timeout."""
+    return ImageLibraryClient(app[app_keys.NATS],
+                              timeout_s=app[app_keys.SETTINGS].request_timeout_s)
 
 
 # --- create ----------------------------------------------------------------------------------
@@ -161,14 +168,23 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     view = app[app_keys.VM_VIEW]
     if view.by_name(body.name) is not None:
         raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)
+    library = image_library_client(app)
+    image = await vm_image.resolve_for_create(library, app[app_keys.SETTINGS], body.image,
+                                              body.disk_gib)
     spec = await _prepare_cloud_init(body.cloud_init, body.name)
+    placement.place(  # refused here, before a download is started for nothing
+        vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
+        nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations(),
+    )
+    await vm_image.start_download(library, image)
     now = utcnow()
+    # Placed again after the awaits: concurrent creates may have taken the room meanwhile.
     node = placement.place(
         vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
         nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations(),
     )
     record = VmRecord(
-        id=vm_id, name=body.name, state=VmState.PENDING, node=node, image=body.image,
+        id=vm_id, name=body.name, state=VmState.PENDING, node=node, image=image.ref,
         vcpus=body.vcpus, memory_mib=body.memory_mib, disk_gib=body.disk_gib, cloud_init=spec,
         network=msgspec.convert(msgspec.to_builtins(body.network), NetworkSpec),
         instance_id=vm_id, created_at=now, updated_at=now,
@@ -247,6 +263,8 @@ async def get_vm(request: web.Request) -> web.Response:
 def _command_for(action: VmAction, vm: VmRecord, stop_timeout_s: float) -> Command:
     command_id = str(uuid.uuid4())
     match action:
+        case VmAction.START if vm.state == VmState.PENDING:  # a failed create, tried again
+            return CreateVm(command_id=command_id, vm_id=vm.id, vm=vm)
         case VmAction.START:
             return StartVm(command_id=command_id, vm_id=vm.id)
         case VmAction.STOP:
@@ -270,6 +288,11 @@ async def _transition(
     """Record the transitional state of ``action`` with CAS; IllegalTransition if not allowed."""
     vm = await resolve(app, ref)
     previous: list[VmState] = []
+    recreate = action == VmAction.START and not vm.holds_resources
+    if recreate:  # its create failed and released its room: it needs that room again
+        view = app[app_keys.VM_VIEW]
+        placement.place(vcpus=vm.vcpus, memory_mib=vm.memory_mib, explicit=vm.node,
+                        nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations())
 
     def change(current: VmRecord) -> VmRecord:
         target = next_state(action, current.state)
@@ -279,6 +302,9 @@ async def _transition(
                 vm_id=current.id, state=current.state, action=str(action),
             )
         previous[:] = [current.state]
+        if recreate and not current.holds_resources:
+            return msgspec.structs.replace(current, state=VmState.PENDING, error=None,
+                                           holds_resources=True)
         error = None if action in (VmAction.START, VmAction.FORCE_STOP) else current.error
         return msgspec.structs.replace(current, state=target, error=error)
 

@@ -1,4 +1,4 @@
-"""The shipped catalog (``catalog.json``): well-known cloud images, listed as ``available``.
+"""The shipped catalog (``catalog.json``): well-known cloud images, listed as ``remote`` (downloaded on first use).
 
 Entries are seeded into the ``lq_images`` bucket at start; importing one downloads it from its
 official URL (sizes are approximate until the import measures them). The ``latest`` URLs change
@@ -45,27 +45,39 @@ def shipped_entries() -> tuple[CatalogEntry, ...]:
     return msgspec.json.decode(data.read_bytes(), type=_Catalog).entries
 
 
-def available_record(entry: CatalogEntry) -> ImageRecord:
+def remote_record(entry: CatalogEntry) -> ImageRecord:
     """The record of a catalog entry that has not been imported."""
     now = utcnow()
     return ImageRecord(
         id=entry.id, name=entry.name, os=entry.os, version=entry.version, format=entry.format,
         virtual_size=entry.virtual_size, file_size=entry.file_size,
         default_user=entry.default_user, source_url=entry.source_url,
-        state=ImageState.AVAILABLE, catalog_id=entry.id, min_disk_gib=entry.min_disk_gib,
+        state=ImageState.REMOTE, catalog_id=entry.id, min_disk_gib=entry.min_disk_gib,
         labels={"checksums_url": entry.checksums_url} if entry.checksums_url else {},
         created_at=now, updated_at=now,
     )
 
 
-def find_entry(catalog_id: str) -> CatalogEntry | None:
-    return next((e for e in shipped_entries() if e.id == catalog_id), None)
+def find_entry(catalog_id: str, mirror: str = "") -> CatalogEntry | None:
+    """The shipped entry ``catalog_id`` (its URL on ``mirror`` when one is set), or None."""
+    entry = next((e for e in shipped_entries() if e.id == catalog_id), None)
+    return with_mirror(entry, mirror) if entry is not None else None
 
 
-async def seed(store: ImageStore) -> None:
-    """Add missing entries; refresh entries still ``available`` (an imported one is left alone)."""
-    for entry in shipped_entries():
-        fresh = available_record(entry)
+def with_mirror(entry: CatalogEntry, mirror: str) -> CatalogEntry:
+    """The entry with its file at ``<mirror>/<id>.<format>`` (LQ_CATALOG_MIRROR), for sites
+    that keep the catalog's images on their own server (offline, or closer)."""
+    if not mirror:
+        return entry
+    url = f"{mirror.rstrip('/')}/{entry.id}.{entry.format}"
+    return msgspec.structs.replace(entry, source_url=url)
+
+
+async def seed(store: ImageStore, mirror: str = "") -> None:
+    """Add missing entries; refresh entries still ``remote`` (an imported one is left alone)."""
+    for shipped in shipped_entries():
+        entry = with_mirror(shipped, mirror)
+        fresh = remote_record(entry)
         try:
             await store.create(fresh)
             continue
@@ -76,7 +88,7 @@ async def seed(store: ImageStore) -> None:
             same = msgspec.structs.replace(
                 current, created_at=fresh.created_at, updated_at=fresh.updated_at
             ) == fresh
-            if current.state != ImageState.AVAILABLE or same:
+            if current.state not in (ImageState.REMOTE, ImageState.AVAILABLE) or same:
                 return None
             return msgspec.structs.replace(fresh, created_at=current.created_at)
 

@@ -80,7 +80,8 @@ async def fail(store: ImageStore, layout: StoreLayout, image_id: str, reason: st
     log.warning("image failed", image_id=image_id, reason=reason)
 
     def to_error(current: ImageRecord) -> ImageRecord | None:
-        if current.state in (ImageState.DELETING, ImageState.ACTIVE, ImageState.AVAILABLE):
+        if current.state in (ImageState.DELETING, ImageState.ACTIVE, ImageState.REMOTE,
+                             ImageState.AVAILABLE):
             return None
         return msgspec.structs.replace(current, state=ImageState.ERROR, error=reason)
 

@@ -10,7 +10,12 @@ from aiohttp import web
 
 from limiquantix.common import subjects
 from limiquantix.common.library_tokens import load_or_create_secret
-from limiquantix.common.nats_client import bucket, connect, ensure_jetstream
+from limiquantix.common.nats_client import (
+    IMAGE_LIBRARY_STREAMS,
+    bucket,
+    connect,
+    wait_for_jetstream,
+)
 from limiquantix.common.runner import run_service
 from limiquantix.common.settings import Settings
 from limiquantix.image_library import catalog, rpc
@@ -26,15 +31,17 @@ log = structlog.get_logger()
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop``; downloads in flight are left resumable, uploads fail cleanly."""
     async with contextlib.AsyncExitStack() as stack:
-        nc = await stack.enter_async_context(connect(settings.nats_url, name="image-library"))
+        nc = await stack.enter_async_context(connect(
+            settings.nats_url, name="image-library", creds=settings.nats_creds,
+            ca_file=settings.nats_ca_file))
         js = nc.jetstream()
-        await ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
+        await wait_for_jetstream(js, IMAGE_LIBRARY_STREAMS)
         store = ImageStore(await bucket(js, subjects.IMAGES_BUCKET), js)
         layout = StoreLayout(settings.data_path)
         await asyncio.to_thread(layout.create)
         importer = await stack.enter_async_context(Importer(settings, store, layout))
         service = ImageService(settings, store, layout, importer)
-        await catalog.seed(store)
+        await catalog.seed(store, settings.catalog_mirror)
         await service.recover()
 
         secret = await asyncio.to_thread(load_or_create_secret, settings)
@@ -55,4 +62,5 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    run_service("image-library", serve)
+    run_service("image-library", serve,
+                "The Limiquantix image library: catalog over NATS, image files over HTTP.")

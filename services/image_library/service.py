@@ -31,7 +31,7 @@ from limiquantix.image_library.store import ImageStore
 log = structlog.get_logger()
 
 # States from which a new import or upload may (re)start.
-RESTARTABLE = frozenset({ImageState.AVAILABLE, ImageState.ERROR})
+RESTARTABLE = frozenset({ImageState.REMOTE, ImageState.AVAILABLE, ImageState.ERROR})
 IMPORTING = frozenset({ImageState.QUEUED, ImageState.DOWNLOADING, ImageState.VERIFYING})
 
 
@@ -95,7 +95,7 @@ class ImageService:
         )
 
     async def _requeue_catalog_entry(self, request: CreateImageRequest) -> ImageRecord:
-        entry = catalog.find_entry(request.catalog_id)
+        entry = catalog.find_entry(request.catalog_id, self.settings.catalog_mirror)
         record, _ = await self.store.get(request.catalog_id)  # ImageNotFound when unknown
         url = request.source_url or (entry.source_url if entry else record.source_url)
         await check_source_url(url, self.settings)
@@ -103,7 +103,7 @@ class ImageService:
         def queue(current: ImageRecord) -> ImageRecord:
             if current.state not in RESTARTABLE:
                 raise ImageBusy(
-                    f"image {current.id!r} is {current.state}; only an available or failed "
+                    f"image {current.id!r} is {current.state}; only a remote or failed "
                     "catalog entry can be imported", state=current.state,
                 )
             return msgspec.structs.replace(
@@ -117,7 +117,7 @@ class ImageService:
         return queued
 
     async def delete(self, image_id: str) -> ImageDeleted:
-        """Cancel any import, remove the file; a catalog entry becomes ``available`` again."""
+        """Cancel any import, remove the file; a catalog entry becomes ``remote`` again."""
         record, _ = await self.store.get(image_id)
         if record.state == ImageState.UPLOADING:
             raise ImageBusy(f"image {image_id!r} is being uploaded; abort the upload first")
@@ -130,16 +130,17 @@ class ImageService:
 
     async def _finish_delete(self, record: ImageRecord) -> ImageDeleted:
         self.layout.discard_all(record.id)
-        entry = catalog.find_entry(record.catalog_id) if record.catalog_id else None
+        entry = (catalog.find_entry(record.catalog_id, self.settings.catalog_mirror)
+                 if record.catalog_id else None)
         if entry is not None:
-            fresh = catalog.available_record(entry)
+            fresh = catalog.remote_record(entry)
 
             def reset(current: ImageRecord) -> ImageRecord:
                 return msgspec.structs.replace(fresh, created_at=current.created_at)
 
             await self.store.update(record.id, reset)
-            log.info("image deleted; catalog entry available again", image_id=record.id)
-            return ImageDeleted(id=record.id, state=ImageState.AVAILABLE)
+            log.info("image deleted; catalog entry remote again", image_id=record.id)
+            return ImageDeleted(id=record.id, state=ImageState.REMOTE)
         await self.store.purge(record)
         await self.store.publish(ImageStateChanged(
             image_id=record.id, name=record.name, state="deleted", previous=record.state,

@@ -9,6 +9,8 @@ import sys
 from urllib.parse import urlparse
 
 from limiquantix.common import settings as settings_mod
+from limiquantix.common.runner import parse_arguments
+from limiquantix.local.instance_lock import check_ports_free, instance_lock
 from limiquantix.local.stack import Stack
 
 BANNER = """
@@ -38,6 +40,14 @@ async def _run() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"Starting Limiquantix (data in {data}) ...", flush=True)
+    with instance_lock(data):
+        check_ports_free({"LQ_API_PORT": settings.api_port, "LQ_NATS_URL": nats_port,
+                          "LQ_IMAGE_LIBRARY_PORT": settings.image_library_port})
+        return await _serve(stack, settings, stop)
+
+
+async def _serve(stack: Stack, settings: settings_mod.Settings, stop: asyncio.Event) -> int:
+    data = settings.data_path
     async with stack:
         print(BANNER.format(
             api=stack.api_url, token_file=stack.token_file, nats=stack.nats_url,
@@ -59,6 +69,8 @@ async def _run() -> int:
 
 def main() -> None:
     """Entry point of ``lq-local``."""
+    parse_arguments("lq-local", "The whole Limiquantix system on this machine (NATS, image "
+                    "library, a node agent, the API), in the foreground until Ctrl-C.")
     try:
         sys.exit(asyncio.run(_run()))
     except (TimeoutError, RuntimeError, OSError) as exc:

@@ -1,5 +1,9 @@
 """``vm.create``: image → overlay → seed ISO → domain XML → define → start → ``running``.
 
+A catalog image still being imported by the library is waited for first, the VM ``pending``
+with the download's progress; a VM without an image (boot media "none") gets a blank disk and
+no seed.
+
 Every step can run twice (a redelivered command after a crash): files appear under their real
 name only when complete, the domain's UUID is the VM id and it is defined only when absent, the
 domain is started only when not running, forwards already chosen are kept.
@@ -44,19 +48,24 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     if record.state not in CREATE_STATES:
         log.info("create already done", vm_id=record.id, state=str(record.state))
         return
+    progress = _progress(ctx, record.id)
+    if record.state == VmState.PENDING and record.image:
+        await ctx.images.wait_for_import(record.image, on_progress=progress)
     if record.state == VmState.PENDING:
         record = await ctx.recorder.transition(
             record.id, VmState.CREATING, reason="creating", only_from=CREATE_STATES) or record
-    image = await ctx.images.resolve(record.image, on_progress=_progress(ctx, record.id))
+    image = await ctx.images.resolve(record.image, on_progress=progress) if record.image else None
     files = ctx.files(record.id)
     await asyncio.to_thread(files.make_dirs)
-    if image.format == "iso":
+    if image is None or image.format == "iso":
         await create_blank(files.disk, record.disk_gib)
     else:
         await ctx.overlays.create(image, files.disk, record.disk_gib)
     await ctx.failpoints.hit("after_overlay")
-    # YAML rendering is pure CPU (~1.5 ms): off the loop, like the ISO build.
-    await write_seed_iso(await asyncio.to_thread(cloud_config.seed_files, record), files.seed)
+    if image is not None:  # an empty disk has no OS to read a seed
+        # YAML rendering is pure CPU (~1.5 ms): off the loop, like the ISO build.
+        await write_seed_iso(await asyncio.to_thread(cloud_config.seed_files, record),
+                             files.seed)
     record = await _bind_forwards(ctx, record)
     xml = render(domain_spec(ctx, record, image))
     await asyncio.to_thread(write_atomic, files.domain_xml, xml.encode())
@@ -74,7 +83,7 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     await boot(ctx, record.id, reason="created", only_from=CREATE_STATES)
 
 
-def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage) -> DomainSpec:
+def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None) -> DomainSpec:
     """The typed domain of a VM on this node."""
     files = ctx.files(record.id)
     host = ctx.settings.console_host
@@ -84,7 +93,8 @@ def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage) -> Domai
     return DomainSpec(
         name=domain_name(record.name), uuid=ctx.domain_uuid(record.id), virt_type=ctx.virt_type,
         vcpus=record.vcpus, memory_mib=record.memory_mib, disk=str(files.disk),
-        seed_iso=str(files.seed), install_iso=str(image.path) if image.format == "iso" else None,
+        seed_iso=str(files.seed) if image is not None else None,
+        install_iso=str(image.path) if image is not None and image.format == "iso" else None,
         serial_log=str(files.serial_log), console_host=host, nic=nic,
     )
 
@@ -109,7 +119,8 @@ async def _bind_forwards(ctx: AgentContext, record: VmRecord) -> VmRecord:
 
 
 def _progress(ctx: AgentContext, vm_id: str) -> Progress:
-    """Report image download progress in the record, at most every PROGRESS_EVERY_S."""
+    """Report image download progress in the record (the library's import while ``pending``,
+    then the node's fetch while ``creating``), at most every PROGRESS_EVERY_S."""
     last = 0.0
 
     async def report(done: int, total: int | None) -> None:
@@ -121,7 +132,7 @@ def _progress(ctx: AgentContext, vm_id: str) -> Progress:
         fraction = min(1.0, done / total) if total else None
 
         def note(record: VmRecord) -> VmRecord | None:
-            if record.state != VmState.CREATING:
+            if record.state not in (VmState.PENDING, VmState.CREATING):
                 return None
             return msgspec.structs.replace(record, image_progress=fraction)
         await ctx.recorder.patch(vm_id, note)

@@ -7,6 +7,8 @@ command is never redelivered forever.
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import structlog
 
@@ -79,6 +81,20 @@ async def handle(ctx: AgentContext, command: Command) -> None:
                                  real_state=not isinstance(command, CreateVm))
 
 
+async def release_failed_create(ctx: AgentContext, vm_id: str) -> bool:
+    """After a failed create: when no domain was defined, remove what the create left (disk,
+    seed) so the VM holds nothing on this node; True when so. A defined domain is kept (it is
+    the user's to start or delete)."""
+    try:
+        if await ctx.host.info(ctx.domain_uuid(vm_id)) is not None:
+            return False
+        files = ctx.files(vm_id)
+    except LimiquantixError:
+        return False
+    await asyncio.to_thread(files.remove)
+    return True
+
+
 async def record_failure(ctx: AgentContext, vm_id: str, action: str, error: VmError, *,
                          real_state: bool) -> None:
     """Leave the VM in its real state (when known) or ``error``, and publish the failure."""
@@ -92,9 +108,12 @@ async def record_failure(ctx: AgentContext, vm_id: str, action: str, error: VmEr
             state = observed_state(await ctx.host.info(ctx.domain_uuid(vm_id)), record)
         except LimiquantixError:
             state = None
+    released = (not real_state and record.node == ctx.node_id
+                and await release_failed_create(ctx, vm_id))
     updated = await ctx.recorder.transition(
         vm_id, state or VmState.ERROR, reason=f"{action} failed", error=error,
-        change=lambda r: msgspec.structs.replace(r, image_progress=None))
+        change=lambda r: msgspec.structs.replace(
+            r, image_progress=None, holds_resources=r.holds_resources and not released))
     await ctx.recorder.publish(VmActionFailed(
         vm_id=vm_id, name=(updated or record).name, node=ctx.node_id, action=action,
         error=error))

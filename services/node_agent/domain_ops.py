@@ -25,8 +25,9 @@ async def ensure_defined(ctx: AgentContext, record: VmRecord) -> bool:
         return False
     files = ctx.files(record.id)
     if not files.disk.exists() or not files.domain_xml.exists():
-        raise VmFilesMissing(f"VM {record.name} has no domain and its files are gone from "
-                             f"{files.root}", vm_id=record.id)
+        log.warning("domain and files missing", vm_id=record.id, files=str(files.root))
+        raise VmFilesMissing(f"VM {record.name} has no domain and its files are gone from node "
+                             f"{ctx.node_id}", vm_id=record.id)
     xml = await asyncio.to_thread(files.domain_xml.read_text)
     await ctx.host.define(xml)
     log.info("domain redefined from its files", vm_id=record.id)

@@ -15,7 +15,15 @@ class ImageNotFound(NotFound):
     """The VM's image is neither a file on this node nor a known catalog id."""
 
     code = "image_not_found"
-    default_hint = "Give an absolute path that exists on the node, or a catalog image id."
+    default_hint = "`lq image list` shows the images by id and name."
+
+
+class HostPathNotAllowed(InvalidRequest):
+    """A node path named as an image lies outside LQ_HOST_IMAGE_DIRS (or it is empty)."""
+
+    code = "host_path_not_allowed"
+    default_hint = ("Upload the file to the image library (`lq image upload FILE`) and use its "
+                    "name; node paths work only inside LQ_HOST_IMAGE_DIRS.")
 
 
 class UnsupportedImage(InvalidRequest):

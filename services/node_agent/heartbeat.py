@@ -9,14 +9,14 @@ import os
 import shutil
 import socket
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 
 import structlog
 from nats.js.kv import KeyValue
 
 from limiquantix.common.base import utcnow
-from limiquantix.common.nodes import NodeStatus, node_encoder
+from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity, node_encoder
+from limiquantix.common.runner import package_version
 from limiquantix.common.settings import Settings
 from limiquantix.node_agent.record_view import NodeRecords
 
@@ -26,19 +26,20 @@ GIB = 1 << 30
 PROMPT_BEAT_DELAY_S = 0.05
 
 
-def _version() -> str:
-    try:
-        return metadata.version("limiquantix")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def host_capacity(settings: Settings) -> tuple[int, int]:
     """(vCPUs, memory MiB) this node offers: the settings, else what the host has."""
     vcpus = settings.node_vcpus or os.cpu_count() or 1
     memory = settings.node_memory_mib or (
         os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20))
     return vcpus, memory
+
+
+def allocatable(settings: Settings) -> tuple[int, int]:
+    """(vCPUs, memory MiB) placement may hand out on this node (ratios and reserve applied)."""
+    vcpus, memory = host_capacity(settings)
+    reserved = 0 if settings.node_memory_mib else settings.reserved_host_memory_mib
+    return capacity(vcpus, memory, cpu_ratio=settings.cpu_allocation_ratio,
+                    memory_ratio=settings.memory_allocation_ratio, reserved_memory_mib=reserved)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -56,18 +57,22 @@ class Heartbeat:
     """Builds and writes this node's status."""
 
     def __init__(self, settings: Settings, bucket: KeyValue, records: NodeRecords, *,
-                 node_id: str, virt_type: str) -> None:
+                 node_id: str, virt_type: str,
+                 warnings: tuple[NodeWarning, ...] = ()) -> None:
         self._settings = settings
         self._bucket = bucket
         self._records = records
         self._node_id = node_id
         self._virt_type = virt_type
+        self._warnings = warnings
         self._started_at: datetime = utcnow()
-        self._version = _version()
+        self._version = package_version()
 
     async def status(self) -> NodeStatus:
         vcpus, memory = host_capacity(self._settings)
+        vcpus_capacity, memory_capacity = allocatable(self._settings)
         records = self._records.all()
+        holding = [r for r in records if r.holds_resources]
         data = self._settings.data_path
         disk_free = await asyncio.to_thread(_disk_free_gib, data)
         cache_bytes = await asyncio.to_thread(_dir_bytes, data / "cloud-images")
@@ -75,9 +80,13 @@ class Heartbeat:
             id=self._node_id, hostname=socket.gethostname(), version=self._version,
             libvirt_uri=self._settings.libvirt_uri, virt_type=self._virt_type,
             console_host=self._settings.console_host, vcpus=vcpus, memory_mib=memory,
+            cpu_allocation_ratio=self._settings.cpu_allocation_ratio,
+            memory_allocation_ratio=self._settings.memory_allocation_ratio,
+            vcpus_capacity=vcpus_capacity, memory_mib_capacity=memory_capacity,
+            warnings=self._warnings,
             disk_free_gib=disk_free,
-            allocated_vcpus=sum(r.vcpus for r in records),
-            allocated_memory_mib=sum(r.memory_mib for r in records),
+            allocated_vcpus=sum(r.vcpus for r in holding),
+            allocated_memory_mib=sum(r.memory_mib for r in holding),
             vm_count=len(records), vm_ids=tuple(sorted(r.id for r in records)),
             image_cache_bytes=cache_bytes, heartbeat_at=utcnow(), started_at=self._started_at,
         )

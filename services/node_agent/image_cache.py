@@ -113,6 +113,7 @@ class ImageCache:
         self._settings = settings
         self._js = js
         self._client = client or ImageLibraryClient(nc, timeout_s=settings.request_timeout_s)
+        self.library = self._client  # images still importing are waited for through it
         self.root = settings.data_path / "cloud-images"
         self._partial = self.root / ".partial"
         self._vm_images = settings.data_path / "images"

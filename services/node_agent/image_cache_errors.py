@@ -28,3 +28,12 @@ class ImageChecksumMismatch(LimiquantixError):
     code = "image_checksum_mismatch"
     status = 502
     default_hint = "Retry; if it persists, the image library's file is damaged: re-import it."
+
+
+class ImageImportFailed(LimiquantixError):
+    """The library's import of the catalog image this VM needs failed (or stalled)."""
+
+    code = "image_import_failed"
+    status = 502
+    default_hint = ("`lq image show IMAGE` has the import's reason; fix it (or import the image "
+                    "again), then `lq vm start VM` retries the create.")

@@ -247,6 +247,10 @@ class LibvirtHost:
                                       libvirt.VIR_DOMAIN_AFFECT_LIVE)
         return await self._on_domain("change-media", dom_uuid, op)
 
+    async def domain_capabilities(self) -> str:
+        """libvirt's domain capabilities XML (served from its QEMU capability cache)."""
+        return await self._call("getDomainCapabilities", self._conn.getDomainCapabilities)
+
     async def capacity(self) -> tuple[int, int]:
         """(CPUs, memory MiB) libvirt reports for this host."""
         info = await self._call("getInfo", self._conn.getInfo)

@@ -27,6 +27,7 @@ from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.failpoints import Failpoints
 from limiquantix.node_agent.guest_watch import GuestWatch
 from limiquantix.node_agent.heartbeat import Heartbeat
+from limiquantix.node_agent.host_checks import host_warnings
 from limiquantix.node_agent.image_cache import ImageCache
 from limiquantix.node_agent.image_source import ImageSource
 from limiquantix.node_agent.libvirt_events import register_event_loop
@@ -55,9 +56,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         register_event_loop()
         host = await stack.enter_async_context(LibvirtHost.open(settings.libvirt_uri))
         nc = await stack.enter_async_context(
-            nats_client.connect(settings.nats_url, name=f"node-agent-{node_id}"))
+            nats_client.connect(settings.nats_url, name=f"node-agent-{node_id}",
+                                creds=settings.nats_creds, ca_file=settings.nats_ca_file))
         js = nc.jetstream()
-        await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
+        await nats_client.wait_for_jetstream(js, nats_client.NODE_STREAMS)
         vms = await nats_client.bucket(js, subjects.VMS_BUCKET)
         store = VmStore(vms, await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
         recorder = Recorder(js, store, node_id)
@@ -66,14 +68,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         ctx = AgentContext(
             settings=settings, node_id=node_id, virt_type=kind,
             host=host, store=store, recorder=recorder,
-            images=ImageSource(cache), activity=VmActivity(),
+            images=ImageSource(cache, settings.host_image_roots), activity=VmActivity(),
             guests=GuestWatch(recorder, enabled=kind != "test"), failpoints=failpoints,
             overlays=OverlayFactory(settings.data_path / OVERLAY_TEMPLATES),
         )
         await asyncio.to_thread(ctx.overlays.reset)
         records = NodeRecords(vms, node_id)
         heartbeat = Heartbeat(settings, await nats_client.bucket(js, subjects.NODES_BUCKET),
-                              records, node_id=node_id, virt_type=kind)
+                              records, node_id=node_id, virt_type=kind,
+                              warnings=await host_warnings(host))
         await stack.enter_async_context(
             NodeRpc(store, node_id=node_id, data_dir=settings.data_path).serving(nc))
         log.info("node agent starting", libvirt_uri=settings.libvirt_uri, virt_type=kind,
@@ -112,4 +115,5 @@ async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: H
 
 def main() -> None:
     """Console script ``lq-node-agent``."""
-    run_service("node-agent", serve)
+    run_service("node-agent", serve,
+                "The Limiquantix node agent: runs this host's VMs (libvirt, qemu-img, seeds).")

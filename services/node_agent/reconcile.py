@@ -5,7 +5,8 @@ For each VM of this node that no command is working on:
 - domain running/paused but the record says otherwise → the record follows the domain;
 - domain missing but the VM's files exist → redefined from them (the test driver forgets its
   domains when the agent restarts), and started again when the record says it was running;
-- domain missing and files gone → ``error`` (``vm_files_missing``).
+- domain missing and files gone → ``error`` (``vm_files_missing``; a VM already in error keeps
+  its first cause and gets this as a note), and the VM no longer holds capacity.
 Domains named ``lq-*`` without a record are only logged: we never destroy what we do not know.
 """
 
@@ -80,16 +81,28 @@ async def _recover(ctx: AgentContext, record: VmRecord) -> None:
     try:
         await ensure_defined(ctx, record)
     except VmFilesMissing as exc:
-        if record.error is None or record.error.code != exc.code:
-            await ctx.recorder.transition(
-                record.id, VmState.ERROR, reason="domain and files missing",
-                error=VmError(code=exc.code, message=exc.message, hint=exc.hint))
+        if not record.holds_resources:
+            return  # nothing of it is left on the node, and the record says so already
+        await ctx.recorder.transition(
+            record.id, VmState.ERROR, reason="domain and files missing",
+            error=_keep_first_error(record.error, exc),
+            change=lambda r: msgspec.structs.replace(r, holds_resources=False))
         return
     if record.state in RESTART_AFTER_LOSS:
         await boot(ctx, record.id, reason="restarted after the domain was lost")
     elif record.state not in (VmState.STOPPED, VmState.ERROR):
         await ctx.recorder.transition(record.id, VmState.STOPPED, reason="domain redefined",
                                       change=lambda r: msgspec.structs.replace(r, vnc=None))
+
+
+def _keep_first_error(first: VmError | None, found: LimiquantixError) -> VmError:
+    """The VM's error with ``found`` added: the first cause stays what the user reads."""
+    if first is None:
+        return VmError(code=found.code, message=found.message, hint=found.hint)
+    note = f"{found.code}: {found.message}"
+    if note in first.notes:
+        return first
+    return msgspec.structs.replace(first, notes=(*first.notes, note))
 
 
 async def reconcile_once(ctx: AgentContext, records: NodeRecords) -> None:

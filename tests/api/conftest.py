@@ -1,13 +1,14 @@
 """Gateway tests: a real nats-server per test and the app on aiohttp's test server.
 
 There is no node agent here: a "node" is a real heartbeat entry written into the ``nodes``
-bucket, and commands are read back from the JetStream commands stream.
+bucket with that node's NATS identity, and commands are read back from the JetStream commands
+stream as the gateway. NATS runs with production permissions (root ``nats_server`` fixture).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
@@ -17,7 +18,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from limiquantix.api.app import init
-from limiquantix.common import nats_client, settings, subjects
+from limiquantix.common import nats_auth, nats_client, settings, subjects
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import Command, command_decoder
 from limiquantix.common.nats_server import NatsServer
@@ -30,9 +31,19 @@ HEARTBEAT_S = 1.0
 @dataclass
 class Gateway:
     client: TestClient  # type: ignore[type-arg]
-    nc: Client
+    nc: Client  # NATS identity "api", as the gateway itself
     js: JetStreamContext
     token: str
+    server: NatsServer
+    nodes: dict[str, Client] = field(default_factory=dict)
+
+    async def as_node(self, node_id: str) -> Client:
+        """A NATS connection with ``node_id``'s identity (made on first use)."""
+        if node_id not in self.nodes:
+            await self.server.add_node(node_id)
+            self.nodes[node_id] = await nats.connect(
+                **self.server.connect_options(nats_auth.node_identity(node_id)))
+        return self.nodes[node_id]
 
     @property
     def auth(self) -> dict[str, str]:
@@ -41,8 +52,8 @@ class Gateway:
     async def heartbeat(self, node_id: str, *, vcpus: int = 8, memory_mib: int = 16384,
                         allocated_vcpus: int = 0, allocated_memory_mib: int = 0,
                         vm_ids: tuple[str, ...] = ()) -> None:
-        """Write a node heartbeat, as a node agent does."""
-        kv = await self.js.key_value(subjects.NODES_BUCKET)
+        """Write a node heartbeat, as a node agent does (with its identity)."""
+        kv = await (await self.as_node(node_id)).jetstream().key_value(subjects.NODES_BUCKET)
         await kv.put(node_id, node_encoder.encode(NodeStatus(
             id=node_id, vcpus=vcpus, memory_mib=memory_mib, allocated_vcpus=allocated_vcpus,
             allocated_memory_mib=allocated_memory_mib, vm_ids=vm_ids, heartbeat_at=utcnow(),
@@ -63,12 +74,6 @@ class Gateway:
         return found
 
 
-@pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    async with NatsServer(tmp_path / "nats") as server:
-        yield server
-
-
 MakeGateway = Callable[..., Awaitable[Gateway]]
 
 
@@ -76,26 +81,31 @@ MakeGateway = Callable[..., Awaitable[Gateway]]
 async def make_gateway(nats_server: NatsServer, tmp_path: Path
                        ) -> AsyncIterator[MakeGateway]:
     """Start gateways (each its own app) on the same NATS; all stopped at the end."""
-    started: list[tuple[TestClient, Client]] = []  # type: ignore[type-arg]
+    started: list[Gateway] = []
 
     async def make(**overrides: object) -> Gateway:
         values: dict[str, object] = {
             "nats_url": nats_server.url, "data_dir": str(tmp_path / "data"),
             "api_token": TOKEN, "heartbeat_interval_s": HEARTBEAT_S, "request_timeout_s": 2.0,
+            "nats_creds": str(nats_server.creds_for(nats_auth.API)),
+            "host_image_dirs": "/",  # these gateways have no library: images are node paths
         }
         values.update(overrides)
         app = init(settings.load({}, **values))
         client = TestClient(TestServer(app))
         await client.start_server()
-        nc = await nats.connect(nats_server.url)
-        started.append((client, nc))
+        nc = await nats.connect(**nats_server.connect_options(nats_auth.API))
+        gateway = Gateway(client=client, nc=nc, js=nc.jetstream(), token=str(values["api_token"]),
+                          server=nats_server)
+        started.append(gateway)
         await nats_client.ensure_jetstream(nc.jetstream(), heartbeat_interval_s=HEARTBEAT_S)
-        return Gateway(client=client, nc=nc, js=nc.jetstream(), token=str(values["api_token"]))
+        return gateway
 
     yield make
-    for client, nc in started:
-        await client.close()
-        await nc.close()
+    for gateway in started:
+        await gateway.client.close()
+        for nc in (gateway.nc, *gateway.nodes.values()):
+            await nc.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def _paths() -> list[str]:
 
 
 @pytest.mark.parametrize("argv", [
-    ["vm", "create", "web"],  # --image missing
+    ["vm", "create"],  # the name missing
     ["vm", "create", "web", "--image", "x", "--cpus", "two"],
     ["vm", "create", "web", "--image", "x", "--wait", "forever"],
     ["vm", "frobnicate", "web"],
