@@ -261,7 +261,7 @@ async def test_every_session_is_audited_with_bytes_and_close(
     started, ended = events
     assert isinstance(started, ConsoleSessionStarted) and isinstance(ended, ConsoleSessionEnded)
     assert started.session_id == ended.session_id and started.vm_id == vm.id
-    assert started.user.startswith("token:") and ended.user == started.user
+    assert started.user == "master" and ended.user == started.user  # the token's name
     assert started.remote == "127.0.0.1"
     assert ended.started_at == started.time and ended.time >= ended.started_at
     assert ended.bytes_to_client >= len(pixels) + 12  # the screen plus the RFB greeting
