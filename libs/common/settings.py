@@ -35,6 +35,8 @@ class Settings(Model, frozen=True, kw_only=True):
     console_idle_timeout_s: float = 900.0
     console_max_session_s: float = 8 * 3600.0
     request_timeout_s: float = 5.0
+    http_header_timeout_s: float = 15.0  # API and image library: time to send a request head
+    http_max_connections: int = 512  # per HTTP server; idle ones are closed first at the cap
     # node agent
     node_id: str = ""
     libvirt_uri: str = "qemu:///system"
@@ -103,6 +105,10 @@ _DOCS: dict[str, str] = {
     "console_idle_timeout_s": "Console session closed after this many seconds without traffic",
     "console_max_session_s": "Longest console session, seconds",
     "request_timeout_s": "Timeout of NATS requests made by the gateway",
+    "http_header_timeout_s": "API and image library: seconds a client has to send a request "
+    "head (and the keep-alive idle limit)",
+    "http_max_connections": "API and image library: open connections per server; at the cap "
+    "the oldest idle one is closed, and a new one gets 503 when all are busy",
     "node_id": "This node's id (node agent); default the short host name",
     "libvirt_uri": "libvirt connection; `test:///default` runs without QEMU",
     "virt_type": "`auto` probes KVM and falls back to TCG (`qemu`); or force `kvm` / `qemu`",

@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from limiquantix.api.app import init
+from limiquantix.common.http_guard import GuardedSite, runner_options
 from limiquantix.common.runner import run_service
 from limiquantix.common.settings import Settings
 
@@ -21,10 +22,12 @@ SHUTDOWN_TIMEOUT_S = 20.0
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve the API on ``api_host:api_port`` until ``stop`` is set."""
     runner = web.AppRunner(init(settings), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-                           access_log=None)
+                           access_log=None,
+                           **runner_options(header_timeout_s=settings.http_header_timeout_s))
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.api_host, settings.api_port)
+        site = GuardedSite(runner, settings.api_host, settings.api_port,
+                           max_connections=settings.http_max_connections)
         await site.start()
         log.info("api listening", url=f"http://{settings.api_host}:{settings.api_port}")
         await stop.wait()

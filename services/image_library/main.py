@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 
 from limiquantix.common import subjects
+from limiquantix.common.http_guard import GuardedSite, runner_options
 from limiquantix.common.library_tokens import load_or_create_secret
 from limiquantix.common.nats_client import (
     IMAGE_LIBRARY_STREAMS,
@@ -47,10 +48,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         secret = await asyncio.to_thread(load_or_create_secret, settings)
         runner = web.AppRunner(
             make_app(service, secret), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None,
+            **runner_options(header_timeout_s=settings.http_header_timeout_s),
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.image_library_host, settings.image_library_port)
+        site = GuardedSite(runner, settings.image_library_host, settings.image_library_port,
+                           max_connections=settings.http_max_connections)
         await site.start()
 
         subscription = await rpc.subscribe(nc, service)
