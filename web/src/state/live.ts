@@ -34,6 +34,9 @@ export class LiveStore {
   private nodeTimer: ReturnType<typeof setInterval> | undefined;
   private readonly pendingVm = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly pendingImage = new Map<string, ReturnType<typeof setTimeout>>();
+  // VM ids never come back once deleted: an answer that was in flight when vm.deleted arrived
+  // must not put the VM back.
+  private readonly deletedVms = new Set<string>();
 
   subscribe = (listener: () => void): (() => void) => {
     this.listeners.add(listener);
@@ -72,7 +75,8 @@ export class LiveStore {
 
   async refreshVms(): Promise<void> {
     const list = await getJson<{ items: VmRecord[] }>("/v1/vms");
-    this.set({ vms: new Map(list.items.map((vm) => [vm.id, normVm(vm)])) });
+    const alive = list.items.filter((vm) => !this.deletedVms.has(vm.id));
+    this.set({ vms: new Map(alive.map((vm) => [vm.id, normVm(vm)])) });
   }
 
   async refreshImages(): Promise<void> {
@@ -90,6 +94,7 @@ export class LiveStore {
   }
 
   putVm(vm: VmRecord): void {
+    if (this.deletedVms.has(vm.id)) return;
     const vms = new Map(this.snapshot.vms);
     vms.set(vm.id, normVm(vm));
     this.set({ vms });
@@ -160,6 +165,7 @@ export class LiveStore {
         break;
       case "vm.deleted": {
         if (vmId) {
+          this.deletedVms.add(vmId);
           const vms = new Map(this.snapshot.vms);
           vms.delete(vmId);
           patch.vms = vms;

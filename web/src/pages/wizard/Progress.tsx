@@ -27,6 +27,7 @@ export function ProgressView({ vm, withCloudInit, onAnother }: { vm: VmRecord; w
   const at = ORDER.indexOf(vm.state);
   const failed = vm.state === "error";
   const done = withCloudInit ? vm.state === "ready" : at >= ORDER.indexOf("running");
+  const waitingForGuest = withCloudInit && vm.state === "running";
   return (
     <section className="progress-view" aria-labelledby="progress-title">
       <h2 id="progress-title">
@@ -35,7 +36,11 @@ export function ProgressView({ vm, withCloudInit, onAnother }: { vm: VmRecord; w
       <ol className="phases" id="create-progress" data-state={vm.state}>
         {phases.map((phase) => {
           const index = ORDER.indexOf(phase.key);
-          const status = failed && index > at ? "todo" : index < at || (index === at && done) ? "done" : index === at ? "current" : "todo";
+          // running and ready are states a VM rests in: reached means done. With cloud-init,
+          // "ready" is what the VM works on while it runs.
+          const resting = vm.state === "running" || vm.state === "ready";
+          const status = index < at || (index === at && resting) ? "done"
+            : index === at || (index === at + 1 && resting && withCloudInit && !failed) ? "current" : "todo";
           return (
             <li key={phase.key} className={`phase ${status}`} data-phase={phase.key} aria-current={status === "current" ? "step" : undefined}>
               <span className="phase-mark" aria-hidden="true">{status === "done" ? "✓" : status === "current" ? "●" : "○"}</span>
@@ -51,6 +56,7 @@ export function ProgressView({ vm, withCloudInit, onAnother }: { vm: VmRecord; w
       {failed && vm.error && (
         <p className="problem" role="alert"><strong>{vm.error.code}</strong>: {vm.error.message}{vm.error.hint && ` — ${vm.error.hint}`}</p>
       )}
+      {waitingForGuest && <p className="muted" role="status">{vm.name} runs; cloud-init is configuring the guest (a minute or two on a first boot).</p>}
       {done && <p className="success" role="status">{vm.name} is {vm.state}.{vm.ssh_command && <> Connect with <code>{vm.ssh_command}</code>.</>}</p>}
       <p><Link href={`/vms/${encodeURIComponent(vm.name)}`} className="button primary">Open {vm.name}</Link>{" "}
         <button type="button" onClick={onAnother}>Create another</button></p>

@@ -1,0 +1,62 @@
+"""Browser tests of the web UI share one stack, one Chromium and one local HTTP origin per module
+(a stack takes seconds to start; the tests' VMs have unique names, so they do not interfere)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from playwright.async_api import BrowserContext
+
+from limiquantix.local.stack import Stack
+from tests.browser import chromium
+from tests.conftest import FAST_ENV
+from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
+from tests.ui.web_build import ROOT, ensure_built
+
+# Screenshots of every page are kept here (not committed: build/ is ignored) for people to look at.
+SCREENSHOTS = ROOT / "build" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def web_build() -> Path:
+    return ensure_built()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ui_stack(tmp_path_factory: pytest.TempPathFactory, web_build: Path) -> AsyncIterator[Stack]:
+    """NATS + image library + node agent (libvirt test driver) + API, imports from loopback allowed."""
+    root = tmp_path_factory.mktemp("ui-stack")
+    async with Stack(root / "stack", extra_env={**FAST_ENV, **ALLOW_LOCAL_ORIGINS}) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ui_api(ui_stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=ui_stack.api_url, headers=ui_stack.headers()) as s:
+        yield s
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def origin(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Origin]:
+    root = tmp_path_factory.mktemp("origin")
+    async with Origin(root) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
+    """Debian's Chromium with a new, empty profile (no browser is downloaded)."""
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    async with chromium(profile, viewport={"width": 1280, "height": 860},
+                        permissions=["clipboard-read", "clipboard-write"]) as context:
+        yield context
+
+
+@pytest.fixture(scope="module")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
