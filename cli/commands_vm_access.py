@@ -7,6 +7,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import webbrowser
 from pathlib import Path
 
@@ -23,13 +24,22 @@ MAX_LOG_BYTES = 4 * 1024 * 1024  # the API's cap
 
 
 def console(ctx: Context) -> int:
-    """The browser console page; the API token rides in the URL fragment, never sent anywhere."""
+    """The browser console page with a single-use console ticket in the URL fragment.
+
+    Never the API token: a pasted link grants one console session on this VM, only until the
+    ticket expires (LQ_CONSOLE_TICKET_TTL_S) and only once. The fragment is never sent to a
+    server, and the page removes it from the address bar at once.
+    """
     record = get_vm(ctx.client, ctx.args.vm)
     if record.state not in UP and record.state != VmState.PAUSED:
         ctx.warn(f"{record.name} is {record.state}: the console shows a display only while "
                  "it runs")
-    url = f"{ctx.client.config.url}/v1/vms/{seg(record.id)}/console#token={ctx.client.config.token}"
+    ticket = ctx.client.request("POST", f"/v1/vms/{seg(record.id)}/console").json()
+    token = urllib.parse.quote(str(ticket["token"]), safe="")
+    url = f"{ctx.client.config.url}/v1/vms/{seg(record.id)}/console#ticket={token}"
     ctx.print(url)
+    ctx.err.write(f"single-use link, valid until {ticket['expires_at']}; run this again for "
+                  "another\n")
     if ctx.args.open and not webbrowser.open(url):
         ctx.warn("no browser could be started here; open the URL above yourself")
     return EXIT_OK

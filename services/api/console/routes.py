@@ -4,9 +4,10 @@
 - ``GET /v1/console/ws?token=…`` (public: the single-use ticket is the credential, since browsers
   cannot put headers on a WebSocket) → the VNC byte stream; see gateway.py for the checks.
 - ``GET /v1/vms/{vm}/console`` (public) → a static HTML page. It holds nothing secret and
-  names no VM itself: its script reads the API token from the URL fragment (``#token=…``, never
-  sent to a server, removed from the address bar at once) or from ``localStorage['lq.token']``
-  (shared with the web UI), asks for a ticket with it, and opens noVNC on the ticket's WebSocket.
+  names no VM itself: its script takes a single-use ticket from the URL fragment (``#ticket=…``,
+  what ``lq vm console`` prints; never sent to a server, removed from the address bar at once),
+  or asks for one with the API token from ``localStorage['lq.token']`` (shared with the web UI;
+  older links may carry it as ``#token=…``), and opens noVNC on the ticket's WebSocket.
 - ``/console/novnc/…`` noVNC (installed by scripts/setup.sh, not committed) and
   ``/console/assets/…`` the page's script and style, outside ``/v1`` (no token needed).
 """
@@ -76,8 +77,9 @@ OPENAPI = OpenApiPart(tag="console", operations=(
     Operation(
         method="GET", path="/v1/vms/{vm}/console", summary="Console page (noVNC)",
         media_type="text/html", public=True,
-        description="Open as /v1/vms/{vm}/console#token=<API token>, or with the token the "
-                    "web UI saved; the page asks for a ticket and connects.",
+        description="Open as /v1/vms/{vm}/console#ticket=<ticket token> (a link that works "
+                    "once, as `lq vm console` prints), or with the API token the web UI saved "
+                    "(the page then asks for a ticket itself).",
     ),
 ))
 

@@ -11,8 +11,48 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Web UI (asks for the API token) */
+        /**
+         * Web UI (the app asks for the API token)
+         * @description The same page for every route of the single-page app; 503 when the UI was not built (scripts/setup.sh).
+         */
         get: operations["get_"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Web UI (the app asks for the API token)
+         * @description The same page for every route of the single-page app; 503 when the UI was not built (scripts/setup.sh).
+         */
+        get: operations["get_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/favicon.ico": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The UI's icon (SVG) */
+        get: operations["get_favicon_ico"];
         put?: never;
         post?: never;
         delete?: never;
@@ -30,6 +70,46 @@ export interface paths {
         };
         /** Liveness: the process answers */
         get: operations["get_healthz"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/images": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Web UI (the app asks for the API token)
+         * @description The same page for every route of the single-page app; 503 when the UI was not built (scripts/setup.sh).
+         */
+        get: operations["get_images"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/nodes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Web UI (the app asks for the API token)
+         * @description The same page for every route of the single-page app; 503 when the UI was not built (scripts/setup.sh).
+         */
+        get: operations["get_nodes"];
         put?: never;
         post?: never;
         delete?: never;
@@ -62,7 +142,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Web UI (same page as /) */
+        /**
+         * Web UI (the app asks for the API token)
+         * @description The same page for every route of the single-page app; 503 when the UI was not built (scripts/setup.sh).
+         */
         get: operations["get_ui"];
         put?: never;
         post?: never;
@@ -134,7 +217,11 @@ export interface paths {
          *     - ``{"name": ...}`` (neither): an upload record; 201, then ``PUT /v1/images/{id}/file``.
          *
          *     File bodies are streamed through (never buffered): uploads to the image library's ``PUT``,
-         *     downloads from its ``GET`` with ``Range``/``If-Range`` passed on and 206/416 passed back.
+         *     downloads from its ``GET`` with ``Range``/``If-Range`` passed on and 206/416 passed back. Each
+         *     proxied request carries a short-lived token for that image and method (library_tokens.py); an
+         *     upload's token names the caller, and the library takes the file only from the record's creator.
+         *     The ``{image}`` path segment must be an image id (a DNS label) before it goes anywhere near the
+         *     library's URL.
          *
          */
         post: operations["post_v1_images"];
@@ -155,7 +242,7 @@ export interface paths {
         get: operations["get_v1_images_image"];
         put?: never;
         post?: never;
-        /** Delete (or cancel the import of) an image; catalog entries become available again */
+        /** Delete (or cancel the import of) an image; catalog entries become remote again */
         delete: operations["delete_v1_images_image"];
         options?: never;
         head?: never;
@@ -171,7 +258,7 @@ export interface paths {
         };
         /** The image file (Range, ETag, X-Checksum-Sha256) */
         get: operations["get_v1_images_image_file"];
-        /** Upload the file of an upload record (streamed; optional X-Checksum-Sha256) */
+        /** Upload the file of an upload record (streamed; optional X-Checksum-Sha256); only by the caller who created the record */
         put: operations["put_v1_images_image_file"];
         post?: never;
         delete?: never;
@@ -226,6 +313,44 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Named API tokens (admin), no secrets */
+        get: operations["get_v1_tokens"];
+        put?: never;
+        /**
+         * Create a named API token (admin); the token is shown only here
+         * @description Roles: `admin` (everything), `operator` (VMs and images), `viewer` (read only).
+         */
+        post: operations["post_v1_tokens"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tokens/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete a named API token (admin); it is refused from then on */
+        delete: operations["delete_v1_tokens_id"];
         options?: never;
         head?: never;
         patch?: never;
@@ -296,7 +421,7 @@ export interface paths {
         };
         /**
          * Console page (noVNC)
-         * @description Open as /v1/vms/{vm}/console#token=<API token>, or with the token the web UI saved; the page asks for a ticket and connects.
+         * @description Open as /v1/vms/{vm}/console#ticket=<ticket token> (a link that works once, as `lq vm console` prints), or with the API token the web UI saved (the page then asks for a ticket itself).
          */
         get: operations["get_v1_vms_vm_console"];
         put?: never;
@@ -430,6 +555,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/vms": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Web UI (the app asks for the API token)
+         * @description The same page for every route of the single-page app; 503 when the UI was not built (scripts/setup.sh).
+         */
+        get: operations["get_vms"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/vms/{tail}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Web UI (the app asks for the API token)
+         * @description The same page for every route of the single-page app; 503 when the UI was not built (scripts/setup.sh).
+         */
+        get: operations["get_vms_tail"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -519,6 +684,16 @@ export interface components {
             version?: string;
         };
         /**
+         * CreateTokenRequest
+         * @description Body of ``POST /v1/tokens``.
+         */
+        CreateTokenRequest: {
+            /** @description token name: lower-case letters, digits, '.', '_' or '-' (1-63) */
+            name: string;
+            /** @default viewer */
+            role?: components["schemas"]["Role"];
+        };
+        /**
          * CreateVmRequest
          * @description Body of ``POST /v1/vms``.
          */
@@ -527,8 +702,8 @@ export interface components {
             cloud_init?: components["schemas"]["CloudInitRequest"];
             /** @default 10 */
             disk_gib?: number;
-            /** @description catalog id or node-local path */
-            image: string;
+            /** @default null */
+            image?: string | null;
             /** @default 1024 */
             memory_mib?: number;
             /** @description DNS label: lower-case letters, digits and '-' */
@@ -569,7 +744,7 @@ export interface components {
         };
         /**
          * ImageDeleted
-         * @description Reply of ``delete``: ``available`` again for a catalog entry, gone otherwise.
+         * @description Reply of ``delete``: ``remote`` again for a catalog entry, gone otherwise.
          */
         ImageDeleted: {
             id: string;
@@ -600,6 +775,8 @@ export interface components {
             /** @default sha256 */
             checksum_algorithm?: string;
             created_at: string;
+            /** @default  */
+            created_by?: string;
             /** @default  */
             default_user?: string;
             /** @default  */
@@ -636,7 +813,7 @@ export interface components {
          * ImageState
          * @enum {unknown}
          */
-        ImageState: "active" | "available" | "deleting" | "downloading" | "error" | "queued" | "uploading" | "verifying";
+        ImageState: "active" | "available" | "deleting" | "downloading" | "error" | "queued" | "remote" | "uploading" | "verifying";
         /** NetworkRequest */
         NetworkRequest: {
             /** @default [] */
@@ -655,8 +832,10 @@ export interface components {
          * NetworkSpec
          * @description How the VM's single NIC is attached.
          *
-         *     ``user``: QEMU user networking with forwards on 127.0.0.1 (the laptop default).
-         *     ``isolated``: the same with ``restrict=on``, no traffic leaves the guest but the forwards.
+         *     ``user``: QEMU user networking with forwards on 127.0.0.1 (the laptop default); restricted
+         *     like ``isolated`` unless the node sets ``LQ_USER_NETWORK_OUTBOUND`` (outbound NAT, which
+         *     also reaches the node's loopback services).
+         *     ``isolated``: ``restrict=on`` always: no traffic leaves the guest but the forwards.
          *     ``bridge`` / ``network``: an existing host bridge or libvirt network, named by ``source``.
          */
         NetworkSpec: {
@@ -681,6 +860,8 @@ export interface components {
             allocated_memory_mib?: number;
             /** @default 0 */
             allocated_vcpus?: number;
+            /** @default 1 */
+            cpu_allocation_ratio?: number;
             /** @default 0 */
             disk_free_gib?: number;
             /** @default 0 */
@@ -694,14 +875,20 @@ export interface components {
             last_heartbeat?: string | null;
             /** @default  */
             libvirt_uri?: string;
+            /** @default 1 */
+            memory_allocation_ratio?: number;
             /** @default 0 */
             memory_mib?: number;
+            /** @default 0 */
+            memory_mib_capacity?: number;
             /** @default null */
             started_at?: string | null;
             /** @enum {unknown} */
             status: "offline" | "online";
             /** @default 0 */
             vcpus?: number;
+            /** @default 0 */
+            vcpus_capacity?: number;
             /** @default  */
             version?: string;
             /** @default  */
@@ -710,6 +897,8 @@ export interface components {
             vm_count?: number;
             /** @default [] */
             vm_ids?: string[];
+            /** @default [] */
+            warnings?: components["schemas"]["NodeWarning"][];
         };
         /**
          * NodeList
@@ -717,6 +906,16 @@ export interface components {
          */
         NodeList: {
             items: components["schemas"]["NodeInfo"][];
+        };
+        /**
+         * NodeWarning
+         * @description Something on the node that makes it slow or unsafe, with what to do about it.
+         */
+        NodeWarning: {
+            code: string;
+            /** @default  */
+            hint?: string;
+            message: string;
         };
         /**
          * PortForward
@@ -732,7 +931,10 @@ export interface components {
         /** PortForwardRequest */
         PortForwardRequest: {
             guest_port: number;
-            /** @default 0 */
+            /**
+             * @description 0: the node picks a free port; else one inside LQ_FORWARD_PORT_RANGE (default 20000-29999)
+             * @default 0
+             */
             host_port?: number;
             /** @default  */
             name?: string;
@@ -753,6 +955,12 @@ export interface components {
             type: string;
         };
         /**
+         * Role
+         * @description What a token may do: each role includes the ones below it.
+         * @enum {unknown}
+         */
+        Role: "admin" | "operator" | "viewer";
+        /**
          * TicketResponse
          * @description Body of ``POST /v1/vms/{id}/console``: the token is shown once, here.
          */
@@ -762,12 +970,45 @@ export interface components {
             url: string;
             vm_id: string;
         };
-        /** VmError */
+        /**
+         * TokenCreated
+         * @description Reply of ``POST /v1/tokens``: the only time ``token`` is shown.
+         */
+        TokenCreated: {
+            created_at: string;
+            id: string;
+            name: string;
+            role: components["schemas"]["Role"];
+            token: string;
+        };
+        /**
+         * TokenInfo
+         * @description A token as listed (no secret).
+         */
+        TokenInfo: {
+            created_at: string;
+            /** @default  */
+            created_by?: string;
+            id: string;
+            name: string;
+            role: components["schemas"]["Role"];
+        };
+        /** TokenList */
+        TokenList: {
+            /** @default [] */
+            tokens?: components["schemas"]["TokenInfo"][];
+        };
+        /**
+         * VmError
+         * @description Why a VM is in ``error``: the first cause, and what was found about it later.
+         */
         VmError: {
             code: string;
             /** @default  */
             hint?: string;
             message: string;
+            /** @default [] */
+            notes?: string[];
         };
         /**
          * VmList
@@ -791,8 +1032,11 @@ export interface components {
             forwards?: components["schemas"]["PortForward"][];
             /** @default {} */
             guest?: components["schemas"]["GuestInfo"];
+            /** @default true */
+            holds_resources?: boolean;
             id: string;
-            image: string;
+            /** @default  */
+            image?: string;
             /** @default null */
             image_progress?: number | null;
             /** @default  */
@@ -864,6 +1108,91 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_events: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_favicon_ico: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/svg+xml": string;
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_healthz: {
@@ -886,6 +1215,82 @@ export interface operations {
             };
             /** @description Internal Server Error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_images: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_nodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -953,6 +1358,15 @@ export interface operations {
             };
             /** @description Internal Server Error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1094,12 +1508,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_v1_images: {
         parameters: {
             query?: {
-                /** @description available, queued, downloading, ..., active, error */
+                /** @description remote, queued, downloading, ..., active, error */
                 state?: string;
                 /** @description qcow2, raw or iso */
                 format?: string;
@@ -1165,6 +1588,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1239,6 +1671,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Internal Server Error */
             500: {
                 headers: {
@@ -1279,6 +1720,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -1290,6 +1740,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1366,6 +1825,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Internal Server Error */
             500: {
                 headers: {
@@ -1401,6 +1869,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1548,6 +2025,169 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_tokens: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_tokens: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateTokenRequest"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenCreated"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_v1_tokens_id: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
             /** @description Internal Server Error */
             500: {
@@ -2315,6 +2955,84 @@ export interface operations {
             };
             /** @description Internal Server Error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_vms: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_vms_tail: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tail: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -10,29 +10,15 @@ export type VmRecord = Omit<S["VmRecord"], "state"> & { state: VmState };
 export type CreateVmRequest = S["CreateVmRequest"];
 export type CloudInitRequest = S["CloudInitRequest"];
 export type NetworkRequest = S["NetworkRequest"];
-/** Image states: the API's, plus `remote` (a catalog entry not downloaded; older: `available`). */
-export type ImageState = NonNullable<S["ImageRecord"]["state"]> | "remote";
+/** `remote`: a catalog entry known but not downloaded (`available` from older gateways). */
+export type ImageState = NonNullable<S["ImageRecord"]["state"]>;
 export type ImageRecord = Omit<S["ImageRecord"], "state"> & { state: ImageState };
 export type CreateImageRequest = S["CreateImageRequest"];
 export type TicketResponse = S["TicketResponse"];
 export type Problem = S["Problem"];
 
-/** A node warning (capacity over-commit, missing KVM, ...) as the API reports it. */
-export interface NodeWarning {
-  code: string;
-  message: string;
-  hint?: string;
-}
-
-// Fields the node listing gains with over-commit ratios; optional so the UI also reads an older
-// gateway's answer (they are then derived from the physical figures).
-export type NodeInfo = S["NodeInfo"] & {
-  warnings?: NodeWarning[];
-  cpu_allocation_ratio?: number;
-  memory_allocation_ratio?: number;
-  vcpus_capacity?: number;
-  memory_mib_capacity?: number;
-};
+export type NodeWarning = S["NodeWarning"];
+export type NodeInfo = S["NodeInfo"];
 
 export type NetworkMode = NonNullable<NetworkRequest["mode"]>;
 

@@ -340,7 +340,8 @@ export function reviewRows(draft: Draft, ctx: WizardContext): ReviewRow[] {
 
 export function imageLabel(image: ImageRecord): string {
   const os = [image.os, image.version].filter(Boolean).join(" ");
-  return os && !image.name.toLowerCase().includes(os.toLowerCase()) ? `${image.name} (${os})` : image.name;
+  const plain = (text: string) => text.toLowerCase().replace(/[^a-z0-9]/g, "");
+  return os && !plain(image.name).includes(plain(os)) ? `${image.name} (${os})` : image.name;
 }
 
 /** Where a custom cloud-config problem is, from the server's 422 (1-based line/column). */

@@ -1,6 +1,7 @@
-// The console page: API token -> single-use ticket -> noVNC on the ticket's WebSocket.
-// The token comes from the URL fragment (#token=..., never sent to the server; removed from the
-// address bar at once) or from localStorage (shared with the web UI under the same key).
+// The console page: a single-use ticket -> noVNC on the ticket's WebSocket.
+// The ticket comes from the URL fragment (#ticket=..., what `lq vm console` prints: never the API
+// token), or the page asks for one with the API token from the web UI's localStorage (or, for
+// older links, #token=...). Fragments are never sent to a server and leave the address bar at once.
 import RFB from "/console/novnc/core/rfb.js";
 
 const TOKEN_KEY = "lq.token";
@@ -22,13 +23,16 @@ function setState(state, text) {
   statusEl.textContent = text;
 }
 
-function takeFragmentToken() {
+// A ticket from the link, used once: it is spent by the WebSocket that presents it.
+let linkTicket = null;
+
+function takeFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
   const token = params.get("token");
-  if (token) {
-    localStorage.setItem(TOKEN_KEY, token);
-    history.replaceState(null, "", location.pathname + location.search);
-  }
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  const ticket = params.get("ticket");
+  if (ticket) linkTicket = { token: ticket, url: `/v1/console/ws?token=${encodeURIComponent(ticket)}` };
+  if (token || ticket) history.replaceState(null, "", location.pathname + location.search);
 }
 
 class ProblemError extends Error {
@@ -70,11 +74,21 @@ async function connect() {
   document.title = `${vm} — console`;
   reconnectButton.hidden = true;
   setState("ticket", "Asking for a console ticket…");
-  let ticket;
+  let ticket = linkTicket;
+  const fromLink = ticket !== null;
+  let opened = false;
+  linkTicket = null;
   try {
-    ticket = await requestTicket(vm);
+    ticket ??= await requestTicket(vm);
   } catch (err) {
-    if (err.status === 401) form.hidden = false;
+    if (err.status === 401) {
+      form.hidden = false;
+      if (!localStorage.getItem(TOKEN_KEY)) {
+        err = new ProblemError(401, { code: "console_link_used", detail:
+          "this console link was for one session", hint:
+          "Run 'lq vm console' again for a new link, or sign in with the API token below." });
+      }
+    }
     setState("error", err.line ?? String(err));
     reconnectButton.hidden = err.status === 401;
     return;
@@ -85,6 +99,7 @@ async function connect() {
   rfb = new RFB(screen, wsUrl(ticket.url), { shared: true });
   rfb.scaleViewport = true;
   rfb.addEventListener("connect", () => {
+    opened = true;
     cadButton.disabled = false;
     setState("connected", "Connected");
     rfb.focus();
@@ -102,7 +117,11 @@ async function connect() {
   rfb.addEventListener("disconnect", (e) => {
     cadButton.disabled = true;
     reconnectButton.hidden = false;
-    if (document.body.dataset.state !== "error") {
+    if (fromLink && !opened) {
+      // The gateway refused the link's ticket (used already, or expired) before the upgrade.
+      setState("error", "console_link_used: this link's ticket was refused (a link works once, " +
+        "for a short time) — run 'lq vm console' again for a new link.");
+    } else if (document.body.dataset.state !== "error") {
       setState("disconnected", e.detail.clean ? "Disconnected" : "Connection lost");
     }
     rfb = null;
@@ -119,5 +138,5 @@ form.addEventListener("submit", (e) => {
 reconnectButton.addEventListener("click", () => connect());
 cadButton.addEventListener("click", () => rfb?.sendCtrlAltDel());
 
-takeFragmentToken();
+takeFragment();
 connect();
