@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
 
 import nats
 import structlog
@@ -16,10 +21,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
-from limiquantix.common import subjects
+from limiquantix.common import nats_auth, subjects
 
 log = structlog.get_logger()
 
@@ -27,18 +32,40 @@ EVENTS_MAX_AGE_S = 7 * 24 * 3600
 EVENTS_MAX_BYTES = 1 << 30
 IDEMPOTENCY_TTL_S = 24 * 3600
 CONSOLE_TICKET_SWEEP_S = 600
+JETSTREAM_WAIT_S = 120.0
+JETSTREAM_POLL_S = 0.25
+
+
+def credentials(creds: str, ca_file: str = "") -> dict[str, Any]:
+    """``nats.connect`` options: the identity whose seed is in ``creds`` (``LQ_NATS_CREDS``)
+    and the CA that verifies the server's TLS certificate (``LQ_NATS_CA_FILE``).
+
+    The reply inbox is the identity's own (``_INBOX.<public key>``): the server lets only this
+    identity subscribe there (nats_auth.py).
+    """
+    options: dict[str, Any] = {}
+    if creds:
+        # A 60-byte file, read once per connection: not worth a thread.
+        seed = nats_auth.read_seed(Path(creds))
+        options.update(nkeys_seed_str=seed,
+                       inbox_prefix=nats_auth.inbox_prefix(nats_auth.public_key(seed)))
+    if ca_file:
+        options["tls"] = ssl.create_default_context(cafile=ca_file)
+    return options
 
 
 @contextlib.asynccontextmanager
-async def connect(url: str, *, name: str) -> AsyncIterator[Client]:
-    """A NATS connection that reconnects forever and is drained on exit."""
+async def connect(url: str, *, name: str, creds: str = "", ca_file: str = ""
+                  ) -> AsyncIterator[Client]:
+    """A NATS connection as the identity whose seed is in ``creds``; reconnects forever and
+    is drained on exit. An empty ``creds`` connects anonymously (servers without auth)."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", error=str(exc))
 
     nc = await nats.connect(
         servers=url.split(","), name=name, max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5, error_cb=on_error,
+        reconnect_time_wait=0.5, error_cb=on_error, **credentials(creds, ca_file),
     )
     try:
         yield nc
@@ -81,6 +108,40 @@ async def ensure_jetstream(js: JetStreamContext, *, heartbeat_interval_s: float)
     await _ensure_bucket(js, KeyValueConfig(
         bucket=subjects.CONSOLE_TOKENS_BUCKET, history=1, ttl=CONSOLE_TICKET_SWEEP_S,
     ))
+
+
+def kv_stream(bucket: str) -> str:
+    """The JetStream stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+# What each service opens at start; the gateway creates them (ensure_jetstream).
+NODE_STREAMS = (
+    subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM, kv_stream(subjects.VMS_BUCKET),
+    kv_stream(subjects.VM_NAMES_BUCKET), kv_stream(subjects.NODES_BUCKET),
+)
+IMAGE_LIBRARY_STREAMS = (subjects.EVENTS_STREAM, kv_stream(subjects.IMAGES_BUCKET))
+
+
+async def wait_for_jetstream(js: JetStreamContext, streams: Iterable[str], *,
+                             timeout_s: float = JETSTREAM_WAIT_S) -> None:
+    """Wait until the gateway has created ``streams`` (``kv_stream(b)`` for a bucket).
+
+    Only the gateway may create or change streams and buckets (docs/security.md): the node
+    agent and the image library, which may start first, wait here instead.
+    """
+    deadline = time.monotonic() + timeout_s
+    for stream in streams:
+        while True:
+            try:
+                await js.stream_info(stream)
+                break
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"JetStream stream {stream} was never created: is the "
+                                       "gateway (lq-api) running on this NATS?") from None
+                log.info("waiting for the gateway to create JetStream streams", stream=stream)
+                await asyncio.sleep(JETSTREAM_POLL_S)
 
 
 async def _ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:

@@ -95,7 +95,8 @@ def init(settings: Settings) -> web.Application:
 async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
     """NATS, JetStream set-up, KV handles, the VM store and the watched views."""
     settings = app[app_keys.SETTINGS]
-    async with nats_client.connect(settings.nats_url, name="lq-api") as nc:
+    async with nats_client.connect(settings.nats_url, name="lq-api", creds=settings.nats_creds,
+                                   ca_file=settings.nats_ca_file) as nc:
         js = nc.jetstream(timeout=settings.request_timeout_s)
         await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
         records = await nats_client.bucket(js, subjects.VMS_BUCKET)

@@ -14,9 +14,11 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from limiquantix.common import nats_auth
 from limiquantix.common.library_tokens import SECRET_FILE, load_or_create_secret_file
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.process import stop_process
@@ -93,8 +95,11 @@ class Stack:
         self.api_port = api_port or free_port()
         self.image_library_port = image_library_port or free_port()
         self.api_token = api_token if api_token is not None else secrets.token_urlsafe(24)
+        # NATS as in production: one identity per service (seeds kept in <data>/nats/, 0600),
+        # permissions per identity, anonymous clients refused.
         self.nats = NatsServer(
-            self._data("nats") / "jetstream", nats_port, log_file=self.root / "logs" / "nats.log"
+            self._data("nats") / "jetstream", nats_port, log_file=self.root / "logs" / "nats.log",
+            auth_dir=(shared_data_dir or root) / "nats", nodes=nodes,
         )
         self.extra_env = dict(extra_env or {})
         self.services: dict[str, ServiceProcess] = {}
@@ -102,6 +107,10 @@ class Stack:
     @property
     def nats_url(self) -> str:
         return self.nats.url
+
+    def nats_options(self, identity: str = nats_auth.API) -> dict[str, Any]:
+        """``nats.connect`` keyword arguments to connect as ``identity`` (tests, benchmarks)."""
+        return self.nats.connect_options(identity)
 
     @property
     def api_url(self) -> str:
@@ -122,10 +131,12 @@ class Stack:
     def node_data_dir(self, node_id: str) -> Path:
         return self._data(f"node-{node_id}")
 
-    def _env(self, data_dir: Path, **extra: str) -> dict[str, str]:
+    def _env(self, data_dir: Path, identity: str, **extra: str) -> dict[str, str]:
+        """A service's environment: its own NATS identity; the API token only for the API."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
         env.update({
             "LQ_NATS_URL": self.nats_url,
+            "LQ_NATS_CREDS": str(self.nats.creds_for(identity)),
             "LQ_DATA_DIR": str(data_dir),
             "LQ_LOG_FORMAT": "json",
             "LQ_API_PORT": str(self.api_port),
@@ -134,7 +145,7 @@ class Stack:
             "LQ_LIBVIRT_URI": self.libvirt_uri,
             "LQ_IMAGE_LIBRARY_SECRET_FILE": str(self.library_secret_file),
         })
-        if self.api_token:
+        if self.api_token and identity == nats_auth.API:
             env["LQ_API_TOKEN"] = self.api_token
         env.update(self.extra_env)
         env.update(extra)
@@ -152,8 +163,8 @@ class Stack:
         await asyncio.to_thread(load_or_create_secret_file, self.library_secret_file)
         if self.with_image_library:
             await self._start("image-library", "lq-image-library",
-                              self._env(self._data("image-library")))
-        await self._start("api", "lq-api", self._env(self._data("api")))
+                              self._env(self._data("image-library"), nats_auth.IMAGE_LIBRARY))
+        await self._start("api", "lq-api", self._env(self._data("api"), nats_auth.API))
         if self.with_image_library:
             await self._wait_http(self.image_library_url + "/healthz", "image-library")
         await self._wait_http(self.api_url + "/readyz", "api")
@@ -164,7 +175,9 @@ class Stack:
 
     async def start_node(self, node_id: str, **extra_env: str) -> None:
         """Start (or restart) one node agent and wait for its first heartbeat."""
-        env = self._env(self.node_data_dir(node_id), LQ_NODE_ID=node_id, **extra_env)
+        await self.nats.add_node(node_id)  # a node new to this stack gets its identity
+        env = self._env(self.node_data_dir(node_id), nats_auth.node_identity(node_id),
+                        LQ_NODE_ID=node_id, **extra_env)
         await self._start(f"node-{node_id}", "lq-node-agent", env)
         await self.wait_node(node_id)
 
@@ -211,7 +224,9 @@ class Stack:
         deadline = time.monotonic() + READY_TIMEOUT_S
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
-                self._check_alive(service)
+                # All of them: the library waits for the API to lay out JetStream.
+                for started in self.services.values():
+                    self._check_alive(started)
                 try:
                     async with http.get(url) as response:
                         if response.status == 200:

@@ -17,13 +17,14 @@ from tests.api.conftest import Gateway
 
 
 async def respond_as_node(gw: Gateway, cb: Callable[[Msg], Awaitable[None]]) -> None:
-    """Subscribe ``cb`` on node-a's console_log subject and wait until NATS routes to it.
+    """Subscribe ``cb`` on node-a's console_log subject, as node-a, and wait until NATS routes
+    to it.
 
     (A fresh connection's SUB is not always visible to other connections right after its
     flush(); a probe request through the server is.)
     """
     subject = subjects.node_rpc("node-a", node_rpc.CONSOLE_LOG)
-    await gw.nc.subscribe(subject, cb=cb)
+    await (await gw.as_node("node-a")).subscribe(subject, cb=cb)
     probe = node_rpc.encoder.encode(node_rpc.ConsoleLogRequest(vm_id="probe"))
     for _ in range(100):
         try:

@@ -88,7 +88,7 @@ async def test_a_reservation_is_released_but_a_written_record_is_not(gw: Gateway
 
 
 async def test_nodes_are_live_only_within_the_ttl(gw: Gateway) -> None:
-    kv = await gw.js.key_value(subjects.NODES_BUCKET)
+    kv = await (await gw.as_node("n1")).jetstream().key_value(subjects.NODES_BUCKET)
     await kv.put("n1", node_encoder.encode(NodeStatus(id="n1", vcpus=1, memory_mib=1,
                                                       heartbeat_at=NOW)))
     view = NodeView(gw.js, subjects.NODES_BUCKET, ttl_s=3.0)

@@ -19,6 +19,7 @@ async def test_lq_api_serves_then_exits_0_on_sigterm_with_an_sse_client(
         nats_server: NatsServer, tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "LQ_NATS_URL": nats_server.url, "LQ_API_PORT": str(port),
+           "LQ_NATS_CREDS": str(nats_server.creds_for("api")),
            "LQ_DATA_DIR": str(tmp_path / "data"), "LQ_LOG_FORMAT": "json"}
     env.pop("LQ_API_TOKEN", None)
     proc = await asyncio.create_subprocess_exec(

@@ -40,8 +40,8 @@ async def test_a_node_gone_from_the_bucket_but_named_by_vms_is_offline(gw: Gatew
     async with gw.client.post("/v1/vms", headers=gw.auth,
                               json={"name": "x", "image": "/i.qcow2"}) as response:
         assert response.status == 202
-    kv = await gw.js.key_value(subjects.NODES_BUCKET)
-    await kv.purge("node-a")
+    kv = await (await gw.as_node("node-a")).jetstream().key_value(subjects.NODES_BUCKET)
+    await kv.purge("node-a")  # as the node itself does when it stops
     await asyncio.sleep(0.1)
     (node,) = await nodes(gw)
     assert node["id"] == "node-a" and node["status"] == "offline"

@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from limiquantix.common import nats_client, subjects
+from limiquantix.common import nats_auth, nats_client, subjects
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import Command, CreateVm, command_encoder
@@ -58,12 +58,6 @@ def make_qcow2(path: Path, size: str = "64M") -> Path:
 
 def unique_name(prefix: str = "vm") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    async with NatsServer(tmp_path / "nats") as server:
-        yield server
 
 
 @dataclass
@@ -223,9 +217,13 @@ def agent_settings(nats_url: str, data_dir: Path, **overrides: object) -> Settin
 
 
 @contextlib.asynccontextmanager
-async def running_agent(settings: Settings) -> AsyncIterator[AgentHarness]:
-    """An agent with ``settings`` and a client collecting every event; all cleaned up after."""
-    async with nats_client.connect(settings.nats_url, name="test") as nc:
+async def running_agent(server: NatsServer, settings: Settings) -> AsyncIterator[AgentHarness]:
+    """An agent with ``settings`` (and its node's own NATS identity) and a client, playing the
+    gateway, that collects every event; all cleaned up after."""
+    creds = await server.add_node(settings.effective_node_id)
+    settings = msgspec.structs.replace(settings, nats_creds=str(creds))
+    async with nats_client.connect(settings.nats_url, name="test",
+                                   creds=str(server.creds_for(nats_auth.API))) as nc:
         js = nc.jetstream()
         await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
         store = VmStore(await nats_client.bucket(js, subjects.VMS_BUCKET),
@@ -247,5 +245,5 @@ async def running_agent(settings: Settings) -> AsyncIterator[AgentHarness]:
 @pytest.fixture
 async def harness(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[AgentHarness]:
     """A running agent on the test driver; stopped cleanly (and its domains removed) after."""
-    async with running_agent(agent_settings(nats_server.url, tmp_path / "node")) as h:
+    async with running_agent(nats_server, agent_settings(nats_server.url, tmp_path / "node")) as h:
         yield h

@@ -58,7 +58,7 @@ async def qemu_harness(nats_server: NatsServer, shared_dir: Path) -> AsyncIterat
         pytest.skip("libvirtd is not running (bash scripts/libvirtd.sh)")
     settings = agent_settings(nats_server.url, shared_dir / "node", libvirt_uri=URI,
                               virt_type="auto")
-    async with running_agent(settings) as h:
+    async with running_agent(nats_server, settings) as h:
         yield h
 
 

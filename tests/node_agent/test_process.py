@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from limiquantix.common import nats_client, subjects
+from limiquantix.common import nats_auth, nats_client, subjects
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.settings import load
 from limiquantix.common.vm_store import VmStore
@@ -23,7 +23,8 @@ from tests.node_agent.conftest import AgentHarness, make_qcow2, unique_name
 @contextlib.asynccontextmanager
 async def running_client(server: NatsServer, node: str) -> AsyncIterator[AgentHarness]:
     """The harness's client side only (the agent runs as a separate process)."""
-    async with nats_client.connect(server.url, name="test") as nc:
+    async with nats_client.connect(server.url, name="test",
+                                   creds=str(server.creds_for(nats_auth.API))) as nc:
         js = nc.jetstream()
         await nats_client.ensure_jetstream(js, heartbeat_interval_s=0.5)
         store = VmStore(await nats_client.bucket(js, subjects.VMS_BUCKET),
@@ -37,6 +38,7 @@ async def test_sigterm_withdraws_the_node_and_exits_zero(
     node = unique_name("node")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
     env.update({"LQ_NATS_URL": nats_server.url, "LQ_DATA_DIR": str(tmp_path / "node"),
+                "LQ_NATS_CREDS": str(await nats_server.add_node(node)),
                 "LQ_NODE_ID": node, "LQ_LIBVIRT_URI": "test:///default",
                 "LQ_HEARTBEAT_INTERVAL_S": "0.5", "LQ_LOG_FORMAT": "json"})
     script = Path(sys.executable).parent / "lq-node-agent"
@@ -45,7 +47,8 @@ async def test_sigterm_withdraws_the_node_and_exits_zero(
         proc = await asyncio.create_subprocess_exec(str(script), env=env, stdout=out,
                                                     stderr=out)
     try:
-        async with nats_client.connect(nats_server.url, name="test") as nc:
+        async with nats_client.connect(nats_server.url, name="test",
+                                       creds=str(nats_server.creds_for(nats_auth.API))) as nc:
             js = nc.jetstream()
             await nats_client.ensure_jetstream(js, heartbeat_interval_s=0.5)
             nodes = await nats_client.bucket(js, subjects.NODES_BUCKET)
@@ -85,6 +88,7 @@ async def test_agent_crashing_mid_create_finishes_it_after_restart(
     node = unique_name("node")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
     env.update({"LQ_NATS_URL": nats_server.url, "LQ_DATA_DIR": str(tmp_path / "node"),
+                "LQ_NATS_CREDS": str(await nats_server.add_node(node)),
                 "LQ_NODE_ID": node, "LQ_LIBVIRT_URI": "test:///default",
                 "LQ_HEARTBEAT_INTERVAL_S": "0.5", "LQ_COMMAND_ACK_WAIT_S": "2",
                 "LQ_LOG_FORMAT": "json"})
