@@ -27,8 +27,9 @@ def web_build() -> Path:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def ui_stack(tmp_path_factory: pytest.TempPathFactory, web_build: Path) -> AsyncIterator[Stack]:
-    """NATS + image library + node agent (libvirt test driver) + API, imports from loopback allowed."""
+async def ui_stack(tmp_path_factory: pytest.TempPathFactory, web_build: Path
+                   ) -> AsyncIterator[Stack]:
+    """NATS + image library + node agent (test driver) + API; imports from loopback allowed."""
     root = tmp_path_factory.mktemp("ui-stack")
     async with Stack(root / "stack", extra_env={**FAST_ENV, **ALLOW_LOCAL_ORIGINS}) as running:
         yield running

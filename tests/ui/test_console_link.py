@@ -14,9 +14,9 @@ from playwright.async_api import BrowserContext, Page, expect
 from limiquantix.cli.main import run as lq
 from tests.browser import chromium, strict_page
 from tests.console.conftest import TOKEN, Gateway, MakeGateway, QemuDisplay
-from tests.console.conftest import make_gateway as make_gateway  # noqa: F401 - fixture
-from tests.console.conftest import nats_server as nats_server  # noqa: F401 - fixture
-from tests.console.conftest import qemu as qemu  # noqa: F401 - fixture
+from tests.console.conftest import make_gateway as make_gateway
+from tests.console.conftest import nats_server as nats_server
+from tests.console.conftest import qemu as qemu
 from tests.console.test_browser import CANVAS_STATS
 from tests.ui.conftest import SCREENSHOTS
 from tests.ui.web_build import ensure_built
@@ -56,7 +56,7 @@ async def canvas_drawn(page: Page, selector: str) -> dict[str, float]:
 
 
 async def test_the_cli_console_link_holds_a_single_use_ticket_never_the_api_token(
-        make_gateway: MakeGateway, qemu: QemuDisplay, page: Page,  # noqa: F811
+        make_gateway: MakeGateway, qemu: QemuDisplay, page: Page,
         browser: BrowserContext) -> None:
     gateway = await make_gateway()
     vm = await gateway.add_vm((qemu.host, qemu.port))
@@ -83,7 +83,7 @@ async def test_the_cli_console_link_holds_a_single_use_ticket_never_the_api_toke
 
 
 async def test_the_web_ui_console_tab_shows_the_vm_screen(
-        make_gateway: MakeGateway, qemu: QemuDisplay, page: Page) -> None:  # noqa: F811
+        make_gateway: MakeGateway, qemu: QemuDisplay, page: Page) -> None:
     ensure_built()
     gateway = await make_gateway()
     vm = await gateway.add_vm((qemu.host, qemu.port), name="console-tab")

@@ -20,7 +20,8 @@ REGENERATE = ".venv/bin/python web/scripts/dump_openapi.py && (cd web && npm run
 
 
 def _dump_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dump_openapi", WEB / "scripts" / "dump_openapi.py")
+    path = WEB / "scripts" / "dump_openapi.py"
+    spec = importlib.util.spec_from_file_location("dump_openapi", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

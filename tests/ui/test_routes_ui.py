@@ -76,8 +76,8 @@ def test_no_built_file_loads_anything_from_another_origin(built: Path) -> None:
     for path in [built / "index.html", *sorted((built / "assets").iterdir())]:
         text = path.read_text()
         # URLs in the bundle that would be fetched: in src=, href=, url(), import() or fetch().
-        fetched = re.findall(r"""(?:src=|href=|url\(|import\(|fetch\()\s*["']?((?:https?:)?//[^"')\s]+)""",
-                             text)
+        fetched = re.findall(
+            r"""(?:src=|href=|url\(|import\(|fetch\()\s*["']?((?:https?:)?//[^"')\s]+)""", text)
         assert fetched == [], (path.name, fetched[:5])
 
 

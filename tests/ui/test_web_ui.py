@@ -70,7 +70,8 @@ async def no_sideways_scroll(page: Page) -> None:
     assert widths[0] <= widths[1], f"{page.url}: page is {widths[0]} px wide in {widths[1]} px"
 
 
-async def upload_image(api: aiohttp.ClientSession, path: Path, name: str, fmt: str) -> dict[str, Any]:
+async def upload_image(api: aiohttp.ClientSession, path: Path, name: str, fmt: str
+                       ) -> dict[str, Any]:
     """An image through the API (POST then PUT), waited until active."""
     async with api.post("/v1/images", json={"name": name, "format": fmt}) as response:
         assert response.status == 201, await response.text()
@@ -118,7 +119,7 @@ async def iso_image(ui_api: aiohttp.ClientSession, tmp_path_factory: pytest.Temp
 
 
 async def wizard_basics_to_hardware(page: Page, name: str) -> None:
-    """Basics (with live name validation), Placement on node-a, Hardware 1 vCPU / 256 MiB / 2 GiB."""
+    """Basics (live name validation), Placement on node-a, Hardware 1 vCPU, 256 MiB, 2 GiB."""
     await expect(page.get_by_role("heading", name="Basics")).to_be_visible()
     await page.fill("#vm-name", "Bad_Name")
     await expect(page.locator("#vm-name-error")).to_contain_text("Lower-case letters")
@@ -150,7 +151,8 @@ async def follow_progress_to_running(page: Page, name: str) -> str:
     await expect(progress).to_be_visible()
     await expect(progress).to_have_attribute("data-state", re.compile("running|ready"),
                                              timeout=STATE_TIMEOUT_MS)
-    await expect(page.locator(".phase[data-phase='running']")).to_have_class(re.compile("done"))
+    running = page.locator(".phase[data-phase='running']")
+    await expect(running).to_have_class(re.compile("done"))
     await page.get_by_role("link", name=f"Open {name}").click()
     vm_page = page.locator(".vm-page")
     await expect(vm_page).to_be_visible()
@@ -202,7 +204,8 @@ async def test_wizard_cloud_image_with_keys_and_custom_config_then_stop_force_st
     await expect(page.get_by_role("heading", name="Review")).to_be_visible()
     assert await review_value(page, "SSH keys") == "1"
     assert await review_value(page, "Custom cloud-config") == "yes"
-    assert await review_value(page, "Provisioning method") == "Cloud image (automated with cloud-init)"
+    method = await review_value(page, "Provisioning method")
+    assert method == "Cloud image (automated with cloud-init)"
     assert await review_value(page, "Image") == "tiny-cloud"
     assert await review_value(page, "Memory") == "256 MiB"
     lq = await page.locator("#review-lq").inner_text()
@@ -286,7 +289,8 @@ async def test_wizard_iso_and_none_boot_media_create_running_vms(
     await expect(page.locator("#ci-new-key")).to_have_count(0)
     await page.click("#wizard-next")
     assert await review_value(page, "Cloud-init") == "not used"
-    assert await review_value(page, "Image") == ("tiny-installer" if boot == "iso" else "none (blank disk)")
+    wanted = "tiny-installer" if boot == "iso" else "none (blank disk)"
+    assert await review_value(page, "Image") == wanted
     lq = await page.locator("#review-lq").inner_text()
     assert ("--image tiny-installer" in lq) == (boot == "iso")
     await shoot(page, screenshots, f"wizard-6-review-{boot}")

@@ -14,6 +14,7 @@ def ensure_built() -> Path:
     """The build directory, rebuilt first if a source changed (npm ci on a new lock file)."""
     result = subprocess.run(["bash", str(WEB / "build.sh")], capture_output=True, text=True,
                             timeout=600, check=False)
-    assert result.returncode == 0, f"web/build.sh failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    output = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, f"web/build.sh failed:\n{output}"
     assert (BUILD / "index.html").is_file()
     return BUILD
