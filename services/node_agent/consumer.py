@@ -11,6 +11,9 @@
   it), counted, logged with its reason and republished with the reason on the node's
   dead-letter subject ``lq.dlq.cmd.<node>``; when it names a valid VM id, the failure is
   recorded on that VM. Nothing of it reaches a handler, and nothing about it stops the agent.
+- A command whose handling itself fails (its failure could not even be recorded: NATS or the
+  store unavailable) is nak'ed with a delay and tried again, at most ``MAX_DELIVERIES`` times,
+  then terminated and dead-lettered like a poison message; the agent keeps running.
 - On stop: no more fetching; running commands get ``SHUTDOWN_GRACE_S`` to finish; queued ones
   are nak'ed, unfinished ones abandoned: JetStream redelivers them to the next agent.
 """
@@ -48,6 +51,8 @@ FETCH_BATCH = 1
 FETCH_TIMEOUT_S = 1.0
 SHUTDOWN_GRACE_S = 10.0
 ACK_TIMEOUT_S = 5.0
+MAX_DELIVERIES = 5  # of a command whose handling raised, before it is terminated
+RETRY_DELAY_S = 2.0
 
 
 class _Envelope(Model, frozen=True, kw_only=True):
@@ -153,10 +158,15 @@ class CommandConsumer:
         try:
             while queue and not self._stopping:
                 seq, command = queue[0]
-                async with self._slots:
-                    await handle(self._ctx, command)
-                await self._ctx.failpoints.hit("before_ack")
-                await self._settle(seq, vm_id, ack=True)
+                try:
+                    async with self._slots:
+                        await handle(self._ctx, command)
+                    await self._ctx.failpoints.hit("before_ack")
+                except Exception as exc:  # handle() records failures; this is recording failing
+                    log.exception("command could not be handled", vm_id=vm_id, seq=seq)
+                    await self._retry_or_drop(seq, vm_id, f"{type(exc).__name__}: {exc}")
+                else:
+                    await self._settle(seq, vm_id, ack=True)
                 queue.popleft()
         finally:
             # Stopping (or cancelled): what is left goes back to JetStream for redelivery.
@@ -179,6 +189,40 @@ class CommandConsumer:
         except Exception as exc:  # JetStream redelivers it; every step is idempotent
             log.warning("ack failed", vm_id=vm_id, ack=ack, error=str(exc))
 
+    async def _retry_or_drop(self, seq: int, vm_id: str, problem: str) -> None:
+        """Give a failed command back for a later try, or drop it after MAX_DELIVERIES."""
+        msg = self._held.pop(seq, None)
+        if msg is None:
+            return
+        self._ctx.activity.release(vm_id)
+        self._room.set()
+        if msg.metadata.num_delivered < MAX_DELIVERIES:
+            try:
+                await msg.nak(delay=RETRY_DELAY_S)
+            except Exception as exc:
+                log.warning("nak failed", vm_id=vm_id, error=str(exc))
+            return
+        self.rejected += 1
+        log.error("command dropped after repeated failures", vm_id=vm_id, seq=seq,
+                  deliveries=msg.metadata.num_delivered, reason=problem[:300],
+                  rejected=self.rejected)
+        await self._terminate(msg, f"failed {msg.metadata.num_delivered} times: {problem}")
+
+    async def _terminate(self, msg: Msg, problem: str) -> None:
+        """``term()`` the message and republish it on the node's dead-letter subject."""
+        seq = msg.metadata.sequence.stream
+        try:
+            await msg.term()
+        except Exception as exc:
+            log.warning("terminating a command failed", seq=seq, error=str(exc))
+        try:
+            await self._nc.publish(
+                subjects.node_dead_letters(self._ctx.node_id), msg.data,
+                headers={"Lq-Reason": " ".join(problem.split())[:300],
+                         "Lq-Stream-Seq": str(seq), "Lq-Rejected-Count": str(self.rejected)})
+        except Exception as exc:
+            log.warning("dead-lettering a command failed", seq=seq, error=str(exc))
+
     async def _reject(self, msg: Msg, problem: str) -> None:
         """Terminate a poison message: count, log, dead-letter, record on its VM if named.
 
@@ -194,17 +238,7 @@ class CommandConsumer:
         # The payload may carry user-data: it goes to the dead-letter subject, never the log.
         log.error("invalid command terminated", reason=problem, seq=seq, type=kind,
                   size=len(msg.data), rejected=self.rejected)
-        try:
-            await msg.term()
-        except Exception as exc:
-            log.warning("terminating an invalid command failed", seq=seq, error=str(exc))
-        try:
-            await self._nc.publish(
-                subjects.node_dead_letters(self._ctx.node_id), msg.data,
-                headers={"Lq-Reason": " ".join(problem.split()), "Lq-Stream-Seq": str(seq),
-                         "Lq-Rejected-Count": str(self.rejected)})
-        except Exception as exc:
-            log.warning("dead-lettering an invalid command failed", seq=seq, error=str(exc))
+        await self._terminate(msg, problem)
         if is_vm_id(envelope.vm_id):
             error = VmError(code="invalid_command", message=f"invalid command: {problem}",
                             hint="The API and node agent versions may differ; upgrade both.")

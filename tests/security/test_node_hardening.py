@@ -23,6 +23,7 @@ from limiquantix.common.library_tokens import SECRET_FILE
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import NetworkSpec, PortForward, VmState
 from limiquantix.image_library.client import ImageLibraryClient
+from limiquantix.node_agent import consumer as consumer_mod
 from limiquantix.node_agent.image_cache import ImageCache
 from limiquantix.node_agent.vm_files import qemu_gid
 from tests.image_library.conftest import Library, make_qcow2_with_data, wait_image
@@ -233,3 +234,20 @@ async def test_cached_and_library_images_are_not_world_readable(
     _shared_with_qemu(local.path)  # a VM's backing file: QEMU reads it
     _shared_with_qemu(cache.root, directory=True)
     assert _mode_and_group(cache.root / f"{active.sha256}.json")[0] == 0o600
+
+
+async def test_a_command_whose_handling_keeps_failing_is_dropped_after_bounded_retries(
+        agent: AgentHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failure cannot be recorded (here: a failpoint after the work): retried with a delay
+    MAX_DELIVERIES times, then terminated and dead-lettered; the agent keeps running."""
+    monkeypatch.setattr(consumer_mod, "RETRY_DELAY_S", 0.1)
+    await agent.shutdown()
+    await agent.start(failpoints="before_ack=error")
+    dead = await _collect(agent, subjects.node_dead_letters(agent.node_id))
+    vm = await agent.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await _until(lambda: len(dead) == 1, timeout_s=30)
+    assert dead[0].headers is not None
+    assert f"failed {consumer_mod.MAX_DELIVERIES} times" in dead[0].headers["Lq-Reason"]
+    assert (await agent.store.get(vm.id))[0].state == VmState.RUNNING  # the work itself was done
+    assert await agent.pending_commands() == 0
+    assert agent.task is not None and not agent.task.done()
