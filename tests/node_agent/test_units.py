@@ -19,6 +19,7 @@ from limiquantix.node_agent.libvirt_host import DomainInfo, domain_uuid
 from limiquantix.node_agent.reconcile_state import observed_state
 from limiquantix.node_agent.rpc import fit_reply, read_tail
 from limiquantix.node_agent.virt_probe import kvm_usable, virt_type
+from limiquantix.node_agent.vm_files import PathOutsideRoot, VmFiles, path_inside
 
 
 async def test_failpoint_sleep_error_and_absent() -> None:
@@ -85,11 +86,12 @@ def test_domain_uuid_is_the_vm_id_or_derived_from_it() -> None:
     assert domain_uuid("vm-abc") == domain_uuid("vm-abc") != domain_uuid("vm-abd")
 
 
-def test_forwards_add_ssh_and_pick_free_loopback_ports() -> None:
+def test_forwards_add_ssh_and_pick_free_loopback_ports_in_the_range() -> None:
     network = NetworkSpec(mode="isolated", forwards=(PortForward(guest_port=80, host_port=0),))
     assert [f.guest_port for f in wanted_forwards(network)] == [22, 80]
-    bound = bind_forwards(network, "127.0.0.1")
-    assert all(f.host_port > 1024 for f in bound)
+    bound = bind_forwards(network, "127.0.0.1", load({}))
+    assert all(20000 <= f.host_port <= 29999 for f in bound)
+    assert bound[0].host_port != bound[1].host_port
     command = ssh_command(bound, "admin", "127.0.0.1")
     assert command == f"ssh -p {bound[0].host_port} admin@127.0.0.1"
     assert wanted_forwards(NetworkSpec(mode="none")) == ()
@@ -113,3 +115,21 @@ def test_console_log_reply_fits_one_nats_message() -> None:
     assert len(payload) <= 64 * 1024
     decoded = console_log_reply_decoder.decode(payload)
     assert decoded.truncated and decoded.data and decoded.size == 800_000
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "../x", "a/b", "/etc", "x\\y", "a\0b"])
+def test_path_inside_refuses_names_that_are_not_plain(tmp_path: Path, name: str) -> None:
+    with pytest.raises(PathOutsideRoot):
+        path_inside(tmp_path, name)
+
+
+def test_path_inside_refuses_a_symlink_out_of_its_root(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "escape").symlink_to(tmp_path)
+    with pytest.raises(PathOutsideRoot):
+        path_inside(root, "escape")
+    assert path_inside(root, "6f1c1e36-9b0e-4a57-9d7e-1d4f3c7a9b01") == (
+        root / "6f1c1e36-9b0e-4a57-9d7e-1d4f3c7a9b01")
+    with pytest.raises(PathOutsideRoot):
+        VmFiles.of(tmp_path, "../../canary")
