@@ -346,6 +346,30 @@ async def test_import_by_url_with_sha256_and_a_failed_import_shows_why_with_retr
     await shoot(page, screenshots, "images-import")
 
 
+async def test_deleting_an_image_in_use_is_refused_naming_the_vms(
+        ui_stack: Stack, ui_api: aiohttp.ClientSession, page: Page, cloud_image: dict[str, Any],
+        screenshots: Path) -> None:
+    name = unique_name("user")
+    async with ui_api.post("/v1/vms", json={"name": name, "image": cloud_image["id"],
+                                             "memory_mib": 128, "disk_gib": 2}) as response:
+        assert response.status == 202
+        vm = await response.json()
+    try:
+        await sign_in(page, ui_stack, "/images")
+        card = page.locator("#images li[data-image-name='tiny-cloud']")
+        await expect(card).to_contain_text(f"Used by {name}")
+        await card.get_by_role("button", name="Delete image tiny-cloud").click()
+        await page.locator("#confirm-dialog").get_by_role("button", name="Delete image").click()
+        await expect(page.locator(".problem")).to_contain_text("image_in_use")
+        await expect(page.locator(".warning")).to_contain_text("tiny-cloud is used by:")
+        await expect(page.locator(".warning").get_by_role("link", name=name)).to_be_visible()
+        await expect(card).to_have_attribute("data-state", "active")
+        await shoot(page, screenshots, "images-in-use")
+    finally:
+        async with ui_api.delete(f"/v1/vms/{vm['id']}"):
+            pass
+
+
 async def test_a_rejected_token_reopens_sign_in_anywhere(ui_stack: Stack, page: Page) -> None:
     await sign_in(page, ui_stack, "/nodes")
     await page.get_by_role("button", name="Sign out").click()

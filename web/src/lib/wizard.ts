@@ -94,7 +94,8 @@ export function imagesFor(boot: BootMedia, images: Iterable<ImageRecord>): Image
   const wanted = (image: ImageRecord) => (boot === "iso" ? image.format === "iso" : isCloudImage(image));
   return [...images]
     .filter((image) => wanted(image) && image.state !== "error" && image.state !== "deleting")
-    .sort((a, b) => a.name.localeCompare(b.name));
+    // Downloaded images first: they start at once.
+    .sort((a, b) => Number(b.state === "active") - Number(a.state === "active") || a.name.localeCompare(b.name));
 }
 
 export function selectedImage(draft: Draft, ctx: WizardContext): ImageRecord | undefined {

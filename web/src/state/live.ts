@@ -180,6 +180,10 @@ export class LiveStore {
           this.putImage({ ...image, bytes_done: event.bytes_done ?? image.bytes_done,
                           bytes_total: event.bytes_total ?? image.bytes_total });
         }
+        // VMs waiting for this image show the download's progress (kept in their records).
+        for (const vm of this.snapshot.vms.values()) {
+          if (vm.state === "pending" && vm.image === event.image_id) this.refreshVm(vm.id);
+        }
         break;
       }
       case "image.state_changed":

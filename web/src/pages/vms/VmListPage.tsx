@@ -2,7 +2,7 @@
 import { useState } from "react";
 import type { VmRecord } from "../../api/types";
 import { ConfirmDialog } from "../../components/Dialog";
-import { CopyButton, Empty, ProblemLine, StateBadge } from "../../components/bits";
+import { CopyButton, Empty, ProblemLine, ProgressBar, StateBadge } from "../../components/bits";
 import { mib } from "../../lib/format";
 import { Link } from "../../lib/router";
 import { canDo, imageName, runAction, type VmAction } from "../../lib/vmActions";
@@ -44,12 +44,15 @@ export function VmListPage() {
             <dl className="facts">
               <div><dt>Node</dt><dd>{vm.node || "—"}</dd></div>
               <div><dt>Image</dt><dd>{imageName(vm, snapshot.images)}</dd></div>
-              <div><dt>Size</dt><dd>{vm.vcpus} vCPU · {mib(vm.memory_mib)} · {vm.disk_gib} GiB</dd></div>
+              <div className="span"><dt>Size</dt><dd>{vm.vcpus} vCPU · {mib(vm.memory_mib)} · {vm.disk_gib} GiB</dd></div>
               {vm.ssh_command && (
                 <div className="ssh"><dt>SSH</dt><dd><code>{vm.ssh_command}</code>{" "}
                   <CopyButton text={vm.ssh_command} label={`Copy SSH command of ${vm.name}`} /></dd></div>
               )}
             </dl>
+            {vm.state === "pending" && typeof vm.image_progress === "number" && (
+              <ProgressBar done={vm.image_progress} total={1} label={`Image download for ${vm.name}`} />
+            )}
             {vm.error && vm.state === "error" && <p className="vm-error">{vm.error.code}: {vm.error.message}</p>}
             <div className="row-actions">
               <button type="button" className="small" disabled={!canDo("start", vm.state)}
