@@ -37,6 +37,7 @@ class Settings(Model, frozen=True, kw_only=True):
     request_timeout_s: float = 5.0
     http_header_timeout_s: float = 15.0  # API and image library: time to send a request head
     http_max_connections: int = 512  # per HTTP server; idle ones are closed first at the cap
+    sse_max_clients: int = 100  # concurrent GET /v1/events streams per API process
     # node agent
     node_id: str = ""
     libvirt_uri: str = "qemu:///system"
@@ -109,6 +110,8 @@ _DOCS: dict[str, str] = {
     "head (and the keep-alive idle limit)",
     "http_max_connections": "API and image library: open connections per server; at the cap "
     "the oldest idle one is closed, and a new one gets 503 when all are busy",
+    "sse_max_clients": "Concurrent event streams (GET /v1/events) per API process; past it 503 "
+    "with Retry-After",
     "node_id": "This node's id (node agent); default the short host name",
     "libvirt_uri": "libvirt connection; `test:///default` runs without QEMU",
     "virt_type": "`auto` probes KVM and falls back to TCG (`qemu`); or force `kvm` / `qemu`",

@@ -1,17 +1,21 @@
 """``GET /v1/events``: the events stream as Server-Sent Events, resumable by stream sequence.
 
-Each client gets an ephemeral ordered push consumer on ``LQ_EVENTS`` (filtered by VM with
-``?vm=<id or name>``), started at the sequence after ``Last-Event-ID`` (header or
-``?last_event_id=``), else at ``?since=`` (RFC 3339 time or seconds ago), else at new events.
-The subscription callback only queues messages; one writer per client batches them into the
-response. A client too slow to keep up is disconnected rather than buffered without bound: it
-reconnects with ``Last-Event-ID`` and loses nothing.
+Each client gets an ephemeral pull consumer on ``LQ_EVENTS`` (filtered by VM with ``?vm=<id
+or name>``), started at the sequence after ``Last-Event-ID`` (header or ``?last_event_id=``),
+else at ``?since=`` (RFC 3339 time or seconds ago), else at new events. Its writer pulls one
+batch, writes it, pulls the next: what a client can hold in the gateway is bounded by one batch
+(:data:`FETCH_BATCH` events) and the transport's write buffer (aiohttp pauses writing above its
+high-water mark), whatever the backlog or the client's speed. A client that takes no bytes for
+:data:`WRITE_TIMEOUT_S` is dropped; it reconnects with ``Last-Event-ID`` and loses nothing.
+The number of streams is capped (``LQ_SSE_MAX_CLIENTS``): past it, ``503`` with
+``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,26 +24,36 @@ import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from limiquantix.api import app_keys
 from limiquantix.api.errors import VmNotFound
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
+from limiquantix.api.problems import problem_response, request_id_of
 from limiquantix.api.routes_vms import resolve
 from limiquantix.common import subjects
-from limiquantix.common.errors import InvalidRequest
+from limiquantix.common.errors import InvalidRequest, LimiquantixError
 
 log = structlog.get_logger()
 
 KEEPALIVE_S = 15.0
 POLL_S = 1.0  # how often an idle stream checks for a gone client or a shutdown
-MAX_QUEUED = 10_000
+# Events are small (~0.5-2 KiB): a batch is at most ~0.25 MiB in the gateway.
+FETCH_BATCH = 128
+CONSUMER_INACTIVE_S = 30.0  # a consumer whose gateway vanished is removed by the server
+WRITE_TIMEOUT_S = 10.0  # buffers full and no byte taken for this long: stalled, dropped
+RETRY_AFTER_S = 5
 RETRY_MS = 2000
-# The ordered consumer's idle heartbeat: a stalled or gapped delivery is noticed (and the
-# consumer recreated from the last sequence seen) within about this long.
-HEARTBEAT_S = 2.0
 
-_OPEN = web.AppKey("sse_open_queues", set)  # set[asyncio.Queue[Msg | None]]
+_OPEN = web.AppKey("sse_open_streams", set)  # set[_Stream]: the streams being served
+
+
+class TooManyStreams(LimiquantixError):
+    """Every event stream slot is taken (``LQ_SSE_MAX_CLIENTS``)."""
+
+    code = "too_many_streams"
+    status = 503
+    default_hint = f"Retry in {RETRY_AFTER_S} s; resume with Last-Event-ID to lose nothing."
 
 
 def start_config(
@@ -123,68 +137,103 @@ async def events(request: web.Request) -> web.StreamResponse:
         since=request.query.get("since"),
     )
     subject = await _filter_subject(request)
-    queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=MAX_QUEUED)
-    overflow = False
-
-    async def on_msg(msg: Msg) -> None:
-        nonlocal overflow
-        try:
-            queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            overflow = True
-
-    js = request.app[app_keys.JETSTREAM]
-    sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, cb=on_msg,
-                             ordered_consumer=True, config=config, idle_heartbeat=HEARTBEAT_S,
-                             pending_msgs_limit=-1, pending_bytes_limit=-1)
-    open_queues = request.app[_OPEN]
-    open_queues.add(queue)
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-    })
+    open_streams = request.app[_OPEN]
+    if len(open_streams) >= request.app[app_keys.SETTINGS].sse_max_clients:
+        response = problem_response(
+            TooManyStreams(f"{len(open_streams)} event streams are open").to_reply(),
+            request_id_of(request))
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    stream = _Stream(request, subject)
+    open_streams.add(stream)  # before any await: concurrent requests see the slot taken
     try:
-        await response.prepare(request)
-        await response.write(b"retry: %d\n: connected\n\n" % RETRY_MS)
-        last_write = time.monotonic()
-        while not overflow:
-            try:
-                first = await asyncio.wait_for(queue.get(), POLL_S)
-            except TimeoutError:
-                if request.transport is None or request.transport.is_closing():
-                    break
-                if time.monotonic() - last_write >= KEEPALIVE_S:
-                    await response.write(b": keep-alive\n\n")
-                    last_write = time.monotonic()
-                continue
-            batch = [first]
-            while not queue.empty() and len(batch) < 512:
-                batch.append(queue.get_nowait())
-            if None in batch:  # shutdown
-                break
-            await response.write(b"".join(format_event(m) for m in batch if m is not None))
-            last_write = time.monotonic()
-        if overflow:
-            log.warning("sse client too slow; closing its stream", subject=subject)
-    except ConnectionError:
-        pass  # the client went away
-    except Exception:
-        # Headers are sent: a problem document cannot follow. Log and end the stream; the
-        # client reconnects with Last-Event-ID.
-        log.exception("sse stream failed", subject=subject)
+        return await stream.run(config)
     finally:
-        open_queues.discard(queue)
-        await _remove_consumer(js, sub)
-    return response
+        open_streams.discard(stream)
 
 
-async def _remove_consumer(js: JetStreamContext, sub: JetStreamContext.PushSubscription) -> None:
+class _Stream:
+    """One client's stream, pulled from its own ephemeral consumer one batch at a time.
+
+    Pulling, not pushing: the server keeps the backlog and we hold one batch, so a replay of a
+    week of events or a client slower than the events costs the gateway one batch and the
+    transport's write buffer. The consumer sequence of each message must follow the last one:
+    a batch lost in transit (a NATS reconnect) shows as a gap, and the consumer is recreated
+    after the last event written, as nats.py's ordered consumers do.
+    """
+
+    def __init__(self, request: web.Request, subject: str) -> None:
+        self.request = request
+        self.subject = subject
+        self.js = request.app[app_keys.JETSTREAM]
+        self.stopping = request.app[app_keys.STOPPING]
+        self.last_seq = 0  # stream sequence of the last event written
+        self.last_consumer_seq = 0
+
+    async def _consumer(self, config: ConsumerConfig) -> JetStreamContext.PullSubscription:
+        config = dataclasses.replace(config, ack_policy=AckPolicy.NONE,
+                                     inactive_threshold=CONSUMER_INACTIVE_S, mem_storage=True)
+        self.last_consumer_seq = 0
+        return await self.js.pull_subscribe(self.subject, stream=subjects.EVENTS_STREAM,
+                                            config=config)
+
+    def _resume_config(self) -> ConsumerConfig:
+        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                              opt_start_seq=self.last_seq + 1)
+
+    async def run(self, config: ConsumerConfig) -> web.StreamResponse:
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        })
+        sub = await self._consumer(config)
+        try:
+            await response.prepare(self.request)
+            await response.write(b"retry: %d\n: connected\n\n" % RETRY_MS)
+            last_write = time.monotonic()
+            while not self.stopping.is_set():
+                try:
+                    msgs = await sub.fetch(batch=FETCH_BATCH, timeout=POLL_S)
+                except TimeoutError:
+                    transport = self.request.transport
+                    if transport is None or transport.is_closing():
+                        break
+                    if time.monotonic() - last_write >= KEEPALIVE_S:
+                        await asyncio.wait_for(response.write(b": keep-alive\n\n"),
+                                               WRITE_TIMEOUT_S)
+                        last_write = time.monotonic()
+                    continue
+                if msgs[0].metadata.sequence.consumer != self.last_consumer_seq + 1:
+                    log.warning("sse delivery gap; consumer recreated", subject=self.subject,
+                                last_event_id=self.last_seq)
+                    await _remove_consumer(self.js, sub)
+                    sub = await self._consumer(
+                        self._resume_config() if self.last_seq else config)
+                    continue
+                await asyncio.wait_for(response.write(b"".join(format_event(m) for m in msgs)),
+                                       WRITE_TIMEOUT_S)
+                self.last_seq = msgs[-1].metadata.sequence.stream
+                self.last_consumer_seq = msgs[-1].metadata.sequence.consumer
+                last_write = time.monotonic()
+        except (ConnectionError, TimeoutError):
+            log.info("sse client gone or not reading; stream closed", subject=self.subject,
+                     last_event_id=self.last_seq)
+        except Exception:
+            # Headers are sent: a problem document cannot follow. Log and end the stream; the
+            # client reconnects with Last-Event-ID.
+            log.exception("sse stream failed", subject=self.subject)
+        finally:
+            await _remove_consumer(self.js, sub)
+        return response
+
+
+async def _remove_consumer(js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
     """Unsubscribe and delete the ephemeral consumer now (the server would after its
     inactivity threshold): a closed stream leaves nothing behind."""
     with contextlib.suppress(Exception):
+        consumer = (await sub.consumer_info()).name
         await sub.unsubscribe()
-    with contextlib.suppress(Exception):
-        await js.delete_consumer(subjects.EVENTS_STREAM, sub._consumer)
+        await js.delete_consumer(subjects.EVENTS_STREAM, consumer)
 
 
 async def _sse_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -192,16 +241,10 @@ async def _sse_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def _end_streams(app: web.Application) -> None:
-    for queue in list(app.get(_OPEN, ())):
-        with contextlib.suppress(asyncio.QueueFull):
-            queue.put_nowait(None)
-
-
 OPENAPI = OpenApiPart(tag="events", operations=(
     Operation(
         method="GET", path="/v1/events", summary="Events as Server-Sent Events",
-        media_type="text/event-stream", errors=(404, 422),
+        media_type="text/event-stream", errors=(404, 422, 503),
         description="Each event: `id:` stream sequence, `event:` type tag (e.g. "
                     "`vm.state_changed`), `data:` JSON. Resume with `Last-Event-ID`.",
         params=(
@@ -217,4 +260,3 @@ OPENAPI = OpenApiPart(tag="events", operations=(
 def setup(app: web.Application) -> None:
     app.router.add_get("/v1/events", events)
     app.cleanup_ctx.append(_sse_ctx)
-    app.on_shutdown.append(_end_streams)

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+from nats.js import JetStreamContext
+
+from limiquantix.api.events_sse import WRITE_TIMEOUT_S
+from limiquantix.common import subjects
 from limiquantix.common.events import VmGuestReady, VmStateChanged, event_encoder, event_subject
+from limiquantix.common.nats_server import NatsServer, free_port
+from limiquantix.common.process import stop_process
 from limiquantix.common.vms import GuestInfo, VmState
-from tests.api.conftest import Gateway
+from tests.api.conftest import TOKEN, Gateway
 from tests.flows import sse_events
 
 Frame = tuple[str, str, dict[str, Any]]
@@ -93,3 +108,179 @@ async def test_the_consumer_is_removed_when_the_client_disconnects(gw: Gateway) 
         if (await gw.js.stream_info(subjects.EVENTS_STREAM)).state.consumer_count == 0:
             break
     assert (await gw.js.stream_info(subjects.EVENTS_STREAM)).state.consumer_count == 0
+
+
+# --- bounded streams (issue 10 row 8): idle readers, the client cap, resuming after a drop ---
+
+IDLE_READERS = 40
+EVENTS = 4000
+PAYLOAD = 1024
+# A reader costs the gateway one pulled batch (128 events: ~0.13 MiB of data, about as much
+# again in message objects) and aiohttp's write buffer (64 KiB high-water), and the allocator
+# keeps some of what it freed: measured 27-31 MiB for 40 readers. Bound: 64 MiB, twice that.
+# Unbounded (before), every reader held every event: 40 x 4000 x ~2 KiB = ~320 MiB.
+RSS_BOUND_MIB = 64
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@contextlib.asynccontextmanager
+async def api_process(nats_server: NatsServer, tmp_path: Path, **env: str
+                      ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """lq-api as users run it (its own process, so its RSS is its own)."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
+    environ.update(LQ_NATS_URL=nats_server.url, LQ_DATA_DIR=str(tmp_path / "api-proc"),
+                   LQ_API_PORT=str(port), LQ_API_TOKEN=TOKEN, LQ_LOG_FORMAT="json", **env)
+    if nats_server.auth:
+        environ["LQ_NATS_CREDS"] = str(nats_server.creds_for("api"))
+    log = (tmp_path / "api-proc.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "lq-api"), env=environ, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(url + "/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert process.returncode is None and time.monotonic() < deadline, \
+                    (tmp_path / "api-proc.log").read_text()[-3000:]
+                await asyncio.sleep(0.1)
+        yield process, url
+    finally:
+        await stop_process(process, 20)
+        log.close()
+
+
+async def idle_reader(port: int, query: str = "") -> socket.socket:
+    """A client that asks for the stream and then never reads (small receive buffer)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    sock.sendall(f"GET /v1/events{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 f"Authorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    return sock
+
+
+def dechunk(body: bytes) -> bytes:
+    """The data of an HTTP/1.1 chunked body, as far as it arrived."""
+    out, pos = [], 0
+    while (end := body.find(b"\r\n", pos)) != -1:
+        size = int(body[pos:end].split(b";")[0], 16)
+        out.append(body[end + 2:end + 2 + size])
+        pos = end + 2 + size + 2
+        if size == 0 or pos > len(body):
+            break
+    return b"".join(out)
+
+
+def complete_ids(raw: bytes) -> list[int]:
+    """Ids of the complete SSE frames in what a reader received before it was dropped."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"chunked" in head.lower()
+    frames_ = dechunk(body).split(b"\n\n")[:-1]  # the last piece may be cut short
+    return [int(f.split(b"\n", 1)[0][4:]) for f in frames_ if f.startswith(b"id: ")]
+
+
+async def _consumers(js: JetStreamContext) -> int:
+    return (await js.stream_info(subjects.EVENTS_STREAM)).state.consumer_count or 0
+
+
+async def test_idle_readers_are_dropped_within_a_memory_bound_and_resume_without_loss(
+    gw: Gateway, nats_server: NatsServer, tmp_path: Path,
+) -> None:
+    async with api_process(nats_server, tmp_path) as (process, url):
+        port = int(url.rsplit(":", 1)[1])
+        baseline = _rss_mib(process.pid)
+        others = await _consumers(gw.js)  # the API's own (e.g. its dead-letter watch)
+        vm_id = str(uuid.uuid4())
+        readers = [await idle_reader(port, f"?vm={vm_id}") for _ in range(IDLE_READERS)]
+        deadline = time.monotonic() + 20
+        while await _consumers(gw.js) < others + IDLE_READERS:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        payload = {"pad": "x" * PAYLOAD}
+        peak = baseline
+        published: list[int] = []
+        for start in range(0, EVENTS, 200):
+            acks = await asyncio.gather(*(gw.js.publish(
+                subjects.vm_event(vm_id, "note"), json.dumps({"n": n, **payload}).encode())
+                for n in range(start, start + 200)))
+            published += sorted(ack.seq for ack in acks)
+            peak = max(peak, _rss_mib(process.pid))
+        # The API drops the readers that take nothing (at its write timeout); memory stays
+        # within the bound meanwhile.
+        deadline = time.monotonic() + WRITE_TIMEOUT_S + 30
+        while await _consumers(gw.js) > others:
+            peak = max(peak, _rss_mib(process.pid))
+            if time.monotonic() > deadline:
+                infos = await gw.js.consumers_info(subjects.EVENTS_STREAM)
+                raise AssertionError([(i.name, i.delivered, i.num_pending, i.num_ack_pending,
+                                       i.config.deliver_subject, i.push_bound) for i in infos])
+            await asyncio.sleep(0.1)
+        peak = max(peak, _rss_mib(process.pid))
+        print(f"RSS baseline {baseline:.1f} MiB, peak {peak:.1f} MiB with {IDLE_READERS} idle "
+              f"readers and {EVENTS} events of {PAYLOAD} B")
+        assert peak - baseline < RSS_BOUND_MIB, (baseline, peak)
+        # A dropped reader resumes from the last complete event it got and loses nothing.
+        sock = readers[0]
+        sock.setblocking(True)
+        received = b""
+        while chunk := sock.recv(1 << 16):
+            received += chunk
+        for reader in readers:
+            reader.close()
+        seen = complete_ids(received)
+        assert seen and seen == published[:len(seen)]
+        assert len(seen) < EVENTS  # it was dropped before the end
+        rest: list[int] = []
+        async with aiohttp.ClientSession(base_url=url) as http:
+            async for event_id, _, _ in sse_events(
+                http, f"?vm={vm_id}", headers={"Authorization": f"Bearer {TOKEN}",
+                               "Last-Event-ID": str(seen[-1])}):
+                rest.append(int(event_id))
+                if len(seen) + len(rest) == EVENTS:
+                    break
+        assert seen + rest == published
+
+
+async def test_streams_past_the_cap_get_503_with_retry_after(
+    gw: Gateway, nats_server: NatsServer, tmp_path: Path,
+) -> None:
+    async with api_process(nats_server, tmp_path, LQ_SSE_MAX_CLIENTS="3") as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        others = await _consumers(gw.js)
+        readers = [await idle_reader(port) for _ in range(3)]
+        deadline = time.monotonic() + 20
+        while await _consumers(gw.js) < others + 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession(base_url=url) as http, http.get(
+            "/v1/events", headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"].isdigit()
+            assert (await response.json(content_type=None))["code"] == "too_many_streams"
+        readers.pop().close()  # one leaves: a slot is free again
+        deadline = time.monotonic() + 10
+        async with aiohttp.ClientSession(base_url=url) as http:
+            while True:
+                async with http.get("/v1/events", headers={
+                        "Authorization": f"Bearer {TOKEN}"}) as response:
+                    if response.status == 200:
+                        break
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+        for reader in readers:
+            reader.close()
