@@ -105,12 +105,6 @@ MakeGateway = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    async with NatsServer(tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
 async def make_gateway(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[MakeGateway]:
     """Start the gateway app with console settings overridden; everything stopped at the end."""
     async with contextlib.AsyncExitStack() as stack:
@@ -118,12 +112,13 @@ async def make_gateway(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator
         async def make(**overrides: Any) -> Gateway:
             config = settings.load({}, **{
                 "nats_url": nats_server.url, "data_dir": str(tmp_path / "api"),
-                "api_token": TOKEN, "heartbeat_interval_s": 1.0, **overrides,
+                "api_token": TOKEN, "heartbeat_interval_s": 1.0,
+                "nats_creds": str(nats_server.creds_for("api")), **overrides,
             })
             server = TestServer(init(config), host="127.0.0.1")
             await server.start_server()
             stack.push_async_callback(server.close)
-            nc = await nats.connect(nats_server.url)
+            nc = await nats.connect(**nats_server.connect_options("api"))  # as the gateway
             stack.push_async_callback(nc.close)
             js = nc.jetstream()
             await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0)

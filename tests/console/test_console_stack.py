@@ -90,7 +90,7 @@ async def test_console_of_api_created_vm_until_it_is_stopped(
             assert response.status == 409
             assert (await response.json())["code"] == "console_unavailable"
 
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(**stack.nats_options())  # as the gateway
     try:
         sub = await nc.jetstream().subscribe(subjects.console_events(vm_id), ordered_consumer=True,
                                              deliver_policy=DeliverPolicy.ALL)

@@ -18,7 +18,7 @@ from limiquantix.common.nats_server import NatsServer
 
 @pytest.fixture
 async def kv(nats_server: NatsServer) -> AsyncIterator[KeyValue]:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(**nats_server.connect_options("api"))  # tickets are the gateway's
     js = nc.jetstream()
     await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0)
     yield await js.key_value(subjects.CONSOLE_TOKENS_BUCKET)

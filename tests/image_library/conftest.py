@@ -17,6 +17,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from limiquantix.common import nats_auth
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.images import ImageRecord
 from limiquantix.common.library_tokens import bearer, load_or_create_secret, sign
@@ -116,21 +117,22 @@ class Library:
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    async with NatsServer(tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
 async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
+    """A connection as the gateway (the identity that asks the image library)."""
+    client = await nats.connect(**nats_server.connect_options(nats_auth.API))
     yield client
     await client.drain()
 
 
+def library_on(server: NatsServer, root: Path, **overrides: Any) -> Library:
+    """The library with its own identity; JetStream laid out by the gateway's."""
+    return Library(root, server.url, setup_connect=server.connect_options(nats_auth.API),
+                   nats_creds=str(server.creds_for(nats_auth.IMAGE_LIBRARY)), **overrides)
+
+
 @pytest.fixture
 async def library(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Library]:
-    running = Library(tmp_path / "library", nats_server.url)
+    running = library_on(nats_server, tmp_path / "library")
     await running.start()
     yield running
     await running.stop()

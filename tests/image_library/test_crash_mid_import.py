@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from nats.aio.client import Client
 
+from limiquantix.common import nats_auth, nats_client
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.image_library.client import ImageLibraryClient
@@ -24,10 +25,11 @@ from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
 class LibraryProcess:
     """lq-image-library as a subprocess (the console script users run)."""
 
-    def __init__(self, data_dir: Path, nats_url: str) -> None:
+    def __init__(self, data_dir: Path, server: NatsServer) -> None:
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
-        self.env.update(LQ_NATS_URL=nats_url, LQ_DATA_DIR=str(data_dir),
+        self.env.update(LQ_NATS_URL=server.url, LQ_DATA_DIR=str(data_dir),
+                        LQ_NATS_CREDS=str(server.creds_for(nats_auth.IMAGE_LIBRARY)),
                         LQ_IMAGE_LIBRARY_PORT=str(self.port), LQ_LOG_FORMAT="json",
                         **ALLOW_LOCAL_ORIGINS)
         self.log = data_dir / "library.log"
@@ -65,7 +67,11 @@ class LibraryProcess:
 @pytest.fixture
 async def library_process(tmp_path: Path, nats_server: NatsServer
                           ) -> AsyncIterator[LibraryProcess]:
-    running = LibraryProcess(tmp_path / "library", nats_server.url)
+    # The gateway lays out JetStream; the library waits for it.
+    async with nats_client.connect(nats_server.url, name="test",
+                                   creds=str(nats_server.creds_for(nats_auth.API))) as setup:
+        await nats_client.ensure_jetstream(setup.jetstream(), heartbeat_interval_s=1.0)
+    running = LibraryProcess(tmp_path / "library", nats_server)
     await running.start()
     yield running
     await running.stop()

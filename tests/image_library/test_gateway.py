@@ -120,7 +120,7 @@ async def test_catalog_import_by_id_and_in_use_refusal(
                         ) as response:
         assert response.status == 202
     await _wait(api, "rocky-9", "active")
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(**stack.nats_options())  # as the gateway
     try:
         js = nc.jetstream()
         store = VmStore(await nats_client.bucket(js, subjects.VMS_BUCKET),

@@ -46,7 +46,7 @@ async def _pending_commands(stack: Stack) -> int:
 
     from limiquantix.common import subjects
 
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(**stack.nats_options())  # as the gateway
     try:
         info = await nc.jetstream().stream_info(subjects.COMMANDS_STREAM)
         return int(info.state.messages)
