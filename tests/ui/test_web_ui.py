@@ -317,6 +317,12 @@ async def test_an_upload_from_the_browser_reaches_100_percent_and_becomes_active
     card = page.locator("#images li[data-image-name='uploaded-disk']")
     await expect(card).to_have_attribute("data-state", "active", timeout=STATE_TIMEOUT_MS)
     await shoot(page, screenshots, "images-after-upload")
+    # The image's "Create VM" opens the wizard with it chosen.
+    await card.get_by_role("link", name="Create a VM from uploaded-disk").click()
+    await page.fill("#vm-name", unique_name("from-image"))
+    for _ in range(3):
+        await page.click("#wizard-next")
+    await expect(page.get_by_role("radio", name="uploaded-disk")).to_be_checked()
 
 
 async def test_import_by_url_with_sha256_and_a_failed_import_shows_why_with_retry(

@@ -174,6 +174,10 @@ function ImageCard({ image, usedBy, onDelete, onRetry }: { image: ImageRecord; u
       {image.source_url && <p className="muted source">from <code>{image.source_url}</code></p>}
       {usedBy.length > 0 && <p className="muted">Used by {usedBy.join(", ")}</p>}
       <div className="row-actions">
+        {state === "active" && (
+          <Link href={`/vms/new?image=${encodeURIComponent(image.id)}`} className="button small"
+                aria-label={`Create a VM from ${image.name}`}>Create VM</Link>
+        )}
         {state === "error" && (image.source_url || image.catalog_id) && (
           <button type="button" className="small" aria-label={`Retry ${image.name}`} onClick={onRetry}>Retry</button>
         )}

@@ -1,12 +1,12 @@
 // The Create VM wizard (route /vms/new): Basics → Placement → Hardware → Boot media →
 // Cloud-init → Review → Create, then the VM's progress to running/ready.
-import { useMemo, useRef, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { ProblemError, sendJson } from "../../api/client";
-import type { VmRecord } from "../../api/types";
+import type { ImageRecord, VmRecord } from "../../api/types";
 import type { LineError } from "../../components/CodeEditor";
 import { ProblemLine } from "../../components/bits";
 import {
-  configErrorOf, type Draft, type Errors, firstInvalidStep, NEW_DRAFT, requestBody, type Step, STEP_TITLES,
+  configErrorOf, type Draft, type Errors, firstInvalidStep, minimumDiskGib, NEW_DRAFT, requestBody, type Step, STEP_TITLES,
   STEPS, validateStep, type WizardContext,
 } from "../../lib/wizard";
 import { live, useLive } from "../../state/live";
@@ -26,7 +26,8 @@ export function WizardPage() {
 
 function Wizard({ onAnother }: { onAnother: () => void }) {
   const snapshot = useLive();
-  const [draft, setDraft] = useState<Draft>(NEW_DRAFT);
+  // /vms/new?image=<id> (the Images page's "Create VM" link) starts with that image chosen.
+  const [draft, setDraft] = useState<Draft>(() => draftFromQuery(new URLSearchParams(window.location.search), snapshot.images));
   const [step, setStep] = useState<Step>("basics");
   const [visited, setVisited] = useState<Set<Step>>(new Set(["basics"]));
   const [attempted, setAttempted] = useState<Set<Step>>(new Set());
@@ -36,6 +37,14 @@ function Wizard({ onAnother }: { onAnother: () => void }) {
   const [busy, setBusy] = useState(false);
   const [created, setCreated] = useState<VmRecord | null>(null);
   const stepHeading = useRef<HTMLHeadingElement>(null);
+  const fromQuery = useRef(false);
+  useEffect(() => {
+    // A link opened in a new tab: the image list arrives after the first render.
+    if (fromQuery.current || !snapshot.loaded) return;
+    fromQuery.current = true;
+    const query = new URLSearchParams(window.location.search);
+    if (query.get("image") && !draft.imageId) setDraft((d) => ({ ...draftFromQuery(query, snapshot.images), name: d.name }));
+  }, [snapshot.loaded, snapshot.images, draft.imageId]);
 
   const ctx: WizardContext = useMemo(() => ({
     takenNames: new Set([...snapshot.vms.values()].map((vm) => vm.name)),
@@ -166,6 +175,16 @@ function Wizard({ onAnother }: { onAnother: () => void }) {
       </form>
     </section>
   );
+}
+
+function draftFromQuery(query: URLSearchParams, images: ReadonlyMap<string, ImageRecord>): Draft {
+  const imageId = query.get("image") ?? "";
+  const image = images.get(imageId);
+  if (!image) return NEW_DRAFT;
+  const draft: Draft = { ...NEW_DRAFT, imageId, boot: image.format === "iso" ? "iso" : "cloud",
+                         user: image.default_user || NEW_DRAFT.user };
+  const minimum = minimumDiskGib(draft, { takenNames: new Set(), images, nodes: [] });
+  return { ...draft, diskGib: String(Math.max(Number(NEW_DRAFT.diskGib), minimum)) };
 }
 
 function stepTitle(step: Step, draft: Draft): string {
