@@ -13,6 +13,7 @@ from limiquantix.cli import (
     commands_events,
     commands_image,
     commands_node,
+    commands_token,
     commands_vm,
     commands_vm_access,
     completion,
@@ -216,6 +217,25 @@ def _image_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> No
     p.add_argument("images", nargs="+", metavar="ID|NAME")
 
 
+def _token_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
+    token = _group(root, "token", "Named API tokens and their roles (admin)",
+                   "lq token create ci-bot --role operator")
+    p = b.leaf(token, "create", commands_token.create,
+               "Create a token; it is printed once, on stdout",
+               "lq token create ci-bot --role operator")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--role", choices=("admin", "operator", "viewer"), default="viewer",
+                   help="admin: everything; operator: VMs and images; viewer: read only "
+                        "(default)")
+    p.add_argument("--json", action="store_true", help="the answer as JSON (token included)")
+    p = b.leaf(token, "list", commands_token.list_tokens, "List tokens (never their secrets)",
+               "lq token list")
+    p.add_argument("--json", action="store_true", help="as a JSON array")
+    p = b.leaf(token, "delete", commands_token.delete, "Delete tokens; they stop working at once",
+               "lq token delete ci-bot")
+    p.add_argument("tokens", nargs="+", metavar="ID|NAME")
+
+
 def _other_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     node = _group(root, "node", "Hypervisor nodes", "lq node list")
     p = b.leaf(node, "list", commands_node.list_nodes, "List nodes with capacity and liveness",
@@ -255,6 +275,7 @@ def build_parser() -> Parser:
     builder = _Builder()
     _vm_commands(builder, root)
     _image_commands(builder, root)
+    _token_commands(builder, root)
     _other_commands(builder, root)
     return parser
 

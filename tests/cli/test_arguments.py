@@ -103,7 +103,8 @@ def test_bash_completion_completes_commands_and_options() -> None:
     assert run(["completion", "bash"], out=out) == 0
     script = out.getvalue()
     assert subprocess.run(["bash", "-n", "-c", script], timeout=30).returncode == 0
-    assert _complete(script, ["lq", ""]) == ["completion", "events", "image", "node", "vm"]
+    assert _complete(script, ["lq", ""]) == ["completion", "events", "image", "node", "token",
+                                             "vm"]
     assert _complete(script, ["lq", "vm", "fo"]) == ["force-stop"]
     assert "--ssh-key" in _complete(script, ["lq", "vm", "create", "web", "--ss"])
     assert _complete(script, ["lq", "image", "import", "--sh"]) == ["--sha256"]
