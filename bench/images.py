@@ -33,6 +33,7 @@ from pathlib import Path
 import aiohttp
 import nats
 
+from limiquantix.common import nats_client
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.nats_server import NatsServer, free_port
@@ -132,6 +133,9 @@ async def main(size_gib: float, runs: int) -> None:
         make_image(image, int(size_gib * (1 << 30)))
         size = image.stat().st_size
         async with NatsServer(work / "nats", log_file=work / "nats.log") as nats_server:
+            # The gateway lays out JetStream (the library only waits for it): do its part.
+            async with nats_client.connect(nats_server.url, name="bench-setup") as setup:
+                await nats_client.ensure_jetstream(setup.jetstream(), heartbeat_interval_s=5.0)
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
             env.update(LQ_NATS_URL=nats_server.url, LQ_DATA_DIR=str(work / "library"),

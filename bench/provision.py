@@ -26,6 +26,8 @@ import aiohttp
 import nats
 from nats.aio.msg import Msg
 
+from limiquantix.common import subjects
+from limiquantix.common.nats_auth import node_identity
 from limiquantix.local.stack import Stack
 
 
@@ -34,23 +36,30 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def bare_request_reply(nats_url: str, count: int, clients: int) -> list[float]:
-    """The baseline: the cheapest possible round trip through the same NATS server."""
-    nc = await nats.connect(nats_url)
+async def bare_request_reply(stack: Stack, count: int, clients: int) -> list[float]:
+    """The baseline: the cheapest possible round trip through the same NATS server, on the
+    path a gateway → node query takes (each side with its own identity)."""
+    node = stack.initial_nodes[0]
+    responder = await nats.connect(**stack.nats_options(node_identity(node)))
+    nc = await nats.connect(**stack.nats_options())
+    subject = subjects.node_rpc(node, "bench_echo")
+
     async def echo(msg: Msg) -> None:
         await msg.respond(msg.data)
 
-    await nc.subscribe("bench.echo", cb=echo)
+    await responder.subscribe(subject, cb=echo)
+    await responder.flush()
     latencies: list[float] = []
 
     async def client(n: int) -> None:
         for _ in range(n):
             start = time.perf_counter()
-            await nc.request("bench.echo", b"x" * 256, timeout=5)
+            await nc.request(subject, b"x" * 256, timeout=5)
             latencies.append(time.perf_counter() - start)
 
     await asyncio.gather(*(client(count // clients) for _ in range(clients)))
     await nc.close()
+    await responder.close()
     return latencies
 
 
@@ -141,9 +150,9 @@ async def main() -> None:
         image = root / "base.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
         env = {"LQ_LOG_LEVEL": "warning", "LQ_NODE_VCPUS": "100000",
-               "LQ_NODE_MEMORY_MIB": "100000000"}
+               "LQ_NODE_MEMORY_MIB": "100000000", "LQ_HOST_IMAGE_DIRS": str(root)}
         async with Stack(root / "stack", extra_env=env) as stack:
-            baseline = await bare_request_reply(stack.nats_url, 2000, args.clients)
+            baseline = await bare_request_reply(stack, 2000, args.clients)
             elapsed, latencies, ids = await provision(stack, image, args.vms, args.clients)
             delete_s = await delete_all(stack, ids, args.clients)
     rate = args.vms / elapsed
