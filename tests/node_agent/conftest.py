@@ -211,6 +211,9 @@ def agent_settings(nats_url: str, data_dir: Path, **overrides: object) -> Settin
         "node_id": unique_name("node"), "heartbeat_interval_s": 0.5,
         "reconcile_interval_s": 1.0, "command_ack_wait_s": 2.0, "stop_timeout_s": 2.0,
         "log_format": "console",
+        # Test images are files next to the node's data dir (tmp_path/base.qcow2, ...): the
+        # directory node paths must lie in (LQ_HOST_IMAGE_DIRS) is that parent.
+        "host_image_dirs": str(data_dir.parent),
     }
     base.update(overrides)
     return settings_mod.load({}, **base)

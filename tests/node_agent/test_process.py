@@ -91,7 +91,7 @@ async def test_agent_crashing_mid_create_finishes_it_after_restart(
                 "LQ_NATS_CREDS": str(await nats_server.add_node(node)),
                 "LQ_NODE_ID": node, "LQ_LIBVIRT_URI": "test:///default",
                 "LQ_HEARTBEAT_INTERVAL_S": "0.5", "LQ_COMMAND_ACK_WAIT_S": "2",
-                "LQ_LOG_FORMAT": "json"})
+                "LQ_LOG_FORMAT": "json", "LQ_HOST_IMAGE_DIRS": str(tmp_path)})
     log = tmp_path / "agent.log"
     image = make_qcow2(tmp_path / "base.qcow2")
     async with running_client(nats_server, node) as client:
