@@ -15,7 +15,6 @@ from limiquantix.cli.main import run as lq
 from tests.browser import chromium, strict_page
 from tests.console.conftest import TOKEN, Gateway, MakeGateway, QemuDisplay
 from tests.console.conftest import make_gateway as make_gateway
-from tests.console.conftest import nats_server as nats_server
 from tests.console.conftest import qemu as qemu
 from tests.console.test_browser import CANVAS_STATS
 from tests.ui.conftest import SCREENSHOTS

@@ -366,9 +366,9 @@ async def test_deleting_an_image_in_use_is_refused_naming_the_vms(
         await expect(card).to_contain_text(f"Used by {name}")
         await card.get_by_role("button", name="Delete image tiny-cloud").click()
         await page.locator("#confirm-dialog").get_by_role("button", name="Delete image").click()
-        await expect(page.locator(".problem")).to_contain_text("image_in_use")
-        await expect(page.locator(".warning")).to_contain_text("tiny-cloud is used by:")
-        await expect(page.locator(".warning").get_by_role("link", name=name)).to_be_visible()
+        await expect(page.get_by_role("alert").filter(has_text="image_in_use")).to_be_visible()
+        users = page.locator(".warning", has_text="tiny-cloud is used by:")
+        await expect(users.get_by_role("link", name=name)).to_be_visible()
         await expect(card).to_have_attribute("data-state", "active")
         await shoot(page, screenshots, "images-in-use")
     finally:
