@@ -33,8 +33,14 @@ CommandId = Annotated[str, msgspec.Meta(
     pattern=TOKEN_PATTERN, description="command id: letters, digits, '_' and '-'")]
 
 _UUID = re.compile(UUID_PATTERN)
+_DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
 
 
 def is_vm_id(value: str) -> bool:
     """True when ``value`` has the shape of a VM id (for ids that did not come in a Struct)."""
     return bool(_UUID.match(value))
+
+
+def is_image_id(value: str) -> bool:
+    """True when ``value`` has the shape of an image id (a UUID or a catalog id)."""
+    return len(value) <= 63 and bool(_DNS_LABEL.match(value))

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -42,6 +43,7 @@ _PUBLIC_ATTR = "__lq_public__"
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ADMIN_PATHS = ("/v1/tokens",)
 MASTER = "master"
+_TOKEN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +102,11 @@ def token_path(settings: Settings) -> Path:
     return settings.data_path / TOKEN_FILE
 
 
+def is_token_id(value: str) -> bool:
+    """A named token's id: ``uuid4().hex`` (also a safe KV key)."""
+    return bool(_TOKEN_ID.match(value))
+
+
 def token_sha256(token: str) -> str:
     """What the ``lq_tokens`` bucket stores of a token."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -128,7 +135,7 @@ async def authenticate(app: web.Application, given: str) -> Principal:
     if hmac.compare_digest(given.encode(), app[app_keys.API_TOKEN].encode()):
         return Principal(id=MASTER, name=MASTER, role=Role.ADMIN)
     token_id = given.removeprefix(TOKEN_PREFIX).partition("_")[0]
-    if not given.startswith(TOKEN_PREFIX) or not token_id.isalnum():
+    if not given.startswith(TOKEN_PREFIX) or not is_token_id(token_id):
         raise Unauthorized("invalid bearer token")
     kv = app.get(app_keys.TOKENS_KV)
     if kv is None:

@@ -14,7 +14,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from limiquantix.api import app_keys
-from limiquantix.api.auth import new_token, principal_of, token_sha256
+from limiquantix.api.auth import is_token_id, new_token, principal_of, token_sha256
 from limiquantix.api.errors import TokenNameTaken, TokenNotFound
 from limiquantix.api.http_json import decode_body, json_response
 from limiquantix.api.openapi import OpenApiPart, Operation
@@ -81,7 +81,7 @@ async def delete_token(request: web.Request) -> web.Response:
     """DELETE /v1/tokens/{id}: the token stops working at once."""
     token_id = request.match_info["id"]
     kv = request.app[app_keys.TOKENS_KV]
-    if not token_id.isalnum():
+    if not is_token_id(token_id):
         raise TokenNotFound(f"no token with id {token_id!r}")
     try:
         entry = await kv.get(token_id)

@@ -15,6 +15,7 @@ from limiquantix.common.events import (
     event_encoder,
     event_subject,
 )
+from limiquantix.common.ids import is_image_id
 from limiquantix.common.images import ImageRecord
 from limiquantix.common.kv_records import KvRecords
 from limiquantix.image_library.errors import ImageNotFound
@@ -35,10 +36,12 @@ class ImageStore:
 
     async def get(self, image_id: str) -> tuple[ImageRecord, int]:
         """The record and its revision; ImageNotFound when absent."""
+        if not is_image_id(image_id):  # not a KV key either: no record can have it
+            raise _not_found(image_id)
         return await self._records.get(image_id)
 
     async def find(self, image_id: str) -> ImageRecord | None:
-        return await self._records.find(image_id)
+        return await self._records.find(image_id) if is_image_id(image_id) else None
 
     async def create(self, record: ImageRecord) -> ImageRecord:
         """Store a new record; Conflict when the id exists."""
