@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from limiquantix.common import settings as settings_mod
@@ -25,6 +27,20 @@ Ctrl-C stops everything.
 """
 
 
+# Settings the stack decides per service (each its data dir, NATS identity, secrets, ports).
+STACK_OWNED = frozenset({
+    "LQ_DATA_DIR", "LQ_NATS_URL", "LQ_NATS_CREDS", "LQ_API_TOKEN", "LQ_API_PORT",
+    "LQ_IMAGE_LIBRARY_PORT", "LQ_IMAGE_LIBRARY_URL", "LQ_IMAGE_LIBRARY_SECRET_FILE",
+    "LQ_LIBVIRT_URI", "LQ_NODE_ID",
+})
+
+
+def passed_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """Every other ``LQ_*`` setting the user gave, passed on to every service (a setting
+    only one service reads is ignored by the others)."""
+    return {k: v for k, v in environ.items() if k.startswith("LQ_") and k not in STACK_OWNED}
+
+
 async def _run() -> int:
     settings = settings_mod.load()
     data = settings.data_path
@@ -33,7 +49,7 @@ async def _run() -> int:
         data, libvirt_uri=settings.libvirt_uri, nodes=(settings.effective_node_id,),
         shared_data_dir=data, api_port=settings.api_port,
         image_library_port=settings.image_library_port, nats_port=nats_port,
-        api_token=settings.api_token,
+        api_token=settings.api_token, extra_env=passed_settings(os.environ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from limiquantix.api.errors import NoCapacity, UnknownNode
 from limiquantix.api.placement import allocations, loads, place
-from limiquantix.common.nodes import NodeStatus
+from limiquantix.common.nodes import NodeStatus, capacity
 from limiquantix.common.vms import VmRecord, VmState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -88,3 +89,27 @@ def test_no_node_online_is_no_capacity_with_a_hint_to_start_one() -> None:
     with pytest.raises(NoCapacity) as caught:
         place(vcpus=1, memory_mib=1, nodes=[], used={})
     assert "no node is online" in caught.value.message and "node agent" in caught.value.hint
+
+
+def test_capacity_applies_the_ratios_and_the_reserved_host_memory() -> None:
+    assert capacity(2, 24576, cpu_ratio=4.0, memory_ratio=1.0,
+                    reserved_memory_mib=512) == (8, 24064)
+    assert capacity(2, 256, cpu_ratio=1.0, memory_ratio=1.5, reserved_memory_mib=512) == (2, 0)
+
+
+def test_five_one_vcpu_vms_fit_on_a_two_core_node_with_the_default_ratio() -> None:
+    two_cores = NodeStatus(id="n", vcpus=2, memory_mib=8192, vcpus_capacity=8,
+                           memory_mib_capacity=7680, cpu_allocation_ratio=4.0, heartbeat_at=NOW)
+    placed = [vm(f"v{i}", "n", vcpus=1, memory=256) for i in range(5)]
+    assert place(vcpus=1, memory_mib=256, nodes=[two_cores], used=allocations(placed)) == "n"
+    full = [vm(f"v{i}", "n", vcpus=1, memory=256) for i in range(8)]
+    with pytest.raises(NoCapacity) as refused:
+        place(vcpus=1, memory_mib=256, nodes=[two_cores], used=allocations(full))
+    assert "LQ_CPU_ALLOCATION_RATIO" in refused.value.hint
+    assert "LQ_MEMORY_ALLOCATION_RATIO" not in refused.value.hint  # memory was not short
+
+
+def test_a_failed_vm_that_released_its_resources_takes_no_capacity() -> None:
+    released = msgspec.structs.replace(vm("gone", "n", vcpus=8, state=VmState.ERROR),
+                                       holds_resources=False)
+    assert allocations([released, vm("v", "n", vcpus=2)]) == {"n": (2, 1024)}

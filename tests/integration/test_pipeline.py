@@ -9,9 +9,11 @@ from pathlib import Path
 import aiohttp
 
 from limiquantix.local.stack import Stack
+from tests.conftest import FAST_ENV
 from tests.flows import (
     action,
     create_vm,
+    get_vm,
     make_qcow2,
     sse_events,
     unique_name,
@@ -133,7 +135,7 @@ async def test_bad_requests_get_problem_details_and_change_nothing(
         ({"name": "Not_A_DNS_Label", "image": "/x"}, 422),
         ({"name": "ok", "image": "/x", "colour": "blue"}, 422),
         ({"name": "ok", "image": "/x", "vcpus": 0}, 422),
-        ({"name": "ok"}, 422),
+        ({"name": "ok", "image": ""}, 422),
     ]
     for body, status in cases:
         async with api.post("/v1/vms", json=body) as response:
@@ -152,12 +154,18 @@ async def test_bad_requests_get_problem_details_and_change_nothing(
     assert (listed["items"] if isinstance(listed, dict) else listed) == []
 
 
-async def test_a_missing_image_leaves_the_vm_in_error_with_a_hint(
-        api: aiohttp.ClientSession) -> None:
-    vm = await create_vm(api, name=unique_name(), image="/nonexistent/disk.qcow2",
+async def test_a_node_image_gone_leaves_the_vm_in_error_holding_nothing(
+        api: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A node path the API cannot check (it is the node's) fails on the node: the VM says why,
+    keeps that first error through reconcile passes, and holds no capacity."""
+    vm = await create_vm(api, name=unique_name(), image=str(tmp_path / "gone.qcow2"),
                          memory_mib=256, disk_gib=1)
     record = await wait_state(api, vm["id"], "error")
-    assert record["error"]["message"] and record["error"]["hint"]
+    assert record["error"]["code"] == "image_not_found" and record["error"]["hint"]
+    assert record["holds_resources"] is False
+    await asyncio.sleep(float(FAST_ENV["LQ_RECONCILE_INTERVAL_S"]) * 2)  # two reconcile passes
+    _, later = await get_vm(api, vm["id"])
+    assert later["error"] == record["error"]
     async with api.delete(f"/v1/vms/{vm['id']}") as response:
         assert response.status == 202
     await wait_gone(api, vm["id"])
