@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import yaml
 
+from limiquantix.common import nats_auth
 from limiquantix.common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +102,8 @@ def test_the_expected_workloads_and_services_exist() -> None:
         ("Deployment", "api"), ("Service", "api"),
         ("StatefulSet", "image-library"), ("Service", "image-library"),
         ("DaemonSet", "node-agent"),
+        ("NetworkPolicy", "default-deny-ingress"), ("NetworkPolicy", "nats"),
+        ("NetworkPolicy", "image-library"),
     } <= kinds
     # The namespace is set once, by the kustomization: no manifest pins another one.
     assert all("namespace" not in d["metadata"] for d in all_docs())
@@ -190,7 +193,7 @@ def test_api_probes_point_at_existing_public_routes() -> None:
 def test_image_library_probes_point_at_an_existing_route() -> None:
     from limiquantix.image_library.http_server import make_app
 
-    app = make_app(cast(Any, None))  # the service is only read by handlers
+    app = make_app(cast(Any, None), b"probe-check")  # both only read by handlers
     library = container("StatefulSet", "image-library")
     for probe in ("readinessProbe", "livenessProbe"):
         assert library[probe]["httpGet"]["path"] in _http_routes(app)
@@ -232,7 +235,8 @@ def test_node_agent_runs_on_hypervisors_with_the_host_libvirt() -> None:
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     # Same path inside and out: libvirt on the host opens the files the agent writes.
     assert host_paths == {name: mounts[name] for name in host_paths}
-    assert set(host_paths.values()) == {"/var/run/libvirt", "/var/lib/limiquantix"}
+    assert set(host_paths.values()) == {"/var/run/libvirt", "/var/lib/limiquantix",
+                                        "/etc/limiquantix/nats"}
     env = env_of(c)
     assert env["LQ_DATA_DIR"]["value"] == "/var/lib/limiquantix"
     assert env["LQ_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
@@ -342,3 +346,121 @@ def test_the_wheel_the_containerfile_installs_ships_the_ui_and_novnc(tmp_path: P
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for script in ("lq-api", "lq-image-library", "lq-node-agent"):
         assert f"{script} =" in text
+
+
+# ---- NATS identities, TLS and network policies (issue 10 row 1) -----------------------------
+
+NATS_CREDS_SECRETS = {
+    ("Deployment", "api"): "limiquantix-nats-api",
+    ("StatefulSet", "image-library"): "limiquantix-nats-image-library",
+}
+
+
+def _volumes(workload: Doc) -> dict[str, Doc]:
+    return {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+
+
+def _mounted_file(workload: Doc, c: Doc, path: str) -> Doc:
+    """The volume ``path`` lives on (read-only mount), for the workload's container ``c``."""
+    for mount in c.get("volumeMounts", []):
+        if path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            assert mount.get("readOnly") is True, f"{path} must be on a read-only mount"
+            return _volumes(workload)[mount["name"]]
+    raise AssertionError(f"{path} is on no volume")
+
+
+def test_every_service_mounts_only_its_own_nats_credentials() -> None:
+    secret_names = {s for w in workloads() for v in _volumes(w).values()
+                    if (s := v.get("secret", {}).get("secretName"))}
+    for (kind, name), secret in NATS_CREDS_SECRETS.items():
+        workload = find(kind, name)
+        c = container(kind, name)
+        creds = _mounted_file(workload, c, env_of(c)["LQ_NATS_CREDS"]["value"])
+        assert creds["secret"]["secretName"] == secret
+        assert creds["secret"]["defaultMode"] & 0o007 == 0, "others may not read a seed"
+        mounted = {v["secret"]["secretName"] for v in _volumes(workload).values() if "secret" in v}
+        others = (set(NATS_CREDS_SECRETS.values()) | {"nats-auth", "nats-tls"}) - {secret}
+        assert not mounted & others, f"{name} mounts another identity's secrets: {mounted}"
+    assert set(NATS_CREDS_SECRETS.values()) <= secret_names
+
+
+def test_each_node_agent_reads_its_own_hosts_seed_not_a_shared_secret() -> None:
+    agent = find("DaemonSet", "node-agent")
+    c = container("DaemonSet", "node-agent")
+    creds = _mounted_file(agent, c, env_of(c)["LQ_NATS_CREDS"]["value"])
+    assert creds["hostPath"] == {"path": "/etc/limiquantix/nats", "type": "Directory"}
+    secrets = {v["secret"]["secretName"] for v in _volumes(agent).values() if "secret" in v}
+    assert secrets == {"limiquantix-nats-ca"}
+    assert "LQ_API_TOKEN" not in env_of(c)
+
+
+def test_every_service_verifies_the_nats_tls_certificate_with_the_ca() -> None:
+    ca_file = find("ConfigMap", "limiquantix-config")["data"]["LQ_NATS_CA_FILE"]
+    for workload in (find(*key) for key in (*NATS_CREDS_SECRETS, ("DaemonSet", "node-agent"))):
+        c = pod_spec(workload)["containers"][0]
+        assert _mounted_file(workload, c, ca_file)["secret"]["secretName"] == "limiquantix-nats-ca"
+
+
+def test_nats_requires_tls_and_the_generated_authorization() -> None:
+    conf = find("ConfigMap", "nats-config")["data"]["nats.conf"]
+    assert "no_auth_user" not in conf
+    nats = find("StatefulSet", "nats")
+    c = pod_spec(nats)["containers"][0]
+    config_dir = c["args"][c["args"].index("--config") + 1].rsplit("/", 1)[0]
+    include = re.search(r"^include\s+(\S+)$", conf, re.MULTILINE)
+    assert include, "the authorization block is not included"
+    auth_file = str(Path(config_dir, include.group(1)).resolve())
+    assert _mounted_file(nats, c, auth_file)["secret"]["secretName"] == "nats-auth"
+    assert auth_file.endswith("/" + nats_auth.AUTH_CONF)
+    for key in ("cert_file", "key_file"):
+        found = re.search(rf"{key}:\s*(\S+)", conf)
+        assert found, key
+        assert _mounted_file(nats, c, found.group(1))["secret"]["secretName"] == "nats-tls"
+
+
+def _policy(name: str) -> Doc:
+    return find("NetworkPolicy", name)
+
+
+def _from_pods(rule: Doc) -> set[str]:
+    return {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            for peer in rule["from"] if "podSelector" in peer}
+
+
+def test_network_policies_deny_by_default_and_open_nats_and_the_library_to_us_only() -> None:
+    deny = _policy("default-deny-ingress")
+    assert deny["spec"]["podSelector"] == {} and "ingress" not in deny["spec"]
+    expected = {"nats": ({"api", "image-library"}, 4222), "image-library": ({"api"}, 9292)}
+    for name, (pods, port) in expected.items():
+        spec = _policy(name)["spec"]
+        assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+        (rule,) = spec["ingress"]
+        assert _from_pods(rule) == pods
+        blocks = [peer["ipBlock"] for peer in rule["from"] if "ipBlock" in peer]
+        assert len(blocks) == 1, "one ipBlock: the hypervisors (hostNetwork node agents)"
+        assert [p["port"] for p in rule["ports"]] == [port]
+
+
+def test_the_authorization_tool_writes_a_config_nats_server_accepts(tmp_path: Path) -> None:
+    """The deploy steps in README.md, run here: seeds, authorization.conf, nats-server -t."""
+    import subprocess
+    import sys
+
+    from limiquantix.common.nats_server import nats_server_binary
+
+    auth = tmp_path / "auth"
+    subprocess.run([sys.executable, "-m", "limiquantix.common.nats_auth", str(auth),
+                    "--nodes", "hv1,hv2"], check=True, capture_output=True)
+    assert sorted(p.name for p in auth.glob("*.nk")) == [
+        "api.nk", "image-library.nk", "node-hv1.nk", "node-hv2.nk"]
+    assert all(p.stat().st_mode & 0o077 == 0 for p in auth.glob("*.nk"))
+    text = (auth / nats_auth.AUTH_CONF).read_text()
+    for seed in auth.glob("*.nk"):
+        assert seed.read_text().strip() not in text, "no seed in the server's config"
+        assert nats_auth.public_key(seed.read_text()) in text
+    config = tmp_path / "config" / "nats.conf"
+    config.parent.mkdir()
+    config.write_text(f"port: 4222\ninclude ../auth/{nats_auth.AUTH_CONF}\n")
+    result = subprocess.run([nats_server_binary(), "-c", str(config), "-t"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
