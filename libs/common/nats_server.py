@@ -55,7 +55,8 @@ class NatsServer:
     """
 
     def __init__(self, store_dir: Path, port: int = 0, *, log_file: Path | None = None,
-                 auth_dir: Path | None = None, nodes: Iterable[str] = ()) -> None:
+                 auth_dir: Path | None = None, nodes: Iterable[str] = (),
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.log_file = log_file
@@ -63,6 +64,7 @@ class NatsServer:
         self.identities = nats_auth.Identities(auth_dir) if auth_dir else None
         self.users: dict[str, str] = {}  # identity -> public key
         self._nodes = list(nodes)
+        self.tls = tls  # (certificate, key): clients must speak TLS (needs auth_dir)
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -95,11 +97,13 @@ class NatsServer:
         names = [nats_auth.API, nats_auth.IMAGE_LIBRARY,
                  *(nats_auth.node_identity(n) for n in self._nodes)]
         self.users = {name: self.identities.ensure(name) for name in names}
-        config = {
+        config: dict[str, object] = {
             "listen": f"127.0.0.1:{self.port}",
             "jetstream": {"store_dir": str(self.store_dir)},
             "authorization": nats_auth.authorization(self.users.items()),
         }
+        if self.tls:
+            config["tls"] = {"cert_file": str(self.tls[0]), "key_file": str(self.tls[1])}
         # Rewritten at every start (permissions follow the code); the seeds stay.
         path = self.auth_dir / CONFIG_FILE
         path.write_text(nats_auth.render(config))

@@ -8,6 +8,7 @@ stream; a denied JetStream API request gets no answer (the request times out).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -235,3 +236,52 @@ def _environ(pid: int) -> dict[str, str]:
     pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
     return {k.decode(): v.decode() for k, v in pairs}
 
+
+
+def _certificates(root: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 it signed: (ca.crt, tls.crt, tls.key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test-ca")).issuer_name(name("test-ca"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name("nats")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = root / "ca.crt", root / "tls.crt", root / "tls.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+async def test_over_tls_a_service_verifies_the_server_with_its_ca(tmp_path: Path) -> None:
+    """What deploy/ runs: TLS plus identities; a client without the CA cannot connect."""
+    ca, cert, key = _certificates(tmp_path)
+    async with NatsServer(tmp_path / "js", auth_dir=tmp_path / "auth", tls=(cert, key)) as server:
+        creds = str(server.creds_for(nats_auth.API))
+        async with nats_client.connect(server.url, name="tls", creds=creds,
+                                       ca_file=str(ca)) as nc:
+            await nats_client.ensure_jetstream(nc.jetstream(), heartbeat_interval_s=HEARTBEAT_S)
+            assert nc.is_connected
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await nats.connect(server.url, allow_reconnect=False, connect_timeout=2,
+                               error_cb=_ignore, **nats_client.credentials(creds))
