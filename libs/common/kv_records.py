@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from limiquantix.common.base import utcnow
@@ -30,6 +30,19 @@ class Updated(Generic[T]):
     before: T
     after: T
     revision: int
+
+
+async def bucket_keys(kv: KeyValue) -> list[str]:
+    """The keys with a message in ``kv`` (deleted ones included: their marker is a message),
+    from one stream-info call that creates no consumer.
+
+    nats-py's ``KeyValue.keys()`` runs an ordered consumer per call; a listing on every request
+    made JetStream hit its consumer limit after ~1,000 calls (issue 11). The bucket's stream and
+    subject prefix are nats-py's private attributes, read only here.
+    """
+    prefix: str = kv._pre  # "$KV.<bucket>."
+    info = await kv._js.stream_info(kv._stream, subjects_filter=f"{prefix}>")
+    return [subject[len(prefix):] for subject in (info.state.subjects or {})]
 
 
 class KvRecords(Generic[T]):
@@ -98,12 +111,8 @@ class KvRecords(Generic[T]):
 
     async def all(self) -> list[T]:
         """Every record (hot paths keep a watched view instead)."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
         records = []
-        for key in keys:
+        for key in await bucket_keys(self.kv):
             record = await self.find(key)
             if record is not None:
                 records.append(record)
