@@ -47,6 +47,7 @@ class Permissions(msgspec.Struct, frozen=True, kw_only=True):
 
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()  # carved out of ``publish``
     allow_responses: bool = False  # may answer requests it received (once each)
 
 
@@ -76,15 +77,15 @@ def _kv_read(bucket: str) -> list[str]:
 
 
 def api_permissions(public_key: str) -> Permissions:
-    """The gateway: owns every stream and bucket, publishes commands, reads everything."""
+    """The gateway: owns every stream and bucket, publishes commands, reads everything; writes
+    every bucket (its own: VMs, names, idempotency, console tickets, API tokens, ...) but the
+    nodes' heartbeats and the image library's catalog."""
     return Permissions(
         publish=(
-            "$JS.API.>", "$JS.ACK.>", "$JS.FC.>",
-            *(f"$KV.{b}.>" for b in (subjects.VMS_BUCKET, subjects.VM_NAMES_BUCKET,
-                                     subjects.IDEMPOTENCY_BUCKET, subjects.CONSOLE_TOKENS_BUCKET,
-                                     subjects.TOKENS_BUCKET)),
+            "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>",
             subjects.all_commands(), subjects.all_events(), f"{subjects.PREFIX}.rpc.>",
         ),
+        publish_deny=(f"$KV.{subjects.NODES_BUCKET}.>", f"$KV.{subjects.IMAGES_BUCKET}.>"),
         subscribe=(inbox_prefix(public_key) + ".>", subjects.all_events(),
                    subjects.all_dead_letters()),
     )
@@ -211,8 +212,11 @@ def authorization(users: Iterable[tuple[str, str]]) -> dict[str, object]:
     entries = []
     for identity, key in sorted(users):
         perms = permissions_for(identity, key)
+        publish: dict[str, list[str]] = {"allow": list(perms.publish)}
+        if perms.publish_deny:
+            publish["deny"] = list(perms.publish_deny)
         permissions: dict[str, object] = {
-            "publish": {"allow": list(perms.publish)},
+            "publish": publish,
             "subscribe": {"allow": list(perms.subscribe)},
         }
         if perms.allow_responses:

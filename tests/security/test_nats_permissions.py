@@ -285,3 +285,10 @@ async def test_over_tls_a_service_verifies_the_server_with_its_ca(tmp_path: Path
         with pytest.raises(ssl.SSLCertVerificationError):
             await nats.connect(server.url, allow_reconnect=False, connect_timeout=2,
                                error_cb=_ignore, **nats_client.credentials(creds))
+
+
+async def test_the_gateway_cannot_fake_a_heartbeat_or_an_image(as_identity: AsIdentity) -> None:
+    gateway = await as_identity(nats_auth.API)
+    for subject in (f"$KV.{subjects.NODES_BUCKET}.node-x", f"$KV.{subjects.IMAGES_BUCKET}.x"):
+        await gateway.nc.publish(subject, b"{}")
+        assert await gateway.denied(f'publish to "{subject}"')
