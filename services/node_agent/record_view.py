@@ -12,6 +12,7 @@ import msgspec
 import structlog
 from nats.js.kv import KeyValue
 
+from limiquantix.common.ids import is_vm_id
 from limiquantix.common.vm_store import decode_record
 from limiquantix.common.vms import VmRecord
 from limiquantix.node_agent.libvirt_host import domain_uuid
@@ -46,6 +47,10 @@ class NodeRecords:
                 record = decode_record(value)
             except msgspec.DecodeError:
                 log.warning("undecodable VM record ignored", vm_id=key)
+        if record is not None and (record.id != key or not is_vm_id(key)):
+            # Its id names files and the domain here: one not from the gateway is not acted on.
+            log.warning("VM record with an invalid id ignored", key=key[:80])
+            record = None
         if record is not None and record.node == self._node_id:
             if key not in self._records:
                 self.changed.set()

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.client import Client
@@ -16,12 +17,13 @@ from nats.aio.msg import Msg
 from limiquantix.api.app import init
 from limiquantix.common import nats_auth, subjects
 from limiquantix.common import settings as settings_mod
+from limiquantix.common.base import utcnow
 from limiquantix.common.commands import DeleteVm
 from limiquantix.common.events import VmDeleted
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.library_tokens import SECRET_FILE
 from limiquantix.common.nats_server import NatsServer
-from limiquantix.common.vms import NetworkSpec, PortForward, VmState
+from limiquantix.common.vms import NetworkSpec, PortForward, VmRecord, VmState
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent import consumer as consumer_mod
 from limiquantix.node_agent.image_cache import ImageCache
@@ -251,3 +253,23 @@ async def test_a_command_whose_handling_keeps_failing_is_dropped_after_bounded_r
     assert (await agent.store.get(vm.id))[0].state == VmState.RUNNING  # the work itself was done
     assert await agent.pending_commands() == 0
     assert agent.task is not None and not agent.task.done()
+
+
+async def test_a_stored_record_whose_id_is_a_path_is_never_acted_on(
+        agent: AgentHarness, tmp_path: Path) -> None:
+    """A record in the bucket (key a valid UUID) claiming ``id: ../../canary`` on this node:
+    the agent restarts, reconciles, and touches nothing outside its root."""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "domain.xml").write_text("<domain/>")
+    now = utcnow()
+    forged = VmRecord(id="../../canary", name="forged", node=agent.node_id, image="x",
+                      vcpus=1, memory_mib=64, disk_gib=1, state=VmState.RUNNING,
+                      created_at=now, updated_at=now)
+    kv = await agent.js.key_value(subjects.VMS_BUCKET)
+    await kv.put(str(uuid.uuid4()), msgspec.json.encode(forged))
+    await agent.shutdown()
+    await agent.start()
+    vm = await agent.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await agent.wait_state(vm.id, VmState.RUNNING)
+    assert sorted(p.name for p in canary.iterdir()) == ["domain.xml"]
