@@ -8,6 +8,12 @@ few minutes; ``subject`` names who asked (the gateway's caller), so an upload re
 only by its creator. Why HMAC over a shared file rather than tokens issued over NATS: no round
 trip per download, and nothing new to keep running; the secret is a Kubernetes Secret or, in
 local mode, a 0600 file ``lq-local`` generates.
+
+Node agents do not get the secret: they get the *node key*, derived from it
+(:func:`node_key`; ``python -m limiquantix.common.library_tokens node-key SECRET_FILE``), and
+the library takes a token signed with the node key only for ``GET`` and only with a ``node:``
+service. So a node's key (hypervisors are the most exposed hosts) reads images, which a node
+must, but cannot write into anyone's upload or pass for the gateway.
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ from limiquantix.common.errors import LimiquantixError
 from limiquantix.common.settings import Settings
 
 SECRET_FILE = "image-library.key"
+NODE_KEY_FILE = "image-library.node.key"  # what lq-local gives its node agents
 DEFAULT_TTL_S = 300.0  # long enough to start a download; a started transfer is not re-checked
 VERSION = "lqi1"
+NODE_SERVICE_PREFIX = "node:"
+NODE_KEY_PREFIX = b"lqnode1."
 
 
 class LibraryClaims(Model, frozen=True, kw_only=True):
@@ -77,19 +86,38 @@ def sign(secret: bytes, *, service: str, image_id: str, method: str, subject: st
     return f"{VERSION}.{payload}.{_mac(secret, payload)}"
 
 
+def node_key(secret: bytes) -> bytes:
+    """The key node agents sign with: derived from the secret, good for ``GET`` only.
+
+    A node key given as a node's secret file is used as is; a node given the full secret
+    (one host, one data dir) derives it.
+    """
+    if secret.startswith(NODE_KEY_PREFIX):
+        return secret
+    digest = hmac.new(secret, b"lq image library node key v1", hashlib.sha256).digest()
+    return NODE_KEY_PREFIX + _b64(digest).encode()
+
+
 def verify(secret: bytes, token: str, *, image_id: str, method: str,
            now: float | None = None) -> LibraryClaims:
-    """The token's claims if it is genuine, unexpired and for this image and method."""
+    """The token's claims if it is genuine, unexpired and for this image and method.
+
+    ``secret`` is the library's; a ``node:`` token is checked against :func:`node_key`.
+    """
     version, _, rest = token.partition(".")
     payload, _, mac = rest.partition(".")
     if version != VERSION or not payload or not mac:
         raise LibraryUnauthorized("malformed image library token")
-    if not hmac.compare_digest(mac, _mac(secret, payload)):
-        raise LibraryUnauthorized("image library token has a bad signature")
     try:
+        # Read before the signature is checked only to pick the key; trusted only after.
         claims = _decoder.decode(_unb64(payload))
     except (ValueError, msgspec.DecodeError):
         raise LibraryUnauthorized("malformed image library token") from None
+    from_node = claims.svc.startswith(NODE_SERVICE_PREFIX)
+    if not hmac.compare_digest(mac, _mac(node_key(secret) if from_node else secret, payload)):
+        raise LibraryUnauthorized("image library token has a bad signature")
+    if from_node and claims.m != "GET":
+        raise LibraryUnauthorized("node tokens only read images")
     if claims.exp < (now if now is not None else time.time()):
         raise LibraryUnauthorized("image library token expired")
     if claims.img != image_id or claims.m != _method(method):
@@ -135,3 +163,20 @@ def load_or_create_secret_file(path: Path) -> bytes:
     with os.fdopen(fd, "wb") as f:
         f.write(secret + b"\n")
     return secret
+
+
+def write_node_key_file(path: Path, secret: bytes) -> None:
+    """Write the node key of ``secret`` to ``path`` (0600; replaced atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(node_key(secret) + b"\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "node-key":
+        sys.exit("usage: python -m limiquantix.common.library_tokens node-key SECRET_FILE")
+    print(node_key(Path(sys.argv[2]).read_bytes().strip()).decode())

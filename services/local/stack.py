@@ -19,7 +19,12 @@ from typing import Any
 import aiohttp
 
 from limiquantix.common import nats_auth
-from limiquantix.common.library_tokens import SECRET_FILE, load_or_create_secret_file
+from limiquantix.common.library_tokens import (
+    NODE_KEY_FILE,
+    SECRET_FILE,
+    load_or_create_secret_file,
+    write_node_key_file,
+)
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.process import stop_process
 
@@ -128,6 +133,11 @@ class Stack:
         """The secret that signs image library requests, shared by every service here."""
         return (self.shared_data_dir or self.root) / SECRET_FILE
 
+    @property
+    def library_node_key_file(self) -> Path:
+        """What node agents get instead of the secret: a key that only reads images."""
+        return (self.shared_data_dir or self.root) / NODE_KEY_FILE
+
     def node_data_dir(self, node_id: str) -> Path:
         return self._data(f"node-{node_id}")
 
@@ -160,7 +170,8 @@ class Stack:
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         await self.nats.start()
-        await asyncio.to_thread(load_or_create_secret_file, self.library_secret_file)
+        secret = await asyncio.to_thread(load_or_create_secret_file, self.library_secret_file)
+        await asyncio.to_thread(write_node_key_file, self.library_node_key_file, secret)
         if self.with_image_library:
             await self._start("image-library", "lq-image-library",
                               self._env(self._data("image-library"), nats_auth.IMAGE_LIBRARY))
@@ -177,7 +188,9 @@ class Stack:
         """Start (or restart) one node agent and wait for its first heartbeat."""
         await self.nats.add_node(node_id)  # a node new to this stack gets its identity
         env = self._env(self.node_data_dir(node_id), nats_auth.node_identity(node_id),
-                        LQ_NODE_ID=node_id, **extra_env)
+                        LQ_NODE_ID=node_id,
+                        LQ_IMAGE_LIBRARY_SECRET_FILE=str(self.library_node_key_file),
+                        **extra_env)
         await self._start(f"node-{node_id}", "lq-node-agent", env)
         await self.wait_node(node_id)
 

@@ -36,7 +36,13 @@ from limiquantix.common.errors import Unavailable
 from limiquantix.common.events import ImageProgress, event_encoder, event_subject
 from limiquantix.common.hashing_file import sha256_of
 from limiquantix.common.images import ImageRecord, ImageState
-from limiquantix.common.library_tokens import bearer, load_or_create_secret, sign
+from limiquantix.common.library_tokens import (
+    NODE_SERVICE_PREFIX,
+    bearer,
+    load_or_create_secret,
+    node_key,
+    sign,
+)
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.image_cache_errors import (
@@ -290,7 +296,8 @@ class ImageCache:
         """Fetch the file in worker threads (image_fetch) while reporting progress here."""
         url = f"{self._settings.effective_image_library_url}/images/{record.id}/file"
         secret = await asyncio.to_thread(load_or_create_secret, self._settings)
-        token = sign(secret, service=f"node:{self._node}", image_id=record.id, method="GET")
+        token = sign(node_key(secret), service=f"{NODE_SERVICE_PREFIX}{self._node}",
+                     image_id=record.id, method="GET")
         progress = FetchProgress()
         cancel = threading.Event()
         fetching = asyncio.ensure_future(asyncio.to_thread(

@@ -390,8 +390,21 @@ def test_each_node_agent_reads_its_own_hosts_seed_not_a_shared_secret() -> None:
     creds = _mounted_file(agent, c, env_of(c)["LQ_NATS_CREDS"]["value"])
     assert creds["hostPath"] == {"path": "/etc/limiquantix/nats", "type": "Directory"}
     secrets = {v["secret"]["secretName"] for v in _volumes(agent).values() if "secret" in v}
-    assert secrets == {"limiquantix-nats-ca"}
+    # The image library's node key is the same on every node by design: it only reads images.
+    assert secrets == {"limiquantix-nats-ca", "limiquantix-image-library-node-key"}
     assert "LQ_API_TOKEN" not in env_of(c)
+
+
+def test_the_library_key_is_mounted_by_gateway_and_library_and_only_the_node_key_on_nodes(
+) -> None:
+    path = find("ConfigMap", "limiquantix-config")["data"]["LQ_IMAGE_LIBRARY_SECRET_FILE"]
+    expected = {("Deployment", "api"): "limiquantix-image-library-key",
+                ("StatefulSet", "image-library"): "limiquantix-image-library-key",
+                ("DaemonSet", "node-agent"): "limiquantix-image-library-node-key"}
+    for key, secret in expected.items():
+        workload = find(*key)
+        mounted = _mounted_file(workload, pod_spec(workload)["containers"][0], path)
+        assert mounted["secret"]["secretName"] == secret, key
 
 
 def test_every_service_verifies_the_nats_tls_certificate_with_the_ca() -> None:

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from limiquantix.common.images import CreateImageRequest
-from limiquantix.common.library_tokens import bearer, sign
+from limiquantix.common.library_tokens import bearer, node_key, sign
 from limiquantix.image_library.client import ImageLibraryClient
 from tests.image_library.conftest import Library, wait_image
 from tests.image_library.origin import Origin
@@ -94,3 +94,27 @@ async def test_an_upload_takes_its_file_only_from_its_creator(
                             headers=library.auth(record.id, "PUT", subject="alice")) as response:
             assert response.status == 200, await response.text()
     assert (await client.get(record.id)).state == "active"
+
+
+async def test_a_node_key_reads_images_but_cannot_upload_or_pass_for_the_gateway(
+    library: Library, client: ImageLibraryClient, active_image: str,
+) -> None:
+    """Hypervisors hold only the node key: it reads, it cannot write or sign as the gateway."""
+    key = node_key(_secret(library))
+    assert key != _secret(library) and node_key(key) == key
+    upload = await client.create_upload(CreateImageRequest(name="theirs"), created_by="")
+    async with aiohttp.ClientSession() as http:
+        read = sign(key, service="node:node-a", image_id=active_image, method="GET")
+        async with http.get(f"{library.url}/images/{active_image}/file",
+                            headers=bearer(read)) as response:
+            assert response.status == 200
+        for service in ("node:node-a", "gateway"):
+            put = sign(key, service=service, image_id=upload.id, method="PUT")
+            async with http.put(f"{library.url}/images/{upload.id}/file", data=b"\0" * 4096,
+                                headers=bearer(put)) as response:
+                assert response.status == 401, service
+        forged = sign(key, service="gateway", image_id=active_image, method="GET")
+        async with http.get(f"{library.url}/images/{active_image}/file",
+                            headers=bearer(forged)) as response:
+            assert response.status == 401
+    assert (await client.get(upload.id)).state == "queued"
