@@ -36,7 +36,7 @@ async def test_import_with_matching_checksum_becomes_active_qcow2(
     assert active.file_size == disk.stat().st_size == active.bytes_done
     stored = library.store / "files" / record.id
     assert sha256_file(stored) == expected
-    assert stored.stat().st_mode & 0o777 == 0o644
+    assert stored.stat().st_mode & 0o777 == 0o600  # only the library reads its store
     assert not list((library.store / "partial").iterdir())
 
 

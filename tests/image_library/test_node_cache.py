@@ -16,6 +16,7 @@ from limiquantix.common.library_tokens import SECRET_FILE
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.image_cache import ImageCache, qcow2_backing_file
 from limiquantix.node_agent.image_cache_errors import ImageChecksumMismatch, ImageNotReady
+from limiquantix.node_agent.vm_files import qemu_gid
 from tests.image_library.conftest import Library, make_qcow2_with_data, sha256_file, wait_image
 from tests.image_library.counting_proxy import CountingProxy, start_proxy
 from tests.image_library.origin import Origin
@@ -64,8 +65,10 @@ async def test_ten_concurrent_ensures_download_once_and_share_the_file(
     assert local.sha256 == sha256_file(origin.root / "shared.qcow2") == sha256_file(local.path)
     assert local.path.parent == tmp_path / "node" / "cloud-images"
     assert local.path.name == f"{local.sha256}.qcow2"
-    assert local.path.stat().st_mode & 0o777 == 0o644
-    assert local.path.parent.stat().st_mode & 0o777 == 0o755
+    # A backing file of VMs: QEMU's group may read it, other users may not.
+    shared = qemu_gid() is not None
+    assert local.path.stat().st_mode & 0o777 == (0o640 if shared else 0o600)
+    assert local.path.parent.stat().st_mode & 0o777 == (0o750 if shared else 0o700)
     size = local.path.stat().st_size
     assert (size, size) in seen
     assert not list((local.path.parent / ".partial").iterdir())
