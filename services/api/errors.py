@@ -11,8 +11,8 @@ class Unauthorized(LimiquantixError):
     code = "unauthorized"
     status = 401
     default_hint = (
-        "Send 'Authorization: Bearer <token>'; the token is LQ_API_TOKEN or the content of "
-        "<data dir>/api-token on the API host."
+        "Send 'Authorization: Bearer <token>': a named token (lq token create, by an admin), or "
+        "the master token, LQ_API_TOKEN or the content of <data dir>/api-token on the API host."
     )
 
 
