@@ -43,6 +43,8 @@ FETCH_BATCH = 128
 CONSUMER_INACTIVE_S = 30.0  # a consumer whose gateway vanished is removed by the server
 WRITE_TIMEOUT_S = 10.0  # buffers full and no byte taken for this long: stalled, dropped
 RETRY_AFTER_S = 5
+MAX_SEQUENCE = (1 << 63) - 1  # JetStream's stream sequences are 64-bit
+MAX_SINCE_S = 100 * 365 * 86400.0
 RETRY_MS = 2000
 
 _OPEN = web.AppKey("sse_open_streams", set)  # set[_Stream]: the streams being served
@@ -67,8 +69,8 @@ def start_config(
             raise InvalidRequest(
                 f"Last-Event-ID must be an event id (a number), not {last_event_id!r}"
             ) from None
-        if seq < 0:
-            raise InvalidRequest("Last-Event-ID must not be negative")
+        if not 0 <= seq <= MAX_SEQUENCE:
+            raise InvalidRequest(f"Last-Event-ID must be an event id (0 to {MAX_SEQUENCE})")
         return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1)
     if since:
         return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
@@ -84,8 +86,10 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     except ValueError:
         pass
     else:
-        if seconds < 0:
-            raise InvalidRequest("since (seconds ago) must not be negative")
+        # NaN, infinities and spans past datetime's range are no time at all.
+        if not 0 <= seconds <= MAX_SINCE_S:
+            raise InvalidRequest(
+                f"since (seconds ago) must be between 0 and {MAX_SINCE_S:.0f}, not {value!r}")
         return now - timedelta(seconds=seconds)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -90,10 +90,20 @@ async def test_the_vm_filter_accepts_a_name(gw: Gateway) -> None:
 
 async def test_bad_parameters_are_problems(gw: Gateway) -> None:
     for query, status in (("?since=yesterday", 422), ("?last_event_id=x", 422),
-                          ("?vm=a.b", 422), ("?since=-5", 422)):
+                          ("?vm=a.b", 422), ("?since=-5", 422), ("?since=nan", 422),
+                          ("?since=inf", 422), ("?since=1e30", 422),
+                          ("?last_event_id=" + "9" * 30, 422)):
         async with gw.client.get(f"/v1/events{query}", headers=gw.auth) as response:
             assert response.status == status, query
             assert response.content_type == "application/problem+json"
+
+
+async def test_extreme_but_valid_times_open_a_stream(gw: Gateway) -> None:
+    """The far past replays everything; the far future waits for events: never a 5xx."""
+    for query in ("?since=0001-01-01T00:00:00Z", "?since=9999-12-31T23:59:59Z",
+                  "?last_event_id=9223372036854775807", "?since=3000000000"):
+        async with gw.client.get(f"/v1/events{query}", headers=gw.auth) as response:
+            assert response.status == 200, (query, await response.text())
 
 
 async def test_the_consumer_is_removed_when_the_client_disconnects(gw: Gateway) -> None:
