@@ -174,7 +174,8 @@ def action(ctx: Context) -> int:
 def _act_on(ctx: Context, vm: str, name: str, timeout_s: float) -> None:
     record = get_vm(ctx.client, vm)
     if name == "delete":
-        ctx.client.request("DELETE", f"/v1/vms/{seg(record.id)}")
+        force = "?force=true" if getattr(ctx.args, "force", False) else ""
+        ctx.client.request("DELETE", f"/v1/vms/{seg(record.id)}{force}")
     else:
         ctx.client.request("POST", f"/v1/vms/{seg(record.id)}/{name}")
     if not ctx.args.wait:

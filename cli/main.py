@@ -151,6 +151,10 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
         p.add_argument("vms", nargs="+", metavar="NAME|ID")
         p.add_argument("--wait", action="store_true",
                        help="follow each VM until the action is done")
+        if name == "delete":
+            p.add_argument("--force", action="store_true",
+                           help="for a VM whose node is gone: remove it now (the node removes "
+                                "its domain and files if it comes back)")
         _wait_options(p, "5m")
         p.set_defaults(action=name)
 

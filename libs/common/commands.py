@@ -61,7 +61,13 @@ class ResumeVm(_Command, frozen=True, kw_only=True, tag="vm.resume"):
 
 
 class DeleteVm(_Command, frozen=True, kw_only=True, tag="vm.delete"):
-    """Destroy and undefine the domain and remove every file of the VM."""
+    """Destroy and undefine the domain and remove every file of the VM.
+
+    ``force``: the gateway removed the record already (the node was gone): the node removes
+    the domain and files of ``vm_id`` if it ever comes back, with no record to look up.
+    """
+
+    force: bool = False
 
 
 class UpdateCloudInit(_Command, frozen=True, kw_only=True, tag="vm.update_cloud_init"):

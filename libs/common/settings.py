@@ -35,6 +35,7 @@ class Settings(Model, frozen=True, kw_only=True):
     console_idle_timeout_s: float = 900.0
     console_max_session_s: float = 8 * 3600.0
     request_timeout_s: float = 5.0
+    create_sweep_after_s: float = 60.0
     http_header_timeout_s: float = 15.0  # API and image library: time to send a request head
     http_max_connections: int = 512  # per HTTP server; idle ones are closed first at the cap
     sse_max_clients: int = 100  # concurrent GET /v1/events streams per API process
@@ -106,6 +107,8 @@ _DOCS: dict[str, str] = {
     "console_idle_timeout_s": "Console session closed after this many seconds without traffic",
     "console_max_session_s": "Longest console session, seconds",
     "request_timeout_s": "Timeout of NATS requests made by the gateway",
+    "create_sweep_after_s": "A pending VM unchanged this long gets its create sent again; a "
+                            "name with no VM this long is freed (gateway crash recovery)",
     "http_header_timeout_s": "API and image library: seconds a client has to send a request "
     "head (and the keep-alive idle limit)",
     "http_max_connections": "API and image library: open connections per server; at the cap "

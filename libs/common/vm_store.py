@@ -31,6 +31,11 @@ class VmStore:
         self.records = KvRecords(records, VmRecord, _not_found)
         self._names = names
 
+    @property
+    def names(self) -> KeyValue:
+        """The unique-name index (name -> VM id); the gateway's sweeper frees orphans in it."""
+        return self._names
+
     async def get(self, vm_id: str) -> tuple[VmRecord, int]:
         """The record and its revision; NotFound when absent."""
         return await self.records.get(vm_id)

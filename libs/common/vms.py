@@ -30,6 +30,8 @@ class VmState(enum.StrEnum):
     REBOOTING = "rebooting"
     DELETING = "deleting"
     ERROR = "error"
+    # Shown by the API, never stored: the VM's node is offline, so its real state is unknown.
+    UNKNOWN = "unknown"
 
 
 class VmAction(enum.StrEnum):
@@ -58,7 +60,8 @@ TRANSITIONS: dict[VmAction, tuple[frozenset[VmState], VmState]] = {
     VmAction.REBOOT: (_UP, VmState.REBOOTING),
     VmAction.PAUSE: (_UP, VmState.PAUSED),
     VmAction.RESUME: (frozenset({VmState.PAUSED}), VmState.RUNNING),
-    VmAction.DELETE: (frozenset(VmState) - {VmState.DELETING}, VmState.DELETING),
+    VmAction.DELETE: (frozenset(VmState) - {VmState.DELETING, VmState.UNKNOWN},
+                      VmState.DELETING),
 }
 
 

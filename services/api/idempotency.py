@@ -3,7 +3,9 @@
 The key is stored as sha256(key) in the ``idempotency`` bucket (24 h TTL) with the VM id chosen
 for it and a hash of the canonical body. The first request claims the key with a KV *create*, so
 of two racing identical requests exactly one creates the VM; the other answers with its record.
-If the claimant fails before the VM exists it releases the key, so a retry can succeed.
+If the claimant fails before the VM exists it releases the key, so a retry can succeed; if it
+dies instead, its claim is a lease (``CLAIM_LEASE_S``) that a retry takes over, with the same VM
+id, once it ran out with no VM made.
 """
 
 from __future__ import annotations
@@ -11,24 +13,30 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from limiquantix.api.errors import IdempotencyKeyReused
-from limiquantix.common.base import Model
+from limiquantix.common.base import Model, utcnow
 from limiquantix.common.errors import InvalidRequest
 
 MAX_KEY_LENGTH = 255
 CLAIM_ATTEMPTS = 5
+# A claim whose VM record does not exist this long after it was taken belongs to a gateway that
+# died mid-create: a retry takes it over (keeping its VM id, so at most one VM comes of it).
+CLAIM_LEASE_S = 30.0
 
 
 class IdempotencyEntry(Model, frozen=True, kw_only=True):
-    """What a key maps to."""
+    """What a key maps to, and when its claimant took it (the lease)."""
 
     vm_id: str
     body_hash: str
+    claimed_at: datetime | None = None
 
 
 class Claim(Model, frozen=True, kw_only=True):
@@ -59,16 +67,23 @@ def body_hash(body: msgspec.Struct, secret: str) -> str:
     return hmac.new(secret.encode(), _encoder.encode(body), hashlib.sha256).hexdigest()
 
 
+def _lease_ran_out(entry: IdempotencyEntry) -> bool:
+    claimed = entry.claimed_at
+    return claimed is None or (utcnow() - claimed).total_seconds() > CLAIM_LEASE_S
+
+
 class IdempotencyKeys:
     """Claims and releases keys in the idempotency bucket."""
 
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def claim(self, key: str, digest: str, new_vm_id: str) -> Claim:
-        """Claim ``key`` for a new VM, or learn the VM an identical earlier request made."""
+    async def claim(self, key: str, digest: str, new_vm_id: str, *,
+                    vm_exists: Callable[[str], Awaitable[bool]]) -> Claim:
+        """Claim ``key`` for a new VM, or learn the VM an identical earlier request made (or
+        take over a claim whose lease ran out with no VM made)."""
         stored = storage_key(key)
-        entry = IdempotencyEntry(vm_id=new_vm_id, body_hash=digest)
+        entry = IdempotencyEntry(vm_id=new_vm_id, body_hash=digest, claimed_at=utcnow())
         for _ in range(CLAIM_ATTEMPTS):
             try:
                 await self._kv.create(stored, _encoder.encode(entry))
@@ -87,6 +102,14 @@ class IdempotencyKeys:
                     "this Idempotency-Key was used with a different request body",
                     vm_id=found.vm_id,
                 )
+            if _lease_ran_out(found) and not await vm_exists(found.vm_id):
+                renewed = msgspec.structs.replace(found, claimed_at=utcnow())
+                try:
+                    await self._kv.update(stored, _encoder.encode(renewed),
+                                          last=existing.revision)
+                except KeyWrongLastSequenceError:
+                    continue  # another retry took it over first
+                return Claim(vm_id=found.vm_id, owned=True)
             return Claim(vm_id=found.vm_id, owned=False)
         raise InvalidRequest("Idempotency-Key keeps changing; retry")
 

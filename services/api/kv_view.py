@@ -22,7 +22,7 @@ from nats.js.api import DeliverPolicy
 from limiquantix.api.http_json import encode
 from limiquantix.api.placement import Allocation
 from limiquantix.common.nodes import NodeStatus
-from limiquantix.common.vms import VmRecord, public_view
+from limiquantix.common.vms import VmRecord, VmState, public_view
 
 log = structlog.get_logger()
 
@@ -144,8 +144,16 @@ class VmView(KvView[VmRecord]):
         """Node id -> (vCPUs, memory MiB) its VM records take (see placement)."""
         return self._allocated
 
+    def forget(self, vm_id: str) -> None:
+        """Drop a record we deleted ourselves, at once (the watch confirms it later)."""
+        current = self._entries.get(vm_id)
+        if current is not None:
+            self._remove(vm_id, current[1])
+
     def public_json(self, record: VmRecord) -> bytes:
         """The record as API clients see it, encoded once per version (lists stay cheap)."""
+        if record.state == VmState.UNKNOWN:  # a presentation of the moment: never cached
+            return encode(public_view(record))
         cached = self._json.get(record.id)
         if cached is not None and cached[0] is record:
             return cached[1]

@@ -112,7 +112,7 @@ def _no_capacity(by_node: dict[str, NodeLoad], vcpus: int, memory_mib: int) -> N
     if not by_node:
         return NoCapacity(
             f"no node is online to place a VM needing {need}",
-            hint="Start a node agent (GET /v1/nodes lists the online ones).",
+            hint="Start a node agent (`lq node list` shows the online ones).",
             free_memory_mib=0, free_vcpus=0,
         )
     most_memory = max(by_node.values(), key=lambda load: load.free_memory_mib)

@@ -15,10 +15,11 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
+import nats.errors
 import structlog
 from aiohttp import web
 
-from limiquantix.api.errors import MethodNotAllowed, RouteNotFound
+from limiquantix.api.errors import MethodNotAllowed, NotReady, RouteNotFound
 from limiquantix.common.errors import ErrorReply, InvalidRequest, LimiquantixError
 
 log = structlog.get_logger()
@@ -32,6 +33,13 @@ _JSON_PATH = re.compile(r"at `(\$[^`]*)`")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _encoder = msgspec.json.Encoder()
+RETRY_AFTER_S = 2
+
+
+def nats_unavailable(exc: nats.errors.Error) -> NotReady:
+    """A NATS/JetStream failure no handler expected: the messaging layer is down or restarting,
+    so the request may be retried (503 + Retry-After), never a 500."""
+    return NotReady(f"NATS did not complete the request ({type(exc).__name__})")
 
 
 def problem_body(reply: ErrorReply, request_id: str) -> dict[str, Any]:
@@ -48,11 +56,15 @@ def problem_body(reply: ErrorReply, request_id: str) -> dict[str, Any]:
     return body
 
 
-def problem_response(reply: ErrorReply, request_id: str) -> web.Response:
-    """An ``application/problem+json`` response."""
+def problem_response(reply: ErrorReply, request_id: str,
+                     headers: dict[str, str] | None = None) -> web.Response:
+    """An ``application/problem+json`` response (503s say when to retry)."""
+    extra = dict(headers or {})
+    if reply.status == 503:
+        extra.setdefault("Retry-After", str(RETRY_AFTER_S))
     return web.Response(
         status=reply.status, body=_encoder.encode(problem_body(reply, request_id)),
-        content_type=PROBLEM_TYPE, headers={REQUEST_ID_HEADER: request_id},
+        content_type=PROBLEM_TYPE, headers={REQUEST_ID_HEADER: request_id, **extra},
     )
 
 
@@ -103,7 +115,13 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return problem_response(_from_http_exception(exc).to_reply(), request_id)
+            allow = ({"Allow": ", ".join(sorted(exc.allowed_methods))}
+                     if isinstance(exc, web.HTTPMethodNotAllowed) else None)
+            return problem_response(_from_http_exception(exc).to_reply(), request_id, allow)
+        except nats.errors.Error as exc:
+            log.warning("nats failure answered 503", error=repr(exc), method=request.method,
+                        path=request.path)
+            return problem_response(nats_unavailable(exc).to_reply(), request_id)
         except Exception:
             log.exception("unexpected error", method=request.method, path=request.path)
             reply = ErrorReply(

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from limiquantix.api import app_keys, placement, publisher, vm_image
+from limiquantix.api.create_sweeper import sweeper_ctx
 from limiquantix.api.errors import (
     IdempotencyInProgress,
     IllegalTransition,
@@ -51,7 +52,7 @@ from limiquantix.common.errors import (
     RemoteError,
     Unavailable,
 )
-from limiquantix.common.events import VmStateChanged
+from limiquantix.common.events import VmDeleted, VmStateChanged
 from limiquantix.common.node_rpc import ConsoleLogRequest
 from limiquantix.common.vms import (
     CloudInitRequest,
@@ -95,12 +96,26 @@ async def resolve(app: web.Application, ref: str) -> VmRecord:
     return found
 
 
+# States a node's absence does not make doubtful: the gateway's own, or waiting for the node.
+_NODE_INDEPENDENT = frozenset({VmState.PENDING, VmState.DELETING})
+
+
+def presented(app: web.Application, record: VmRecord) -> VmRecord:
+    """The record as answered: ``unknown`` while its node is offline (its state may have
+    changed since the node last said), the stored state otherwise."""
+    if (record.state in _NODE_INDEPENDENT or not record.node
+            or app[app_keys.NODE_VIEW].live_node(record.node) is not None):
+        return record
+    return msgspec.structs.replace(record, state=VmState.UNKNOWN)
+
+
 def _vm_response(
     app: web.Application, record: VmRecord, status: int = 200
 ) -> web.Response:
     headers = {"Location": f"/v1/vms/{record.id}"} if status == 202 else None
-    return web.Response(body=app[app_keys.VM_VIEW].public_json(record), status=status,
-                        content_type="application/json", headers=headers)
+    body = app[app_keys.VM_VIEW].public_json(presented(app, record))
+    return web.Response(body=body, status=status, content_type="application/json",
+                        headers=headers)
 
 
 def image_library_client(app: web.Application) -> ImageLibraryClient:
@@ -123,20 +138,30 @@ async def create_vm(request: web.Request) -> web.Response:
     digest = body_hash(body, request.app[app_keys.API_TOKEN])
     deadline = time.monotonic() + IDEMPOTENT_WAIT_S
     while True:
-        claim = await keys.claim(key, digest, str(uuid.uuid4()))
+        claim = await keys.claim(key, digest, str(uuid.uuid4()), vm_exists=_vm_exists(request.app))
         if claim.owned:
+            store = request.app[app_keys.VM_STORE]
             try:
                 record = await _create(request.app, body, claim.vm_id)
             except BaseException:
-                # Free the key only if no VM came of it; else a retry answers with that VM.
-                if await request.app[app_keys.VM_STORE].find(claim.vm_id) is None:
-                    await keys.release(key)
+                # A claim taken over after its lease: the first owner may have made the VM.
+                made = await store.find(claim.vm_id)
+                if made is not None:
+                    return _vm_response(request.app, made, 202)
+                await keys.release(key)  # no VM came of it: a retry may create it
                 raise
             return _vm_response(request.app, record, 202)
         existing = await _wait_for_record(request.app, keys, key, claim.vm_id, deadline)
         if existing is not None:
             return _vm_response(request.app, existing, 202)
         # The first request failed and released the key: this one may create the VM.
+
+
+def _vm_exists(app: web.Application) -> Callable[[str], Awaitable[bool]]:
+    async def exists(vm_id: str) -> bool:
+        return (app[app_keys.VM_VIEW].get(vm_id) is not None
+                or await app[app_keys.VM_STORE].find(vm_id) is not None)
+    return exists
 
 
 async def _wait_for_record(
@@ -200,13 +225,18 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         view.release(vm_id)
         raise
     view.put(record, revision)
+    # From here the record is the create's outbox: the VM will be made even if what follows
+    # fails now (the create sweeper sends the command again), so the client gets its 202.
     js = app[app_keys.JETSTREAM]
-    await publisher.publish_event(js, VmStateChanged(
-        vm_id=vm_id, name=record.name, node=node, state=VmState.PENDING, reason="created",
-    ))
-    await _queue_or_fail(app, record, CreateVm(
-        command_id=str(uuid.uuid4()), vm_id=vm_id, vm=record,
-    ))
+    try:
+        await publisher.publish_event(js, VmStateChanged(
+            vm_id=vm_id, name=record.name, node=node, state=VmState.PENDING, reason="created",
+        ))
+        await publisher.send_command(js, node, CreateVm(
+            command_id=str(uuid.uuid4()), vm_id=vm_id, vm=record))
+    except nats.errors.Error as exc:
+        log.warning("create not queued yet; the sweeper will send it", vm_id=vm_id,
+                    error=repr(exc))
     log.info("vm accepted", vm_id=vm_id, name=record.name, node=node)
     return record
 
@@ -249,7 +279,8 @@ async def list_vms(request: web.Request) -> web.Response:
         key=lambda vm: (vm.created_at, vm.id),
     )
     # Same bytes as encode(VmList(...)), joined from each record's cached JSON.
-    body = b'{"items":[' + b",".join(view.public_json(vm) for vm in items) + b"]}"
+    body = b'{"items":[' + b",".join(view.public_json(presented(request.app, vm))
+                                     for vm in items) + b"]}"
     return web.Response(body=body, content_type="application/json")
 
 
@@ -341,8 +372,35 @@ def _action_handler(action: VmAction) -> Callable[[web.Request], Awaitable[web.R
 
 
 async def delete_vm(request: web.Request) -> web.Response:
-    """DELETE /v1/vms/{vm}: 202; the node removes domain, files and record."""
+    """DELETE /v1/vms/{vm}?force=: 202; the node removes domain, files and record.
+
+    ``force=true`` on a VM whose node is offline removes the record and name at once (from any
+    state, ``deleting`` included) and leaves the node a forced delete for when it returns.
+    """
+    force = request.query.get("force", "false")
+    if force not in ("true", "false"):
+        raise InvalidRequest(f"force must be true or false, not {force!r}")
+    app = request.app
+    if force == "true":
+        vm = await resolve(app, request.match_info["vm"])
+        if app[app_keys.NODE_VIEW].live_node(vm.node) is None:
+            return await _force_delete(app, vm)
     return await _act(request, VmAction.DELETE)
+
+
+async def _force_delete(app: web.Application, vm: VmRecord) -> web.Response:
+    await app[app_keys.VM_STORE].delete(vm)
+    app[app_keys.VM_VIEW].forget(vm.id)
+    js = app[app_keys.JETSTREAM]
+    gone = msgspec.structs.replace(vm, state=VmState.DELETING)
+    try:
+        await publisher.publish_event(js, VmDeleted(vm_id=vm.id, name=vm.name, node=vm.node))
+        await publisher.send_command(js, vm.node, DeleteVm(
+            command_id=str(uuid.uuid4()), vm_id=vm.id, force=True))
+    except nats.errors.Error as exc:  # the record is gone already: the delete stands
+        log.warning("forced delete not announced", vm_id=vm.id, error=repr(exc))
+    log.warning("vm force-deleted; its node is offline", vm_id=vm.id, node=vm.node)
+    return _vm_response(app, gone, 202)
 
 
 # --- cloud-init ------------------------------------------------------------------------------
@@ -426,7 +484,10 @@ OPENAPI = OpenApiPart(tag="vms", operations=(
     Operation(method="GET", path="/v1/vms/{vm}", summary="One VM, by id or name",
               response=VmRecord, errors=(404,)),
     Operation(method="DELETE", path="/v1/vms/{vm}", summary="Delete a VM (202; then gone)",
-              response=VmRecord, status=202, errors=(404, 409)),
+              response=VmRecord, status=202, errors=(404, 409, 422),
+              params=(Param(name="force", schema={"type": "boolean"},
+                            description="for a VM whose node is offline: remove it now; the "
+                                        "node removes its domain and files if it returns"),)),
     *(Operation(method="POST", path=f"/v1/vms/{{vm}}/{action.value}",
                 summary=f"{action.value} the VM", response=VmRecord, status=202,
                 errors=(404, 409)) for action in ACTIONS),
@@ -456,3 +517,4 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/v1/vms/{vm}/cloud-init", update_cloud_init)
     app.router.add_get("/v1/vms/{vm}/console-log", console_log)
     app.cleanup_ctx.append(_idempotency_ctx)
+    app.cleanup_ctx.append(sweeper_ctx)

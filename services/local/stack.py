@@ -204,6 +204,18 @@ class Stack:
         if service.process is not None:
             await service.process.wait()
 
+    async def kill_api(self) -> None:
+        """SIGKILL the API gateway (crash tests) and wait until the process is gone."""
+        service = self.services["api"]
+        service.kill()
+        if service.process is not None:
+            await service.process.wait()
+
+    async def start_api(self) -> None:
+        """(Re)start the API gateway and wait until it is ready."""
+        await self._start("api", "lq-api", self._env(self._data("api"), nats_auth.API))
+        await self._wait_http(self.api_url + "/readyz", "api")
+
     @property
     def token_file(self) -> Path:
         return self._data("api") / "api-token"

@@ -24,6 +24,9 @@ log = structlog.get_logger()
 Progress = Callable[[int, int | None], Awaitable[None]]
 
 POLL_S = 0.5
+# Progress is reported at least this often, changed or not: it touches the pending record, which
+# tells the gateway's create sweeper the create is in hand (LQ_CREATE_SWEEP_AFTER_S is larger).
+KEEPALIVE_S = 10.0
 STALL_S = 600.0  # no byte for this long: the import is stuck
 LIBRARY_GONE_S = 60.0  # the library did not answer for this long
 IMPORTING = frozenset({ImageState.QUEUED, ImageState.DOWNLOADING, ImageState.VERIFYING,
@@ -36,6 +39,7 @@ async def wait_until_active(
 ) -> None:
     """Return once ``image_id`` is active; raise ImageImportFailed or Unavailable otherwise."""
     last_done, last_change = -1, time.monotonic()
+    last_report = last_change
     unreachable_since: float | None = None
     while True:
         try:
@@ -54,11 +58,14 @@ async def wait_until_active(
             why = record.error or f"it is {record.state} (the import was cancelled)"
             raise ImageImportFailed(f"the import of image {record.name!r} failed: {why}",
                                     image_id=image_id)
-        if record.bytes_done != last_done:
-            last_done, last_change = record.bytes_done, time.monotonic()
+        now = time.monotonic()
+        if record.bytes_done != last_done or now - last_report >= KEEPALIVE_S:
+            if record.bytes_done != last_done:
+                last_done, last_change = record.bytes_done, now
+            last_report = now
             if on_progress is not None:
                 await on_progress(record.bytes_done, record.bytes_total)
-        elif time.monotonic() - last_change > stall_s:
+        elif now - last_change > stall_s:
             raise ImageImportFailed(
                 f"the import of image {record.name!r} made no progress for {stall_s:g} s",
                 image_id=image_id)

@@ -7,6 +7,7 @@ import asyncio
 import msgspec
 import pytest
 
+from limiquantix.api import idempotency
 from limiquantix.api.errors import IdempotencyKeyReused
 from limiquantix.api.idempotency import IdempotencyKeys, body_hash, storage_key
 from limiquantix.common import subjects
@@ -42,12 +43,36 @@ def test_the_body_hash_is_keyed_so_a_password_cannot_be_guessed_from_it() -> Non
 
 async def test_of_racing_claims_exactly_one_owns_the_key(gw: Gateway) -> None:
     keys = IdempotencyKeys(await gw.js.key_value(subjects.IDEMPOTENCY_BUCKET))
-    claims = await asyncio.gather(*(keys.claim("k1", "h", f"vm-{i}") for i in range(10)))
+    claims = await asyncio.gather(*(keys.claim("k1", "h", f"vm-{i}", vm_exists=_never)
+                                    for i in range(10)))
     owners = [claim for claim in claims if claim.owned]
     assert len(owners) == 1
     assert {claim.vm_id for claim in claims} == {owners[0].vm_id}
     with pytest.raises(IdempotencyKeyReused):
-        await keys.claim("k1", "other", "vm-x")
+        await keys.claim("k1", "other", "vm-x", vm_exists=_never)
     await keys.release("k1")
     assert not await keys.still_claimed("k1")
-    assert (await keys.claim("k1", "other", "vm-y")).owned
+    assert (await keys.claim("k1", "other", "vm-y", vm_exists=_never)).owned
+
+
+async def _never(vm_id: str) -> bool:
+    return False
+
+
+async def test_a_claim_whose_owner_died_is_taken_over_after_its_lease_with_the_same_vm_id(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway that dies between its claim and the VM's record no longer blocks the key for
+    24 h: once the lease ran out a retry owns the claim, keeping the VM id (one VM at most)."""
+    keys = IdempotencyKeys(await gw.js.key_value(subjects.IDEMPOTENCY_BUCKET))
+    first = await keys.claim("k2", "h", "vm-1", vm_exists=_never)
+    assert first.owned  # ... and its gateway dies here
+    waiting = await keys.claim("k2", "h", "vm-2", vm_exists=_never)
+    assert not waiting.owned and waiting.vm_id == "vm-1"  # within the lease: wait for it
+    monkeypatch.setattr(idempotency, "CLAIM_LEASE_S", 0.0)
+    taken = await keys.claim("k2", "h", "vm-3", vm_exists=_never)
+    assert taken.owned and taken.vm_id == "vm-1"
+
+    async def made(vm_id: str) -> bool:
+        return True
+
+    assert not (await keys.claim("k2", "h", "vm-4", vm_exists=made)).owned  # the VM exists

@@ -1,0 +1,188 @@
+"""Nothing gets stuck (issue 11) on the real stack: a gateway killed mid-create, a name or a
+record left half-made, a node gone for good, NATS down — every create ends, no name leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+
+from limiquantix.common import nats_client, subjects
+from limiquantix.common.base import utcnow
+from limiquantix.common.kv_records import bucket_keys
+from limiquantix.common.vm_store import VmStore
+from limiquantix.common.vms import VmRecord
+from limiquantix.local.stack import Stack
+from tests.conftest import FAST_ENV
+from tests.flows import create_vm, get_vm, unique_name, wait_gone, wait_state
+
+pytestmark = pytest.mark.stack
+
+SWEEP_AFTER_S = 2.0
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    env = {**FAST_ENV, "LQ_CREATE_SWEEP_AFTER_S": str(SWEEP_AFTER_S), "LQ_NODE_VCPUS": "64"}
+    async with Stack(tmp_path / "s", extra_env=env) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as session:
+        yield session
+
+
+@pytest.fixture
+async def store(stack: Stack) -> AsyncIterator[VmStore]:
+    """The VM store as the gateway sees it (its NATS identity), for writing half-made creates."""
+    nc = await nats.connect(**stack.nats_options())
+    js = nc.jetstream()
+    yield VmStore(await nats_client.bucket(js, subjects.VMS_BUCKET),
+                  await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
+    await nc.drain()
+
+
+def _pending(name: str, node: str = "node-a") -> VmRecord:
+    now = utcnow()
+    vm_id = str(uuid.uuid4())
+    return VmRecord(id=vm_id, name=name, node=node, vcpus=1, memory_mib=128, disk_gib=1,
+                    instance_id=vm_id, created_at=now, updated_at=now)
+
+
+async def test_a_record_whose_command_was_never_sent_is_created_by_the_sweeper(
+        api: aiohttp.ClientSession, store: VmStore) -> None:
+    """What a gateway killed between the record and the command leaves behind."""
+    record = _pending(unique_name())
+    await store.create(record)  # name and record, no command: the gateway "died" here
+    await wait_state(api, record.id, "running", timeout_s=SWEEP_AFTER_S * 5)
+
+
+async def test_a_name_whose_record_was_never_written_is_freed(
+        api: aiohttp.ClientSession, store: VmStore) -> None:
+    name = unique_name()
+    await store.names.create(name, str(uuid.uuid4()).encode())  # died before the record
+    deadline = time.monotonic() + SWEEP_AFTER_S * 5
+    while True:
+        async with api.post("/v1/vms", json={"name": name, "memory_mib": 128}) as response:
+            if response.status == 202:
+                vm = await response.json()
+                break
+            problem = await response.json()
+            assert problem["code"] == "name_taken", problem
+        assert time.monotonic() < deadline, "the orphaned name was never freed"
+        await asyncio.sleep(0.2)
+    await wait_state(api, vm["id"], "running")
+
+
+async def _create_until_answered(api: aiohttp.ClientSession, body: dict[str, Any],
+                                 key: str | None) -> dict[str, Any] | None:
+    """POST like a client that retries on 5xx and connection errors (keeps its key); None when
+    the name turned out taken by its own earlier, unanswered attempt (no key to prove it)."""
+    headers = {"Idempotency-Key": key} if key else {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            async with api.post("/v1/vms", json=body, headers=headers) as response:
+                payload = await response.json(content_type=None)
+                if response.status == 202:
+                    return dict(payload)
+                if response.status == 409 and payload["code"] == "name_taken" and not key:
+                    return None
+                # no_capacity: right after a NATS restart no heartbeat has landed yet
+                assert response.status >= 500 or payload["code"] in (
+                    "idempotency_in_progress", "no_capacity"), payload
+        except aiohttp.ClientError:
+            pass  # the gateway is down: retry
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no answer for {body['name']} within 60 s")
+
+
+async def test_a_gateway_killed_during_a_burst_of_creates_leaves_nothing_behind(
+        stack: Stack, api: aiohttp.ClientSession, store: VmStore) -> None:
+    bodies = [{"name": unique_name("burst"), "memory_mib": 64, "disk_gib": 1} for _ in range(40)]
+    keys = [str(uuid.uuid4()) if i % 2 == 0 else None for i in range(len(bodies))]
+
+    async def kill_and_restart() -> None:
+        await asyncio.sleep(0.3)
+        await stack.kill_api()
+        await stack.start_api()
+
+    results = await asyncio.gather(
+        kill_and_restart(),
+        *(_create_until_answered(api, body, key) for body, key in zip(bodies, keys, strict=True)))
+    created = results[1:]
+    # Retried keys answer the VM their first attempt made.
+    for body, key, vm in zip(bodies, keys, created, strict=True):
+        if key:
+            assert vm is not None
+            again = await _create_until_answered(api, body, key)
+            assert again is not None and again["id"] == vm["id"]
+    # Every create ended: running (the node had room for all), nothing pending.
+    deadline = time.monotonic() + SWEEP_AFTER_S * 10
+    while True:
+        async with api.get("/v1/vms") as response:
+            vms = (await response.json())["items"]
+        states = {vm["state"] for vm in vms}
+        if states <= {"running"} and len(vms) == len(bodies):
+            break
+        assert time.monotonic() < deadline, sorted((vm["name"], vm["state"]) for vm in vms)
+        await asyncio.sleep(0.2)
+    # No name leaked: every name maps to a VM that exists.
+    names = await bucket_keys(store.names)
+    existing = {vm["name"] for vm in vms}
+    for name in names:
+        if await store.id_for_name(name) is not None:
+            assert name in existing, f"leaked name {name}"
+
+
+async def test_a_vm_on_a_node_gone_for_good_shows_unknown_and_can_be_force_deleted(
+        stack: Stack, api: aiohttp.ClientSession) -> None:
+    vm = await create_vm(api, name=unique_name(), memory_mib=128, disk_gib=1)
+    await wait_state(api, vm["id"], "running")
+    files = stack.node_data_dir("node-a") / "images" / vm["id"]
+    assert files.exists()
+    await stack.kill_node("node-a")
+    await wait_state(api, vm["id"], "unknown", timeout_s=15)  # heartbeat TTL: 3 beats
+    async with api.delete(f"/v1/vms/{vm['id']}") as response:
+        assert response.status == 202  # queued for a node that may never come back ...
+    async with api.delete(f"/v1/vms/{vm['id']}") as response:
+        assert response.status == 409  # ... so a second plain delete is refused
+    async with api.delete(f"/v1/vms/{vm['id']}?force=maybe") as response:
+        assert response.status == 422
+    async with api.delete(f"/v1/vms/{vm['id']}?force=true") as response:
+        assert response.status == 202
+    assert (await get_vm(api, vm["id"]))[0] == 404
+    await stack.start_node("node-a")  # it comes back: the forced delete removes its leftovers
+    deadline = time.monotonic() + 15
+    while files.exists():
+        assert time.monotonic() < deadline, "the returning node kept the deleted VM's files"
+        await asyncio.sleep(0.1)
+    again = await create_vm(api, name=vm["name"], memory_mib=128, disk_gib=1)  # name is free
+    await wait_state(api, again["id"], "running")
+
+
+async def test_nats_down_answers_503_with_retry_after_and_creates_resume(
+        stack: Stack, api: aiohttp.ClientSession) -> None:
+    await stack.nats.stop()
+    try:
+        async with api.post("/v1/vms", json={"name": unique_name(), "memory_mib": 64}) as r:
+            assert r.status == 503, await r.text()
+            assert r.headers["Retry-After"].isdigit()
+            assert (await r.json())["hint"]
+    finally:
+        await stack.nats.start()
+    vm = await _create_until_answered(api, {"name": unique_name(), "memory_mib": 64}, None)
+    assert vm is not None
+    await wait_state(api, vm["id"], "running", timeout_s=30)
+    async with api.delete(f"/v1/vms/{vm['id']}") as response:
+        assert response.status == 202
+    await wait_gone(api, vm["id"])
