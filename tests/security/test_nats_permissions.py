@@ -292,3 +292,22 @@ async def test_the_gateway_cannot_fake_a_heartbeat_or_an_image(as_identity: AsId
     for subject in (f"$KV.{subjects.NODES_BUCKET}.node-x", f"$KV.{subjects.IMAGES_BUCKET}.x"):
         await gateway.nc.publish(subject, b"{}")
         assert await gateway.denied(f'publish to "{subject}"')
+
+
+async def test_a_node_cannot_inject_a_command_through_a_consumers_deliver_subject(
+        as_identity: AsIdentity) -> None:
+    """NATS does not check a push consumer's deliver subject against permissions: a node that
+    writes a command-shaped record and points a consumer of lq_vms at another node's command
+    subject must still not get it into LQ_COMMANDS (nothing subscribes there but the stream)."""
+    gateway = await as_identity(nats_auth.API)
+    node_a = await as_identity("node-node-a")
+    js = node_a.nc.jetstream()
+    records = await js.key_value(subjects.VMS_BUCKET)
+    await records.put("forged", b'{"type": "vm.delete", "vm_id": "forged"}')
+    stream = nats_client.kv_stream(subjects.VMS_BUCKET)
+    info = await js.add_consumer(stream, ConsumerConfig(
+        deliver_subject=subjects.node_commands("node-b")))
+    await asyncio.sleep(1.0)  # an absence: wait several delivery attempts' worth, then look
+    consumer = await gateway.nc.jetstream().consumer_info(stream, info.name)
+    assert consumer.delivered.stream_seq == 0
+    assert await commands_queued(gateway, "node-b") == 0
