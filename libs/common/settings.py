@@ -54,6 +54,7 @@ class Settings(Model, frozen=True, kw_only=True):
     memory_allocation_ratio: float = 1.0
     reserved_host_memory_mib: int = 512
     image_cache_max_gib: float = 50.0
+    transient_retry_s: float = 120.0  # node: how long transient failures are retried
     failpoints: str = ""  # tests only: "name=action,..." (see node_agent/failpoints.py)
     forward_port_range: str = "20000-29999"  # host ports of user-mode forwards, "low-high"
     user_network_outbound: bool = False  # user mode: guests may open outbound connections
@@ -131,6 +132,9 @@ _DOCS: dict[str, str] = {
     "reserved_host_memory_mib": "Memory kept for the host itself, off the node's capacity "
                                 "(when LQ_NODE_MEMORY_MIB is 0; a set figure is already net)",
     "image_cache_max_gib": "Node image cache limit; least recently used unused images go first",
+    "transient_retry_s": "Node agent: seconds a transient failure (image library or NATS "
+                         "unreachable, libvirt reconnecting) is retried with backoff before "
+                         "the VM's action fails",
     "failpoints": "Fault injection for tests only, e.g. `before_ack=sleep:5`",
     "forward_port_range": "Host ports (`low-high`) port forwards of `user`/`isolated` VMs may "
                           "use; a request outside is refused (422), free ones are picked in it",
