@@ -140,7 +140,8 @@ async def main(size_gib: float, runs: int) -> None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
             env.update(LQ_NATS_URL=nats_server.url, LQ_DATA_DIR=str(work / "library"),
                        LQ_IMAGE_LIBRARY_PORT=str(port), LQ_LOG_FORMAT="json",
-                       LQ_IMPORT_ALLOWED_NETWORKS="127.0.0.0/8")  # the baseline origin
+                       LQ_IMPORT_ALLOWED_NETWORKS="127.0.0.0/8",  # the baseline origin
+                       LQ_IMAGE_LIBRARY_SECRET_FILE=str(work / "image-library.key"))
             library_bin = str(Path(sys.executable).parent / "lq-image-library")
             async with process([library_bin], env=env, log=work / "library.log"), \
                     baseline_server(files, work / "baseline.log") as (base, server_name):
@@ -176,8 +177,11 @@ async def child(nats_url: str, library_url: str, node_dir: str, image_id: str) -
     """One ensure() into an empty cache; prints its wall time and CPU (after imports)."""
     nc = await nats.connect(nats_url)
     try:
+        # The library's secret (in the work dir, next to the node dirs) signs our requests.
+        secret = Path(node_dir).parent / "image-library.key"
         settings = settings_mod.load({}, data_dir=node_dir, node_id="bench",
-                                     image_library_url=library_url)
+                                     image_library_url=library_url,
+                                     image_library_secret_file=str(secret))
         cache = ImageCache(settings, nc, nc.jetstream())
         cpu = cpu_seconds(resource.RUSAGE_SELF)
         start = time.perf_counter()
