@@ -252,7 +252,7 @@ async def test_token_is_read_from_the_local_data_dir(tmp_path: Path) -> None:
         result = await Lq(env)("node", "list")
         assert result.code == 0, result.err
         assert result.out.split() == ["ID", "STATUS", "VIRT", "CPUS", "MEMORY", "DISK", "FREE",
-                                      "VMS", "HEARTBEAT"]
+                                      "VMS", "HEARTBEAT", "WARNINGS"]
 
 
 async def test_events_follow_resumes_across_an_api_restart(lq: Lq, stack: Stack,

@@ -62,7 +62,7 @@ async def test_import_list_download_and_delete_through_the_gateway(
     async with api.get("/v1/images", params={"state": "active", "os": "debian"}) as response:
         listed = await response.json()
     assert [i["id"] for i in listed["images"]] == [image_id]
-    async with api.get("/v1/images", params={"state": "available"}) as response:
+    async with api.get("/v1/images", params={"state": "remote"}) as response:
         assert len((await response.json())["images"]) == 5
     data = disk.read_bytes()
     async with api.get(f"/v1/images/{image_id}/file") as response:
@@ -138,7 +138,7 @@ async def test_catalog_import_by_id_and_in_use_refusal(
         await nc.drain()
     async with api.delete("/v1/images/rocky-9") as response:
         assert response.status == 200
-        assert (await response.json())["state"] == "available"
+        assert (await response.json())["state"] == "remote"
 
 
 async def test_bad_bodies_are_refused_with_422(

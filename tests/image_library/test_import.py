@@ -126,10 +126,10 @@ async def test_deleting_a_slow_download_cancels_it_and_removes_everything(
     assert library.leftovers(record.id) == []
 
 
-async def test_catalog_lists_shipped_images_as_available(
+async def test_catalog_lists_shipped_images_as_remote(
     library: Library, client: ImageLibraryClient,
 ) -> None:
-    listed = await client.list(ListImages(state="available"))
+    listed = await client.list(ListImages(state="remote"))
     by_id = {r.id: r for r in listed.images}
     assert {"ubuntu-22-04", "ubuntu-24-04", "debian-12", "rocky-9", "almalinux-9"} <= set(by_id)
     assert by_id["debian-12"].default_user == "debian"
@@ -137,7 +137,7 @@ async def test_catalog_lists_shipped_images_as_available(
     assert by_id["ubuntu-24-04"].source_url.startswith("https://cloud-images.ubuntu.com/noble/")
 
 
-async def test_catalog_entry_imports_in_one_call_and_delete_makes_it_available_again(
+async def test_catalog_entry_imports_in_one_call_and_delete_makes_it_remote_again(
     library: Library, client: ImageLibraryClient, origin: Origin, disk: Path,
 ) -> None:
     """No internet here: the entry is imported from a local mirror URL instead of its own."""
@@ -153,9 +153,9 @@ async def test_catalog_entry_imports_in_one_call_and_delete_makes_it_available_a
         await client.import_image(CreateImageRequest(catalog_id="debian-12"))
     assert caught.value.reply.code == "image_busy"
     deleted = await client.delete("debian-12")
-    assert deleted.state == "available"
+    assert deleted.state == "remote"
     again = await client.get("debian-12")
-    assert again.state == "available" and again.sha256 == ""
+    assert again.state == "remote" and again.sha256 == ""
     assert again.source_url.startswith("https://cloud.debian.org/")
     assert library.leftovers("debian-12") == []
 

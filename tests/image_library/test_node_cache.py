@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from nats.aio.client import Client
 
 from limiquantix.common import settings as settings_mod
@@ -15,10 +19,15 @@ from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.library_tokens import SECRET_FILE
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.image_cache import ImageCache, qcow2_backing_file
-from limiquantix.node_agent.image_cache_errors import ImageChecksumMismatch, ImageNotReady
+from limiquantix.node_agent.image_cache_errors import (
+    ImageChecksumMismatch,
+    ImageDownloadFailed,
+    ImageNotReady,
+)
 from limiquantix.node_agent.vm_files import qemu_gid
 from tests.image_library.conftest import Library, make_qcow2_with_data, sha256_file, wait_image
 from tests.image_library.counting_proxy import CountingProxy, start_proxy
+from tests.image_library.test_crash_mid_import import LibraryProcess, library_process  # noqa: F401
 from tests.image_library.origin import Origin
 
 
@@ -28,13 +37,14 @@ async def proxy(library: Library) -> AsyncIterator[CountingProxy]:
         yield counting
 
 
-def make_cache(tmp_path: Path, nc: Client, proxy: CountingProxy, max_gib: float = 50.0
-               ) -> ImageCache:
+def make_cache(tmp_path: Path, nc: Client, proxy: CountingProxy, max_gib: float = 50.0,
+               retry_s: float = 120.0) -> ImageCache:
     # The library fixture's data dir is tmp_path/library: its secret signs our requests.
     library_secret = tmp_path / "library" / SECRET_FILE
     settings = settings_mod.load({}, data_dir=str(tmp_path / "node"), node_id="node-t",
                                  image_library_url=proxy.url, image_cache_max_gib=max_gib,
-                                 image_library_secret_file=str(library_secret))
+                                 image_library_secret_file=str(library_secret),
+                                 transient_retry_s=retry_s)
     return ImageCache(settings, nc, nc.jetstream())
 
 
@@ -105,7 +115,7 @@ async def test_an_image_not_yet_imported_is_refused_with_a_hint(
 ) -> None:
     with pytest.raises(ImageNotReady) as caught:
         await make_cache(tmp_path, nc, proxy).ensure("debian-12")
-    assert "available" in caught.value.message
+    assert "remote" in caught.value.message
     assert "catalog_id" in caught.value.hint
 
 
@@ -147,3 +157,137 @@ async def test_after_a_reboot_a_cached_image_is_reverified_once_and_a_damaged_on
     again = await make_cache(tmp_path, nc, proxy).ensure(image_id)
     assert proxy.hits[f"/images/{image_id}/file"] == 2
     assert sha256_file(again.path) == again.sha256 == local.sha256
+
+
+class ThrottledProxy(CountingProxy):
+    """A CountingProxy that passes at most ``rate`` bytes/s and answers 502 while its upstream
+    is down (as a load balancer in front of a restarting library would)."""
+
+    def __init__(self, upstream: str, rate: int) -> None:
+        super().__init__(upstream)
+        self.rate = rate
+        self.ranges: list[str] = []
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        self.hits[request.path] += 1
+        if "Range" in request.headers:
+            self.ranges.append(request.headers["Range"])
+        headers = {n: request.headers[n] for n in ("Range", "Authorization")
+                   if n in request.headers}
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                self.upstream + request.path_qs, headers=headers,
+            ) as upstream:
+                response = web.StreamResponse(status=upstream.status)
+                for name in ("Content-Length", "Content-Range", "X-Checksum-Sha256", "ETag"):
+                    if name in upstream.headers:
+                        response.headers[name] = upstream.headers[name]
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(64 << 10):
+                    await response.write(chunk)
+                    await asyncio.sleep(len(chunk) / self.rate)
+                await response.write_eof()
+                return response
+        except aiohttp.ClientConnectorError:
+            return web.Response(status=502, text="upstream down")
+
+
+async def start_throttled(upstream: str, rate: int) -> AsyncIterator[ThrottledProxy]:
+    proxy = ThrottledProxy(upstream, rate)
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", proxy.forward)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    proxy.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        yield proxy
+    finally:
+        await runner.cleanup()
+
+
+async def _wait_partial(cache: ImageCache, at_least: int, timeout_s: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sizes = [p.stat().st_size for p in cache.root.glob(".partial/*.part")]
+        if sizes and max(sizes) >= at_least:
+            return max(sizes)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no partial download of {at_least} bytes within {timeout_s} s")
+
+
+async def test_a_library_killed_mid_download_and_restarted_costs_time_not_the_image(
+    tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin,
+    library_process: LibraryProcess,
+) -> None:
+    """Issue 11 row 7: the download resumes (Range) after the restart and verifies; a `get`
+    made while the library is down waits for it too."""
+    big = await imported(client, origin, "big.qcow2", mib=12)
+    small = await imported(client, origin, "small.qcow2", mib=1)
+    async for proxy in start_throttled(f"http://127.0.0.1:{library_process.port}", 2 << 20):
+        cache = make_cache(tmp_path, nc, proxy, retry_s=60)
+        download = asyncio.ensure_future(cache.ensure(big))
+        cut_at = await _wait_partial(cache, 3 << 20)
+        await library_process.kill()
+        later = asyncio.ensure_future(cache.ensure(small))  # its catalog get finds no library
+        await asyncio.sleep(2.0)
+        assert not download.done() and not later.done()  # waiting, not failed
+        await library_process.start()
+        local = await asyncio.wait_for(download, 60)
+        assert local.sha256 == sha256_file(origin.root / "big.qcow2") == sha256_file(local.path)
+        assert (await asyncio.wait_for(later, 60)).sha256 == sha256_file(
+            origin.root / "small.qcow2")
+        resumed = [int(r[6:].rstrip("-")) for r in proxy.ranges]
+        assert resumed and max(resumed) >= cut_at  # continued, not started over
+        assert not list(cache.root.glob(".partial/*"))
+
+
+async def test_a_download_the_library_refuses_for_good_fails_at_once(
+    tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, library: Library,
+    proxy: CountingProxy,
+) -> None:
+    """A 404 (the file is gone from the store) is final: no retry for LQ_TRANSIENT_RETRY_S."""
+    image_id = await imported(client, origin, "gone.qcow2")
+    (library.store / "files" / image_id).unlink()
+    cache = make_cache(tmp_path, nc, proxy, retry_s=60)
+    started = time.monotonic()
+    with pytest.raises(ImageDownloadFailed) as caught:
+        await cache.ensure(image_id)
+    assert caught.value.details["status"] == 404
+    assert time.monotonic() - started < 5
+    assert proxy.hits[f"/images/{image_id}/file"] == 1
+
+
+async def test_partial_downloads_a_killed_agent_left_are_removed_at_start(
+    tmp_path: Path, nc: Client, library: Library, proxy: CountingProxy,
+) -> None:
+    """Issue 11 row 11: nothing is in flight at start, so every partial file is an orphan."""
+    cache = make_cache(tmp_path, nc, proxy)
+    partial = cache.root / ".partial"
+    partial.mkdir(parents=True)
+    orphan = partial / f"{'a' * 64}.part"
+    orphan.write_bytes(os.urandom(3 << 20))
+    (partial / f"{'b' * 64}.json.tmp").write_bytes(b"{}")
+    assert await make_cache(tmp_path, nc, proxy).remove_orphaned_partials() == (3 << 20) + 2
+    assert list(partial.iterdir()) == []
+
+
+async def test_eviction_counts_downloads_in_flight_and_removes_orphaned_ones(
+    tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, proxy: CountingProxy,
+) -> None:
+    ids = [await imported(client, origin, f"ev{i}.qcow2", mib=2) for i in range(2)]
+    cache = make_cache(tmp_path, nc, proxy, max_gib=5.0 / 1024)  # room for two 2 MiB images
+    first = await cache.ensure(ids[0])
+    in_flight = cache.root / ".partial" / f"{'c' * 64}.part"
+    in_flight.write_bytes(os.urandom(2 << 20))
+    cache._flights["c" * 64] = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    orphan = cache.root / ".partial" / f"{'d' * 64}.part"
+    orphan.write_bytes(os.urandom(4 << 20))
+    await asyncio.sleep(0.01)
+    second = await cache.ensure(ids[1])  # 2 + 2 cached + 2 in flight > 5: the oldest goes
+    assert not orphan.exists()  # a partial file nobody downloads is an orphan
+    assert in_flight.exists() and second.path.exists()
+    assert not first.path.exists()
+    assert {c.image_id for c in cache.cached()} == {ids[1]}
+    cache._flights.clear()

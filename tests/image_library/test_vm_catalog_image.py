@@ -31,7 +31,7 @@ async def test_three_vms_on_one_uncached_catalog_image_cause_one_download(
         async for proxy in start_proxy(stack.image_library_url):
             await stack.start_node("node-a", LQ_IMAGE_LIBRARY_URL=proxy.url, LQ_NODE_VCPUS="16")
             vms = await asyncio.gather(*(
-                create_vm(api, name=unique_name(), image="debian-12", memory_mib=256, disk_gib=1)
+                create_vm(api, name=unique_name(), image="debian-12", memory_mib=256, disk_gib=3)
                 for _ in range(3)
             ))
             for vm in vms:
