@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: the whole system started for real (subprocesses), per test."""
+"""Hooks and fixtures shared by every test: markers and time limits by kind of test, and the
+whole system started for real (subprocesses), per test. Helpers live in ``tests/support``."""
 
 from __future__ import annotations
 
@@ -27,6 +28,30 @@ FAST_ENV = {
     # loopback by default; tests/security checks that refusal on stacks of its own).
     "LQ_IMPORT_ALLOWED_NETWORKS": "127.0.0.0/8",
 }
+
+# Fixtures that start the whole system: a test using one is marked ``stack``.
+STACK_FIXTURES = frozenset({"stack", "ui_stack"})
+
+# Per-test time limits (setup and teardown included) raised from pyproject's default (60 s) by a
+# test's marks; the largest applies. Measured: a stack starts in ~2-4 s and the slowest stack
+# tests take ~60-100 s on a busy 2-core machine; QEMU (e2e) tests up to ~2 min; a real guest
+# boots in ~45 s under TCG but its image is built by debootstrap on first use (~10 min).
+MARK_TIMEOUTS_S = {"stack": 300.0, "e2e": 300.0, "browser": 300.0, "fuzz": 300.0,
+                   "guest": 900.0}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests that start the whole system ``stack``, and give slow marks a longer timeout
+    (unless the test sets its own with ``pytest.mark.timeout`` or ``--timeout`` is given)."""
+    explicit_timeout = config.getoption("timeout", None) is not None
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+        if explicit_timeout or item.get_closest_marker("timeout") is not None:
+            continue
+        limits = [s for mark, s in MARK_TIMEOUTS_S.items() if item.get_closest_marker(mark)]
+        if limits:
+            item.add_marker(pytest.mark.timeout(max(limits)))
 
 
 @pytest.fixture

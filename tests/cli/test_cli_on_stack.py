@@ -14,10 +14,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from limiquantix.common.nats_server import free_port
 from limiquantix.local.stack import Stack
 from tests.cli.conftest import LQ, Lq, base_env, make_data_qcow2
 from tests.flows import make_qcow2, unique_name
+
+pytestmark = pytest.mark.stack
 
 
 def api_get(stack: Stack, path: str) -> tuple[int, Any]:

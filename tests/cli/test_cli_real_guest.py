@@ -24,7 +24,7 @@ from limiquantix.local.stack import Stack
 from tests.cli.conftest import LQ, Lq, _Files, base_env
 from tests.flows import unique_name
 
-pytestmark = [pytest.mark.e2e, pytest.mark.guest, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
 
 ENV = {
     "LQ_HEARTBEAT_INTERVAL_S": "1",

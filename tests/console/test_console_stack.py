@@ -28,7 +28,7 @@ from tests.console import rfb
 from tests.console.test_browser import CANVAS_STATS, CONNECT_TIMEOUT_MS, browser, page
 from tests.flows import action, create_vm, make_qcow2, unique_name, wait_state
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 __all__ = ["browser", "page"]  # fixtures shared with test_browser.py
 
 

@@ -15,7 +15,7 @@ from limiquantix.local.stack import Stack
 from tests.conftest import FAST_ENV
 from tests.flows import action, create_vm, make_qcow2, unique_name, wait_gone, wait_state
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 
 def domain_xml(name: str) -> ET.Element:

@@ -25,7 +25,7 @@ from limiquantix.local.stack import Stack
 from tests.flows import action, create_vm, get_vm, unique_name, wait_gone, wait_state
 from tests.guest.guest_vm import Ssh, fingerprint_of, free_port, keygen, scan_host_keys
 
-pytestmark = [pytest.mark.guest, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
 
 READY_TIMEOUT_S = 900  # TCG on a shared 2-core machine: 45 s when idle, minutes when busy
 ENV = {

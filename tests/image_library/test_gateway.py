@@ -22,6 +22,8 @@ from limiquantix.local.stack import Stack
 from tests.image_library.conftest import make_qcow2_with_data, sha256_file
 from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
 
+pytestmark = pytest.mark.stack
+
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Stack, aiohttp.ClientSession]]:

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from limiquantix.local.stack import Stack
 from limiquantix.node_agent.image_cache import qcow2_backing_file
@@ -14,6 +15,8 @@ from tests.image_library.conftest import sha256_file
 from tests.image_library.counting_proxy import start_proxy
 from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
 from tests.image_library.test_gateway import _wait as wait_image
+
+pytestmark = pytest.mark.stack
 
 
 async def test_three_vms_on_one_uncached_catalog_image_cause_one_download(

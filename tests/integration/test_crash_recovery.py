@@ -6,10 +6,13 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from limiquantix.local.stack import Stack
 from tests.conftest import FAST_ENV
 from tests.flows import create_vm, make_qcow2, unique_name, wait_state
+
+pytestmark = pytest.mark.stack
 
 
 async def test_agent_killed_before_ack_then_restarted_makes_exactly_one_vm(

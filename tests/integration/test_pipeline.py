@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from limiquantix.local.stack import Stack
 from tests.conftest import FAST_ENV
@@ -20,6 +21,8 @@ from tests.flows import (
     wait_gone,
     wait_state,
 )
+
+pytestmark = pytest.mark.stack
 
 
 def vm_files(stack: Stack, node: str, vm_id: str) -> list[str]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from limiquantix.local.stack import Stack
 from tests.conftest import FAST_ENV
 from tests.flows import create_vm, make_qcow2, unique_name, wait_state
+
+pytestmark = pytest.mark.stack
 
 
 async def test_vms_go_to_the_node_with_most_free_memory_and_explicit_node_wins(
