@@ -13,6 +13,15 @@ make every VM create wait for the disk to flush gigabytes); its sidecar records 
 boot id instead. Pages not yet written back are lost only with the machine, i.e. across a
 boot, so the first use of an image after a different boot re-hashes it once (a damaged file
 is discarded and fetched again). A crash of the agent alone loses nothing.
+
+Transient failures do not fail a create (issue 11): a library that does not answer the catalog
+``get``, or a download cut, refused or answered 5xx, is retried with the one backoff policy
+(``common.retry``) for up to ``LQ_TRANSIENT_RETRY_S`` without progress; a download continues
+from its partial file (``Range``). Meanwhile the VM stays ``creating`` with its last
+``image_progress``, and the log says what is retried. A 404/403 or a checksum mismatch is final.
+
+Partial downloads live in ``.partial/``: what a killed agent left there is removed at start and
+by eviction (only files of downloads in flight stay), and counted against the cache's limit.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from limiquantix.common.library_tokens import (
     node_key,
     sign,
 )
+from limiquantix.common.retry import retry_transient
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.image_cache_errors import (
@@ -50,7 +60,7 @@ from limiquantix.node_agent.image_cache_errors import (
     ImageDownloadFailed,
     ImageNotReady,
 )
-from limiquantix.node_agent.image_fetch import FetchError, FetchProgress, fetch
+from limiquantix.node_agent.image_fetch import Fetched, FetchError, FetchProgress, fetch
 from limiquantix.node_agent.local_image import ImageFormat, LocalImage
 from limiquantix.node_agent.vm_files import ensure_traversable, restrict_dir, restrict_file
 
@@ -59,11 +69,22 @@ log = structlog.get_logger()
 Progress = Callable[[int, int | None], Awaitable[None]]
 
 PROGRESS_INTERVAL_S = 0.5
-READ_TIMEOUT_S = 120.0  # no byte for this long: the image library is gone
+READ_TIMEOUT_S = 30.0  # no byte for this long: the connection is dead (and retried)
 PARTIAL_DIR_MODE = 0o700  # downloads in progress: this agent only
 SIDECAR_MODE = 0o600
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")  # it names files here: nothing else may pass
 QCOW2_MAGIC = b"QFI\xfb"
+
+
+def _progress_probe(progress: FetchProgress) -> Callable[[], bool]:
+    """True when the download got further since the last call (a retry's deadline restarts)."""
+    seen = progress.done
+
+    def progressed() -> bool:
+        nonlocal seen
+        moved, seen = progress.done > seen, progress.done
+        return moved
+    return progressed
 
 
 class CachedImage(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,6 +190,35 @@ class ImageCache:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def remove_orphaned_partials(self) -> int:
+        """Remove what downloads of an earlier run left in ``.partial`` (call at start, before
+        any fetch); the bytes freed."""
+        if self._flights:
+            return 0  # never under a download in flight
+        return await asyncio.to_thread(self._remove_partials, set(), "*")
+
+    def _remove_partials(self, keep: set[str], pattern: str = "*.part") -> int:
+        """Remove partial files of downloads not in ``keep`` (sha256s in flight). While the
+        agent runs only ``*.part`` (a sidecar's ``.json.tmp`` may be in the middle of its
+        rename)."""
+        freed = 0
+        for path in self._partial.glob(pattern) if self._partial.is_dir() else ():
+            if path.name.split(".", 1)[0] in keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+                log.info("orphaned partial download removed", file=path.name, bytes=size)
+        return freed
+
+    def _partial_bytes(self) -> int:
+        total = 0
+        for path in self._partial.glob("*") if self._partial.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
+
     def cached(self) -> list[CachedImage]:
         """Every image in the cache."""
         found = []
@@ -190,7 +240,11 @@ class ImageCache:
                     log.warning("image library unreachable; using the cached copy",
                                 image_id=image_id)
                     return entry
-            raise
+            # Not here either: wait for the library (it may be restarting).
+            record = await retry_transient(
+                lambda: self._client.get(image_id), what="image library get",
+                deadline_s=self._settings.transient_retry_s,
+                transient=lambda exc: isinstance(exc, Unavailable), image_id=image_id)
         if record.state != ImageState.ACTIVE or not record.sha256:
             raise ImageNotReady(
                 f"image {image_id!r} is {record.state}, not active"
@@ -293,34 +347,45 @@ class ImageCache:
         os.replace(tmp, self.root / f"{entry.sha256}.json")
 
     async def _download(self, record: ImageRecord, part: Path) -> str:
-        """Fetch the file in worker threads (image_fetch) while reporting progress here."""
+        """Fetch the file, retrying transient failures (resuming the partial file) until
+        ``transient_retry_s`` passes without a byte of progress."""
         url = f"{self._settings.effective_image_library_url}/images/{record.id}/file"
         secret = await asyncio.to_thread(load_or_create_secret, self._settings)
         token = sign(node_key(secret), service=f"{NODE_SERVICE_PREFIX}{self._node}",
                      image_id=record.id, method="GET")
         progress = FetchProgress()
+        try:
+            fetched = await retry_transient(
+                lambda: self._download_once(record, url, part, bearer(token), progress),
+                what="image download", deadline_s=self._settings.transient_retry_s,
+                transient=lambda exc: isinstance(exc, FetchError) and exc.transient,
+                progressed=_progress_probe(progress), image_id=record.id)
+        except FetchError as exc:
+            raise ImageDownloadFailed(
+                f"fetching image {record.id!r} from the image library failed: {exc}",
+                image_id=record.id, status=exc.status,
+            ) from None
+        return fetched.sha256
+
+    async def _download_once(self, record: ImageRecord, url: str, part: Path,
+                             headers: dict[str, str], progress: FetchProgress) -> Fetched:
+        """One attempt in worker threads (image_fetch), reporting progress here."""
         cancel = threading.Event()
         fetching = asyncio.ensure_future(asyncio.to_thread(
             fetch, url, part, progress=progress, cancel=cancel, timeout_s=READ_TIMEOUT_S,
-            headers=bearer(token),
+            headers=headers, resume=True,
         ))
         try:
             while not fetching.done():
                 await asyncio.wait({fetching}, timeout=PROGRESS_INTERVAL_S)
                 self._check_announced(record, progress)
                 await self._progress(record, progress.done, progress.total)
-            fetched = fetching.result()
-        except FetchError as exc:
-            raise ImageDownloadFailed(
-                f"fetching image {record.id!r} from the image library failed: {exc}",
-                image_id=record.id, status=exc.status,
-            ) from None
+            return fetching.result()
         finally:
             if not fetching.done():  # cancelled, or the announced checksum is wrong
                 cancel.set()  # the threads stop at their next buffer
                 await asyncio.wait({fetching})
                 fetching.exception()  # FetchCancelled: expected, and retrieved here
-        return fetched.sha256
 
     @staticmethod
     def _check_announced(record: ImageRecord, progress: FetchProgress) -> None:
@@ -357,13 +422,18 @@ class ImageCache:
         return used
 
     def _evict(self, keep: set[str]) -> None:
-        """Remove least recently used, unused images (not in ``keep``) until the cache fits."""
+        """Remove least recently used, unused images (not in ``keep``) until the cache fits.
+
+        Partial files of downloads not in flight are orphans (a crash) and go first; those in
+        flight count against the limit: they are on the disk as much as finished images.
+        """
+        self._remove_partials(keep)
         entries = []
         for entry in self.cached():
             with contextlib.suppress(FileNotFoundError):
                 st = self._file(entry).stat()
                 entries.append((st.st_mtime, st.st_size, entry))
-        total = sum(size for _, size, _ in entries)
+        total = sum(size for _, size, _ in entries) + self._partial_bytes()
         if total <= self._max_bytes:
             return
         in_use = self.backing_files_in_use()

@@ -65,6 +65,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         recorder = Recorder(js, store, node_id)
         cache = ImageCache(settings, nc, js)
         stack.push_async_callback(cache.close)  # cancels downloads in flight when we stop
+        await cache.remove_orphaned_partials()  # a killed run's downloads: none is in flight
         ctx = AgentContext(
             settings=settings, node_id=node_id, virt_type=kind,
             host=host, store=store, recorder=recorder,

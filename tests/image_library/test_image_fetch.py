@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from limiquantix.common.nats_server import free_port
 from limiquantix.node_agent.image_fetch import FetchCancelled, FetchError, FetchProgress, fetch
 from tests.image_library.conftest import make_qcow2_with_data, sha256_file
 from tests.image_library.origin import Origin
@@ -50,3 +51,50 @@ async def test_fetch_stops_when_cancelled(origin: Origin, tmp_path: Path) -> Non
     with pytest.raises(FetchCancelled):
         await asyncio.wait_for(task, 10)
     assert (tmp_path / "out").stat().st_size < source.stat().st_size
+
+
+async def test_a_refused_connection_and_a_5xx_are_transient_a_404_is_final(
+        origin: Origin, tmp_path: Path) -> None:
+    def attempt(url: str) -> FetchError:
+        with pytest.raises(FetchError) as caught:
+            fetch(url, tmp_path / "out", progress=FetchProgress(), cancel=threading.Event())
+        return caught.value
+
+    closed = free_port()  # nothing listens there
+    assert (await asyncio.to_thread(attempt, f"http://127.0.0.1:{closed}/f")).transient
+    for status, transient in ((503, True), (500, True), (429, True), (404, False),
+                              (403, False)):
+        error = await asyncio.to_thread(attempt, f"{origin.url}/status/{status}")
+        assert (error.status, error.transient) == (status, transient)
+    make_qcow2_with_data(origin.root / "f.qcow2")
+    cut = await asyncio.to_thread(attempt, origin.file_url("f.qcow2", truncate=1 << 20))
+    assert cut.transient  # the peer went away mid-body
+
+
+async def test_a_resumed_fetch_asks_for_the_rest_and_hashes_the_whole_file(
+        origin: Origin, tmp_path: Path) -> None:
+    source = make_qcow2_with_data(origin.root / "f.qcow2", mib=6)
+    out = tmp_path / "out"
+    with pytest.raises(FetchError):
+        await asyncio.to_thread(fetch, origin.file_url("f.qcow2", truncate=(2 << 20) + 123),
+                                out, progress=FetchProgress(), cancel=threading.Event())
+    have = out.stat().st_size
+    assert 0 < have < source.stat().st_size
+    progress = FetchProgress()
+    fetched = await asyncio.to_thread(fetch, origin.file_url("f.qcow2"), out, progress=progress,
+                                      cancel=threading.Event(), resume=True)
+    assert origin.ranges[-1] == f"bytes={have}-"
+    assert fetched.sha256 == sha256_file(source) == sha256_file(out)
+    assert fetched.size == progress.done == progress.total == source.stat().st_size
+
+
+async def test_a_resume_the_server_answers_with_the_whole_file_starts_over(
+        origin: Origin, tmp_path: Path) -> None:
+    source = make_qcow2_with_data(origin.root / "f.qcow2")
+    out = tmp_path / "out"
+    out.write_bytes(b"x" * 4096)  # not a prefix of the file: If-Range would say so
+    # The origin ignores Range when If-Range does not match: a 200 with the whole file.
+    fetched = await asyncio.to_thread(fetch, origin.file_url("f.qcow2"), out,
+                                      progress=FetchProgress(), cancel=threading.Event(),
+                                      resume=True, headers={"If-Range": '"other"'})
+    assert fetched.sha256 == sha256_file(source) == sha256_file(out)

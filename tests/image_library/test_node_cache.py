@@ -14,9 +14,11 @@ import pytest
 from aiohttp import web
 from nats.aio.client import Client
 
+from limiquantix.common import nats_auth, nats_client
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.library_tokens import SECRET_FILE
+from limiquantix.common.nats_server import NatsServer
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.image_cache import ImageCache, qcow2_backing_file
 from limiquantix.node_agent.image_cache_errors import (
@@ -27,8 +29,8 @@ from limiquantix.node_agent.image_cache_errors import (
 from limiquantix.node_agent.vm_files import qemu_gid
 from tests.image_library.conftest import Library, make_qcow2_with_data, sha256_file, wait_image
 from tests.image_library.counting_proxy import CountingProxy, start_proxy
-from tests.image_library.test_crash_mid_import import LibraryProcess, library_process  # noqa: F401
 from tests.image_library.origin import Origin
+from tests.image_library.test_crash_mid_import import LibraryProcess
 
 
 @pytest.fixture
@@ -207,6 +209,19 @@ async def start_throttled(upstream: str, rate: int) -> AsyncIterator[ThrottledPr
         await runner.cleanup()
 
 
+@pytest.fixture
+async def library_process(tmp_path: Path, nats_server: NatsServer
+                          ) -> AsyncIterator[LibraryProcess]:
+    """lq-image-library as a process the test may SIGKILL (JetStream laid out as by a gateway)."""
+    async with nats_client.connect(nats_server.url, name="test",
+                                   creds=str(nats_server.creds_for(nats_auth.API))) as setup:
+        await nats_client.ensure_jetstream(setup.jetstream(), heartbeat_interval_s=1.0)
+    running = LibraryProcess(tmp_path / "library", nats_server)
+    await running.start()
+    yield running
+    await running.stop()
+
+
 async def _wait_partial(cache: ImageCache, at_least: int, timeout_s: float = 20.0) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -247,14 +262,15 @@ async def test_a_download_the_library_refuses_for_good_fails_at_once(
     tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, library: Library,
     proxy: CountingProxy,
 ) -> None:
-    """A 404 (the file is gone from the store) is final: no retry for LQ_TRANSIENT_RETRY_S."""
+    """A 4xx (here the library's 409: the file is gone from its store) is final: no retry for
+    LQ_TRANSIENT_RETRY_S."""
     image_id = await imported(client, origin, "gone.qcow2")
     (library.store / "files" / image_id).unlink()
     cache = make_cache(tmp_path, nc, proxy, retry_s=60)
     started = time.monotonic()
     with pytest.raises(ImageDownloadFailed) as caught:
         await cache.ensure(image_id)
-    assert caught.value.details["status"] == 404
+    assert caught.value.details["status"] == 409
     assert time.monotonic() - started < 5
     assert proxy.hits[f"/images/{image_id}/file"] == 1
 
