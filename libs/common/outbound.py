@@ -140,7 +140,7 @@ class OutboundPolicy:
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_UNSPEC) -> list[ResolveResult]:
-        """Resolve ``host`` once (the loop's getaddrinfo runs in a thread); all addresses checked."""
+        """Resolve ``host`` once (getaddrinfo in a thread); every address is checked."""
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(loop.getaddrinfo(
