@@ -28,9 +28,10 @@ WAIT_TARGETS: dict[str, tuple[str, ...]] = {
     "reboot": UP,
     "pause": (VmState.PAUSED,),
     "resume": UP,
+    "retry": UP,
     "delete": (GONE,),
 }
-ACTIONS = ("start", "stop", "force-stop", "reboot", "pause", "resume")
+ACTIONS = ("start", "stop", "force-stop", "reboot", "pause", "resume", "retry")
 _json = msgspec.json.Encoder()
 
 

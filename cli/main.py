@@ -144,7 +144,8 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--json", action="store_true", help="the record as JSON")
 
     for name in (*commands_vm.ACTIONS, "delete"):
-        verb = {"force-stop": "Power off", "delete": "Delete (domain and files)"}.get(
+        verb = {"force-stop": "Power off", "delete": "Delete (domain and files)",
+                "retry": "Retry what failed (create or start) for"}.get(
             name, name.capitalize())
         p = b.leaf(vm, name, commands_vm.action, f"{verb} one or more VMs",
                    f"lq vm {name} web-1 --wait")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from limiquantix.api.problems import validation_error
+from limiquantix.common.errors import InvalidRequest
 
 T = TypeVar("T")
 
@@ -16,15 +18,40 @@ _encoder = msgspec.json.Encoder()
 
 
 async def decode_body(request: web.Request, body_type: type[T]) -> T:
-    """The request body as ``body_type``; 422 ``invalid_request`` (with the JSON path) if not."""
+    """The request body as ``body_type``; 422 ``invalid_request`` (with the JSON path) if not.
+
+    A body is required (an empty one used to mean "all defaults": an empty cloud-init update
+    wiped keys and password), and a key given twice is refused rather than the last one winning.
+    """
     decoder = _decoders.get(body_type)
     if decoder is None:
         decoder = _decoders[body_type] = msgspec.json.Decoder(body_type)
     raw = await request.read()
+    if not raw.strip():
+        raise InvalidRequest("a JSON body is required",
+                             hint="Send a JSON object with Content-Type: application/json.")
     try:
-        return decoder.decode(raw or b"{}")  # type: ignore[no-any-return]
+        value = decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise validation_error(exc) from None
+    _refuse_duplicate_keys(raw)
+    return value  # type: ignore[no-any-return]
+
+
+def _reject_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidRequest(f"the key {key!r} is given twice in one JSON object",
+                                 hint="Send each field once.")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _refuse_duplicate_keys(raw: bytes) -> None:
+    """msgspec keeps the last of duplicate keys; the stdlib parser lets us see them (bodies are
+    small and already valid JSON here)."""
+    json.loads(raw, object_pairs_hook=_reject_pairs)
 
 
 def complete(value: Any) -> Any:

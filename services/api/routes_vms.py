@@ -371,6 +371,19 @@ def _action_handler(action: VmAction) -> Callable[[web.Request], Awaitable[web.R
     return handler
 
 
+async def retry_vm(request: web.Request) -> web.Response:
+    """POST /v1/vms/{vm}/retry: a VM in ``error`` tries again what failed once its cause is
+    gone — the create when the failed create left nothing (``holds_resources`` false), else
+    a start."""
+    vm = await resolve(request.app, request.match_info["vm"])
+    if vm.state != VmState.ERROR:
+        raise IllegalTransition(
+            f"only a VM in error can be retried; {vm.name!r} is {vm.state}",
+            hint="Use the action you want (start, stop, ...) instead.",
+            vm_id=vm.id, state=vm.state, action="retry")
+    return await _act(request, VmAction.START)
+
+
 async def delete_vm(request: web.Request) -> web.Response:
     """DELETE /v1/vms/{vm}?force=: 202; the node removes domain, files and record.
 
@@ -491,6 +504,9 @@ OPENAPI = OpenApiPart(tag="vms", operations=(
     *(Operation(method="POST", path=f"/v1/vms/{{vm}}/{action.value}",
                 summary=f"{action.value} the VM", response=VmRecord, status=202,
                 errors=(404, 409)) for action in ACTIONS),
+    Operation(method="POST", path="/v1/vms/{vm}/retry",
+              summary="Try again what failed (the create, or a start) for a VM in error",
+              response=VmRecord, status=202, errors=(404, 409)),
     Operation(method="GET", path="/v1/vms/{vm}/console-log",
               summary="Tail of the serial console log (from the VM's node)",
               media_type="text/plain", errors=(404, 503),
@@ -514,6 +530,7 @@ def setup(app: web.Application) -> None:
     app.router.add_delete("/v1/vms/{vm}", delete_vm)
     for action in ACTIONS:
         app.router.add_post(f"/v1/vms/{{vm}}/{action.value}", _action_handler(action))
+    app.router.add_post("/v1/vms/{vm}/retry", retry_vm)
     app.router.add_post("/v1/vms/{vm}/cloud-init", update_cloud_init)
     app.router.add_get("/v1/vms/{vm}/console-log", console_log)
     app.cleanup_ctx.append(_idempotency_ctx)

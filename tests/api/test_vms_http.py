@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from limiquantix.common import subjects
-from limiquantix.common.commands import CreateVm, DeleteVm, StopVm, UpdateCloudInit
+from limiquantix.common.commands import CreateVm, DeleteVm, StartVm, StopVm, UpdateCloudInit
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord, VmState
 from tests.api.conftest import Gateway
@@ -236,3 +236,42 @@ async def test_a_command_jetstream_will_not_take_leaves_the_vm_in_error(gw: Gate
     record, _ = await (await store(gw)).get(vm["id"])
     assert record.state == VmState.ERROR and record.error is not None
     assert record.error.code == "command_not_queued" and record.error.hint
+
+
+async def test_retry_of_a_failed_create_that_released_everything_sends_the_create_again(
+        gw: Gateway) -> None:
+    await gw.heartbeat("node-a")
+    _, vm = await post(gw, "/v1/vms", BODY)
+    status, problem = await post(gw, f"/v1/vms/{vm['id']}/retry")
+    assert status == 409 and problem["code"] == "illegal_transition"  # pending: nothing failed
+    await (await store(gw)).update(vm["id"], lambda r: msgspec.structs.replace(
+        r, state=VmState.ERROR, holds_resources=False))
+    await gw.heartbeat("node-a")
+    status, retried = await post(gw, f"/v1/vms/{vm['id']}/retry")
+    assert status == 202 and retried["state"] == "pending" and retried["holds_resources"]
+    command = (await gw.commands("node-a"))[-1]
+    assert isinstance(command, CreateVm) and command.vm_id == vm["id"]
+
+
+async def test_retry_of_a_vm_in_error_with_its_domain_is_a_start(gw: Gateway) -> None:
+    await gw.heartbeat("node-a")
+    _, vm = await post(gw, "/v1/vms", BODY)
+    await set_state(gw, vm["id"], VmState.ERROR)
+    status, retried = await post(gw, f"/v1/vms/{vm['id']}/retry")
+    assert status == 202 and retried["state"] == "starting"
+    assert isinstance((await gw.commands("node-a"))[-1], StartVm)
+
+
+async def test_an_empty_body_or_a_key_given_twice_is_refused_and_changes_nothing(
+        gw: Gateway) -> None:
+    await gw.heartbeat("node-a")
+    _, vm = await post(gw, "/v1/vms", {**BODY, "cloud_init": {"ssh_authorized_keys": []}})
+    for raw in (b"", b"  ", b'{"user": "a", "user": "b"}'):
+        async with gw.client.post(f"/v1/vms/{vm['id']}/cloud-init", data=raw,
+                                  headers={**gw.auth, "Content-Type": "application/json"}) as r:
+            problem = await r.json()
+            assert r.status == 422 and problem["code"] == "invalid_request", problem
+    async with gw.client.post("/v1/vms", data=b'{"name": "a", "name": "b"}',
+                              headers={**gw.auth, "Content-Type": "application/json"}) as r:
+        assert r.status == 422 and "twice" in (await r.json())["detail"]
+    assert (await get(gw, f"/v1/vms/{vm['id']}"))[1]["instance_id"] == vm["instance_id"]

@@ -521,6 +521,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/vms/{vm}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Try again what failed (the create, or a start) for a VM in error */
+        post: operations["post_v1_vms_vm_retry"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/vms/{vm}/start": {
         parameters: {
             query?: never;
@@ -1063,7 +1080,7 @@ export interface components {
          * @description Where a VM is in its life. See docs/architecture.md for the transition table.
          * @enum {unknown}
          */
-        VmState: "creating" | "deleting" | "error" | "paused" | "pending" | "ready" | "rebooting" | "running" | "starting" | "stopped" | "stopping";
+        VmState: "creating" | "deleting" | "error" | "paused" | "pending" | "ready" | "rebooting" | "running" | "starting" | "stopped" | "stopping" | "unknown";
         /**
          * VncEndpoint
          * @description Where the node exposes the VM's VNC display (reachable from the gateway).
@@ -2348,7 +2365,10 @@ export interface operations {
     };
     delete_v1_vms_vm: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description for a VM whose node is offline: remove it now; the node removes its domain and files if it returns */
+                force?: boolean;
+            };
             header?: never;
             path: {
                 vm: string;
@@ -2386,6 +2406,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2791,6 +2820,64 @@ export interface operations {
         };
     };
     post_v1_vms_vm_resume: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_retry: {
         parameters: {
             query?: never;
             header?: never;
