@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import structlog
 from nats.js.kv import KeyValue
 
 from limiquantix.common.base import utcnow
-from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity, node_encoder
+from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity, node_encoder, vm_digest
 from limiquantix.common.runner import package_version
 from limiquantix.common.settings import Settings
 from limiquantix.node_agent.record_view import NodeRecords
@@ -42,6 +43,16 @@ def allocatable(settings: Settings) -> tuple[int, int]:
                     memory_ratio=settings.memory_allocation_ratio, reserved_memory_mib=reserved)
 
 
+async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
+    """Return when either event is set."""
+    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 def _dir_bytes(path: Path) -> int:
     if not path.is_dir():
         return 0
@@ -58,13 +69,16 @@ class Heartbeat:
 
     def __init__(self, settings: Settings, bucket: KeyValue, records: NodeRecords, *,
                  node_id: str, virt_type: str,
-                 warnings: tuple[NodeWarning, ...] = ()) -> None:
+                 warnings: tuple[NodeWarning, ...] = (),
+                 live_warnings: Callable[[], tuple[NodeWarning, ...]] = tuple) -> None:
         self._settings = settings
         self._bucket = bucket
         self._records = records
         self._node_id = node_id
         self._virt_type = virt_type
-        self._warnings = warnings
+        self._warnings = warnings  # found at start
+        self._live_warnings = live_warnings  # true now (e.g. libvirt disconnected)
+        self._nudged = asyncio.Event()
         self._started_at: datetime = utcnow()
         self._version = package_version()
 
@@ -83,11 +97,12 @@ class Heartbeat:
             cpu_allocation_ratio=self._settings.cpu_allocation_ratio,
             memory_allocation_ratio=self._settings.memory_allocation_ratio,
             vcpus_capacity=vcpus_capacity, memory_mib_capacity=memory_capacity,
-            warnings=self._warnings,
+            warnings=self._warnings + self._live_warnings(),
             disk_free_gib=disk_free,
             allocated_vcpus=sum(r.vcpus for r in holding),
             allocated_memory_mib=sum(r.memory_mib for r in holding),
-            vm_count=len(records), vm_ids=tuple(sorted(r.id for r in records)),
+            # Counts and a digest, never every id: the beat stays ~1 KiB at any VM count.
+            vm_count=len(records), vm_digest=vm_digest(r.id for r in records),
             image_cache_bytes=cache_bytes, heartbeat_at=utcnow(), started_at=self._started_at,
         )
 
@@ -100,13 +115,19 @@ class Heartbeat:
         changed = self._records.changed
         while True:
             changed.clear()
+            self._nudged.clear()
             try:
                 await self.beat()
             except Exception as exc:
                 log.warning("heartbeat failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self._settings.heartbeat_interval_s)
+                await asyncio.wait_for(_either(changed, self._nudged),
+                                       self._settings.heartbeat_interval_s)
                 await asyncio.sleep(PROMPT_BEAT_DELAY_S)  # one beat for a burst of creates
+
+    def nudge(self) -> None:
+        """Beat soon: something the beat reports changed (a warning came or went)."""
+        self._nudged.set()
 
     async def remove(self) -> None:
         """Withdraw this node at once (a clean stop), instead of waiting for the TTL."""

@@ -1,0 +1,70 @@
+"""The heartbeat at scale (issue 11 row 13): counts and a digest, never every VM id, so a node
+with 30,000 VMs still fits in one NATS message (1 MiB max payload)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import nats
+
+from limiquantix.common import nats_auth, nats_client, subjects
+from limiquantix.common.base import utcnow
+from limiquantix.common.nats_server import NatsServer
+from limiquantix.common.nodes import node_decoder, vm_digest
+from limiquantix.common.vm_store import encode_record
+from limiquantix.common.vms import VmRecord
+from limiquantix.node_agent.heartbeat import Heartbeat
+from limiquantix.node_agent.record_view import NodeRecords
+from tests.node_agent.conftest import agent_settings
+
+VMS = 30_000
+PUTS_IN_FLIGHT = 500
+
+
+async def _fill(server: NatsServer, node_id: str) -> set[str]:
+    """30,000 VM records placed on ``node_id``, written as the gateway writes them."""
+    async with nats_client.connect(server.url, name="test",
+                                   creds=str(server.creds_for(nats_auth.API))) as nc:
+        js = nc.jetstream()
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=5.0)
+        vms = await nats_client.bucket(js, subjects.VMS_BUCKET)
+        now = utcnow()
+        ids = [str(uuid.uuid4()) for _ in range(VMS)]
+        for start in range(0, VMS, PUTS_IN_FLIGHT):
+            await asyncio.gather(*(
+                vms.put(vm_id, encode_record(VmRecord(
+                    id=vm_id, name=f"vm-{i}", node=node_id, vcpus=1, memory_mib=64,
+                    disk_gib=1, created_at=now, updated_at=now)))
+                for i, vm_id in enumerate(ids[start:start + PUTS_IN_FLIGHT], start)))
+        return set(ids)
+
+
+async def test_a_heartbeat_with_30000_vms_stays_small(nats_server: NatsServer,
+                                                      tmp_path: Path) -> None:
+    settings = agent_settings(nats_server.url, tmp_path / "node")
+    node_id = settings.effective_node_id
+    ids = await _fill(nats_server, node_id)
+    nc = await nats.connect(**nats_server.connect_options(nats_auth.API))
+    await nats_server.add_node(node_id)
+    node = await nats.connect(**nats_server.connect_options(nats_auth.node_identity(node_id)))
+    try:
+        js = node.jetstream()
+        records = NodeRecords(await nats_client.bucket(js, subjects.VMS_BUCKET), node_id)
+        watching = asyncio.create_task(records.run())
+        await asyncio.wait_for(records.ready.wait(), 60)
+        assert len(records.all()) == VMS
+        nodes = await nats_client.bucket(js, subjects.NODES_BUCKET)
+        await Heartbeat(settings, nodes, records, node_id=node_id, virt_type="test").beat()
+        entry = await (await nats_client.bucket(nc.jetstream(), subjects.NODES_BUCKET)).get(
+            node_id)
+        assert entry.value is not None
+        assert len(entry.value) < 4096  # every id would be ~1.2 MB: over NATS's 1 MiB limit
+        status = node_decoder.decode(entry.value)
+        assert status.vm_count == VMS and status.allocated_vcpus == VMS
+        assert status.vm_digest == vm_digest(ids) and status.vm_ids == ()
+        watching.cancel()
+    finally:
+        await node.drain()
+        await nc.drain()
