@@ -24,14 +24,14 @@ from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.process import stop_process
 from limiquantix.common.vms import GuestInfo, VmState
 from tests.api.conftest import TOKEN, Gateway
-from tests.flows import sse_events
+from tests.support.flows import sse_events
 
 Frame = tuple[str, str, dict[str, Any]]
 
 
 def frames(gw: Gateway, query: str = "", headers: dict[str, str] | None = None
            ) -> AsyncIterator[Frame]:
-    """The SSE frames of GET /v1/events, parsed as any client would (tests/flows.py)."""
+    """The SSE frames of GET /v1/events, parsed as any client would (tests/support/flows.py)."""
     return sse_events(gw.client, query, headers={**gw.auth, **(headers or {})})
 
 
