@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -14,16 +13,17 @@ from limiquantix.common import settings as settings_mod
 from limiquantix.common.runner import parse_arguments
 from limiquantix.local.instance_lock import check_ports_free, instance_lock
 from limiquantix.local.stack import Stack
+from limiquantix.local.supervisor import Supervisor
 
 BANNER = """
 Limiquantix is running.
   API        {api}   (OpenAPI: {api}/v1/openapi.json, web UI: {api}/)
   API token  {token_file}
-  NATS       {nats}
+  NATS       {nats}   credentials: {nats_creds} (one seed per service)
   libvirt    {libvirt}   node: {node}
-  data dir   {data}      logs: {logs}
+  data dir   {data}      logs: {logs}   PIDs: {run}
 Try:  .venv/bin/lq node list     .venv/bin/lq image list
-Ctrl-C stops everything.
+A service that exits is restarted (NATS first). Ctrl-C stops everything.
 """
 
 
@@ -64,23 +64,17 @@ async def _run() -> int:
 
 async def _serve(stack: Stack, settings: settings_mod.Settings, stop: asyncio.Event) -> int:
     data = settings.data_path
+    supervisor = Supervisor(stack, data / "run")
     async with stack:
         print(BANNER.format(
             api=stack.api_url, token_file=stack.token_file, nats=stack.nats_url,
-            libvirt=settings.libvirt_uri, node=settings.effective_node_id, data=data,
-            logs=data / "logs",
+            nats_creds=stack.nats.auth_dir, libvirt=settings.libvirt_uri,
+            node=settings.effective_node_id, data=data, logs=data / "logs",
+            run=supervisor.run_dir,
         ), flush=True)
-        while not stop.is_set():
-            dead = stack.dead_services()
-            if dead:
-                for service in dead:
-                    print(f"{service.name} exited; last lines of {service.log}:\n"
-                          f"{service.log_tail()}", file=sys.stderr)
-                return 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+        code = await supervisor.run(stop)
         print("Stopping ...", flush=True)
-    return 0
+    return code
 
 
 def main() -> None:
