@@ -13,21 +13,7 @@ import pytest
 
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.local.stack import Stack
-
-# Short intervals so liveness and redelivery are observable within a test's time.
-FAST_ENV = {
-    "LQ_HEARTBEAT_INTERVAL_S": "1",
-    "LQ_RECONCILE_INTERVAL_S": "2",
-    "LQ_COMMAND_ACK_WAIT_S": "3",
-    "LQ_STOP_TIMEOUT_S": "5",
-    "LQ_LOG_LEVEL": "debug",
-    # Tests make their images with qemu-img in their temp dirs and name them by path: the
-    # operator's opt-in for node images (off in production unless LQ_HOST_IMAGE_DIRS is set).
-    "LQ_HOST_IMAGE_DIRS": "/tmp,/var/tmp",
-    # ... and serve their imports from local HTTP servers (the import address policy refuses
-    # loopback by default; tests/security checks that refusal on stacks of its own).
-    "LQ_IMPORT_ALLOWED_NETWORKS": "127.0.0.0/8",
-}
+from tests.support.flows import FAST_ENV
 
 # Fixtures that start the whole system: a test using one is marked ``stack``.
 STACK_FIXTURES = frozenset({"stack", "ui_stack"})

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 
 from limiquantix.common import node_rpc, subjects
 from limiquantix.common.errors import ErrorReply
-from tests.api.conftest import Gateway
+from tests.support.api_gateway import Gateway
 
 
 async def respond_as_node(gw: Gateway, cb: Callable[[Msg], Awaitable[None]]) -> None:

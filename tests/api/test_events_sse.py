@@ -23,7 +23,7 @@ from limiquantix.common.events import VmGuestReady, VmStateChanged, event_encode
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.process import stop_process
 from limiquantix.common.vms import GuestInfo, VmState
-from tests.api.conftest import TOKEN, Gateway
+from tests.support.api_gateway import TOKEN, Gateway
 from tests.support.flows import sse_events
 
 Frame = tuple[str, str, dict[str, Any]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import Gateway
+from tests.support.api_gateway import Gateway
 
 
 async def test_healthz_and_readyz_answer_without_a_token(gw: Gateway) -> None:

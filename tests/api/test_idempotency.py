@@ -13,7 +13,7 @@ from limiquantix.api.idempotency import IdempotencyKeys, body_hash, storage_key
 from limiquantix.common import subjects
 from limiquantix.common.errors import InvalidRequest
 from limiquantix.common.vms import CreateVmRequest
-from tests.api.conftest import Gateway
+from tests.support.api_gateway import Gateway
 
 
 def request(raw: bytes) -> CreateVmRequest:

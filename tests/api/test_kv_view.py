@@ -13,7 +13,7 @@ from limiquantix.common import subjects
 from limiquantix.common.nodes import NodeStatus, node_encoder
 from limiquantix.common.vm_store import encode_record
 from limiquantix.common.vms import VmRecord, VmState
-from tests.api.conftest import Gateway
+from tests.support.api_gateway import Gateway
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from limiquantix.common import subjects
-from tests.api.conftest import Gateway
+from tests.support.api_gateway import Gateway
 
 
 async def nodes(gw: Gateway) -> list[dict[str, Any]]:

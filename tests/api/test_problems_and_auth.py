@@ -15,7 +15,7 @@ from limiquantix.api.errors import IllegalTransition
 from limiquantix.api.problems import PROBLEM_TYPE, problem_body, validation_error
 from limiquantix.common import settings
 from limiquantix.common.vms import CreateVmRequest
-from tests.api.conftest import Gateway, MakeGateway
+from tests.support.api_gateway import Gateway, MakeGateway
 
 
 def test_a_typed_error_becomes_a_problem_with_code_hint_and_details() -> None:

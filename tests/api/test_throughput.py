@@ -10,7 +10,7 @@ import asyncio
 import statistics
 import time
 
-from tests.api.conftest import Gateway
+from tests.support.api_gateway import Gateway
 
 CREATES = 300
 CLIENTS = 10

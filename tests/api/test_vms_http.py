@@ -11,7 +11,7 @@ from limiquantix.common import subjects
 from limiquantix.common.commands import CreateVm, DeleteVm, StartVm, StopVm, UpdateCloudInit
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord, VmState
-from tests.api.conftest import Gateway
+from tests.support.api_gateway import Gateway
 
 BODY = {"name": "web-1", "image": "/images/base.qcow2", "vcpus": 2, "memory_mib": 1024}
 

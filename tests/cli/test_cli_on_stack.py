@@ -18,8 +18,9 @@ import pytest
 
 from limiquantix.common.nats_server import free_port
 from limiquantix.local.stack import Stack
-from tests.cli.conftest import LQ, Lq, base_env, make_data_qcow2
-from tests.flows import make_qcow2, unique_name
+from tests.support.cli import LQ, Lq, base_env
+from tests.support.disks import make_qcow2, make_qcow2_with_data
+from tests.support.flows import unique_name
 
 pytestmark = pytest.mark.stack
 
@@ -168,7 +169,7 @@ async def test_waiting_for_ready_that_never_comes_exits_3(lq: Lq, tmp_path: Path
 async def test_image_import_upload_and_use_with_progress(
         lq: Lq, stack: Stack, file_server: tuple[str, Path], tmp_path: Path) -> None:
     base_url, www = file_server
-    image = make_data_qcow2(www / "data.qcow2", 20)  # 20 MiB at 8 MiB/s: ~2.5 s of progress
+    image = make_qcow2_with_data(www / "data.qcow2", 20)  # 20 MiB at 8 MiB/s: ~2.5 s of progress
     sha256 = hashlib.sha256(image.read_bytes()).hexdigest()
 
     imported = await lq("image", "import", f"{base_url}/data.qcow2", "--sha256", sha256,

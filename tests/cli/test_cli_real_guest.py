@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.cli.conftest import LQ, Lq, _Files, base_env
-from tests.flows import unique_name
+from tests.support.cli import LQ, Lq, SlowFiles, base_env
+from tests.support.flows import unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
 
@@ -57,7 +57,7 @@ def qemu_dir() -> Iterator[Path]:
 @pytest.fixture
 def origin(debian_image: Path) -> Iterator[str]:
     """The image on a local HTTP server (full speed), as a mirror would serve it."""
-    handler = type("Files", (_Files,), {"root": debian_image.parent, "rate": 1e12})
+    handler = type("Files", (SlowFiles,), {"root": debian_image.parent, "rate": 1e12})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/{debian_image.name}"

@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.cli.conftest import LQ, Lq
-from tests.flows import unique_name
+from tests.support.cli import LQ, Lq
+from tests.support.flows import unique_name
 
 pytestmark = pytest.mark.stack
 

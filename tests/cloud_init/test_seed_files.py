@@ -11,7 +11,7 @@ import yaml
 
 from limiquantix.common.vms import CloudInitRequest
 from limiquantix.node_agent.cloud_config import MERGE_HOW, seed_files
-from tests.cloud_init.support import make_record, merged_cloud_config, shell_scripts
+from tests.support.cloud_init import make_record, merged_cloud_config, shell_scripts
 
 
 def _cloud_config(data: bytes) -> dict[str, Any]:

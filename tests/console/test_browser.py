@@ -4,48 +4,17 @@ draws SeaBIOS's screen."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import Page, expect
 
-from tests.browser import chromium, strict_page
-from tests.console.conftest import TOKEN, MakeGateway, QemuDisplay
+from tests.support.browser import CANVAS_STATS, CONNECT_TIMEOUT_MS
+from tests.support.console import TOKEN, MakeGateway, QemuDisplay
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CONNECT_TIMEOUT_MS = 30_000
 
-# Mean and variance of the canvas's luminance, computed in the page (no image library needed).
-CANVAS_STATS = """() => {
-  const canvas = document.querySelector('#screen canvas');
-  const ctx = canvas.getContext('2d');
-  const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  let sum = 0, sumSq = 0, lit = 0;
-  const n = data.length / 4;
-  for (let i = 0; i < data.length; i += 4) {
-    const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
-    sum += y; sumSq += y * y; if (y > 40) lit++;
-  }
-  const mean = sum / n;
-  return { width: canvas.width, height: canvas.height, mean, variance: sumSq / n - mean * mean,
-           lit };
-}"""
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    """Debian's Chromium with a new, empty profile."""
-    async with chromium(tmp_path / "chromium-profile",
-                        viewport={"width": 1024, "height": 768}) as context:
-        yield context
-
-
-@pytest.fixture
-async def page(browser: BrowserContext) -> AsyncIterator[Page]:
-    async with strict_page(browser) as page:
-        yield page
 
 
 async def test_console_page_shows_the_vm_screen(

@@ -9,19 +9,23 @@ from typing import Any
 
 import aiohttp
 import pytest
-from nats.js.api import DeliverPolicy
 
 from limiquantix.common import subjects
 from limiquantix.common.events import (
     ConsoleSessionEnded,
     ConsoleSessionStarted,
-    Event,
     VmDeleted,
-    event_decoder,
 )
 from limiquantix.common.vms import VmState
-from tests.console import rfb
-from tests.console.conftest import Gateway, MakeGateway, QemuDisplay, qemu_display, wait_for
+from tests.support import rfb
+from tests.support.console import (
+    Gateway,
+    MakeGateway,
+    QemuDisplay,
+    console_events,
+    qemu_display,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -227,24 +231,6 @@ async def test_domain_destroyed_mid_session_closes_1011(
                 await asyncio.wait_for(stream.read(1), 15)
     assert closed.value.code == 1011
     assert closed.value.reason == "VNC server closed the connection"
-
-
-async def console_events(gateway: Gateway, vm_id: str) -> list[Event]:
-    """The console audit events of one VM, read back from the events stream."""
-    sub = await gateway.js.subscribe(
-        subjects.console_events(vm_id), ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-    )
-    found: list[Event] = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.5)
-            except TimeoutError:
-                return found
-            found.append(event_decoder.decode(msg.data))
-    finally:
-        await sub.unsubscribe()
 
 
 async def test_every_session_is_audited_with_bytes_and_close(

@@ -23,13 +23,12 @@ from limiquantix.common.events import (
     event_decoder,
 )
 from limiquantix.local.stack import Stack
-from tests.conftest import FAST_ENV
-from tests.console import rfb
-from tests.console.test_browser import CANVAS_STATS, CONNECT_TIMEOUT_MS, browser, page
-from tests.flows import action, create_vm, make_qcow2, unique_name, wait_state
+from tests.support import rfb
+from tests.support.browser import CANVAS_STATS, CONNECT_TIMEOUT_MS
+from tests.support.disks import make_qcow2
+from tests.support.flows import FAST_ENV, action, create_vm, unique_name, wait_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
-__all__ = ["browser", "page"]  # fixtures shared with test_browser.py
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from limiquantix.api.console.gateway import MAX_CLIENT_FRAME
 from limiquantix.api.console.proxy import HIGH_WATER, MAX_FRAME, binary_frames
 from limiquantix.api.console.routes import GATEWAY
 from limiquantix.common.nats_server import free_port
-from tests.console.conftest import Gateway, MakeGateway, wait_for
-from tests.console.tcp_servers import pattern, tcp_server
+from tests.support.console import Gateway, MakeGateway, wait_for
+from tests.support.tcp_servers import pattern, tcp_server
 
 MiB = 1 << 20
 

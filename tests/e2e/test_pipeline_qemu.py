@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.conftest import FAST_ENV
-from tests.flows import action, create_vm, make_qcow2, unique_name, wait_gone, wait_state
+from tests.support.disks import make_qcow2
+from tests.support.flows import FAST_ENV, action, create_vm, unique_name, wait_gone, wait_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 

@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 
 from limiquantix.local.stack import Stack
-from tests.flows import action, create_vm, get_vm, unique_name, wait_gone, wait_state
 from tests.guest.guest_vm import Ssh, fingerprint_of, free_port, keygen, scan_host_keys
+from tests.support.flows import action, create_vm, get_vm, unique_name, wait_gone, wait_state
 
 pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
 

@@ -26,7 +26,7 @@ from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.image_library.main import serve
-from tests.image_library.origin import LOCAL_ORIGINS, Origin
+from tests.support.origin import LOCAL_ORIGINS, Origin
 
 
 def make_qcow2_with_data(path: Path, mib: int = 4) -> Path:

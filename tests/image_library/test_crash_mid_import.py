@@ -18,8 +18,9 @@ from limiquantix.common import nats_auth, nats_client
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import sha256_file, wait_image
-from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
+from tests.support.disks import sha256_file
+from tests.support.images import wait_image
+from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
 
 
 class LibraryProcess:

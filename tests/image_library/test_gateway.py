@@ -19,8 +19,8 @@ from limiquantix.common.base import utcnow
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord
 from limiquantix.local.stack import Stack
-from tests.image_library.conftest import make_qcow2_with_data, sha256_file
-from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
+from tests.support.disks import make_qcow2_with_data, sha256_file
+from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
 
 pytestmark = pytest.mark.stack
 

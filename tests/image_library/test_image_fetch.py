@@ -10,8 +10,8 @@ import pytest
 
 from limiquantix.common.nats_server import free_port
 from limiquantix.node_agent.image_fetch import FetchCancelled, FetchError, FetchProgress, fetch
-from tests.image_library.conftest import make_qcow2_with_data, sha256_file
-from tests.image_library.origin import Origin
+from tests.support.disks import make_qcow2_with_data, sha256_file
+from tests.support.origin import Origin
 
 
 async def test_fetch_writes_the_exact_file_and_its_sha256(origin: Origin, tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ from limiquantix.common.errors import RemoteError
 from limiquantix.common.events import Event, ImageProgress, ImageStateChanged, event_decoder
 from limiquantix.common.images import CreateImageRequest, ListImages
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import Library, sha256_file, wait_image
-from tests.image_library.origin import Origin
+from tests.support.disks import sha256_file
+from tests.support.images import Library, wait_image
+from tests.support.origin import Origin
 
 
 async def test_import_with_matching_checksum_becomes_active_qcow2(

@@ -15,8 +15,8 @@ from limiquantix.common import qemu_img
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.qemu_img import ISO9660_MAGIC, ISO9660_MAGIC_OFFSET, is_iso9660
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import Library, wait_image
-from tests.image_library.origin import Origin
+from tests.support.images import Library, wait_image
+from tests.support.origin import Origin
 
 
 async def _import(client: ImageLibraryClient, url: str, **fields: str) -> tuple[str, str, str]:

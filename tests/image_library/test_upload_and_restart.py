@@ -11,8 +11,9 @@ import pytest
 from limiquantix.common.errors import RemoteError
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import Library, make_qcow2_with_data, sha256_file, wait_image
-from tests.image_library.origin import Origin
+from tests.support.disks import make_qcow2_with_data, sha256_file
+from tests.support.images import Library, wait_image
+from tests.support.origin import Origin
 
 
 async def _chunks(path: Path, size: int = 256 * 1024) -> AsyncIterator[bytes]:

@@ -10,11 +10,11 @@ import pytest
 
 from limiquantix.local.stack import Stack
 from limiquantix.node_agent.image_cache import qcow2_backing_file
-from tests.flows import create_vm, unique_name, wait_gone, wait_state
-from tests.image_library.conftest import sha256_file
-from tests.image_library.counting_proxy import start_proxy
-from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
-from tests.image_library.test_gateway import _wait as wait_image
+from tests.support.counting_proxy import start_proxy
+from tests.support.disks import sha256_file
+from tests.support.flows import create_vm, unique_name, wait_gone, wait_state
+from tests.support.flows import wait_image_state as wait_image
+from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
 
 pytestmark = pytest.mark.stack
 

@@ -13,18 +13,17 @@ import pytest
 
 from limiquantix.local.stack import Stack
 from limiquantix.node_agent.host_checks import kvm_access_warning
-from tests.conftest import FAST_ENV
-from tests.flows import (
+from tests.support.disks import make_qcow2, make_qcow2_with_data
+from tests.support.flows import (
+    FAST_ENV,
     create_vm,
     get_vm,
-    make_qcow2,
     sse_events,
     unique_name,
     wait_gone,
     wait_state,
 )
-from tests.image_library.conftest import make_qcow2_with_data
-from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
+from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
 
 pytestmark = pytest.mark.stack
 

@@ -20,8 +20,7 @@ from limiquantix.common.kv_records import bucket_keys
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord
 from limiquantix.local.stack import Stack
-from tests.conftest import FAST_ENV
-from tests.flows import create_vm, get_vm, unique_name, wait_gone, wait_state
+from tests.support.flows import FAST_ENV, create_vm, get_vm, unique_name, wait_gone, wait_state
 
 pytestmark = pytest.mark.stack
 

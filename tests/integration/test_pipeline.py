@@ -10,12 +10,12 @@ import aiohttp
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.conftest import FAST_ENV
-from tests.flows import (
+from tests.support.disks import make_qcow2
+from tests.support.flows import (
+    FAST_ENV,
     action,
     create_vm,
     get_vm,
-    make_qcow2,
     sse_events,
     unique_name,
     wait_gone,

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.conftest import FAST_ENV
-from tests.flows import create_vm, make_qcow2, unique_name, wait_state
+from tests.support.disks import make_qcow2
+from tests.support.flows import FAST_ENV, create_vm, unique_name, wait_state
 
 pytestmark = pytest.mark.stack
 

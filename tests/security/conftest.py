@@ -7,9 +7,8 @@ gateway app (aiohttp's test server) as the ``api`` identity, a local origin.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
@@ -20,17 +19,11 @@ from limiquantix.api.app import init
 from limiquantix.common import nats_client, settings
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import Library, disk, origin
+from tests.image_library.conftest import disk, origin
+from tests.support.images import Library
+from tests.support.security import HEARTBEAT_S, TOKEN, MakeGateway, creds, make_library
 
-__all__ = ["disk", "origin"]
-
-TOKEN = "security-master-token-0123456789"
-HEARTBEAT_S = 1.0
-
-
-def _creds(server: NatsServer, identity: str) -> dict[str, str]:
-    """The ``nats_creds`` setting of ``identity`` when the server authenticates."""
-    return {"nats_creds": str(server.creds_for(identity))} if server.auth else {}
+__all__ = ["disk", "origin"]  # fixtures shared with tests/image_library
 
 
 @pytest.fixture
@@ -45,11 +38,6 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
 @pytest.fixture
 def client(nc: Client) -> ImageLibraryClient:
     return ImageLibraryClient(nc, timeout_s=10)
-
-
-def make_library(root: Path, server: NatsServer, **overrides: Any) -> Library:
-    return Library(root, server.url, setup_connect=server.connect_options("api"),
-                   **_creds(server, "image-library"), **overrides)
 
 
 @pytest.fixture
@@ -71,9 +59,6 @@ async def strict_library(tmp_path: Path, nats_server: NatsServer) -> AsyncIterat
     await running.stop()
 
 
-MakeGateway = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
-
-
 @pytest.fixture
 async def make_gateway(nats_server: NatsServer, tmp_path: Path
                        ) -> AsyncIterator[MakeGateway]:
@@ -84,7 +69,7 @@ async def make_gateway(nats_server: NatsServer, tmp_path: Path
         values: dict[str, object] = {
             "nats_url": nats_server.url, "data_dir": str(tmp_path / "api"), "api_token": TOKEN,
             "heartbeat_interval_s": HEARTBEAT_S, "request_timeout_s": 5.0,
-            **_creds(nats_server, "api"),
+            **creds(nats_server, "api"),
         }
         values.update(overrides)
         test_client = TestClient(TestServer(init(settings.load({}, **values))))
@@ -95,6 +80,3 @@ async def make_gateway(nats_server: NatsServer, tmp_path: Path
     yield make
     for test_client in started:
         await test_client.close()
-
-
-MASTER = {"Authorization": f"Bearer {TOKEN}"}

@@ -27,7 +27,7 @@ from limiquantix.common.outbound import OutboundRefused, client_session, fetch
 from limiquantix.common.settings import load
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.image_library.importer import import_policy
-from tests.image_library.conftest import Library
+from tests.support.images import Library
 
 METADATA = "169.254.169.254"
 CREDS_PATH = "/latest/meta-data/iam/security-credentials/role"

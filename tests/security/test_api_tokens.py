@@ -15,8 +15,8 @@ from nats.aio.client import Client
 
 from limiquantix.common import subjects
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import Library, wait_image
-from tests.security.conftest import MASTER, MakeGateway
+from tests.support.images import Library, wait_image
+from tests.support.security import MASTER, MakeGateway
 
 Api = TestClient  # type: ignore[type-arg]
 

@@ -6,7 +6,7 @@ import asyncio
 import io
 
 from limiquantix.cli.main import run
-from tests.security.conftest import TOKEN, MakeGateway
+from tests.support.security import TOKEN, MakeGateway
 
 
 async def lq(url: str, token: str, *argv: str) -> tuple[int, str, str]:

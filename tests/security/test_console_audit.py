@@ -9,9 +9,9 @@ from __future__ import annotations
 import aiohttp
 
 from limiquantix.common.events import ConsoleSessionEnded, ConsoleSessionStarted
-from tests.console.conftest import Gateway, gateway, http, make_gateway, wait_for
-from tests.console.tcp_servers import tcp_server
-from tests.console.test_console_qemu import console_events
+from tests.console.conftest import gateway, http, make_gateway
+from tests.support.console import Gateway, console_events, wait_for
+from tests.support.tcp_servers import tcp_server
 
 __all__ = ["gateway", "http", "make_gateway"]  # the console suite's fixtures, used here
 

@@ -12,8 +12,8 @@ import pytest
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.library_tokens import bearer, node_key, sign
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import Library, wait_image
-from tests.image_library.origin import Origin
+from tests.support.images import Library, wait_image
+from tests.support.origin import Origin
 
 
 @pytest.fixture

@@ -28,8 +28,6 @@ from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent import consumer as consumer_mod
 from limiquantix.node_agent.image_cache import ImageCache
 from limiquantix.node_agent.vm_files import qemu_gid
-from tests.image_library.conftest import Library, make_qcow2_with_data, wait_image
-from tests.image_library.origin import Origin
 from tests.node_agent.conftest import (
     AgentHarness,
     agent_settings,
@@ -37,6 +35,9 @@ from tests.node_agent.conftest import (
     make_qcow2,
     running_agent,
 )
+from tests.support.disks import make_qcow2_with_data
+from tests.support.images import Library, wait_image
+from tests.support.origin import Origin
 
 TOKEN = "test-token-0123456789"
 

@@ -21,9 +21,9 @@ from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.outbound import OutboundPolicy, OutboundRefused, refusal
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import Library, wait_image
-from tests.image_library.origin import Origin
-from tests.security.conftest import make_library
+from tests.support.images import Library, wait_image
+from tests.support.origin import Origin
+from tests.support.security import make_library
 
 ROOT = Path(__file__).resolve().parents[2]
 # The "attacker's public server" in these tests: a loopback alias strict_library allows, so

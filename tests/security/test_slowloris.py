@@ -20,7 +20,7 @@ import pytest
 from limiquantix.api.main import serve as serve_api
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.nats_server import NatsServer, free_port
-from tests.security.conftest import make_library
+from tests.support.security import make_library
 
 HALF_OPEN = 200
 HEADER_TIMEOUT_S = 2.0

@@ -53,3 +53,23 @@ async def strict_page(context: BrowserContext) -> AsyncIterator[Page]:
     page.on("pageerror", problems.on_page_error)
     yield page
     assert problems.messages == []
+
+
+# How long a console page may take to connect and draw (QEMU under TCG on a busy machine).
+CONNECT_TIMEOUT_MS = 30_000
+
+# Mean and variance of the canvas's luminance, computed in the page (no image library needed).
+CANVAS_STATS = """() => {
+  const canvas = document.querySelector('#screen canvas');
+  const ctx = canvas.getContext('2d');
+  const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  let sum = 0, sumSq = 0, lit = 0;
+  const n = data.length / 4;
+  for (let i = 0; i < data.length; i += 4) {
+    const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+    sum += y; sumSq += y * y; if (y > 40) lit++;
+  }
+  const mean = sum / n;
+  return { width: canvas.width, height: canvas.height, mean, variance: sumSq / n - mean * mean,
+           lit };
+}"""

@@ -1,25 +1,27 @@
-"""Small steps the full-stack tests share: make an image, create a VM, wait for a state."""
+"""Small steps the full-stack tests share: the stack's settings, create a VM, wait for a state."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-
-def make_qcow2(path: Path, size: str = "64M") -> Path:
-    """A real (blank) qcow2 made by qemu-img: enough for the test driver and for SeaBIOS."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
-    path.chmod(0o644)
-    return path
+# Short intervals so liveness and redelivery are observable within a test's time.
+FAST_ENV = {
+    "LQ_HEARTBEAT_INTERVAL_S": "1",
+    "LQ_RECONCILE_INTERVAL_S": "2",
+    "LQ_COMMAND_ACK_WAIT_S": "3",
+    "LQ_STOP_TIMEOUT_S": "5",
+    "LQ_LOG_LEVEL": "debug",
+    # Tests make their images with qemu-img in their temp dirs and name them by path: the
+    # operator's opt-in for node images (off in production unless LQ_HOST_IMAGE_DIRS is set).
+    "LQ_HOST_IMAGE_DIRS": "/tmp,/var/tmp",
+}
 
 
 def unique_name(prefix: str = "vm") -> str:
@@ -91,3 +93,18 @@ async def sse_events(api: aiohttp.ClientSession, query: str = "",
                 event_type = line[6:].strip()
             elif line.startswith("data:"):
                 data += line[5:].strip()
+
+
+async def wait_image_state(api: aiohttp.ClientSession, image_id: str, *states: str,
+                           timeout_s: float = 30.0) -> dict[str, Any]:
+    """Poll GET /v1/images/{id} until the image reaches one of ``states``."""
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        async with api.get(f"/v1/images/{image_id}") as response:
+            body = await response.json()
+            assert response.status == 200, body
+        if body["state"] in states:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{image_id} not in {states}: {body}")

@@ -8,6 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
 BUILD = ROOT / "services" / "api" / "static" / "app"
+# Screenshots of every page are kept here (not committed: build/ is ignored) for people to look at.
+SCREENSHOTS = ROOT / "build" / "screenshots"
 
 
 def ensure_built() -> Path:

@@ -12,13 +12,10 @@ import pytest_asyncio
 from playwright.async_api import BrowserContext
 
 from limiquantix.local.stack import Stack
-from tests.browser import chromium
-from tests.conftest import FAST_ENV
-from tests.image_library.origin import ALLOW_LOCAL_ORIGINS, Origin
-from tests.ui.web_build import ROOT, ensure_built
-
-# Screenshots of every page are kept here (not committed: build/ is ignored) for people to look at.
-SCREENSHOTS = ROOT / "build" / "screenshots"
+from tests.support.browser import chromium
+from tests.support.flows import FAST_ENV
+from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
+from tests.support.web_build import SCREENSHOTS, ensure_built
 
 
 @pytest.fixture(scope="module")

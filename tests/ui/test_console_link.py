@@ -12,13 +12,11 @@ import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from limiquantix.cli.main import run as lq
-from tests.browser import chromium, strict_page
-from tests.console.conftest import TOKEN, Gateway, MakeGateway, QemuDisplay
 from tests.console.conftest import make_gateway as make_gateway
 from tests.console.conftest import qemu as qemu
-from tests.console.test_browser import CANVAS_STATS
-from tests.ui.conftest import SCREENSHOTS
-from tests.ui.web_build import ensure_built
+from tests.support.browser import CANVAS_STATS, chromium, strict_page
+from tests.support.console import TOKEN, Gateway, MakeGateway, QemuDisplay
+from tests.support.web_build import SCREENSHOTS, ensure_built
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

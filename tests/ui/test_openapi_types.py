@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from types import ModuleType
 
-from tests.ui.web_build import WEB, ensure_built
+from tests.support.web_build import WEB, ensure_built
 
 REGENERATE = ".venv/bin/python web/scripts/dump_openapi.py && (cd web && npm run gen:api)"
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from limiquantix.api import routes_ui
-from tests.ui.web_build import ensure_built
+from tests.support.web_build import ensure_built
 
 WEB_SRC = Path(__file__).resolve().parents[2] / "web" / "src"
 

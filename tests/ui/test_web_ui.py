@@ -23,9 +23,10 @@ import pytest_asyncio
 from playwright.async_api import BrowserContext, Page, expect
 
 from limiquantix.local.stack import Stack
-from tests.browser import PageProblems
-from tests.flows import make_qcow2, unique_name
-from tests.image_library.origin import Origin
+from tests.support.browser import PageProblems
+from tests.support.disks import make_qcow2
+from tests.support.flows import unique_name
+from tests.support.origin import Origin
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.ui.web_build import WEB, ensure_built
+from tests.support.web_build import WEB, ensure_built
 
 
 def test_vitest_component_tests_pass() -> None:
