@@ -143,7 +143,7 @@ class Supervisor:
         try:
             while not stop.is_set():
                 try:
-                    await self._tend()
+                    await self._tend(stop)
                 except GaveUp as exc:
                     self.say(str(exc))
                     return 1
@@ -154,18 +154,18 @@ class Supervisor:
             for pid_file in self.run_dir.glob("*.pid"):
                 pid_file.unlink(missing_ok=True)
 
-    async def _tend(self) -> None:
+    async def _tend(self, stop: asyncio.Event) -> None:
         """One pass: NATS first; the others only once NATS runs."""
         nats = self.stack.nats
-        if not await self._tend_one(NATS, nats.process, nats.log_file, self._restart_nats):
+        if not await self._tend_one(NATS, nats.process, nats.log_file, self._restart_nats, stop):
             return
         for name, service in list(self.stack.services.items()):
             await self._tend_one(name, service.process, service.log,
-                                 self._restarter(name, service))
+                                 self._restarter(name, service), stop)
 
     async def _tend_one(self, name: str, process: asyncio.subprocess.Process | None,
-                        log: Path | None, restart: Callable[[], Awaitable[None]]
-                        ) -> bool:
+                        log: Path | None, restart: Callable[[], Awaitable[None]],
+                        stop: asyncio.Event) -> bool:
         """Notice an exit, or restart when its delay is over; True when the child runs."""
         if process is not None and process.returncode is None:
             return True
@@ -174,7 +174,8 @@ class Supervisor:
             code = process.returncode if process is not None else None
             self._exited(name, describe_exit(code), log, backoff.exited(now), backoff)
             return False
-        if now < backoff.restart_at:
+        # Ctrl-C in a terminal reaches nats-server too (same process group): no restart then.
+        if now < backoff.restart_at or stop.is_set():
             return False
         try:
             await restart()

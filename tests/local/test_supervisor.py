@@ -73,8 +73,10 @@ class LqLocal:
             "LQ_HEARTBEAT_INTERVAL_S": "1",
         })
         with open(self.output, "wb") as out:
+            # Its own process group, as in a terminal, so ``stop`` is a real Ctrl-C.
             self.process = subprocess.Popen([str(BIN / "lq-local")], env=env, stdout=out,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -128,8 +130,9 @@ class LqLocal:
         raise AssertionError(f"{method} {path}: {status} {answer}\n{self.text()}")
 
     def stop(self) -> int:
+        """Ctrl-C: SIGINT to the terminal's process group (lq-local and nats-server)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            os.killpg(self.process.pid, signal.SIGINT)
         return self.process.wait(timeout=120)
 
 
