@@ -2,7 +2,8 @@
 
 One AsyncExitStack holds libvirt (libvirtaio registered first, inside the loop), NATS and the RPC
 responder; one TaskGroup runs the command consumer, the heartbeat, reconciliation (once before
-consuming, then periodically), the libvirt event follower, the record view and guest watchers.
+consuming, then periodically), the libvirt event follower and connection supervisor (reconnect,
+then reconcile), the record view and guest watchers.
 SIGTERM: stop consuming, let commands in flight finish (or leave them to redelivery), withdraw
 the heartbeat, announce the node offline, drain NATS, exit 0.
 """
@@ -54,7 +55,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         log.warning("FAILPOINTS ENABLED (tests only)", failpoints=settings.failpoints)
     async with contextlib.AsyncExitStack() as stack:
         register_event_loop()
-        host = await stack.enter_async_context(LibvirtHost.open(settings.libvirt_uri))
+        host = await stack.enter_async_context(
+            LibvirtHost.open(settings.libvirt_uri, retry_s=settings.transient_retry_s))
         nc = await stack.enter_async_context(
             nats_client.connect(settings.nats_url, name=f"node-agent-{node_id}",
                                 creds=settings.nats_creds, ca_file=settings.nats_ca_file))
@@ -77,7 +79,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         records = NodeRecords(vms, node_id)
         heartbeat = Heartbeat(settings, await nats_client.bucket(js, subjects.NODES_BUCKET),
                               records, node_id=node_id, virt_type=kind,
-                              warnings=await host_warnings(host))
+                              warnings=await host_warnings(host), live_warnings=host.warnings)
+        host.on_change(heartbeat.nudge)  # libvirt lost or back: say so at once
         await stack.enter_async_context(
             NodeRpc(store, node_id=node_id, data_dir=settings.data_path).serving(nc))
         log.info("node agent starting", libvirt_uri=settings.libvirt_uri, virt_type=kind,
@@ -104,6 +107,8 @@ async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: H
             group.create_task(heartbeat.run()),
             group.create_task(reconcile.run_periodic(ctx, records)),
             group.create_task(reconcile.follow_events(ctx, records)),
+            # Events were missed while libvirt was away: reconcile once it is back.
+            group.create_task(ctx.host.supervise(lambda: reconcile.reconcile_once(ctx, records))),
         ]
         consumer = group.create_task(CommandConsumer(ctx, nc.jetstream(), nc).run(stop))
         log.info("node agent ready")
