@@ -3,7 +3,7 @@
 import { request, seg } from "../api/client";
 import type { ImageRecord, VmRecord } from "../api/types";
 
-export type VmAction = "start" | "stop" | "force-stop" | "reboot" | "pause" | "resume" | "delete";
+export type VmAction = "start" | "stop" | "force-stop" | "reboot" | "pause" | "resume" | "retry" | "delete";
 
 const UP = ["running", "ready"];
 export const LEGAL_FROM: Record<VmAction, readonly string[]> = {
@@ -13,7 +13,10 @@ export const LEGAL_FROM: Record<VmAction, readonly string[]> = {
   reboot: UP,
   pause: UP,
   resume: ["paused"],
-  delete: ["pending", "creating", "starting", "running", "ready", "stopping", "stopped", "paused", "rebooting", "error"],
+  retry: ["error"],
+  // "unknown": the node is offline; the delete is a forced one (the record goes at once)
+  delete: ["pending", "creating", "starting", "running", "ready", "stopping", "stopped", "paused", "rebooting", "error",
+    "unknown"],
 };
 
 export const ACTION_LABELS: Record<VmAction, string> = {
@@ -23,6 +26,7 @@ export const ACTION_LABELS: Record<VmAction, string> = {
   reboot: "Reboot",
   pause: "Pause",
   resume: "Resume",
+  retry: "Retry",
   delete: "Delete",
 };
 
@@ -31,7 +35,8 @@ export function canDo(action: VmAction, state: string): boolean {
 }
 
 export async function runAction(vm: VmRecord, action: VmAction): Promise<VmRecord> {
-  const path = action === "delete" ? `/v1/vms/${seg(vm.id)}` : `/v1/vms/${seg(vm.id)}/${action}`;
+  const force = vm.state === "unknown" ? "?force=true" : "";
+  const path = action === "delete" ? `/v1/vms/${seg(vm.id)}${force}` : `/v1/vms/${seg(vm.id)}/${action}`;
   const response = await request(action === "delete" ? "DELETE" : "POST", path);
   return (await response.json()) as VmRecord;
 }

@@ -20,7 +20,7 @@ const TABS = [
   { key: "events", label: "Events" },
   { key: "cloud-init", label: "Cloud-init" },
 ];
-const ACTIONS: VmAction[] = ["start", "stop", "force-stop", "reboot", "pause", "resume"];
+const ACTIONS: VmAction[] = ["start", "stop", "force-stop", "reboot", "pause", "resume", "retry"];
 // ACPI shutdown that takes longer than this is worth a word (a guest may ignore it).
 const SLOW_STOP_MS = 8000;
 
@@ -115,8 +115,13 @@ function Actions({ vm, onDeleted }: { vm: VmRecord; onDeleted: () => void }) {
       <ProblemLine error={error} onDismiss={() => setError(null)} />
       <ConfirmDialog open={confirming} title={`Delete ${vm.name}?`} confirmLabel="Delete VM" danger busy={busy !== null}
                      onClose={() => setConfirming(false)} onConfirm={() => { setConfirming(false); void act("delete"); }}>
-        <p>The VM <strong>{vm.name}</strong>, its disk and its files are removed from node {vm.node || "—"}.
-          This cannot be undone.</p>
+        {vm.state === "unknown" ? (
+          <p>Node {vm.node} is offline: <strong>{vm.name}</strong> is removed now, and the node removes its disk and
+            files if it comes back. This cannot be undone.</p>
+        ) : (
+          <p>The VM <strong>{vm.name}</strong>, its disk and its files are removed from node {vm.node || "—"}.
+            This cannot be undone.</p>
+        )}
       </ConfirmDialog>
     </div>
   );
