@@ -1,15 +1,19 @@
 """The node's libvirt connection comes back after it is lost (issue 11 row 12).
 
-libvirtd is shared on this machine, so these tests cannot restart it: they close the agent's own
-connection from the test side (libvirt.open is wrapped to hand the test the agent's connection)
-and, while "libvirtd is down", make re-opening fail the way it does then: a connection to a
-socket nobody listens on. What they cannot show is libvirt's close callback and keepalive on a
-real remote connection; the liveness poll they rely on is the agent's backstop for those.
+libvirtd is shared on this machine, so no test restarts it. On the test driver the tests close
+the agent's own connection from the test side (libvirt.open is wrapped to hand the test the
+agent's connection) and, while "libvirtd is down", make re-opening fail the way it does then: a
+connection to a socket nobody listens on. On the real libvirtd (``e2e``), libvirtd itself drops
+the agent's connection (``virt-admin client-disconnect``), as a restart does; what stays
+untested is a libvirtd that hangs (keepalive) or stays down on the real daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,8 +27,10 @@ from limiquantix.common.commands import StartVm, StopVm
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.nodes import NodeStatus, node_decoder
 from limiquantix.common.vms import VmState
+from limiquantix.node_agent.libvirt_host import LIVENESS_POLL_S
 from tests.node_agent.conftest import AgentHarness, agent_settings, make_qcow2, running_agent
 
+QEMU_URI = "qemu:///system"
 DEAD_SOCKET_URI = "test+unix:///default?socket=/nonexistent/libvirt-sock"
 
 
@@ -139,3 +145,48 @@ async def test_an_outage_past_the_retry_deadline_fails_the_action_retryably(
         await agent.send(StopVm(command_id=uuid.uuid4().hex, vm_id=vm.id, force=True))
         await agent.wait_record(
             vm.id, lambda r: r is not None and r.state == VmState.STOPPED and r.error is None)
+
+
+def _our_libvirtd_clients() -> set[str]:
+    """Ids of libvirtd's clients that are this process (the agent under test runs here)."""
+    listing = subprocess.run(["virt-admin", "client-list", "libvirtd"], capture_output=True,
+                             text=True, check=True).stdout
+    ours = set()
+    for line in listing.splitlines()[2:]:
+        client = line.split()[0] if line.split() else ""
+        info = subprocess.run(["virt-admin", "client-info", "libvirtd", client],
+                              capture_output=True, text=True).stdout
+        if re.search(rf"unix_process_id\s*:\s*{os.getpid()}\b", info):
+            ours.add(client)
+    return ours
+
+
+@pytest.mark.e2e
+async def test_libvirtd_dropping_the_connection_fires_the_close_callback_and_the_agent_returns(
+        nats_server: NatsServer, qemu_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On the real libvirtd, which stays up (it is shared): it disconnects the agent as a
+    restart would (virt-admin client-disconnect), and libvirt's close callback reports it."""
+    if subprocess.run(["virsh", "-c", QEMU_URI, "uri"], capture_output=True).returncode:
+        pytest.skip("libvirtd is not running (bash scripts/libvirtd.sh)")
+    settings = agent_settings(nats_server.url, qemu_tmp / "node", libvirt_uri=QEMU_URI,
+                              virt_type="auto")
+    async with running_agent(nats_server, settings) as agent:
+        image = make_qcow2(qemu_tmp / "images" / "base.qcow2", "64M")
+        (qemu_tmp / "images").chmod(0o755)
+        vm = await agent.new_vm(image, memory_mib=128)
+        await agent.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
+        before = _our_libvirtd_clients()
+        assert len(before) == 1, before  # the agent's one connection
+        subprocess.run(["virt-admin", "client-disconnect", "libvirtd", *before], check=True)
+        async with asyncio.timeout(LIVENESS_POLL_S):  # sooner than the poll: the callback
+            while "closed by libvirt" not in capsys.readouterr().out:
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(15):
+            while not (after := _our_libvirtd_clients()) or after == before:
+                await asyncio.sleep(0.2)
+        # Commands work on the new connection, and its events are followed.
+        await agent.send(StopVm(command_id=uuid.uuid4().hex, vm_id=vm.id, force=True))
+        await agent.wait_state(vm.id, VmState.STOPPED, timeout_s=30)
+        subprocess.run(["virsh", "-c", QEMU_URI, "start", vm.id], check=True,
+                       capture_output=True)
+        await agent.wait_state(vm.id, VmState.RUNNING, timeout_s=30)
