@@ -70,7 +70,7 @@ class LqLocal:
             "LQ_DATA_DIR": str(self.data), "LQ_LIBVIRT_URI": "test:///default",
             "LQ_NATS_URL": f"nats://127.0.0.1:{free_port()}",
             "LQ_API_PORT": str(self.api_port), "LQ_IMAGE_LIBRARY_PORT": str(self.library_port),
-            "LQ_HEARTBEAT_INTERVAL_S": "1",
+            "LQ_HEARTBEAT_INTERVAL_S": "1", "LQ_NODE_ID": "n1",
         })
         with open(self.output, "wb") as out:
             # Its own process group, as in a terminal, so ``stop`` is a real Ctrl-C.
@@ -158,7 +158,7 @@ def lq_local(tmp_path: Path) -> Iterator[LqLocal]:
 
 
 @pytest.mark.stack
-def test_killed_image_library_and_nats_are_restarted_and_the_system_works_again(
+def test_killed_library_node_and_nats_are_restarted_and_the_system_works_again(
         lq_local: LqLocal) -> None:
     lq_local.poll("GET", "/v1/images", 200)
     library = lq_local.pid("image-library")
@@ -166,6 +166,9 @@ def test_killed_image_library_and_nats_are_restarted_and_the_system_works_again(
     lq_local.wait_restarted("image-library", library)
     lq_local.wait_output("image-library killed by SIGKILL; restarting it in 0.5 s")
     lq_local.poll("GET", "/v1/images", 200)
+    node = lq_local.pid("node-n1")
+    os.kill(node, signal.SIGKILL)
+    lq_local.wait_restarted("node-n1", node)
 
     others = {name: pid for name, pid in lq_local.pids().items() if name != "nats"}
     nats = lq_local.pid("nats")
