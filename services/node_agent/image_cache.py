@@ -42,7 +42,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from limiquantix.common.errors import Unavailable
-from limiquantix.common.events import ImageProgress, event_encoder, event_subject
+from limiquantix.common.events import ImageProgress
 from limiquantix.common.hashing_file import sha256_of
 from limiquantix.common.images import ImageRecord, ImageState
 from limiquantix.common.library_tokens import (
@@ -52,6 +52,7 @@ from limiquantix.common.library_tokens import (
     node_key,
     sign,
 )
+from limiquantix.common.publish import publish_event
 from limiquantix.common.retry import retry_transient
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
@@ -405,10 +406,7 @@ class ImageCache:
                 log.warning("progress listener failed", error=str(exc))
         event = ImageProgress(image_id=record.id, node=self._node, bytes_done=done,
                               bytes_total=total)
-        try:
-            await self._js.publish(event_subject(event), event_encoder.encode(event))
-        except Exception as exc:
-            log.debug("progress event not published", error=str(exc))
+        await publish_event(self._js, event, best_effort=True)
 
     # -- eviction -------------------------------------------------------------------------
     def backing_files_in_use(self) -> set[Path]:

@@ -1,0 +1,57 @@
+"""The one way to publish to JetStream: events (``publish_event``) and node commands
+(``send_command``).
+
+One timeout, the stream always named (a subject outside it fails instead of going nowhere), and
+one failure policy chosen by the caller:
+
+- default: a NATS failure raises (``nats.errors.Error``). Use it when the event is part of the
+  work's result (a VM's state change: subscribers must see what the record says).
+- ``best_effort=True``: the failure is logged and swallowed. Use it when the event only reports
+  on work that must not fail because of it (console audit, image progress, image state).
+
+Retrying is the caller's (``common.retry.retry_transient``): pass the same ``msg_id`` on every
+attempt and JetStream stores the event once (the stream's duplicate window).
+"""
+
+from __future__ import annotations
+
+import nats.errors
+import structlog
+from nats.js import JetStreamContext
+
+from limiquantix.common import subjects
+from limiquantix.common.commands import Command, command_encoder
+from limiquantix.common.events import Event, event_encoder, event_subject
+
+log = structlog.get_logger()
+
+# Per publish: JetStream's acknowledgement normally comes in ~1 ms; 5 s means NATS is unwell.
+PUBLISH_TIMEOUT_S = 5.0
+
+
+async def publish_event(js: JetStreamContext, event: Event, *, best_effort: bool = False,
+                        msg_id: str | None = None) -> None:
+    """Store ``event`` in the events stream (its sequence becomes the SSE id).
+
+    ``best_effort``: log a NATS failure instead of raising it. ``msg_id``: JetStream's
+    ``Nats-Msg-Id``, for a caller that retries the same event.
+    """
+    subject = event_subject(event)
+    headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+    try:
+        await js.publish(subject, event_encoder.encode(event), timeout=PUBLISH_TIMEOUT_S,
+                         stream=subjects.EVENTS_STREAM, headers=headers)
+    except nats.errors.Error as exc:
+        if not best_effort:
+            raise
+        log.warning("event not published", event_type=type(event).__name__, subject=subject,
+                    error=repr(exc), vm_id=getattr(event, "vm_id", None))
+
+
+async def send_command(js: JetStreamContext, node: str, command: Command) -> None:
+    """Queue ``command`` for ``node``; ``command_id`` dedupes a retried publish (Nats-Msg-Id)."""
+    await js.publish(
+        subjects.node_commands(node), command_encoder.encode(command),
+        timeout=PUBLISH_TIMEOUT_S, stream=subjects.COMMANDS_STREAM,
+        headers={"Nats-Msg-Id": command.command_id},
+    )
