@@ -167,7 +167,12 @@ async def upload_file(request: web.Request) -> web.Response:
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     """One HTTP client to the image library for the gateway's lifetime."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
-    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+    # Idle pooled connections are dropped well before the library closes them (its keep-alive
+    # limit is LQ_HTTP_HEADER_TIMEOUT_S): reusing one the server is closing fails the request.
+    keepalive_s = app[app_keys.SETTINGS].http_header_timeout_s / 3
+    connector = aiohttp.TCPConnector(keepalive_timeout=keepalive_s)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
+                                     connector=connector) as session:
         app[IMAGE_HTTP] = session
         yield
 
