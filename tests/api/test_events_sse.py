@@ -99,7 +99,7 @@ async def test_live_events_reach_an_idle_stream_at_once(gw: Gateway) -> None:
         await publish_state(gw, f"vm-{n}", VmState.RUNNING)
     await asyncio.wait_for(reader, 10)
     delays = [a - s for a, s in zip(arrived, sent, strict=True)]
-    assert max(delays) < 0.2, delays
+    assert max(delays) < 0.5, delays  # ~2 ms measured; the poll interval is 1 s
 
 
 async def test_the_vm_filter_accepts_a_name(gw: Gateway) -> None:

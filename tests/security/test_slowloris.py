@@ -24,6 +24,7 @@ from tests.support.security import make_library
 
 HALF_OPEN = 200
 HEADER_TIMEOUT_S = 2.0
+HEALTHZ_S = 2.0  # answered within ms when idle; slack for a loaded 2-core CI machine
 # A head that never ends: one header line begun, never finished.
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a"
 
@@ -99,7 +100,7 @@ async def _slowloris(url: str) -> None:
         connections.append((reader, writer))
     await asyncio.gather(*(w.drain() for _, w in connections))
     # During the attack a real client is served at once.
-    assert await _healthz(url) < 1.0
+    assert await _healthz(url) < HEALTHZ_S
     # The server ends every half-open connection by itself within the header timeout.
     await asyncio.wait_for(asyncio.gather(*(_wait_closed(r) for r, _ in connections)),
                            HEADER_TIMEOUT_S + 5)
@@ -112,7 +113,7 @@ async def _slowloris(url: str) -> None:
     while _fds() > baseline + 5 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert _fds() <= baseline + 5, (baseline, _fds())
-    assert await _healthz(url) < 1.0
+    assert await _healthz(url) < HEALTHZ_S
 
 
 @pytest.mark.parametrize("library_url", [512, 64], indirect=True,
