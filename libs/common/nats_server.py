@@ -121,9 +121,13 @@ class NatsServer:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # A log file opens in microseconds; not worth a thread.
         out = open(self.log_file, "ab") if self.log_file else asyncio.subprocess.DEVNULL  # noqa: SIM115, ASYNC230
-        self.process = await asyncio.create_subprocess_exec(
-            nats_server_binary(), *self._args(), stdout=out, stderr=out,
-        )
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                nats_server_binary(), *self._args(), stdout=out, stderr=out,
+            )
+        finally:  # the child has its own copy: ours would leak one per (re)start
+            if not isinstance(out, int):
+                out.close()
         for _ in range(200):
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
