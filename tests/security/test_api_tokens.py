@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from aiohttp.test_utils import TestClient
 from nats.aio.client import Client
 
-from limiquantix.common import subjects
+from limiquantix.common import nats_auth, subjects
+from limiquantix.common.nats_server import NatsServer
 from limiquantix.image_library.client import ImageLibraryClient
 from tests.support.images import Library, wait_image
 from tests.support.security import MASTER, MakeGateway
@@ -153,3 +155,23 @@ async def test_an_upload_record_takes_a_file_only_from_the_token_that_created_it
     async with gw.get(url, headers=bob) as response:  # reading is any operator's
         assert response.status == 200
         assert await response.read() == disk.read_bytes()
+
+
+async def test_only_the_gateway_identity_reads_the_token_bucket(
+    gw: Api, nats_server: NatsServer,
+) -> None:
+    """Token hashes are the gateway's: a node's or the library's NATS identity cannot read them."""
+    if not nats_server.auth:
+        pytest.skip("this nats-server runs without authentication")
+    created = await _create(gw, "ci-reader", "viewer")
+    await nats_server.add_node("node-x")
+    for identity in (nats_auth.node_identity("node-x"), nats_auth.IMAGE_LIBRARY):
+        nc = await nats.connect(**nats_server.connect_options(identity))
+        try:
+            assert nc.is_connected
+            # The server drops the request (a permissions violation): the client times out.
+            with pytest.raises(nats.errors.TimeoutError):
+                kv = await nc.jetstream(timeout=2).key_value(subjects.TOKENS_BUCKET)
+                await kv.get(created["id"])
+        finally:
+            await nc.close()
