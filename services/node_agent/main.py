@@ -64,7 +64,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await nats_client.wait_for_jetstream(js, nats_client.NODE_STREAMS)
         vms = await nats_client.bucket(js, subjects.VMS_BUCKET)
         store = VmStore(vms, await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
-        recorder = Recorder(js, store, node_id)
+        recorder = Recorder(js, store, node_id, retry_s=settings.transient_retry_s)
         cache = ImageCache(settings, nc, js)
         stack.push_async_callback(cache.close)  # cancels downloads in flight when we stop
         await cache.remove_orphaned_partials()  # a killed run's downloads: none is in flight

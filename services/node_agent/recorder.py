@@ -7,10 +7,17 @@ Every write is a compare-and-set on the revision, like ``VmStore.update``; the r
 remembers the revision of its own last write of each VM, so a create's successive states cost one
 round trip each instead of a read and a write. A stale revision (someone else wrote since) fails
 the write, and the change is then applied to a fresh read: nothing is ever overwritten.
+
+NATS that does not answer (restarting, a leader election) is a transient failure: reads, writes
+and publishes are retried with the shared backoff (``common.retry``) for up to
+``LQ_TRANSIENT_RETRY_S`` before the work fails (issue 11). A write whose answer was lost is
+applied again to a fresh read (compare-and-set); an event published again carries the same
+``Nats-Msg-Id``, so JetStream stores it once.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import msgspec
@@ -19,6 +26,7 @@ from nats.js import JetStreamContext
 
 from limiquantix.common.errors import NotFound
 from limiquantix.common.events import Event, VmStateChanged, event_encoder, event_subject
+from limiquantix.common.retry import retry_transient
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmError, VmRecord, VmState
 
@@ -31,10 +39,12 @@ Patch = Callable[[VmRecord], VmRecord | None]
 class Recorder:
     """The node's only way to change VM records and publish events."""
 
-    def __init__(self, js: JetStreamContext, store: VmStore, node_id: str) -> None:
+    def __init__(self, js: JetStreamContext, store: VmStore, node_id: str, *,
+                 retry_s: float = 120.0) -> None:
         self._js = js
         self.store = store
         self.node_id = node_id
+        self._retry_s = retry_s
         self._known: dict[str, tuple[VmRecord, int]] = {}  # our last write: record, revision
 
     def forget(self, vm_id: str) -> None:
@@ -44,7 +54,9 @@ class Recorder:
     async def find(self, vm_id: str) -> VmRecord | None:
         """The record (its revision remembered for the next write), or None."""
         try:
-            self._known[vm_id] = await self.store.records.get(vm_id)
+            self._known[vm_id] = await retry_transient(
+                lambda: self.store.records.get(vm_id), what="record read",
+                deadline_s=self._retry_s, vm_id=vm_id)
         except NotFound:
             self.forget(vm_id)
             return None
@@ -53,8 +65,9 @@ class Recorder:
     async def _write(self, vm_id: str, change: Patch) -> VmRecord | None:
         """Compare-and-set ``change``, first on the remembered revision, then on fresh reads."""
         try:
-            updated = await self.store.records.update(vm_id, change,
-                                                      known=self._known.get(vm_id))
+            updated = await retry_transient(
+                lambda: self.store.records.update(vm_id, change, known=self._known.get(vm_id)),
+                what="record write", deadline_s=self._retry_s, vm_id=vm_id)
         except NotFound:
             self.forget(vm_id)
             raise
@@ -65,7 +78,11 @@ class Recorder:
 
     async def publish(self, event: Event) -> None:
         """Publish ``event`` on its subject and wait for JetStream's acknowledgement."""
-        await self._js.publish(event_subject(event), event_encoder.encode(event))
+        subject, payload = event_subject(event), event_encoder.encode(event)
+        headers = {"Nats-Msg-Id": uuid.uuid4().hex}  # the same on every retry: stored once
+        await retry_transient(lambda: self._js.publish(subject, payload, headers=headers),
+                              what="event publish", deadline_s=self._retry_s,
+                              vm_id=getattr(event, "vm_id", ""))
 
     async def patch(self, vm_id: str, change: Patch) -> VmRecord | None:
         """Change fields of a record without a state change (no event)."""
