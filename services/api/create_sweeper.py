@@ -31,10 +31,11 @@ import structlog
 from aiohttp import web
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from limiquantix.api import app_keys, publisher
+from limiquantix.api import app_keys
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import CreateVm
 from limiquantix.common.kv_records import bucket_keys
+from limiquantix.common.publish import send_command
 from limiquantix.common.vms import VmRecord, VmState
 
 log = structlog.get_logger()
@@ -70,7 +71,7 @@ class CreateSweeper:
                     or (now - record.updated_at).total_seconds() < self._stale_after_s):
                 continue
             command = CreateVm(command_id=resend_id(record), vm_id=record.id, vm=record)
-            await publisher.send_command(app[app_keys.JETSTREAM], record.node, command)
+            await send_command(app[app_keys.JETSTREAM], record.node, command)
             log.warning("create re-sent for a VM pending without progress", vm_id=record.id,
                         node=record.node, pending_since=record.updated_at.isoformat())
 

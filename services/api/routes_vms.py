@@ -19,7 +19,7 @@ import nats.errors
 import structlog
 from aiohttp import web
 
-from limiquantix.api import app_keys, placement, publisher, vm_image
+from limiquantix.api import app_keys, placement, vm_image
 from limiquantix.api.create_sweeper import sweeper_ctx
 from limiquantix.api.errors import (
     IdempotencyInProgress,
@@ -54,6 +54,7 @@ from limiquantix.common.errors import (
 )
 from limiquantix.common.events import VmDeleted, VmStateChanged
 from limiquantix.common.node_rpc import ConsoleLogRequest
+from limiquantix.common.publish import publish_event, send_command
 from limiquantix.common.vms import (
     CloudInitRequest,
     CloudInitSpec,
@@ -229,10 +230,10 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     # fails now (the create sweeper sends the command again), so the client gets its 202.
     js = app[app_keys.JETSTREAM]
     try:
-        await publisher.publish_event(js, VmStateChanged(
+        await publish_event(js, VmStateChanged(
             vm_id=vm_id, name=record.name, node=node, state=VmState.PENDING, reason="created",
         ))
-        await publisher.send_command(js, node, CreateVm(
+        await send_command(js, node, CreateVm(
             command_id=str(uuid.uuid4()), vm_id=vm_id, vm=record))
     except nats.errors.Error as exc:
         log.warning("create not queued yet; the sweeper will send it", vm_id=vm_id,
@@ -249,7 +250,7 @@ async def _queue_or_fail(app: web.Application, record: VmRecord, command: Comman
     js = app[app_keys.JETSTREAM]
     for attempt in range(PUBLISH_ATTEMPTS):
         try:
-            await publisher.send_command(js, record.node, command)
+            await send_command(js, record.node, command)
             return
         except Exception as exc:
             log.warning("command publish failed", vm_id=record.id, attempt=attempt,
@@ -352,7 +353,7 @@ async def _act(request: web.Request, action: VmAction) -> web.Response:
     app = request.app
     updated, previous = await _transition(app, request.match_info["vm"], action)
     js = app[app_keys.JETSTREAM]
-    await publisher.publish_event(js, VmStateChanged(
+    await publish_event(js, VmStateChanged(
         vm_id=updated.id, name=updated.name, node=updated.node, state=updated.state,
         previous=previous, reason=f"{action} requested",
     ))
@@ -407,8 +408,8 @@ async def _force_delete(app: web.Application, vm: VmRecord) -> web.Response:
     js = app[app_keys.JETSTREAM]
     gone = msgspec.structs.replace(vm, state=VmState.DELETING)
     try:
-        await publisher.publish_event(js, VmDeleted(vm_id=vm.id, name=vm.name, node=vm.node))
-        await publisher.send_command(js, vm.node, DeleteVm(
+        await publish_event(js, VmDeleted(vm_id=vm.id, name=vm.name, node=vm.node))
+        await send_command(js, vm.node, DeleteVm(
             command_id=str(uuid.uuid4()), vm_id=vm.id, force=True))
     except nats.errors.Error as exc:  # the record is gone already: the delete stands
         log.warning("forced delete not announced", vm_id=vm.id, error=repr(exc))

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from limiquantix.common.errors import Conflict
-from limiquantix.common.events import (
-    Event,
-    ImageStateChanged,
-    event_encoder,
-    event_subject,
-)
+from limiquantix.common.events import Event, ImageStateChanged
 from limiquantix.common.ids import is_image_id
 from limiquantix.common.images import ImageRecord
 from limiquantix.common.kv_records import KvRecords
+from limiquantix.common.publish import publish_event
 from limiquantix.image_library.errors import ImageNotFound
-
-log = structlog.get_logger()
 
 
 def _not_found(image_id: str) -> ImageNotFound:
@@ -71,10 +64,7 @@ class ImageStore:
 
     async def publish(self, event: Event) -> None:
         """Publish an event; a lost event must not fail the work it reports on."""
-        try:
-            await self._js.publish(event_subject(event), event_encoder.encode(event))
-        except Exception as exc:
-            log.warning("event not published", error=str(exc), subject=event_subject(event))
+        await publish_event(self._js, event, best_effort=True)
 
     async def _state_event(self, record: ImageRecord, *, previous: str, reason: str = "") -> None:
         await self.publish(ImageStateChanged(

@@ -26,7 +26,6 @@ from nats.js.kv import KeyValue
 
 from limiquantix.api import app_keys
 from limiquantix.api.auth import principal_of
-from limiquantix.api.console import audit
 from limiquantix.api.console.errors import ConsoleUnavailable, OriginRejected
 from limiquantix.api.console.origin import origin_allowed, parse_allowed
 from limiquantix.api.console.proxy import (
@@ -43,6 +42,7 @@ from limiquantix.common import subjects
 from limiquantix.common.base import utcnow
 from limiquantix.common.errors import NotFound
 from limiquantix.common.events import ConsoleSessionEnded, ConsoleSessionStarted
+from limiquantix.common.publish import publish_event
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord, VmState, VncEndpoint
@@ -200,7 +200,8 @@ class ConsoleGateway:
         self._sessions += 1
         self._no_sessions.clear()
         try:
-            await audit.publish(self._js, session.started_event())
+            # The audit trail never ends a session: a lost event is logged.
+            await publish_event(self._js, session.started_event(), best_effort=True)
             await self._pipe(session, ws, vnc, transport)
         finally:
             result = session.result
@@ -208,7 +209,8 @@ class ConsoleGateway:
                      bytes_to_vnc=result.bytes_to_vnc, bytes_to_client=result.bytes_to_client)
             try:
                 # Shielded: the audit record is written even when the handler is cancelled.
-                await asyncio.shield(audit.publish(self._js, session.ended_event()))
+                await asyncio.shield(
+                    publish_event(self._js, session.ended_event(), best_effort=True))
             finally:
                 self._sessions -= 1
                 if not self._sessions:
