@@ -1,4 +1,5 @@
-"""The shipped catalog (``catalog.json``): well-known cloud images, listed as ``remote`` (downloaded on first use).
+"""The shipped catalog (``catalog.json``): well-known cloud images, listed as ``remote``
+(downloaded on first use).
 
 Entries are seeded into the ``lq_images`` bucket at start; importing one downloads it from its
 official URL (sizes are approximate until the import measures them). The ``latest`` URLs change
