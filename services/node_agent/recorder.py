@@ -25,7 +25,8 @@ import structlog
 from nats.js import JetStreamContext
 
 from limiquantix.common.errors import NotFound
-from limiquantix.common.events import Event, VmStateChanged, event_encoder, event_subject
+from limiquantix.common.events import Event, VmStateChanged
+from limiquantix.common.publish import publish_event
 from limiquantix.common.retry import retry_transient
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmError, VmRecord, VmState
@@ -78,9 +79,8 @@ class Recorder:
 
     async def publish(self, event: Event) -> None:
         """Publish ``event`` on its subject and wait for JetStream's acknowledgement."""
-        subject, payload = event_subject(event), event_encoder.encode(event)
-        headers = {"Nats-Msg-Id": uuid.uuid4().hex}  # the same on every retry: stored once
-        await retry_transient(lambda: self._js.publish(subject, payload, headers=headers),
+        msg_id = uuid.uuid4().hex  # the same on every retry: stored once
+        await retry_transient(lambda: publish_event(self._js, event, msg_id=msg_id),
                               what="event publish", deadline_s=self._retry_s,
                               vm_id=getattr(event, "vm_id", ""))
 
