@@ -21,6 +21,9 @@ FAST_ENV = {
     # Tests make their images with qemu-img in their temp dirs and name them by path: the
     # operator's opt-in for node images (off in production unless LQ_HOST_IMAGE_DIRS is set).
     "LQ_HOST_IMAGE_DIRS": "/tmp,/var/tmp",
+    # ... and serve their imports from local HTTP servers (the import address policy refuses
+    # loopback by default; tests/security checks that refusal on stacks of its own).
+    "LQ_IMPORT_ALLOWED_NETWORKS": "127.0.0.0/8",
 }
 
 
