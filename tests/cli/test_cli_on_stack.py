@@ -271,8 +271,22 @@ async def test_events_follow_resumes_across_an_api_restart(lq: Lq, stack: Stack,
     follower = await asyncio.create_subprocess_exec(
         LQ, "events", "--json", "--since", "1h", env=lq.env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)
+    seen: list[bytes] = []
+
+    async def follow_until(name: str, state: str, timeout_s: float = 30.0) -> None:
+        """Read the follower's lines until it shows ``name`` reaching ``state``."""
+        assert follower.stdout is not None
+        async with asyncio.timeout(timeout_s):
+            while True:
+                raw = await follower.stdout.readline()
+                assert raw, "lq events stopped"
+                seen.append(raw)
+                event = json.loads(raw)
+                if (event.get("name"), event.get("state")) == (name, state):
+                    return
+
     try:
-        await asyncio.sleep(1.5)  # caught up with the replay
+        await follow_until(before, "running")  # caught up with the replay
         api = stack.services["api"]
         await api.stop()
         await api.start()  # same port, same token
@@ -280,11 +294,12 @@ async def test_events_follow_resumes_across_an_api_restart(lq: Lq, stack: Stack,
         created = await lq("vm", "create", after, "--image", str(image), "--memory", "128M",
                            "--disk", "1G", "--wait", "running", timeout_s=90)
         assert created.code == 0, created.err
-        await asyncio.sleep(1.5)
+        await follow_until(after, "running")
     finally:
         follower.terminate()
         out, err = await follower.communicate()
-    events = [json.loads(line) for line in out.decode().splitlines()]
+    events = [json.loads(line) for line in b"".join(seen).decode().splitlines()]
+    events += [json.loads(line) for line in out.decode().splitlines()]
     ids = [int(e["id"]) for e in events]
     assert ids == sorted(set(ids)), "an event was repeated or out of order"
     assert ids == list(range(ids[0], ids[0] + len(ids))), "an event was lost"
@@ -298,7 +313,10 @@ async def test_ctrl_c_while_waiting_exits_130_and_leaves_the_vm(lq: Lq, tmp_path
     waiting = await asyncio.create_subprocess_exec(
         LQ, "vm", "create", name, "--image", str(image), "--memory", "128M", "--disk", "1G",
         "--wait", "ready", env=lq.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    await asyncio.sleep(2)
+    assert waiting.stdout is not None
+    # "Creating …" is printed once the POST answered: from there on lq is waiting.
+    created = await asyncio.wait_for(waiting.stdout.readline(), 30)
+    assert created.startswith(b"Creating "), created
     waiting.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(waiting.communicate(), 10)
     assert waiting.returncode == 130

@@ -58,7 +58,7 @@ async def test_racing_consumers_exactly_one_wins(kv: KeyValue) -> None:
 async def test_expired_ticket_is_refused(kv: KeyValue) -> None:
     store = TicketStore(kv, ttl_s=0.2)
     token, _ = await store.issue(vm_id="vm-1", node="n", user="u")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # deliberate: time passes, the ticket's TTL runs out
     with pytest.raises(TicketExpired):
         await store.consume(token)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from pathlib import Path
 
 import pytest
@@ -115,8 +116,10 @@ async def test_deleting_a_slow_download_cancels_it_and_removes_everything(
         source_url=origin.file_url("disk.qcow2", rate=512 * 1024), name="slow",
     ))
     progressing = await wait_image(client, record.id, "downloading")
-    await asyncio.sleep(1.5)  # progress is written once a second
-    progressing = await client.get(record.id)
+    deadline = time.monotonic() + 10  # progress is written once a second
+    while progressing.bytes_done == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        progressing = await client.get(record.id)
     assert 0 < progressing.bytes_done < disk.stat().st_size
     assert progressing.bytes_total == disk.stat().st_size
     deleted = await client.delete(record.id)
@@ -188,7 +191,11 @@ async def test_an_import_publishes_its_state_changes_and_progress_as_events(
         source_url=origin.file_url("disk.qcow2", rate=2 << 20), name="evented",
     ))
     await wait_image(client, record.id, "active")
-    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 10  # the record is written before its event is published
+    while time.monotonic() < deadline and not any(
+            isinstance(e, ImageStateChanged) and e.image_id == record.id and e.state == "active"
+            for e in received):
+        await asyncio.sleep(0.02)
     await subscription.unsubscribe()
     mine = [e for e in received if getattr(e, "image_id", "") == record.id]
     states = [e.state for e in mine if isinstance(e, ImageStateChanged)]

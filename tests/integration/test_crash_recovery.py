@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +29,11 @@ async def test_agent_killed_before_ack_then_restarted_makes_exactly_one_vm(
             await wait_state(api, vm["id"], "running")
             await stack.kill_node("node-a")
             await stack.start_node("node-a")  # no failpoint: the redelivery is finished
-            await asyncio.sleep(float(FAST_ENV["LQ_COMMAND_ACK_WAIT_S"]) + 2)
+            # The create is redelivered after the ack wait; done when it is acked (the work
+            # queue empties), which the checks below then look behind.
+            deadline = time.monotonic() + float(FAST_ENV["LQ_COMMAND_ACK_WAIT_S"]) + 30
+            while await _pending_commands(stack) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
             record = await wait_state(api, vm["id"], "running")
             assert not record.get("error")
             async with api.get("/v1/vms") as response:

@@ -166,7 +166,8 @@ async def test_a_node_image_gone_leaves_the_vm_in_error_holding_nothing(
     record = await wait_state(api, vm["id"], "error")
     assert record["error"]["code"] == "image_not_found" and record["error"]["hint"]
     assert record["holds_resources"] is False
-    await asyncio.sleep(float(FAST_ENV["LQ_RECONCILE_INTERVAL_S"]) * 2)  # two reconcile passes
+    # Deliberate: time passes (two reconcile passes) to show the first error is kept.
+    await asyncio.sleep(float(FAST_ENV["LQ_RECONCILE_INTERVAL_S"]) * 2)
     _, later = await get_vm(api, vm["id"])
     assert later["error"] == record["error"]
     async with api.delete(f"/v1/vms/{vm['id']}") as response:
