@@ -3,6 +3,7 @@ whole system started for real (subprocesses), per test. Helpers live in ``tests/
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -38,6 +39,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         limits = [s for mark, s in MARK_TIMEOUTS_S.items() if item.get_closest_marker(mark)]
         if limits:
             item.add_marker(pytest.mark.timeout(max(limits)))
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """Rewrite golden files from the current output (``--update-golden`` or
+    ``LQ_UPDATE_GOLDEN=1``) instead of comparing with them; see tests/support/golden.py."""
+    flag = bool(request.config.getoption("--update-golden", default=False))
+    return flag or os.environ.get("LQ_UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture

@@ -14,6 +14,10 @@ import subprocess
 from pathlib import Path
 from types import ModuleType
 
+from limiquantix.api.app import init
+from limiquantix.api.openapi import OPENAPI_DOC
+from limiquantix.common import settings
+from tests.support.golden import assert_golden
 from tests.support.web_build import WEB, ensure_built
 
 REGENERATE = ".venv/bin/python web/scripts/dump_openapi.py && (cd web && npm run gen:api)"
@@ -34,6 +38,15 @@ def test_the_committed_openapi_document_is_the_gateways() -> None:
     assert committed == dump.render(), f"web/src/api/openapi.json is stale: run {REGENERATE}"
     served_paths = set(json.loads(committed)["paths"])
     assert {"/v1/vms", "/v1/images", "/v1/nodes", "/v1/events"} <= served_paths
+
+
+def test_the_served_openapi_document_is_the_golden_file(tmp_path: Path,
+                                                        update_golden: bool) -> None:
+    """What ``GET /v1/openapi.json`` serves, byte for byte the committed copy (the golden file
+    of the API's contract: ``--update-golden`` rewrites it, then regenerate the types)."""
+    app = init(settings.load({}, data_dir=str(tmp_path), api_token="t"))
+    served = json.dumps(app[OPENAPI_DOC], indent=2, sort_keys=True) + "\n"
+    assert_golden(WEB / "src" / "api" / "openapi.json", served, update_golden)
 
 
 def test_the_committed_typescript_types_are_generated_from_it(tmp_path: Path) -> None:
