@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # One command: install everything, then run the whole test suite (unit, integration on real NATS
 # and libvirt's test driver, end to end on libvirtd + QEMU/TCG, the real guest, the browser).
+#
+# --quick: the inner loop, everything but the tests marked stack, e2e, guest, browser or fuzz,
+# in 4 parallel workers (the tests mostly wait on NATS and subprocesses; see README, Tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=()
+if [ "${1:-}" = "--quick" ]; then
+  shift
+  quick=(-n 4 -m "not stack and not e2e and not guest and not browser and not fuzz")
+fi
 bash scripts/setup.sh
 state=$(bash scripts/libvirtd.sh)
 stop_libvirtd() {
@@ -10,4 +18,4 @@ stop_libvirtd() {
   if [ "$state" = started ] && [ -f /var/run/libvirtd.pid ]; then kill "$(cat /var/run/libvirtd.pid)" 2>/dev/null || true; fi
 }
 trap stop_libvirtd EXIT
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider "${quick[@]}" "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 from pathlib import Path
 
@@ -14,8 +15,12 @@ SCREENSHOTS = ROOT / "build" / "screenshots"
 
 def ensure_built() -> Path:
     """The build directory, rebuilt first if a source changed (npm ci on a new lock file)."""
-    result = subprocess.run(["bash", str(WEB / "build.sh")], capture_output=True, text=True,
-                            timeout=600, check=False)
+    # One build at a time: parallel test workers (pytest -n) would otherwise race in web/.
+    (ROOT / "build").mkdir(exist_ok=True)
+    with (ROOT / "build" / ".web-build.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(["bash", str(WEB / "build.sh")], capture_output=True,
+                                text=True, timeout=600, check=False)
     output = result.stdout[-3000:] + result.stderr[-3000:]
     assert result.returncode == 0, f"web/build.sh failed:\n{output}"
     assert (BUILD / "index.html").is_file()
