@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/boot.py [--runs 3] [--json out.json]
 
-Builds (or reuses) the Debian 12 test image (tests/guest/build_image.py), starts the whole system
+Builds (or reuses) the Debian 12 test image (tests/support/guest_image.py), starts the whole system
 on libvirt qemu:///system (TCG), imports the image into the library from a local HTTP server,
 then per run: POST /v1/vms (isolated network, SSH key) -> ``running`` -> ``ready`` (cloud-init
 finished, seen by the node's serial-log follower) -> delete. Medians over the runs.
@@ -41,9 +41,8 @@ from limiquantix.node_agent.cloud_config import seed_files
 from limiquantix.node_agent.local_image import LocalImage
 from limiquantix.node_agent.overlay import create_overlay
 from limiquantix.node_agent.seed_iso import write_seed_iso
-from tests.guest.build_image import ensure_image
-from tests.guest.guest_vm import keygen
-from tests.guest.test_real_guest_via_api import ENV, import_image, serve_file
+from tests.support.guest_image import ensure_image
+from tests.support.guest_vm import GUEST_STACK_ENV, import_image, keygen, serve_file
 
 READY_TIMEOUT_S = 900.0
 
@@ -174,7 +173,8 @@ async def main() -> int:
         boots: list[dict[str, float]] = []
         parts: list[dict[str, float]] = []
         async with serve_file(image) as url, \
-                Stack(root / "s", libvirt_uri="qemu:///system", extra_env=ENV) as stack, \
+                Stack(root / "s", libvirt_uri="qemu:///system",
+                      extra_env=GUEST_STACK_ENV) as stack, \
                 aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as api:
             warnings = await node_warnings(api)
             blanks = [await blank_to_running(api, n) for n in range(args.runs)]

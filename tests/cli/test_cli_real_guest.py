@@ -39,7 +39,7 @@ REPO = Path(__file__).parents[2]
 def debian_image() -> Path:
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
         pytest.skip("the guest image needs root and debootstrap")
-    from tests.guest.build_image import ensure_image
+    from tests.support.guest_image import ensure_image
 
     return ensure_image()
 

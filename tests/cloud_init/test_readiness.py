@@ -1,6 +1,6 @@
 """Readiness follows a growing serial log: ready on "finished", failures raise, old boots ignored.
 
-The logs are real: a Debian 12 guest (cloud-init 22.4) built by tests/guest/build_image.py,
+The logs are real: a Debian 12 guest (cloud-init 22.4) built by tests/support/guest_image.py,
 booted under QEMU/TCG. They are written to the followed file progressively, in small pieces.
 """
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.guest.build_image import BuildFailed, ensure_image
+from tests.support.guest_image import BuildFailed, ensure_image
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.guest.build_image import (
+from tests.support.guest_image import (
     PARTITION_START,
     SECTOR,
     cached_image_path,

@@ -21,7 +21,14 @@ from limiquantix.common.cloud_init import prepare
 from limiquantix.common.vms import CloudInitRequest, VmRecord
 from limiquantix.node_agent.cloud_config import seed_files
 from limiquantix.node_agent.readiness import wait_for_guest_ready
-from tests.guest.guest_vm import GuestDomain, Ssh, fingerprint_of, keygen, scan_host_keys, work_dir
+from tests.support.guest_vm import (
+    GuestDomain,
+    Ssh,
+    fingerprint_of,
+    keygen,
+    scan_host_keys,
+    work_dir,
+)
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(1500)]
 

@@ -11,31 +11,27 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from limiquantix.local.stack import Stack
-from tests.guest.guest_vm import Ssh, fingerprint_of, free_port, keygen, scan_host_keys
 from tests.support.flows import action, create_vm, get_vm, unique_name, wait_gone, wait_state
+from tests.support.guest_vm import (
+    GUEST_STACK_ENV,
+    Ssh,
+    fingerprint_of,
+    import_image,
+    keygen,
+    scan_host_keys,
+    serve_file,
+)
 
 pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
 
 READY_TIMEOUT_S = 900  # TCG on a shared 2-core machine: 45 s when idle, minutes when busy
-ENV = {
-    "LQ_HEARTBEAT_INTERVAL_S": "1",
-    "LQ_RECONCILE_INTERVAL_S": "5",
-    "LQ_STOP_TIMEOUT_S": "300",  # the ACPI shutdown must not be cut short by a forced stop
-    "LQ_VIRT_TYPE": "qemu",
-    "LQ_LOG_LEVEL": "debug",
-    "LQ_IMPORT_ALLOWED_NETWORKS": "127.0.0.0/8",  # the guest image comes from a local origin
-}
 USER_DATA = "#cloud-config\nruncmd:\n  - echo ran >> /var/tmp/custom-runs\n"
 PASSWORD = "correct horse battery staple"
 # The guest's own libcrypt checks the $6$ hash our pure-Python SHA-512 crypt made.
@@ -44,42 +40,6 @@ CHECK_PASSWORD = (
     "open('/etc/shadow') if l.startswith('admin:')][0]; "
     "sys.exit(0 if h.startswith('\\$6\\$') and crypt.crypt(sys.argv[1], h) == h else 1)\" "
 )
-
-
-@asynccontextmanager
-async def serve_file(path: Path) -> AsyncIterator[str]:
-    """An HTTP server on 127.0.0.1 serving one file (the 'origin' the library imports from)."""
-    async def get(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(path)
-
-    app = web.Application()
-    app.router.add_get(f"/{path.name}", get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{port}/{path.name}"
-    finally:
-        await runner.cleanup()
-
-
-async def import_image(api: aiohttp.ClientSession, url: str, timeout_s: float = 600) -> str:
-    body = {"name": f"debian12-test-{uuid.uuid4().hex[:6]}", "source_url": url,
-            "format": "qcow2", "os": "debian", "version": "12", "default_user": "admin"}
-    async with api.post("/v1/images", json=body) as response:
-        record = await response.json()
-        assert response.status == 202, record
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        async with api.get(f"/v1/images/{record['id']}") as response:
-            record = await response.json()
-        if record["state"] == "active":
-            return str(record["id"])
-        assert record["state"] != "error", record
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"image not active after {timeout_s} s: {record}")
 
 
 async def wait_ready(api: aiohttp.ClientSession, vm_id: str) -> dict[str, Any]:
@@ -127,7 +87,8 @@ async def test_real_guest_created_through_the_api_is_reachable_with_its_key(
     public = key.with_suffix(".pub").read_text().strip()
     name = unique_name("guest")
     async with serve_file(guest_image) as url, \
-            Stack(qemu_tmp / "s", libvirt_uri="qemu:///system", extra_env=ENV) as stack, \
+            Stack(qemu_tmp / "s", libvirt_uri="qemu:///system",
+                  extra_env=GUEST_STACK_ENV) as stack, \
             aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as api:
         image_id = await import_image(api, url)
         vm = await create_vm(api, name=name, image=image_id, memory_mib=1024, disk_gib=4,

@@ -11,13 +11,17 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+import aiohttp
 import libvirt
+from aiohttp import web
 
 from limiquantix.node_agent.seed_iso import build_seed_iso
 
@@ -198,3 +202,50 @@ class GuestDomain:
         except libvirt.libvirtError:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# The whole system as the real-guest tests and bench/boot.py run it (TCG on qemu:///system).
+GUEST_STACK_ENV = {
+    "LQ_HEARTBEAT_INTERVAL_S": "1",
+    "LQ_RECONCILE_INTERVAL_S": "5",
+    "LQ_STOP_TIMEOUT_S": "300",  # the ACPI shutdown must not be cut short by a forced stop
+    "LQ_VIRT_TYPE": "qemu",
+    "LQ_LOG_LEVEL": "debug",
+    "LQ_IMPORT_ALLOWED_NETWORKS": "127.0.0.0/8",  # the guest image comes from a local origin
+}
+
+
+@asynccontextmanager
+async def serve_file(path: Path) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 serving one file (the 'origin' the library imports from)."""
+    async def get(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(path)
+
+    app = web.Application()
+    app.router.add_get(f"/{path.name}", get)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}/{path.name}"
+    finally:
+        await runner.cleanup()
+
+
+async def import_image(api: aiohttp.ClientSession, url: str, timeout_s: float = 600) -> str:
+    body = {"name": f"debian12-test-{uuid.uuid4().hex[:6]}", "source_url": url,
+            "format": "qcow2", "os": "debian", "version": "12", "default_user": "admin"}
+    async with api.post("/v1/images", json=body) as response:
+        record = await response.json()
+        assert response.status == 202, record
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with api.get(f"/v1/images/{record['id']}") as response:
+            record = await response.json()
+        if record["state"] == "active":
+            return str(record["id"])
+        assert record["state"] != "error", record
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"image not active after {timeout_s} s: {record}")

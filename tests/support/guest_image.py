@@ -1,7 +1,7 @@
 """Build a small bootable Debian 12 cloud image offline (from the apt mirror), cached by recipe.
 
-    python -m tests.guest.build_image            # build or reuse; prints the qcow2 path
-    python -m tests.guest.build_image --force    # rebuild even when cached
+    python -m tests.support.guest_image            # build or reuse; prints the qcow2 path
+    python -m tests.support.guest_image --force    # rebuild even when cached
 
 What it makes is what real cloud images are: an MBR disk with one ext4 partition and GRUB in the
 MBR gap, ``console=ttyS0`` last on the kernel command line (so cloud-init's output reaches the
