@@ -32,7 +32,7 @@ from limiquantix.api.http_json import decode_body
 from limiquantix.api.idempotency import IdempotencyKeys, body_hash
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
 from limiquantix.api.schemas import VmList
-from limiquantix.common import cloud_init, forward_ports, node_rpc, subjects
+from limiquantix.common import cloud_init, forward_ports, node_rpc, subjects, vm_transition
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import (
     Command,
@@ -56,6 +56,7 @@ from limiquantix.common.events import VmDeleted, VmStateChanged
 from limiquantix.common.node_rpc import ConsoleLogRequest
 from limiquantix.common.publish import publish_event, send_command
 from limiquantix.common.vms import (
+    TRANSITIONS,
     CloudInitRequest,
     CloudInitSpec,
     CreateVmRequest,
@@ -64,7 +65,6 @@ from limiquantix.common.vms import (
     VmError,
     VmRecord,
     VmState,
-    next_state,
 )
 from limiquantix.image_library.client import ImageLibraryClient
 
@@ -314,49 +314,45 @@ def _command_for(action: VmAction, vm: VmRecord, stop_timeout_s: float) -> Comma
             return DeleteVm(command_id=command_id, vm_id=vm.id)
 
 
-async def _transition(
-    app: web.Application, ref: str, action: VmAction
-) -> tuple[VmRecord, VmState]:
-    """Record the transitional state of ``action`` with CAS; IllegalTransition if not allowed."""
+async def _transition(app: web.Application, ref: str, action: VmAction) -> VmRecord:
+    """Record the transitional state of ``action`` and say so (``common.vm_transition``: CAS,
+    ``vm.state_changed``); IllegalTransition if not allowed."""
     vm = await resolve(app, ref)
-    previous: list[VmState] = []
     recreate = action == VmAction.START and not vm.holds_resources
     if recreate:  # its create failed and released its room: it needs that room again
         view = app[app_keys.VM_VIEW]
         placement.place(vcpus=vm.vcpus, memory_mib=vm.memory_mib, explicit=vm.node,
                         nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations())
+    legal, target = TRANSITIONS[action]
+
+    def illegal(current: VmRecord) -> IllegalTransition:
+        return IllegalTransition(
+            f"cannot {action} VM {current.name!r}: it is {current.state}",
+            vm_id=current.id, state=current.state, action=str(action),
+        )
 
     def change(current: VmRecord) -> VmRecord:
-        target = next_state(action, current.state)
-        if target is None:
-            raise IllegalTransition(
-                f"cannot {action} VM {current.name!r}: it is {current.state}",
-                vm_id=current.id, state=current.state, action=str(action),
-            )
-        previous[:] = [current.state]
-        if recreate and not current.holds_resources:
-            return msgspec.structs.replace(current, state=VmState.PENDING, error=None,
-                                           holds_resources=True)
-        error = None if action in (VmAction.START, VmAction.FORCE_STOP) else current.error
-        return msgspec.structs.replace(current, state=target, error=error)
+        if recreate and not current.holds_resources:  # its create is tried again
+            return msgspec.structs.replace(current, state=VmState.PENDING, holds_resources=True)
+        return current
 
+    clears_error = action in (VmAction.START, VmAction.FORCE_STOP)
     try:
-        updated = await app[app_keys.VM_STORE].update(vm.id, change)
+        done = await vm_transition.transition(
+            app[app_keys.VM_STORE].records, app[app_keys.JETSTREAM], vm.id, target,
+            only_from=legal, refuse=illegal, error=None if clears_error else vm_transition.KEEP,
+            change=change, reason=f"{action} requested", announce=True,
+        )
     except NotFound:
         raise VmNotFound(f"VM {ref!r} no longer exists", vm=ref) from None
-    assert updated is not None  # change() never declines
-    app[app_keys.VM_VIEW].put_unrevisioned(updated)
-    return updated, previous[0]
+    assert done is not None  # a change is always written; a refusal raises
+    app[app_keys.VM_VIEW].put_unrevisioned(done.after)
+    return done.after
 
 
 async def _act(request: web.Request, action: VmAction) -> web.Response:
     app = request.app
-    updated, previous = await _transition(app, request.match_info["vm"], action)
-    js = app[app_keys.JETSTREAM]
-    await publish_event(js, VmStateChanged(
-        vm_id=updated.id, name=updated.name, node=updated.node, state=updated.state,
-        previous=previous, reason=f"{action} requested",
-    ))
+    updated = await _transition(app, request.match_info["vm"], action)
     command = _command_for(action, updated, app[app_keys.SETTINGS].stop_timeout_s)
     await _queue_or_fail(app, updated, command)
     log.info("vm action accepted", vm_id=updated.id, action=str(action), node=updated.node)

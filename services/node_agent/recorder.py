@@ -20,18 +20,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-import msgspec
-import structlog
 from nats.js import JetStreamContext
 
+from limiquantix.common import vm_transition
 from limiquantix.common.errors import NotFound
-from limiquantix.common.events import Event, VmStateChanged
+from limiquantix.common.events import Event
 from limiquantix.common.publish import publish_event
 from limiquantix.common.retry import retry_transient
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmError, VmRecord, VmState
-
-log = structlog.get_logger()
 
 Change = Callable[[VmRecord], VmRecord]
 Patch = Callable[[VmRecord], VmRecord | None]
@@ -92,31 +89,21 @@ class Recorder:
         self, vm_id: str, state: VmState, *, reason: str = "", error: VmError | None = None,
         change: Change | None = None, only_from: frozenset[VmState] | None = None,
     ) -> VmRecord | None:
-        """Record ``state`` (and ``change``), then publish VmStateChanged when anything moved.
+        """Record ``state`` (and ``change``), then publish VmStateChanged when anything moved
+        (``common.vm_transition``, on the remembered revision first).
 
         ``only_from``: leave the record alone unless it is in one of these states (a late
         writer must not undo a newer state). ``error`` is cleared when not given.
         """
-        previous: list[VmState] = []
-
-        def apply(record: VmRecord) -> VmRecord | None:
-            if only_from is not None and record.state not in only_from:
-                return None
-            previous[:] = [record.state]
-            new = change(record) if change is not None else record
-            if new.state == state and new.error == error and change is None:
-                return None
-            return msgspec.structs.replace(new, state=state, error=error)
-
-        record = await self._write(vm_id, apply)
-        if record is None:
+        try:
+            done = await vm_transition.transition(
+                self.store.records, self._js, vm_id, state, only_from=only_from, error=error,
+                change=change, reason=reason, node=self.node_id,
+                known=self._known.get(vm_id), retry_s=self._retry_s)
+        except NotFound:
+            self.forget(vm_id)
+            raise
+        if done is None:
             return None
-        before = previous[0]
-        if before != state or error is not None:
-            log.info("vm state", vm_id=vm_id, state=str(state), previous=str(before),
-                     reason=reason, error=error.code if error else None)
-            await self.publish(VmStateChanged(
-                vm_id=vm_id, name=record.name, node=self.node_id, state=state, previous=before,
-                reason=reason, error=error,
-            ))
-        return record
+        self._known[vm_id] = (done.after, done.revision)
+        return done.after
