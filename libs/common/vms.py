@@ -168,6 +168,8 @@ class VncEndpoint(Model, frozen=True, kw_only=True):
 
     host: str
     port: int
+    # The display asks for VNC authentication (libs/common/vnc_auth.py): the gateway answers it.
+    password_protected: bool = False
 
 
 class GuestInfo(Model, frozen=True, kw_only=True):

@@ -18,7 +18,9 @@ import msgspec
 import structlog
 
 from limiquantix.common.commands import CreateVm
+from limiquantix.common.library_tokens import load_or_create_secret, node_key
 from limiquantix.common.vms import VmRecord, VmState
+from limiquantix.common.vnc_auth import vnc_password
 from limiquantix.node_agent import cloud_config
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.domain_ops import boot
@@ -67,7 +69,8 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
         await write_seed_iso(await asyncio.to_thread(cloud_config.seed_files, record),
                              files.seed)
     record = await _bind_forwards(ctx, record)
-    xml = render(domain_spec(ctx, record, image))
+    key = node_key(await asyncio.to_thread(load_or_create_secret, ctx.settings))
+    xml = render(domain_spec(ctx, record, image, vnc_password(key, record.id)))
     await asyncio.to_thread(write_atomic, files.domain_xml, xml.encode())
     if await ctx.host.info(ctx.domain_uuid(record.id)) is None:
         await ctx.failpoints.hit("before_define")
@@ -83,7 +86,8 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     await boot(ctx, record.id, reason="created", only_from=CREATE_STATES)
 
 
-def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None) -> DomainSpec:
+def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None,
+                vnc_key: str | None = None) -> DomainSpec:
     """The typed domain of a VM on this node."""
     files = ctx.files(record.id)
     host = ctx.settings.console_host
@@ -95,7 +99,7 @@ def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None) -
         vcpus=record.vcpus, memory_mib=record.memory_mib, disk=str(files.disk),
         seed_iso=str(files.seed) if image is not None else None,
         install_iso=str(image.path) if image is not None and image.format == "iso" else None,
-        serial_log=str(files.serial_log), console_host=host, nic=nic,
+        serial_log=str(files.serial_log), console_host=host, nic=nic, vnc_password=vnc_key,
     )
 
 

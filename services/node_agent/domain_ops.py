@@ -36,8 +36,11 @@ async def ensure_defined(ctx: AgentContext, record: VmRecord) -> bool:
 
 async def vnc_endpoint(ctx: AgentContext, vm_id: str) -> VncEndpoint | None:
     """Where the running domain's VNC display listens (None on drivers without one)."""
-    port = await ctx.host.vnc_port(ctx.domain_uuid(vm_id))
-    return VncEndpoint(host=ctx.settings.console_host, port=port) if port else None
+    display = await ctx.host.vnc_display(ctx.domain_uuid(vm_id))
+    if display is None:
+        return None
+    port, protected = display
+    return VncEndpoint(host=ctx.settings.console_host, port=port, password_protected=protected)
 
 
 async def boot(ctx: AgentContext, vm_id: str, *, reason: str,

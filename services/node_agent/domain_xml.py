@@ -58,6 +58,7 @@ class DomainSpec(msgspec.Struct, frozen=True, kw_only=True):
     serial_log: str
     console_host: str = "127.0.0.1"
     nic: NicSpec = NicSpec()
+    vnc_password: str | None = None  # libs/common/vnc_auth.py; the console proxy answers it
 
 
 def domain_name(vm_name: str) -> str:
@@ -108,7 +109,10 @@ def _consoles(devices: ET.Element, spec: DomainSpec) -> None:
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
-    _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen=spec.console_host)
+    graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes",
+                    listen=spec.console_host)
+    if spec.vnc_password:
+        graphics.set("passwd", spec.vnc_password)
     video = _sub(devices, "video")
     _sub(video, "model", type="vga")
     _sub(devices, "memballoon", model="none")

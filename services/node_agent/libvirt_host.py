@@ -374,17 +374,20 @@ class LibvirtHost:
                 dom.undefine()
         return await self._on_domain("undefine", dom_uuid, op)
 
-    async def vnc_port(self, dom_uuid: str) -> int | None:
-        """The VNC port QEMU really listens on (autoport), or None when not known."""
+    async def vnc_display(self, dom_uuid: str) -> tuple[int, bool] | None:
+        """The VNC port QEMU really listens on (autoport) and whether the display has a
+        password, or None when not known."""
         def run() -> str | None:
             dom = self._lookup(dom_uuid)
-            return None if dom is None else dom.XMLDesc(0)
+            # SECURE: only then does libvirt show the passwd attribute (we only test it is set)
+            return None if dom is None else dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
         xml = await self._call("XMLDesc", run, uuid=dom_uuid)
         if xml is None:
             return None
         graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
-        port = int(graphics.get("port", "-1")) if graphics is not None else -1
-        return port if port > 0 else None
+        if graphics is None or int(graphics.get("port", "-1")) <= 0:
+            return None
+        return int(graphics.get("port", "-1")), bool(graphics.get("passwd"))
 
     async def change_cdrom(self, dom_uuid: str, target: str, source: str) -> bool:
         """Eject and re-insert a running domain's cdrom, so QEMU opens the (replaced) file.

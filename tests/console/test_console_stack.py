@@ -119,3 +119,32 @@ async def test_console_page_of_api_created_vm_in_chromium(
     )
     stats = await page.evaluate(CANVAS_STATS)
     assert stats["variance"] > 10, stats
+
+
+async def test_the_display_asks_a_password_only_the_gateway_knows(
+    running_vm: tuple[Stack, aiohttp.ClientSession, str],
+) -> None:
+    """Anyone who reaches the node's VNC port is asked for VNC authentication (and a wrong
+    answer is refused); the console through the gateway logs in by itself."""
+    stack, api, vm_id = running_vm
+    async with api.get(f"/v1/vms/{vm_id}") as response:
+        vnc = (await response.json())["vnc"]
+    assert vnc["password_protected"] is True
+    reader, writer = await asyncio.open_connection(vnc["host"], vnc["port"])
+    try:
+        assert await reader.readexactly(12) == b"RFB 003.008\n"
+        writer.write(b"RFB 003.008\n")
+        (count,) = await reader.readexactly(1)
+        assert list(await reader.readexactly(count)) == [2]  # VNC authentication, nothing else
+        writer.write(bytes([2]))
+        await reader.readexactly(16)  # the challenge
+        writer.write(bytes(16))  # a guess
+        assert await reader.readexactly(4) != bytes(4)  # SecurityResult: failed
+    finally:
+        writer.close()
+    async with aiohttp.ClientSession() as http:
+        url = stack.api_url + (await ticket(api, vm_id))["url"]
+        async with http.ws_connect(url, origin=stack.api_url) as ws:
+            stream = rfb.WsStream(ws)
+            init = await rfb.handshake(stream)
+            assert len(await rfb.framebuffer_update(stream, init)) > 0

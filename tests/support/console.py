@@ -68,11 +68,12 @@ class Gateway:
     async def add_vm(
         self, vnc: tuple[str, int] | None, *, state: VmState = VmState.RUNNING, name: str = ""
     ) -> VmRecord:
-        """A VM record as a node agent leaves it once the domain runs."""
+        """A VM record as a node agent leaves it once the domain runs (no node named: none
+        heartbeats here, and the API shows the VMs of an offline node as ``unknown``)."""
         vm_id = str(uuid.uuid4())
         now = utcnow()
         record = VmRecord(
-            id=vm_id, name=name or f"con-{vm_id[:8]}", state=state, node="node-a",
+            id=vm_id, name=name or f"con-{vm_id[:8]}", state=state, node="",
             image="none", vcpus=1, memory_mib=64, disk_gib=1, created_at=now, updated_at=now,
             vnc=VncEndpoint(host=vnc[0], port=vnc[1]) if vnc else None,
         )

@@ -37,15 +37,18 @@ from limiquantix.api.console.proxy import (
 )
 from limiquantix.api.console.tickets import ConsoleTicket, TicketResponse, TicketStore, ws_url
 from limiquantix.api.console.vm_watch import VmWatch
+from limiquantix.api.console.vnc_handshake import VncHandshakeFailed
 from limiquantix.api.errors import VmNotFound
 from limiquantix.common import subjects
 from limiquantix.common.base import utcnow
 from limiquantix.common.errors import NotFound
 from limiquantix.common.events import ConsoleSessionEnded, ConsoleSessionStarted
+from limiquantix.common.library_tokens import node_key
 from limiquantix.common.publish import publish_event
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord, VmState, VncEndpoint
+from limiquantix.common.vnc_auth import vnc_password
 
 log = structlog.get_logger()
 
@@ -80,9 +83,10 @@ class ConsoleGateway:
 
     def __init__(
         self, *, settings: Settings, nc: Client, js: JetStreamContext, vm_store: VmStore,
-        tickets_kv: KeyValue,
+        tickets_kv: KeyValue, vnc_key: bytes = b"",
     ) -> None:
         self.settings = settings
+        self._vnc_key = vnc_key  # the node key: display passwords derive from it
         self._nc = nc
         self._js = js
         self._vms = vm_store
@@ -102,6 +106,7 @@ class ConsoleGateway:
             settings=app[app_keys.SETTINGS], nc=app[app_keys.NATS], js=js,
             vm_store=app[app_keys.VM_STORE],
             tickets_kv=await js.key_value(subjects.CONSOLE_TOKENS_BUCKET),
+            vnc_key=node_key(app[app_keys.LIBRARY_SECRET]),
         )
 
     @property
@@ -224,9 +229,11 @@ class ConsoleGateway:
             ws, transport, idle_timeout_s=self.settings.console_idle_timeout_s,
             max_session_s=self.settings.console_max_session_s,
         )
+        password = (vnc_password(self._vnc_key, session.ticket.vm_id) if vnc.password_protected
+                    else None)
         try:
-            await pipe.connect(vnc.host, vnc.port, VNC_CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
+            await pipe.connect(vnc.host, vnc.port, VNC_CONNECT_TIMEOUT_S, password)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, VncHandshakeFailed) as exc:
             reason = f"cannot reach the VNC display at {vnc.host}:{vnc.port}: {exc or 'timeout'}"
             session.result = PipeResult(close_code=CLOSE_INTERNAL, reason=reason)
             await ws.close(code=CLOSE_INTERNAL, message=clip_reason(reason).encode())

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
+from limiquantix.api.console.vnc_handshake import authenticate, greet_client
+
 # Close codes (RFC 6455): the ones a console session ends with.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -114,6 +116,7 @@ class ConsolePipe:
         self._last_activity = self._loop.time()
         self._ended = asyncio.Event()
         self._vnc: asyncio.Transport | None = None
+        self._handshake_writer: asyncio.StreamWriter | None = None
         # Cleared while the VNC transport is above its high-water mark (set by the protocol).
         self.vnc_writable = asyncio.Event()
         self.vnc_writable.set()
@@ -122,14 +125,38 @@ class ConsolePipe:
         self._backlog_ready = asyncio.Event()
         self.result = PipeResult()
 
-    async def connect(self, host: str, port: int, timeout_s: float) -> None:
-        """Open the VNC connection (OSError/TimeoutError when it cannot be reached)."""
+    async def connect(self, host: str, port: int, timeout_s: float,
+                      password: str | None = None) -> None:
+        """Open the VNC connection (OSError/TimeoutError when it cannot be reached).
+
+        With ``password`` the proxy logs in to the display and greets the browser itself
+        (``vnc_handshake``; VncHandshakeFailed when either side fails), then pipes.
+        """
         if self._client is not None:
             self._client.set_write_buffer_limits(high=HIGH_WATER)
             set_nodelay(self._client)
-        await asyncio.wait_for(
-            self._loop.create_connection(lambda: _VncProtocol(self), host, port), timeout_s
-        )
+        if password is None:
+            await asyncio.wait_for(
+                self._loop.create_connection(lambda: _VncProtocol(self), host, port), timeout_s
+            )
+            return
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        try:
+            await asyncio.wait_for(authenticate(reader, writer, password), timeout_s)
+            early = await asyncio.wait_for(greet_client(self._ws), timeout_s)
+        except BaseException:
+            writer.close()
+            raise
+        # The stream is done with: its transport now feeds the pipe's protocol. The writer is
+        # kept for the session: a StreamWriter closes its transport when it is collected.
+        self._handshake_writer = writer
+        transport = writer.transport
+        protocol = _VncProtocol(self)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if early:
+            self.result.bytes_to_vnc += len(early)
+            transport.write(early)
 
     def vnc_connected(self, transport: asyncio.Transport) -> None:
         """The VNC connection is up (QEMU greets at once: this precedes any data)."""
