@@ -199,6 +199,8 @@ class _Stream:
                 try:
                     msgs = await sub.fetch(batch=FETCH_BATCH, timeout=POLL_S)
                 except TimeoutError:
+                    msgs = []
+                if not msgs:  # nats-py may also answer an empty batch: nothing new yet
                     transport = self.request.transport
                     if transport is None or transport.is_closing():
                         break
