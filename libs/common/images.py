@@ -111,9 +111,8 @@ class ImageDeleted(Model, frozen=True, kw_only=True):
 image_encoder = msgspec.json.Encoder()
 image_decoder = msgspec.json.Decoder(ImageRecord)
 
-# NATS request/reply: the operation is the last subject token (subjects.image_rpc(op)); an error
-# reply is an ErrorReply and carries this header, so a client knows which type to decode.
-RPC_ERROR_HEADER = "Lq-Error"
+# NATS request/reply (``common.rpc``): the operation is the last subject token
+# (subjects.image_rpc(op)).
 # On ``create_upload``: who the gateway creates the record for (set by the gateway, not the body).
 RPC_CREATED_BY_HEADER = "Lq-Created-By"
 RPC_LIST = "list"

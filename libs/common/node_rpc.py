@@ -1,8 +1,8 @@
 """Request/reply queries the gateway makes to one node agent (``subjects.node_rpc(node, op)``).
 
-Core NATS request/reply (not JetStream): a query is answered by the node that owns the VM, or
-times out when that node is down. Replies carry ``error`` instead of a result when the node could
-not answer (e.g. the VM has no serial log yet); the gateway re-raises it as a RemoteError.
+Core NATS request/reply (not JetStream, ``common.rpc``): a query is answered by the node that
+owns the VM, or times out when that node is down. An error (e.g. the VM is not on that node)
+travels in ``common.rpc``'s error headers; the gateway gets it as a RemoteError.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Annotated
 import msgspec
 
 from limiquantix.common.base import Model
-from limiquantix.common.errors import ErrorReply
 
 CONSOLE_LOG = "console_log"  # operation name for subjects.node_rpc(node, CONSOLE_LOG)
 DEFAULT_CONSOLE_LOG_BYTES = 64 * 1024
@@ -29,12 +28,11 @@ class ConsoleLogRequest(Model, frozen=True, kw_only=True):
 
 
 class ConsoleLogReply(Model, frozen=True, kw_only=True):
-    """The tail of the log as text (UTF-8, undecodable bytes replaced), or an error."""
+    """The tail of the log as text (UTF-8, undecodable bytes replaced)."""
 
     data: str = ""
     truncated: bool = False  # True when the log is longer than what was sent
     size: int = 0  # full size of the log file in bytes
-    error: ErrorReply | None = None
 
 
 console_log_request_decoder = msgspec.json.Decoder(ConsoleLogRequest)

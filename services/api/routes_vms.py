@@ -32,7 +32,14 @@ from limiquantix.api.http_json import decode_body
 from limiquantix.api.idempotency import IdempotencyKeys, body_hash
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
 from limiquantix.api.schemas import VmList
-from limiquantix.common import cloud_init, forward_ports, node_rpc, subjects, vm_transition
+from limiquantix.common import (
+    cloud_init,
+    forward_ports,
+    node_rpc,
+    rpc,
+    subjects,
+    vm_transition,
+)
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import (
     Command,
@@ -49,7 +56,6 @@ from limiquantix.common.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
-    RemoteError,
     Unavailable,
 )
 from limiquantix.common.events import VmDeleted, VmStateChanged
@@ -459,17 +465,13 @@ async def console_log(request: web.Request) -> web.Response:
         ) from None
     timeout = app[app_keys.SETTINGS].request_timeout_s
     try:
-        msg = await app[app_keys.NATS].request(
-            subjects.node_rpc(vm.node, node_rpc.CONSOLE_LOG), node_rpc.encoder.encode(query),
-            timeout=timeout,
-        )
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        reply = await rpc.request(
+            app[app_keys.NATS], subjects.node_rpc(vm.node, node_rpc.CONSOLE_LOG), query,
+            node_rpc.ConsoleLogReply, timeout_s=timeout)
+    except Unavailable:
         raise NodeUnavailable(
             f"node {vm.node!r} did not answer within {timeout:g} s", node=vm.node, vm_id=vm.id,
         ) from None
-    reply = node_rpc.console_log_reply_decoder.decode(msg.data)
-    if reply.error is not None:
-        raise RemoteError(reply.error)
     return web.Response(
         text=reply.data, content_type="text/plain", charset="utf-8",
         headers={"X-Log-Size": str(reply.size), "X-Log-Truncated": str(reply.truncated).lower()},

@@ -10,11 +10,9 @@ from typing import TypeVar
 
 import msgspec
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
-from limiquantix.common import images, subjects
-from limiquantix.common.errors import ErrorReply, RemoteError, Unavailable
+from limiquantix.common import images, rpc, subjects
+from limiquantix.common.errors import Unavailable
 from limiquantix.common.images import (
     CreateImageRequest,
     ImageDeleted,
@@ -25,8 +23,6 @@ from limiquantix.common.images import (
 )
 
 T = TypeVar("T")
-_encoder = msgspec.json.Encoder()
-_error_decoder = msgspec.json.Decoder(ErrorReply)
 
 
 class ImageLibraryClient:
@@ -39,18 +35,13 @@ class ImageLibraryClient:
     async def _call(self, operation: str, body: msgspec.Struct, reply_type: type[T],
                     headers: dict[str, str] | None = None) -> T:
         try:
-            msg = await self._nc.request(
-                subjects.image_rpc(operation), _encoder.encode(body), timeout=self._timeout_s,
-                headers=headers,
-            )
-        except (NatsTimeout, NoRespondersError):
+            return await rpc.request(self._nc, subjects.image_rpc(operation), body, reply_type,
+                                     timeout_s=self._timeout_s, headers=headers)
+        except Unavailable:
             raise Unavailable(
                 f"the image library did not answer {operation!r} within {self._timeout_s:g} s",
                 hint="Check that lq-image-library is running and connected to NATS.",
             ) from None
-        if msg.headers and images.RPC_ERROR_HEADER in msg.headers:
-            raise RemoteError(_error_decoder.decode(msg.data))
-        return msgspec.json.decode(msg.data, type=reply_type)
 
     async def list(self, query: ListImages | None = None) -> ImageList:
         return await self._call(images.RPC_LIST, query or ListImages(), ImageList)

@@ -1,6 +1,6 @@
 """The NATS request/reply face of the image library (``lq.rpc.images.<op>``, queue group).
 
-A reply is the operation's Struct, or an ``ErrorReply`` marked with ``RPC_ERROR_HEADER``.
+A reply is the operation's Struct, or an error the way every RPC answers one (``common.rpc``).
 """
 
 from __future__ import annotations
@@ -8,18 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from limiquantix.common import images, subjects
-from limiquantix.common.errors import ErrorReply, InvalidRequest, LimiquantixError
-from limiquantix.common.images import RPC_ERROR_HEADER, CreateImageRequest, ImageRef, ListImages
+from limiquantix.common import images, rpc, subjects
+from limiquantix.common.errors import InvalidRequest
+from limiquantix.common.images import CreateImageRequest, ImageRef, ListImages
 from limiquantix.image_library.service import ImageService
-
-log = structlog.get_logger()
-_encoder = msgspec.json.Encoder()
 
 
 async def dispatch(service: ImageService, operation: str, data: bytes,
@@ -50,20 +46,8 @@ async def dispatch(service: ImageService, operation: str, data: bytes,
 async def subscribe(nc: Client, service: ImageService) -> Subscription:
     """Answer every image operation in the image library's queue group."""
 
-    async def handle(msg: Msg) -> None:
-        operation = msg.subject.rsplit(".", 1)[-1]
-        try:
-            reply = _encoder.encode(await dispatch(service, operation, msg.data, msg.headers))
-            headers = None
-        except LimiquantixError as exc:
-            reply, headers = _encoder.encode(exc.to_reply()), {RPC_ERROR_HEADER: exc.code}
-        except Exception:
-            log.exception("image rpc failed", operation=operation)
-            error = ErrorReply(code="internal", message="internal error in the image library")
-            reply, headers = _encoder.encode(error), {RPC_ERROR_HEADER: error.code}
-        if msg.reply:
-            await nc.publish(msg.reply, reply, headers=headers)
+    async def handle(msg: Msg) -> Any:
+        return await dispatch(service, msg.subject.rsplit(".", 1)[-1], msg.data, msg.headers)
 
-    return await nc.subscribe(
-        subjects.image_rpc_all(), queue=subjects.IMAGE_LIBRARY_QUEUE, cb=handle,
-    )
+    return await rpc.serve(nc, subjects.image_rpc_all(), handle,
+                           queue=subjects.IMAGE_LIBRARY_QUEUE, what="the image library")

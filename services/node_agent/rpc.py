@@ -13,8 +13,8 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from limiquantix.common import subjects
-from limiquantix.common.errors import ErrorReply, InvalidRequest, LimiquantixError, NotFound
+from limiquantix.common import rpc, subjects
+from limiquantix.common.errors import InvalidRequest, NotFound
 from limiquantix.common.node_rpc import (
     CONSOLE_LOG,
     ConsoleLogReply,
@@ -80,23 +80,15 @@ class NodeRpc:
         path = VmFiles.of(self._data_dir, record.id).serial_log
         return await asyncio.to_thread(read_tail, path, request.max_bytes)
 
-    async def _on_console_log(self, msg: Msg) -> None:
-        try:
-            reply = await self.console_log(msg.data)
-        except LimiquantixError as exc:
-            reply = ConsoleLogReply(error=exc.to_reply())
-        except Exception:
-            log.exception("console_log failed")
-            reply = ConsoleLogReply(error=ErrorReply(
-                code="internal", message="the node agent failed to read the log"))
-        await msg.respond(fit_reply(reply, self._max_payload))
+    async def _on_console_log(self, msg: Msg) -> bytes:
+        return fit_reply(await self.console_log(msg.data), self._max_payload)
 
     @contextlib.asynccontextmanager
     async def serving(self, nc: Client) -> AsyncIterator[None]:
         """Answer queries while inside the context."""
         subject = subjects.node_rpc(self._node_id, CONSOLE_LOG)
         self._max_payload = nc.max_payload or 1 << 20
-        sub = await nc.subscribe(subject, cb=self._on_console_log)
+        sub = await rpc.serve(nc, subject, self._on_console_log, what="the node agent")
         try:
             yield
         finally:

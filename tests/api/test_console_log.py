@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 import nats.errors
 from nats.aio.msg import Msg
 
-from limiquantix.common import node_rpc, subjects
-from limiquantix.common.errors import ErrorReply
+from limiquantix.common import node_rpc, rpc, subjects
+from limiquantix.common.errors import LimiquantixError
 from tests.support.api_gateway import Gateway
 
 
@@ -70,9 +70,12 @@ async def test_node_errors_and_silence_are_problems(gw: Gateway) -> None:
         assert response.status == 503
         assert (await response.json())["code"] == "node_unavailable"
 
+    class NoLog(LimiquantixError):
+        code = "console_log_missing"
+        status = 404
+
     async def refuse(msg: Msg) -> None:
-        await msg.respond(node_rpc.encoder.encode(node_rpc.ConsoleLogReply(error=ErrorReply(
-            code="console_log_missing", message="no log yet", status=404, hint="start it"))))
+        await rpc.respond_error(msg, NoLog("no log yet", hint="start it"))
 
     await respond_as_node(gw, refuse)
     async with gw.client.get(f"/v1/vms/{vm_id}/console-log", headers=gw.auth) as response:

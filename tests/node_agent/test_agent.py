@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from limiquantix.common.commands import CreateVm, DeleteVm, PauseVm, ResumeVm, StartVm, StopVm
 from limiquantix.common.events import (
@@ -219,27 +220,29 @@ async def test_clean_stop_withdraws_heartbeat_and_announces_offline(
 
 async def test_console_log_rpc_returns_the_serial_log_tail(
         harness: AgentHarness, tmp_path: Path) -> None:
-    from limiquantix.common import node_rpc, subjects
+    from limiquantix.common import node_rpc, rpc, subjects
     vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
     await harness.wait_state(vm.id, VmState.RUNNING)
     # The test driver runs no QEMU: write what the serial console would have logged.
     (harness.vm_dir(vm.id) / "serial.log").write_bytes(b"SeaBIOS\n" + b"x" * 100 + b"\nlogin: ")
     subject = subjects.node_rpc(harness.node_id, node_rpc.CONSOLE_LOG)
     request = node_rpc.ConsoleLogRequest(vm_id=vm.id, max_bytes=20)
-    msg = await harness.nc.request(subject, node_rpc.encoder.encode(request), timeout=5)
-    reply = node_rpc.console_log_reply_decoder.decode(msg.data)
-    assert reply.error is None
+    reply = await rpc.request(harness.nc, subject, request, node_rpc.ConsoleLogReply,
+                              timeout_s=5)
     assert reply.data.endswith("\nlogin: ") and len(reply.data) == 20
     assert reply.truncated and reply.size == 8 + 100 + 8
 
 
 async def test_console_log_rpc_for_an_unknown_vm_is_a_typed_error(harness: AgentHarness) -> None:
-    from limiquantix.common import node_rpc, subjects
+    from limiquantix.common import node_rpc, rpc, subjects
+    from limiquantix.common.errors import RemoteError
     subject = subjects.node_rpc(harness.node_id, node_rpc.CONSOLE_LOG)
     request = node_rpc.ConsoleLogRequest(vm_id=str(uuid.uuid4()))
     msg = await harness.nc.request(subject, node_rpc.encoder.encode(request), timeout=5)
-    reply = node_rpc.console_log_reply_decoder.decode(msg.data)
-    assert reply.error is not None and reply.error.code == "not_found"
+    assert msg.headers and msg.headers[rpc.ERROR_CODE_HEADER] == "404"  # nats.py micro's way
+    with pytest.raises(RemoteError) as raised:
+        await rpc.request(harness.nc, subject, request, node_rpc.ConsoleLogReply, timeout_s=5)
+    assert raised.value.reply.code == "not_found"
 
 
 async def test_reboot_keeps_the_domain_running(harness: AgentHarness, tmp_path: Path) -> None:

@@ -1,0 +1,130 @@
+"""The one way services ask each other over NATS: request/reply with typed bodies, errors in
+headers the way nats.py's ``micro`` does it.
+
+How to add an RPC
+=================
+1. Subject: a function in ``subjects.py`` (e.g. ``subjects.node_rpc(node, op)``), never a
+   string built in place; a node's subject must be allowed in its NATS permissions
+   (``nats_auth.py``).
+2. Schemas: a request Struct and a reply Struct in ``libs/common`` (the service's module, e.g.
+   ``node_rpc.py``, ``images.py``), every field with a default.
+3. Server: an ``async def handler(msg) -> reply`` that decodes ``msg.data`` (raise
+   ``InvalidRequest`` on a bad body), does the work and returns the reply Struct (or bytes
+   already encoded); failures are ``LimiquantixError`` subclasses. Subscribe it with
+   ``await rpc.serve(nc, subject, handler, queue=..., what=...)``; unsubscribe the returned
+   subscription when the service stops.
+4. Client: ``reply = await rpc.request(nc, subject, body, ReplyType, timeout_s=5)``. It raises
+   ``RemoteError`` (the server's error: code, message, hint, details, HTTP status) or
+   ``Unavailable`` (nobody answered in time); catch ``Unavailable`` to name the peer.
+5. Test: server and client against a real nats-server (fixture ``nats_server``), one success
+   and one error reply.
+
+Wire format
+===========
+A success is the reply's JSON, without error headers. An error carries the headers
+``Nats-Service-Error`` (its message, one line) and ``Nats-Service-Error-Code`` (its HTTP-like
+status, e.g. ``404``), as nats.py's ``micro`` ``Request.respond_error`` sends them, and a body
+that is the ``ErrorReply`` JSON (stable ``code``, ``hint``, ``details``): any NATS client
+understands the headers, ours decode the body. An unexpected exception is logged here and
+answered as ``internal`` (500) without its text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from limiquantix.common.errors import ErrorReply, LimiquantixError, RemoteError, Unavailable
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+ERROR_HEADER = "Nats-Service-Error"  # the same names as nats.micro.request
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+_MAX_HEADER_TEXT = 512  # a header is one line; the full message is in the body
+
+_encoder = msgspec.json.Encoder()
+_error_decoder = msgspec.json.Decoder(ErrorReply)
+
+Handler = Callable[[Msg], Awaitable[Any]]
+
+
+async def request(nc: Client, subject: str, body: msgspec.Struct, reply_type: type[T], *,
+                  timeout_s: float, headers: dict[str, str] | None = None) -> T:
+    """Ask ``subject`` and decode the answer as ``reply_type``.
+
+    RemoteError: the server answered an error. Unavailable: no answer within ``timeout_s``.
+    """
+    try:
+        msg = await nc.request(subject, _encoder.encode(body), timeout=timeout_s,
+                               headers=headers)
+    except (NatsTimeout, NoRespondersError):
+        raise Unavailable(f"no answer on {subject} within {timeout_s:g} s",
+                          subject=subject) from None
+    if msg.headers and ERROR_CODE_HEADER in msg.headers:
+        raise RemoteError(_error_reply(msg))
+    return msgspec.json.decode(msg.data, type=reply_type)
+
+
+def _error_reply(msg: Msg) -> ErrorReply:
+    """The ErrorReply in the body; a foreign micro service may send only the headers."""
+    try:
+        return _error_decoder.decode(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        headers = msg.headers or {}
+        status = headers.get(ERROR_CODE_HEADER, "500")
+        return ErrorReply(code="remote_error", message=headers.get(ERROR_HEADER, ""),
+                          status=int(status) if status.isdigit() else 500)
+
+
+async def respond(msg: Msg, value: Any) -> None:
+    """Answer ``msg`` with ``value`` (a Struct, encoded here, or bytes sent as they are)."""
+    data = value if isinstance(value, bytes) else _encoder.encode(value)
+    await _publish_reply(msg, data, None)
+
+
+async def respond_error(msg: Msg, exc: LimiquantixError) -> None:
+    """Answer ``msg`` with an error: micro's headers, the ErrorReply as the body."""
+    reply = exc.to_reply()
+    text = " ".join(reply.message.split())[:_MAX_HEADER_TEXT]  # one header line
+    await _publish_reply(msg, _encoder.encode(reply),
+                         {ERROR_HEADER: text, ERROR_CODE_HEADER: str(reply.status)})
+
+
+async def _publish_reply(msg: Msg, data: bytes, headers: dict[str, str] | None) -> None:
+    if not msg.reply:  # a publish, not a request: nobody waits for an answer
+        return
+    # Msg.respond() would echo the request's headers; micro publishes on the client instead.
+    await msg._client.publish(msg.reply, data, headers=headers)
+
+
+async def serve(nc: Client, subject: str, handler: Handler, *, queue: str = "",
+                what: str = "rpc") -> Subscription:
+    """Answer requests on ``subject`` (a wildcard is fine) with ``handler``'s result.
+
+    A ``LimiquantixError`` is answered as that error; anything else is logged (``what``
+    names the service) and answered as ``internal``.
+    """
+
+    async def answer(msg: Msg) -> None:
+        try:
+            value = await handler(msg)
+        except LimiquantixError as exc:
+            await respond_error(msg, exc)
+            return
+        except Exception:
+            log.exception(f"{what} failed", subject=msg.subject)
+            await respond_error(msg, LimiquantixError(f"internal error in {what}"))  # code internal
+            return
+        await respond(msg, value)
+
+    return await nc.subscribe(subject, queue=queue, cb=answer)
