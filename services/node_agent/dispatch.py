@@ -102,13 +102,17 @@ async def record_failure(ctx: AgentContext, vm_id: str, action: str, error: VmEr
     if record is None:
         log.warning("failed command for a VM that does not exist", vm_id=vm_id, action=action)
         return
+    # While libvirt is away every look-up would wait out the reconnect deadline, and what the
+    # node holds for the VM cannot be seen: the state stays unknown ('error') and nothing is
+    # released.
+    connected = ctx.host.connected
     state: VmState | None = None
-    if real_state:
+    if real_state and connected:
         try:
             state = observed_state(await ctx.host.info(ctx.domain_uuid(vm_id)), record)
         except LimiquantixError:
             state = None
-    released = (not real_state and record.node == ctx.node_id
+    released = (not real_state and connected and record.node == ctx.node_id
                 and await release_failed_create(ctx, vm_id))
     updated = await ctx.recorder.transition(
         vm_id, state or VmState.ERROR, reason=f"{action} failed", error=error,
