@@ -50,8 +50,16 @@ class NodeLoad:
     def fits(self, vcpus: int, memory_mib: int) -> bool:
         return self.free_vcpus >= vcpus and self.free_memory_mib >= memory_mib
 
+    @property
+    def degraded(self) -> bool:
+        """The node says it cannot run VMs right now (its libvirt connection is down)."""
+        return any(w.code in DEGRADING_WARNINGS for w in self.node.warnings)
+
 
 Allocation = tuple[int, int]  # (vCPUs, memory MiB) of the VMs placed on a node
+# Node warnings that keep automatic placement away (an explicit node still gets the VM: its
+# command waits for the node to recover).
+DEGRADING_WARNINGS = frozenset({"libvirt_disconnected"})
 
 
 def allocations(vms: Iterable[VmRecord]) -> dict[str, Allocation]:
@@ -96,7 +104,8 @@ def place(
                 free_vcpus=load.free_vcpus,
             )
         return explicit
-    fitting = [load for load in by_node.values() if load.fits(vcpus, memory_mib)]
+    fitting = [load for load in by_node.values()
+               if load.fits(vcpus, memory_mib) and not load.degraded]
     if not fitting:
         raise _no_capacity(by_node, vcpus, memory_mib)
     # max() returns the first of equals: sorting by id first makes ties deterministic.

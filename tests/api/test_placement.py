@@ -9,7 +9,7 @@ import pytest
 
 from limiquantix.api.errors import NoCapacity, UnknownNode
 from limiquantix.api.placement import allocations, loads, place
-from limiquantix.common.nodes import NodeStatus, capacity
+from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity
 from limiquantix.common.vms import VmRecord, VmState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -113,3 +113,12 @@ def test_a_failed_vm_that_released_its_resources_takes_no_capacity() -> None:
     released = msgspec.structs.replace(vm("gone", "n", vcpus=8, state=VmState.ERROR),
                                        holds_resources=False)
     assert allocations([released, vm("v", "n", vcpus=2)]) == {"n": (2, 1024)}
+
+
+def test_automatic_placement_skips_a_node_whose_libvirt_is_away() -> None:
+    away = NodeStatus(id="a", vcpus=8, memory_mib=65536, heartbeat_at=NOW, warnings=(
+        NodeWarning(code="libvirt_disconnected", message="reconnecting"),))
+    assert place(vcpus=1, memory_mib=64, nodes=[away, node("b")], used={}) == "b"
+    assert place(vcpus=1, memory_mib=64, nodes=[away], used={}, explicit="a") == "a"
+    with pytest.raises(NoCapacity):
+        place(vcpus=1, memory_mib=64, nodes=[away], used={})
