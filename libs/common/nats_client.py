@@ -24,7 +24,8 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
-from limiquantix.common import nats_auth, subjects
+from limiquantix.common import metrics, nats_auth, subjects
+from limiquantix.common.webhooks import DELIVERY_LOG_SIZE
 
 log = structlog.get_logger()
 
@@ -63,9 +64,19 @@ async def connect(url: str, *, name: str, creds: str = "", ca_file: str = ""
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", error=str(exc))
 
+    # The service label: "node-agent-<id>" counts as "node-agent" (bounded label values).
+    service = "node-agent" if name.startswith("node-agent-") else name.removeprefix("lq-")
+
+    async def on_disconnected() -> None:
+        metrics.NATS_DISCONNECTS.labels(service).inc()
+
+    async def on_reconnected() -> None:
+        metrics.NATS_RECONNECTS.labels(service).inc()
+
     nc = await nats.connect(
         servers=url.split(","), name=name, max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5, error_cb=on_error, **credentials(creds, ca_file),
+        reconnect_time_wait=0.5, error_cb=on_error, disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected, **credentials(creds, ca_file),
     )
     try:
         yield nc
@@ -103,6 +114,11 @@ async def ensure_jetstream(js: JetStreamContext, *, heartbeat_interval_s: float)
     ))
     await _ensure_bucket(js, KeyValueConfig(
         bucket=subjects.IDEMPOTENCY_BUCKET, history=1, ttl=IDEMPOTENCY_TTL_S,
+    ))
+    await _ensure_bucket(js, KeyValueConfig(bucket=subjects.WEBHOOKS_BUCKET, history=1))
+    # The per-key history is each webhook's bounded delivery log.
+    await _ensure_bucket(js, KeyValueConfig(
+        bucket=subjects.WEBHOOK_DELIVERIES_BUCKET, history=DELIVERY_LOG_SIZE,
     ))
     # Tickets carry their own expiry; the bucket TTL only sweeps the ones never used.
     await _ensure_bucket(js, KeyValueConfig(

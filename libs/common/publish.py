@@ -19,7 +19,7 @@ import nats.errors
 import structlog
 from nats.js import JetStreamContext
 
-from limiquantix.common import subjects
+from limiquantix.common import metrics, subjects
 from limiquantix.common.commands import Command, command_encoder
 from limiquantix.common.events import Event, event_encoder, event_subject
 
@@ -38,14 +38,18 @@ async def publish_event(js: JetStreamContext, event: Event, *, best_effort: bool
     """
     subject = event_subject(event)
     headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+    kind = str(type(event).__struct_config__.tag)
     try:
         await js.publish(subject, event_encoder.encode(event), timeout=PUBLISH_TIMEOUT_S,
                          stream=subjects.EVENTS_STREAM, headers=headers)
     except nats.errors.Error as exc:
+        metrics.EVENT_PUBLISH_FAILURES.labels(kind, str(best_effort).lower()).inc()
         if not best_effort:
             raise
         log.warning("event not published", event_type=type(event).__name__, subject=subject,
                     error=repr(exc), vm_id=getattr(event, "vm_id", None))
+    else:
+        metrics.EVENTS_PUBLISHED.labels(kind).inc()
 
 
 async def send_command(js: JetStreamContext, node: str, command: Command) -> None:

@@ -39,6 +39,11 @@ class Settings(Model, frozen=True, kw_only=True):
     http_header_timeout_s: float = 15.0  # API and image library: time to send a request head
     http_max_connections: int = 512  # per HTTP server; idle ones are closed first at the cap
     sse_max_clients: int = 100  # concurrent GET /v1/events streams per API process
+    webhook_allowed_networks: str = ""  # CIDRs webhooks may reach although not public
+    webhook_timeout_s: float = 10.0
+    webhook_retry_max_s: float = 60.0
+    webhook_give_up_s: float = 86400.0
+    metrics_public: bool = False  # GET /metrics without the bearer token
     # node agent
     node_id: str = ""
     libvirt_uri: str = "qemu:///system"
@@ -58,6 +63,8 @@ class Settings(Model, frozen=True, kw_only=True):
     failpoints: str = ""  # tests only: "name=action,..." (see node_agent/failpoints.py)
     forward_port_range: str = "20000-29999"  # host ports of user-mode forwards, "low-high"
     user_network_outbound: bool = False  # user mode: guests may open outbound connections
+    node_metrics_host: str = "127.0.0.1"
+    node_metrics_port: int = 0  # 0: off (several agents share a host in lq-local and tests)
     # image library
     image_library_host: str = "127.0.0.1"
     image_library_port: int = 9292
@@ -100,6 +107,11 @@ _DOCS: dict[str, str] = {
     "log_level": "debug, info, warning, error",
     "api_host": "API gateway listen address",
     "api_port": "API gateway port",
+    "metrics_public": "Serve the gateway's Prometheus `/metrics` without the bearer token "
+                      "(viewer role otherwise)",
+    "node_metrics_host": "Node agent's Prometheus `/metrics` listen address",
+    "node_metrics_port": "Node agent's Prometheus `/metrics` port; 0: off (the default: "
+                         "several agents may share one host; deploy/ sets 9464)",
     "api_token": "Bearer token for /v1; when empty, generated once into `<data_dir>/api-token`",
     "public_url": "URL clients use to reach the API (console links); default from the request",
     "console_origins": "Extra allowed `Origin`s for console WebSockets, comma-separated",
@@ -116,6 +128,13 @@ _DOCS: dict[str, str] = {
     "the oldest idle one is closed, and a new one gets 503 when all are busy",
     "sse_max_clients": "Concurrent event streams (GET /v1/events) per API process; past it 503 "
     "with Retry-After",
+    "webhook_allowed_networks": "Comma-separated CIDRs webhook URLs may reach although "
+    "loopback/private/link-local (refused by default; separate from the imports' list)",
+    "webhook_timeout_s": "Seconds a webhook receiver has to answer one delivery",
+    "webhook_retry_max_s": "Longest wait between a webhook delivery's retries (backoff from "
+    "0.5 s, doubling)",
+    "webhook_give_up_s": "A webhook delivery failing this long (its retry waits added up) is "
+    "dropped and logged as `gave_up`; the webhook's next event follows",
     "node_id": "This node's id (node agent); default the short host name",
     "libvirt_uri": "libvirt connection; `test:///default` runs without QEMU",
     "virt_type": "`auto` probes KVM and falls back to TCG (`qemu`); or force `kvm` / `qemu`",

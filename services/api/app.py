@@ -39,6 +39,7 @@ from limiquantix import __version__
 from limiquantix.api import app_keys
 from limiquantix.api.auth import auth_middleware, load_or_create_token
 from limiquantix.api.kv_view import NodeView, VmView
+from limiquantix.api.metrics import metrics_middleware
 from limiquantix.api.openapi import OPENAPI_DOC, OpenApiPart, build_document
 from limiquantix.api.problems import problems_middleware
 from limiquantix.common import nats_client, subjects
@@ -59,6 +60,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "console.routes",
     "routes_images",
     "routes_tokens",
+    "metrics",
 )
 
 
@@ -77,7 +79,8 @@ def load_route_modules(names: tuple[str, ...] = ROUTE_MODULES) -> list[ModuleTyp
 
 def init(settings: Settings) -> web.Application:
     """The gateway application (NATS is connected when the runner starts it)."""
-    app = web.Application(middlewares=[problems_middleware, auth_middleware])
+    # metrics outermost: it sees the status of every answer, problem+json ones included.
+    app = web.Application(middlewares=[metrics_middleware, problems_middleware, auth_middleware])
     app[app_keys.SETTINGS] = settings
     app[app_keys.API_TOKEN] = load_or_create_token(settings)
     app[app_keys.LIBRARY_SECRET] = load_or_create_secret(settings)

@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from limiquantix.api import app_keys
+from limiquantix.api import app_keys, metrics
 from limiquantix.api.auth import principal_of
 from limiquantix.api.console.errors import ConsoleUnavailable, OriginRejected
 from limiquantix.api.console.origin import origin_allowed, parse_allowed
@@ -204,6 +204,7 @@ class ConsoleGateway:
     ) -> None:
         self._sessions += 1
         self._no_sessions.clear()
+        metrics.console_session_started()
         try:
             # The audit trail never ends a session: a lost event is logged.
             await publish_event(self._js, session.started_event(), best_effort=True)
@@ -217,6 +218,7 @@ class ConsoleGateway:
                 await asyncio.shield(
                     publish_event(self._js, session.ended_event(), best_effort=True))
             finally:
+                metrics.console_session_ended(result.bytes_to_vnc, result.bytes_to_client)
                 self._sessions -= 1
                 if not self._sessions:
                     self._no_sessions.set()
