@@ -124,6 +124,13 @@ def _no_capacity(by_node: dict[str, NodeLoad], vcpus: int, memory_mib: int) -> N
             hint="Start a node agent (`lq node list` shows the online ones).",
             free_memory_mib=0, free_vcpus=0,
         )
+    degraded = sorted(load.node.id for load in by_node.values() if load.degraded)
+    if len(degraded) == len(by_node):
+        return NoCapacity(
+            f"every online node is degraded ({', '.join(degraded)}: libvirt disconnected)",
+            hint="Wait for the node to reconnect to libvirt (`lq node list` shows its warning), "
+                 "or name it with `node` to queue the VM there.",
+            free_memory_mib=0, free_vcpus=0, degraded=degraded)
     most_memory = max(by_node.values(), key=lambda load: load.free_memory_mib)
     most_vcpus = max(by_node.values(), key=lambda load: load.free_vcpus)
     return NoCapacity(
