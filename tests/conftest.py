@@ -15,16 +15,7 @@ import pytest
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.local.stack import Stack
 from tests.support.flows import FAST_ENV
-
-# Fixtures that start the whole system: a test using one is marked ``stack``.
-STACK_FIXTURES = frozenset({"stack", "ui_stack"})
-
-# Per-test time limits (setup and teardown included) raised from pyproject's default (60 s) by a
-# test's marks; the largest applies. Measured: a stack starts in ~2-4 s and the slowest stack
-# tests take ~60-100 s on a busy 2-core machine; QEMU (e2e) tests up to ~2 min; a real guest
-# boots in ~45 s under TCG but its image is built by debootstrap on first use (~10 min).
-MARK_TIMEOUTS_S = {"stack": 300.0, "e2e": 300.0, "browser": 300.0, "fuzz": 300.0,
-                   "guest": 900.0}
+from tests.support.marks import MARK_TIMEOUTS_S, STACK_FIXTURES
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
