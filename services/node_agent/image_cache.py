@@ -56,6 +56,7 @@ from limiquantix.common.publish import publish_event
 from limiquantix.common.retry import retry_transient
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
+from limiquantix.node_agent import metrics
 from limiquantix.node_agent.image_cache_errors import (
     ImageChecksumMismatch,
     ImageDownloadFailed,
@@ -142,6 +143,7 @@ class ImageCache:
         self._js = js
         self._client = client or ImageLibraryClient(nc, timeout_s=settings.request_timeout_s)
         self.library = self._client  # images still importing are waited for through it
+        self.transient_retry_s = settings.transient_retry_s  # ... with the one retry deadline
         self.root = settings.data_path / "cloud-images"
         self._partial = self.root / ".partial"
         self._vm_images = settings.data_path / "images"
@@ -162,12 +164,15 @@ class ImageCache:
                     f"the cached copy of {image_id!r} is damaged and the image library is "
                     "unreachable", image_id=image_id,
                 )
+            metrics.IMAGE_CACHE_REQUESTS.labels("hit").inc()  # the library unreachable
             return reused
         cached = self._lookup(record.sha256)
         if cached is not None:
             reused = await self._reuse(cached)
             if reused is not None:
+                metrics.IMAGE_CACHE_REQUESTS.labels("hit").inc()
                 return reused
+        metrics.IMAGE_CACHE_REQUESTS.labels("miss").inc()
         flight = self._flights.get(record.sha256)
         if flight is None:
             flight = asyncio.create_task(self._fetch(record), name=f"fetch-{record.sha256[:12]}")
@@ -328,6 +333,7 @@ class ImageCache:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
         elapsed = time.monotonic() - started
+        metrics.IMAGE_CACHE_DOWNLOADED.inc(record.file_size or 0)
         log.info("image cached", image_id=record.id, sha256=sha256, bytes=record.file_size,
                  seconds=round(elapsed, 2),
                  mib_per_s=round((record.file_size or 0) / (1 << 20) / max(elapsed, 1e-6), 1))

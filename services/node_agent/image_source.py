@@ -34,6 +34,7 @@ class ImageFetcher(Protocol):
     """Catalog id -> local file: the node's ``ImageCache`` (tests may pass their own)."""
 
     library: ImageLibraryClient
+    transient_retry_s: float
 
     async def ensure(self, image_id: str, *, on_progress: Progress | None = None) -> LocalImage:
         ...
@@ -89,7 +90,8 @@ class ImageSource:
     async def wait_for_import(self, image: str, *, on_progress: Progress | None = None) -> None:
         """Wait until the library has the image (a catalog entry being imported for this VM)."""
         if not image.startswith("/"):
-            await wait_until_active(self._cache.library, image, on_progress=on_progress)
+            await wait_until_active(self._cache.library, image, on_progress=on_progress,
+                                    gone_s=self._cache.transient_retry_s)
 
     async def _inspect(self, path: Path) -> LocalImage:
         identity = await asyncio.to_thread(_identity, path)

@@ -28,7 +28,8 @@ POLL_S = 0.5
 # tells the gateway's create sweeper the create is in hand (LQ_CREATE_SWEEP_AFTER_S is larger).
 KEEPALIVE_S = 10.0
 STALL_S = 600.0  # no byte for this long: the import is stuck
-LIBRARY_GONE_S = 60.0  # the library did not answer for this long
+LIBRARY_GONE_S = 120.0  # the library did not answer this long (the node passes its
+# LQ_TRANSIENT_RETRY_S: one deadline for every transient failure)
 IMPORTING = frozenset({ImageState.QUEUED, ImageState.DOWNLOADING, ImageState.VERIFYING,
                        ImageState.UPLOADING})
 
