@@ -15,7 +15,7 @@ import structlog
 
 from limiquantix.common.errors import LimiquantixError
 from limiquantix.common.images import ImageRecord, ImageState
-from limiquantix.image_library import inspection
+from limiquantix.image_library import inspection, metrics
 from limiquantix.image_library.errors import ChecksumMismatch, ImageNotFound
 from limiquantix.image_library.layout import StoreLayout
 from limiquantix.image_library.store import ImageStore
@@ -69,6 +69,8 @@ async def verify_and_activate(
         layout.discard_all(image_id)  # deleted meanwhile
         raise
     assert active is not None
+    metrics.IMAGE_IMPORTS.labels("active").inc()
+    metrics.IMAGE_IMPORT_BYTES.inc(found.file_size)
     log.info("image active", image_id=image_id, format=found.format, sha256=sha256,
              size=found.file_size)
     return active
@@ -77,6 +79,7 @@ async def verify_and_activate(
 async def fail(store: ImageStore, layout: StoreLayout, image_id: str, reason: str) -> None:
     """Drop every partial file and record ``error`` with the reason (a deleted record stays so)."""
     layout.discard_partial(image_id)
+    metrics.IMAGE_IMPORTS.labels("error").inc()
     log.warning("image failed", image_id=image_id, reason=reason)
 
     def to_error(current: ImageRecord) -> ImageRecord | None:

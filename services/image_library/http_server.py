@@ -16,6 +16,8 @@ from aiohttp import web
 from limiquantix.common.errors import ErrorReply, LimiquantixError
 from limiquantix.common.images import ImageState, image_encoder
 from limiquantix.common.library_tokens import LibraryClaims, LibraryUnauthorized, verify
+from limiquantix.common.metrics import metrics_response
+from limiquantix.image_library import metrics
 from limiquantix.image_library.errors import ImageNotActive, NotUploader
 from limiquantix.image_library.service import ImageService
 from limiquantix.image_library.uploads import CHECKSUM_HEADER, receive_upload
@@ -67,6 +69,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     path = service.layout.file(record.id)
     if record.state != ImageState.ACTIVE or not path.exists():
         raise ImageNotActive(f"image {record.id!r} is {record.state}", state=record.state)
+    metrics.IMAGE_FILES_SERVED.labels(request.method).inc()
     return web.FileResponse(path, chunk_size=1 << 20, headers={
         CHECKSUM_HEADER: record.sha256,
         "Content-Type": "application/octet-stream",
@@ -86,6 +89,10 @@ async def put_file(request: web.Request) -> web.Response:
     return web.Response(body=image_encoder.encode(record), content_type="application/json")
 
 
+async def get_metrics(request: web.Request) -> web.Response:
+    return metrics_response()
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -98,4 +105,6 @@ def make_app(service: ImageService, secret: bytes) -> web.Application:
     app.router.add_get("/images/{image_id}/file", get_file)  # also answers HEAD
     app.router.add_put("/images/{image_id}/file", put_file)
     app.router.add_get("/healthz", healthz)
+    # Unauthenticated like /healthz: the port is the cluster's, counts hold no image data.
+    app.router.add_get("/metrics", get_metrics)
     return app

@@ -36,6 +36,7 @@ from limiquantix.common import subjects
 from limiquantix.common.base import Model
 from limiquantix.common.commands import Command, command_decoder
 from limiquantix.common.ids import is_vm_id
+from limiquantix.common.metrics import CONSUMER_PENDING, CONSUMER_REDELIVERIES
 from limiquantix.common.vms import VmError
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.dispatch import handle, record_failure
@@ -134,6 +135,10 @@ class CommandConsumer:
 
     def _accept(self, msg: Msg, group: asyncio.TaskGroup) -> None:
         seq = msg.metadata.sequence.stream
+        consumer = msg.metadata.consumer or ""
+        CONSUMER_PENDING.labels(consumer).set(msg.metadata.num_pending or 0)
+        if msg.metadata.num_delivered > 1:
+            CONSUMER_REDELIVERIES.labels(consumer).inc()
         if seq in self._held:  # redelivered while we still work on it: ack the newest copy
             log.warning("held command redelivered (in-progress acks too late?)", seq=seq)
             self._held[seq] = msg

@@ -19,6 +19,7 @@ from limiquantix.common.base import utcnow
 from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity, node_encoder, vm_digest
 from limiquantix.common.runner import package_version
 from limiquantix.common.settings import Settings
+from limiquantix.node_agent import metrics
 from limiquantix.node_agent.record_view import NodeRecords
 
 log = structlog.get_logger()
@@ -107,7 +108,9 @@ class Heartbeat:
         )
 
     async def beat(self) -> None:
-        await self._bucket.put(self._node_id, node_encoder.encode(await self.status()))
+        status = await self.status()
+        await self._bucket.put(self._node_id, node_encoder.encode(status))
+        metrics.record_status(status)
 
     async def run(self) -> None:
         """Beat every ``heartbeat_interval_s``, and soon after VMs arrive or leave (placement

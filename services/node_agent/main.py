@@ -18,6 +18,7 @@ from nats.aio.client import Client
 
 from limiquantix.common import nats_client, subjects
 from limiquantix.common.events import NodeStateChanged
+from limiquantix.common.metrics import serving as metrics_serving
 from limiquantix.common.runner import run_service
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
@@ -83,6 +84,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         host.on_change(heartbeat.nudge)  # libvirt lost or back: say so at once
         await stack.enter_async_context(
             NodeRpc(store, node_id=node_id, data_dir=settings.data_path).serving(nc))
+        await stack.enter_async_context(
+            metrics_serving(settings.node_metrics_host, settings.node_metrics_port))
         log.info("node agent starting", libvirt_uri=settings.libvirt_uri, virt_type=kind,
                  data_dir=settings.data_dir)
         try:

@@ -29,6 +29,7 @@ from limiquantix.common.publish import publish_event
 from limiquantix.common.retry import retry_transient
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmError, VmRecord, VmState
+from limiquantix.node_agent import metrics
 
 Change = Callable[[VmRecord], VmRecord]
 Patch = Callable[[VmRecord], VmRecord | None]
@@ -48,6 +49,7 @@ class Recorder:
     def forget(self, vm_id: str) -> None:
         """Drop what is remembered of a VM (it was deleted)."""
         self._known.pop(vm_id, None)
+        metrics.forget(vm_id)
 
     async def find(self, vm_id: str) -> VmRecord | None:
         """The record (its revision remembered for the next write), or None."""
@@ -106,4 +108,5 @@ class Recorder:
         if done is None:
             return None
         self._known[vm_id] = (done.after, done.revision)
+        metrics.observe_transition(done.before, done.after)
         return done.after
