@@ -64,7 +64,7 @@ async def test_slow_client_stops_reading_from_vnc(
     """A client that does not read makes the VNC server's writes block; the proxy stays small."""
     async with tcp_server("flood") as flood:
         ws = await connect(http, gateway, flood.port)
-        await asyncio.sleep(2.0)  # the client reads nothing meanwhile
+        await asyncio.sleep(2.0)  # deliberate: time passes while the client reads nothing
         written = flood.written
         assert written < 64 * MiB, f"{written / MiB:.0f} MiB written while nobody reads"
         _, to_client = pipe_buffers(gateway)
@@ -87,7 +87,7 @@ async def test_idle_session_is_closed(make_gateway: MakeGateway,
         for _ in range(6):  # traffic keeps it open past the timeout
             await ws.send_bytes(b"ping")
             assert (await ws.receive(timeout=2)).data == b"ping"
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25)  # paces the traffic across the idle timeout
         quiet_since = time.monotonic()
         msg = await ws.receive(timeout=3)
         quiet = time.monotonic() - quiet_since
