@@ -13,17 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 
-from limiquantix.common import nats_auth, nats_client, subjects
+from limiquantix.common import nats_auth
 from limiquantix.common.kv_records import bucket_keys
 from limiquantix.common.vm_store import VmStore
 from limiquantix.local.stack import Stack
 from tests.image_library.test_node_cache import start_throttled
-from tests.integration.test_nothing_stuck import _create_until_answered
 from tests.support.disks import make_qcow2_with_data
-from tests.support.flows import FAST_ENV, get_vm, unique_name, wait_state
+from tests.support.flows import FAST_ENV, create_until_answered, get_vm, unique_name, wait_state
 
 pytestmark = pytest.mark.stack
 
@@ -38,21 +36,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
            "LQ_TRANSIENT_RETRY_S": "60"}
     async with Stack(tmp_path / "s", nodes=(), extra_env=env) as running:
         yield running
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as session:
-        yield session
-
-
-@pytest.fixture
-async def store(stack: Stack) -> AsyncIterator[VmStore]:
-    nc = await nats.connect(**stack.nats_options())
-    js = nc.jetstream()
-    yield VmStore(await nats_client.bucket(js, subjects.VMS_BUCKET),
-                  await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
-    await nc.drain()
 
 
 async def kill_library(stack: Stack) -> None:
@@ -123,7 +106,7 @@ async def _burst_with_a_kill(api: aiohttp.ClientSession, bodies: list[dict[str, 
 
     results = await asyncio.gather(
         kill_and_restart(),
-        *(_create_until_answered(api, body, key) for body, key in zip(bodies, keys, strict=True)))
+        *(create_until_answered(api, body, key) for body, key in zip(bodies, keys, strict=True)))
     return list(results[1:])
 
 

@@ -8,19 +8,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import nats
 import pytest
 
-from limiquantix.common import nats_client, subjects
 from limiquantix.common.base import utcnow
 from limiquantix.common.kv_records import bucket_keys
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord
 from limiquantix.local.stack import Stack
-from tests.support.flows import FAST_ENV, create_vm, get_vm, unique_name, wait_gone, wait_state
+from tests.support.flows import (
+    FAST_ENV,
+    create_until_answered,
+    create_vm,
+    get_vm,
+    unique_name,
+    wait_gone,
+    wait_state,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -32,22 +37,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     env = {**FAST_ENV, "LQ_CREATE_SWEEP_AFTER_S": str(SWEEP_AFTER_S), "LQ_NODE_VCPUS": "64"}
     async with Stack(tmp_path / "s", extra_env=env) as running:
         yield running
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as session:
-        yield session
-
-
-@pytest.fixture
-async def store(stack: Stack) -> AsyncIterator[VmStore]:
-    """The VM store as the gateway sees it (its NATS identity), for writing half-made creates."""
-    nc = await nats.connect(**stack.nats_options())
-    js = nc.jetstream()
-    yield VmStore(await nats_client.bucket(js, subjects.VMS_BUCKET),
-                  await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
-    await nc.drain()
 
 
 def _pending(name: str, node: str = "node-a") -> VmRecord:
@@ -82,29 +71,6 @@ async def test_a_name_whose_record_was_never_written_is_freed(
     await wait_state(api, vm["id"], "running")
 
 
-async def _create_until_answered(api: aiohttp.ClientSession, body: dict[str, Any],
-                                 key: str | None) -> dict[str, Any] | None:
-    """POST like a client that retries on 5xx and connection errors (keeps its key); None when
-    the name turned out taken by its own earlier, unanswered attempt (no key to prove it)."""
-    headers = {"Idempotency-Key": key} if key else {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            async with api.post("/v1/vms", json=body, headers=headers) as response:
-                payload = await response.json(content_type=None)
-                if response.status == 202:
-                    return dict(payload)
-                if response.status == 409 and payload["code"] == "name_taken" and not key:
-                    return None
-                # no_capacity: right after a NATS restart no heartbeat has landed yet
-                assert response.status >= 500 or payload["code"] in (
-                    "idempotency_in_progress", "no_capacity"), payload
-        except aiohttp.ClientError:
-            pass  # the gateway is down: retry
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no answer for {body['name']} within 60 s")
-
-
 async def test_a_gateway_killed_during_a_burst_of_creates_leaves_nothing_behind(
         stack: Stack, api: aiohttp.ClientSession, store: VmStore) -> None:
     bodies = [{"name": unique_name("burst"), "memory_mib": 64, "disk_gib": 1} for _ in range(40)]
@@ -117,13 +83,13 @@ async def test_a_gateway_killed_during_a_burst_of_creates_leaves_nothing_behind(
 
     results = await asyncio.gather(
         kill_and_restart(),
-        *(_create_until_answered(api, body, key) for body, key in zip(bodies, keys, strict=True)))
+        *(create_until_answered(api, body, key) for body, key in zip(bodies, keys, strict=True)))
     created = results[1:]
     # Retried keys answer the VM their first attempt made.
     for body, key, vm in zip(bodies, keys, created, strict=True):
         if key:
             assert vm is not None
-            again = await _create_until_answered(api, body, key)
+            again = await create_until_answered(api, body, key)
             assert again is not None and again["id"] == vm["id"]
     # Every create ended: running (the node had room for all), nothing pending.
     deadline = time.monotonic() + SWEEP_AFTER_S * 10
@@ -179,7 +145,7 @@ async def test_nats_down_answers_503_with_retry_after_and_creates_resume(
             assert (await r.json())["hint"]
     finally:
         await stack.nats.start()
-    vm = await _create_until_answered(api, {"name": unique_name(), "memory_mib": 64}, None)
+    vm = await create_until_answered(api, {"name": unique_name(), "memory_mib": 64}, None)
     assert vm is not None
     await wait_state(api, vm["id"], "running", timeout_s=30)
     async with api.delete(f"/v1/vms/{vm['id']}") as response:

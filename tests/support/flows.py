@@ -111,3 +111,26 @@ async def wait_image_state(api: aiohttp.ClientSession, image_id: str, *states: s
             return body
         await asyncio.sleep(0.05)
     raise AssertionError(f"{image_id} not in {states}: {body}")
+
+
+async def create_until_answered(api: aiohttp.ClientSession, body: dict[str, Any],
+                                 key: str | None) -> dict[str, Any] | None:
+    """POST like a client that retries on 5xx and connection errors (keeps its key); None when
+    the name turned out taken by its own earlier, unanswered attempt (no key to prove it)."""
+    headers = {"Idempotency-Key": key} if key else {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            async with api.post("/v1/vms", json=body, headers=headers) as response:
+                payload = await response.json(content_type=None)
+                if response.status == 202:
+                    return dict(payload)
+                if response.status == 409 and payload["code"] == "name_taken" and not key:
+                    return None
+                # no_capacity: right after a NATS restart no heartbeat has landed yet
+                assert response.status >= 500 or payload["code"] in (
+                    "idempotency_in_progress", "no_capacity"), payload
+        except aiohttp.ClientError:
+            pass  # the gateway is down: retry
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no answer for {body['name']} within 60 s")
