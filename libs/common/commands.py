@@ -17,7 +17,7 @@ import msgspec
 
 from limiquantix.common.base import Model, utcnow
 from limiquantix.common.ids import CommandId, VmId
-from limiquantix.common.vms import CloudInitSpec, VmRecord
+from limiquantix.common.vms import CloudInitSpec
 
 
 class _Command(Model, frozen=True, kw_only=True, tag_field="type"):
@@ -27,14 +27,12 @@ class _Command(Model, frozen=True, kw_only=True, tag_field="type"):
 
 
 class CreateVm(_Command, frozen=True, kw_only=True, tag="vm.create"):
-    """Create the disk, seed and domain of ``vm`` and start it."""
+    """Create the disk, seed and domain of VM ``vm_id`` and start it.
 
-    vm: VmRecord
-
-    def __post_init__(self) -> None:
-        # The node keys files and the domain by ``vm_id`` and writes ``vm`` under it: one VM.
-        if self.vm.id != self.vm_id:
-            raise ValueError("vm.id differs from vm_id")
+    The command carries no copy of the record: the node reads it from the ``lq_vms`` bucket (the
+    record is the create's outbox and the one source of truth), so a redelivered or re-sent
+    command always acts on the current record.
+    """
 
 
 class StartVm(_Command, frozen=True, kw_only=True, tag="vm.start"):

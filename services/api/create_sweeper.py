@@ -70,7 +70,7 @@ class CreateSweeper:
             if (record.state != VmState.PENDING or record.node not in live
                     or (now - record.updated_at).total_seconds() < self._stale_after_s):
                 continue
-            command = CreateVm(command_id=resend_id(record), vm_id=record.id, vm=record)
+            command = CreateVm(command_id=resend_id(record), vm_id=record.id)
             await send_command(app[app_keys.JETSTREAM], record.node, command)
             log.warning("create re-sent for a VM pending without progress", vm_id=record.id,
                         node=record.node, pending_since=record.updated_at.isoformat())

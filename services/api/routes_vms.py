@@ -239,8 +239,7 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         await publish_event(js, VmStateChanged(
             vm_id=vm_id, name=record.name, node=node, state=VmState.PENDING, reason="created",
         ))
-        await send_command(js, node, CreateVm(
-            command_id=str(uuid.uuid4()), vm_id=vm_id, vm=record))
+        await send_command(js, node, CreateVm(command_id=str(uuid.uuid4()), vm_id=vm_id))
     except nats.errors.Error as exc:
         log.warning("create not queued yet; the sweeper will send it", vm_id=vm_id,
                     error=repr(exc))
@@ -302,7 +301,7 @@ def _command_for(action: VmAction, vm: VmRecord, stop_timeout_s: float) -> Comma
     command_id = str(uuid.uuid4())
     match action:
         case VmAction.START if vm.state == VmState.PENDING:  # a failed create, tried again
-            return CreateVm(command_id=command_id, vm_id=vm.id, vm=vm)
+            return CreateVm(command_id=command_id, vm_id=vm.id)
         case VmAction.START:
             return StartVm(command_id=command_id, vm_id=vm.id)
         case VmAction.STOP:

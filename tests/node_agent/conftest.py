@@ -135,7 +135,7 @@ class AgentHarness:
             created_at=now, updated_at=now,
         )
         await self.store.create(record)
-        await self.send(CreateVm(command_id=uuid.uuid4().hex, vm_id=record.id, vm=record))
+        await self.send(CreateVm(command_id=uuid.uuid4().hex, vm_id=record.id))
         return record
 
     async def wait_record(self, vm_id: str, predicate: Callable[[VmRecord | None], bool],

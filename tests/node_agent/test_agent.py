@@ -89,7 +89,7 @@ async def test_redelivered_create_makes_no_second_disk_or_domain(
     before = disk.stat()
     domains_before = len(driver_domains())
     # The same create again, as JetStream redelivers it after a crash (new message id).
-    await harness.send(CreateVm(command_id=cid(), vm_id=vm.id, vm=vm))
+    await harness.send(CreateVm(command_id=cid(), vm_id=vm.id))
     await asyncio.sleep(1.0)
     assert await harness.pending_commands() == 0
     after = disk.stat()
