@@ -25,6 +25,7 @@ from limiquantix.common.cloud_init_errors import (
     InvalidUserData,
     InvalidVendorData,
 )
+from limiquantix.common.network_data import network_data
 from limiquantix.common.sha512_crypt import sha512_crypt
 from limiquantix.common.vms import CloudInitRequest, CloudInitSpec
 
@@ -37,6 +38,8 @@ SSH_KEY_TYPES = frozenset({
     "ecdsa-sha2-nistp521-cert-v01@openssh.com",
 })
 MAX_PASSWORD = 1024
+# Validation only: the node writes the VM's real MAC into network_data.json.
+PLACEHOLDER_MAC = "52:54:00:00:00:00"
 
 # First-line markers cloud-init recognises besides '#cloud-config' and '#!' (user-data formats).
 _OTHER_MARKERS = ("#include", "#cloud-boothook", "#part-handler", "#cloud-config-archive",
@@ -198,6 +201,8 @@ def validate(request: CloudInitRequest) -> tuple[str, ...]:
     validate_user_data(request.user_data)
     validate_user_data(request.vendor_data, error=InvalidVendorData, where="vendor_data")
     validate_network_config(request.network_config)
+    if request.datasource == "configdrive":  # what network_data.json cannot carry: 422 now
+        network_data(request.network_config, nic_mac=PLACEHOLDER_MAC)
     return keys
 
 
@@ -214,4 +219,5 @@ def prepare(request: CloudInitRequest, *, vm_name: str) -> CloudInitSpec:
         network_config=request.network_config,
         vendor_data=request.vendor_data,
         locale=request.locale,
+        datasource=request.datasource,
     )

@@ -103,6 +103,10 @@ class NetworkSpec(Model, frozen=True, kw_only=True):
     ssh: bool = True  # with user/isolated, forward guest port 22
 
 
+# The seed media a VM's first-boot agent reads: NoCloud (cidata) or OpenStack's config drive.
+SeedDatasource = Literal["nocloud", "configdrive"]
+
+
 class CloudInitSpec(Model, frozen=True, kw_only=True):
     """Cloud-init settings as stored: the password only ever as a SHA-512 crypt hash."""
 
@@ -115,6 +119,7 @@ class CloudInitSpec(Model, frozen=True, kw_only=True):
     network_config: str = ""
     vendor_data: str = ""
     locale: str = "C.UTF-8"
+    datasource: SeedDatasource = "nocloud"
 
 
 class CloudInitRequest(RequestBody, frozen=True, kw_only=True):
@@ -129,6 +134,9 @@ class CloudInitRequest(RequestBody, frozen=True, kw_only=True):
     network_config: str = ""
     vendor_data: str = ""
     locale: str = "C.UTF-8"
+    datasource: Annotated[SeedDatasource, msgspec.Meta(
+        description="seed media format: 'nocloud' (label cidata) or 'configdrive' (OpenStack "
+                    "config drive, label config-2, also read by cloudbase-init)")] = "nocloud"
 
 
 class PortForwardRequest(RequestBody, frozen=True, kw_only=True):

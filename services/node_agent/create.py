@@ -21,7 +21,7 @@ from limiquantix.common.commands import CreateVm
 from limiquantix.common.library_tokens import load_or_create_secret, node_key
 from limiquantix.common.vms import VmRecord, VmState
 from limiquantix.common.vnc_auth import vnc_password
-from limiquantix.node_agent import cloud_config
+from limiquantix.node_agent import config_drive
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.domain_ops import boot
 from limiquantix.node_agent.domain_xml import DomainSpec, NicSpec, domain_name, mac_for, render
@@ -66,8 +66,8 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     await ctx.failpoints.hit("after_overlay")
     if image is not None:  # an empty disk has no OS to read a seed
         # YAML rendering is pure CPU (~1.5 ms): off the loop, like the ISO build.
-        await write_seed_iso(await asyncio.to_thread(cloud_config.seed_files, record),
-                             files.seed)
+        content, label = await asyncio.to_thread(config_drive.seed_media, record)
+        await write_seed_iso(content, files.seed, label)
     record = await _bind_forwards(ctx, record)
     key = node_key(await asyncio.to_thread(load_or_create_secret, ctx.settings))
     xml = render(domain_spec(ctx, record, image, vnc_password(key, record.id)))

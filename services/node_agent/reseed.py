@@ -13,7 +13,7 @@ import structlog
 
 from limiquantix.common.commands import UpdateCloudInit
 from limiquantix.common.vms import VmRecord
-from limiquantix.node_agent import cloud_config
+from limiquantix.node_agent import config_drive
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import LibvirtFailed
 from limiquantix.node_agent.seed_iso import write_seed_iso
@@ -32,7 +32,8 @@ async def update_cloud_init(ctx: AgentContext, command: UpdateCloudInit) -> None
     if record is None:
         return
     files = ctx.files(record.id)
-    await write_seed_iso(await asyncio.to_thread(cloud_config.seed_files, record), files.seed)
+    content, label = await asyncio.to_thread(config_drive.seed_media, record)
+    await write_seed_iso(content, files.seed, label)
     if ctx.host.is_test_driver:  # the test driver cannot change media
         return
     try:

@@ -5,9 +5,9 @@
 
 What it makes is what real cloud images are: an MBR disk with one ext4 partition and GRUB in the
 MBR gap, ``console=ttyS0`` last on the kernel command line (so cloud-init's output reaches the
-serial log), cloud-init restricted to the NoCloud datasource, no SSH host keys and an empty
-machine-id (each VM makes its own). debootstrap runs in two phases: minbase with systemd-sysv and
-udev, then ``apt-get install`` inside the chroot. Partitions are addressed with
+serial log), cloud-init restricted to the NoCloud and ConfigDrive datasources, no SSH host keys
+and an empty machine-id (each VM makes its own). debootstrap runs in two phases: minbase with
+systemd-sysv and udev, then ``apt-get install`` inside the chroot. Partitions are addressed with
 ``losetup -o OFFSET`` because this machine has no udev to create ``/dev/loopNp1``.
 
 The result is cached under ``/var/cache/limiquantix-test/<recipe hash>/debian12.qcow2`` (outside
@@ -51,7 +51,8 @@ RECIPE: dict[str, object] = {
     ],
     "disk_mib": 2048,
     "cmdline": "ro net.ifnames=0 console=tty0 console=ttyS0,115200n8",
-    "datasource_list": ["NoCloud", "None"],
+    # ConfigDrive: the OpenStack seed format (label config-2), issue 18.
+    "datasource_list": ["NoCloud", "ConfigDrive", "None"],
     "mkfs_features": "^metadata_csum_seed,^orphan_file",
     # Module trees a VM never needs, dropped to keep the image and its initrd small (the
     # cloud kernel would be smaller still, but it has no AHCI for the SATA seed CD-ROM).
