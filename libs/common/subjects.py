@@ -20,6 +20,8 @@ IDEMPOTENCY_BUCKET = "lq_idempotency"  # sha256(key) -> VM id and body hash, 24 
 IMAGES_BUCKET = "lq_images"  # image id -> ImageRecord
 CONSOLE_TOKENS_BUCKET = "lq_console_tokens"  # sha256(token) -> ConsoleTicket, TTL
 TOKENS_BUCKET = "lq_tokens"  # API token id -> ApiTokenRecord (sha256 of the token)
+WEBHOOKS_BUCKET = "lq_webhooks"  # webhook id -> WebhookRecord (holds its secret: gateway only)
+WEBHOOK_DELIVERIES_BUCKET = "lq_webhook_deliveries"  # webhook id -> attempts (per-key history)
 
 IMAGE_LIBRARY_QUEUE = "image-library"
 
@@ -57,6 +59,11 @@ def all_dead_letters() -> str:
 def node_consumer(node_id: str) -> str:
     """Durable consumer name of a node agent."""
     return f"node-{_token(node_id)}"
+
+
+def webhook_consumer(webhook_id: str) -> str:
+    """Durable consumer on ``LQ_EVENTS`` that feeds one webhook (shared by every gateway)."""
+    return f"webhook-{_token(webhook_id)}"
 
 
 # Events (JetStream, limits retention, replayable).

@@ -60,6 +60,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "console.routes",
     "routes_images",
     "routes_tokens",
+    "routes_webhooks",
     "metrics",
 )
 
