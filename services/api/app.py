@@ -62,6 +62,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "routes_tokens",
     "routes_webhooks",
     "metrics",
+    "asyncapi",
 )
 
 

@@ -36,8 +36,9 @@ IMAGE_CACHE_DOWNLOADED = Counter(
     "lq_node_image_cache_downloaded_bytes_total", "Bytes the node's cache downloaded",
 )
 
-# VMs whose first ready was observed (bounded by the VMs this process saw become ready).
-_ready_seen: set[str] = set()
+# VMs whose first running / ready this process observed: a later start or reboot of the same VM
+# is not a provisioning (bounded by the VMs this agent runs; forgotten when one is deleted).
+_seen: dict[str, set[VmState]] = {}
 
 
 def record_status(status: NodeStatus) -> None:
@@ -56,16 +57,23 @@ def record_status(status: NodeStatus) -> None:
     NODE_IMAGE_CACHE.labels(node).set(status.image_cache_bytes)
 
 
+_FIRST = {VmState.RUNNING: frozenset({VmState.STARTING, VmState.CREATING}),
+          VmState.READY: frozenset({VmState.RUNNING, VmState.STARTING})}
+
+
 def observe_transition(before: VmRecord, after: VmRecord) -> None:
-    """Provisioning durations: creating → running, and the first ready of a VM."""
+    """Provisioning durations: the record's ``created_at`` to the VM's first running and
+    first ready (a VM created before this agent started counts once more: rare, bounded)."""
+    sources = _FIRST.get(after.state)
+    if sources is None or before.state not in sources:
+        return
+    seen = _seen.setdefault(after.id, set())
+    if after.state in seen:
+        return
+    seen.add(after.state)
     seconds = (utcnow() - after.created_at).total_seconds()
-    if before.state == VmState.CREATING and after.state == VmState.RUNNING:
-        PROVISION_SECONDS.labels("running").observe(seconds)
-    elif (after.state == VmState.READY and before.state != VmState.READY
-          and after.id not in _ready_seen):
-        _ready_seen.add(after.id)
-        PROVISION_SECONDS.labels("ready").observe(seconds)
+    PROVISION_SECONDS.labels(str(after.state)).observe(seconds)
 
 
 def forget(vm_id: str) -> None:
-    _ready_seen.discard(vm_id)
+    _seen.pop(vm_id, None)

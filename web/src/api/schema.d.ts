@@ -98,6 +98,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Prometheus metrics of this gateway
+         * @description Prometheus text exposition format. Needs the bearer token (any role) unless the gateway runs with LQ_METRICS_PUBLIC=true.
+         */
+        get: operations["get_metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/nodes": {
         parameters: {
             query?: never;
@@ -147,6 +167,23 @@ export interface paths {
          * @description The same page for every route of the single-page app; 503 when the UI was not built (scripts/setup.sh).
          */
         get: operations["get_ui"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/asyncapi.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** AsyncAPI 3.0 document of the NATS commands and events */
+        get: operations["get_v1_asyncapi_json"];
         put?: never;
         post?: never;
         delete?: never;
@@ -572,6 +609,79 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Webhooks (no secrets) */
+        get: operations["get_v1_webhooks"];
+        put?: never;
+        /**
+         * Create a webhook (operator): events POSTed to a URL as signed CloudEvents
+         * @description Deliveries are CloudEvents 1.0 JSON (structured mode; `id` is the event's id) signed with `X-Limiquantix-Signature: sha256=<hex HMAC-SHA256 of the body with the secret>`, in order per webhook, retried with backoff. `events` are event type tags, `vm.*`-style categories or `*`. The secret is never shown again. See docs/webhooks.md.
+         */
+        post: operations["post_v1_webhooks"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One webhook (no secret) */
+        get: operations["get_v1_webhooks_id"];
+        put?: never;
+        post?: never;
+        /** Delete a webhook (operator); undelivered events are dropped */
+        delete: operations["delete_v1_webhooks_id"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The webhook's last delivery attempts, newest first */
+        get: operations["get_v1_webhooks_id_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{id}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Deliver a `webhook.test` event now, once (operator); the attempt */
+        post: operations["post_v1_webhooks_id_test"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/vms": {
         parameters: {
             query?: never;
@@ -621,6 +731,12 @@ export interface components {
          * @description Cloud-init settings as a client sends them (a plain password is hashed at the gateway).
          */
         CloudInitRequest: {
+            /**
+             * @description seed media format: 'nocloud' (label cidata) or 'configdrive' (OpenStack config drive, label config-2, also read by cloudbase-init)
+             * @default nocloud
+             * @enum {unknown}
+             */
+            datasource?: "configdrive" | "nocloud";
             /** @default null */
             hostname?: string | null;
             /** @default C.UTF-8 */
@@ -645,6 +761,11 @@ export interface components {
          * @description Cloud-init settings as stored: the password only ever as a SHA-512 crypt hash.
          */
         CloudInitSpec: {
+            /**
+             * @default nocloud
+             * @enum {unknown}
+             */
+            datasource?: "configdrive" | "nocloud";
             /** @default  */
             hostname?: string;
             /** @default C.UTF-8 */
@@ -731,6 +852,47 @@ export interface components {
             node?: string | null;
             /** @default 1 */
             vcpus?: number;
+        };
+        /**
+         * CreateWebhookRequest
+         * @description Body of ``POST /v1/webhooks``.
+         */
+        CreateWebhookRequest: {
+            events: string[];
+            /** @description shared secret of the HMAC-SHA256 signature (16-256 characters); never shown again */
+            secret: string;
+            /** @description http(s) URL the events are POSTed to */
+            url: string;
+        };
+        /**
+         * DeliveryAttempt
+         * @description One attempt to deliver one event to one webhook.
+         */
+        DeliveryAttempt: {
+            at: string;
+            /** @default 1 */
+            attempt?: number;
+            /** @default 0 */
+            duration_ms?: number;
+            /** @default  */
+            error?: string;
+            event_id: string;
+            event_type: string;
+            outcome: components["schemas"]["Outcome"];
+            /** @default null */
+            retry_in_s?: number | null;
+            /** @default null */
+            status_code?: number | null;
+            /** @default  */
+            subject?: string;
+        };
+        /**
+         * DeliveryLog
+         * @description The last attempts (:data:`DELIVERY_LOG_SIZE` at most), newest first.
+         */
+        DeliveryLog: {
+            /** @default [] */
+            deliveries?: components["schemas"]["DeliveryAttempt"][];
         };
         /**
          * GuestInfo
@@ -935,6 +1097,12 @@ export interface components {
             message: string;
         };
         /**
+         * Outcome
+         * @description What one delivery attempt came to.
+         * @enum {unknown}
+         */
+        Outcome: "delivered" | "failed" | "gave_up" | "retrying";
+        /**
          * PortForward
          * @description A host TCP port (bound to the node's console/forward address) forwarded into the guest.
          */
@@ -1087,7 +1255,26 @@ export interface components {
          */
         VncEndpoint: {
             host: string;
+            /** @default false */
+            password_protected?: boolean;
             port: number;
+        };
+        /**
+         * WebhookInfo
+         * @description A webhook as answered: never its secret.
+         */
+        WebhookInfo: {
+            created_at: string;
+            /** @default  */
+            created_by?: string;
+            events: string[];
+            id: string;
+            url: string;
+        };
+        /** WebhookList */
+        WebhookList: {
+            /** @default [] */
+            webhooks?: components["schemas"]["WebhookInfo"][];
         };
     };
     responses: never;
@@ -1279,6 +1466,44 @@ export interface operations {
             };
         };
     };
+    get_metrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_nodes: {
         parameters: {
             query?: never;
@@ -1384,6 +1609,33 @@ export interface operations {
             };
             /** @description Service Unavailable */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_asyncapi_json: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Internal Server Error */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3033,6 +3285,307 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateWebhookRequest"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookInfo"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_webhooks_id: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookInfo"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_v1_webhooks_id: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_webhooks_id_deliveries: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryLog"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_webhooks_id_test: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryAttempt"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
