@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import msgspec
 
-from limiquantix.cli.client import ApiClient, decode, seg
+from limiquantix.cli.client import ApiClient, seg
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import (
     EXIT_OK,
@@ -178,11 +178,12 @@ def _summary(record: ImageRecord) -> str:
             f"{_size(record.virtual_size)}, file {_size(record.file_size)}, sha256 {record.sha256}")
 
 
-class _CountingReader:
-    """A file that hashes and reports what http.client reads from it (the upload body)."""
+class _HashingFile:
+    """The upload's file, hashed as the client library reads it (checked against the
+    library's sha256 afterwards)."""
 
-    def __init__(self, file: IO[bytes], progress: Progress, total: int) -> None:
-        self.file, self.progress, self.total = file, progress, total
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
         self.sent = 0
         self.hash = hashlib.sha256()
 
@@ -190,7 +191,6 @@ class _CountingReader:
         data = self.file.read(size)
         self.sent += len(data)
         self.hash.update(data)
-        self.progress.update(self.sent, self.total)
         return data
 
 
@@ -211,13 +211,13 @@ def upload(ctx: Context) -> int:
     ctx.print(f"Uploading {path} ({format_bytes(size)}) as {record.id}")
     label = f"{record.name or record.id}:"
     progress = Progress(label, ctx.err)
-    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-    if sha256:
-        headers["X-Checksum-Sha256"] = sha256
     with path.open("rb") as file:
-        reader = _CountingReader(file, progress, size)
+        reader = _HashingFile(file)
         try:
-            final = _put(ctx.client, record.id, reader, headers)
+            with ctx.client.translated():
+                final = ctx.client.api.images.upload_file(
+                    record.id, reader, size, sha256=sha256,
+                    progress=progress.update, timeout_s=max(ctx.client.timeout_s, 600.0))
         except BaseException:
             progress.finish()
             raise
@@ -233,18 +233,6 @@ def upload(ctx: Context) -> int:
                           hint="The upload was corrupted in transit; delete it and upload again.")
     ctx.print(_summary(final))
     return EXIT_OK
-
-
-def _put(client: ApiClient, image_id: str, reader: _CountingReader, headers: dict[str, str]
-         ) -> ImageRecord:
-    """Stream the file; the answer comes once the library has verified and inspected it."""
-    conn, response, _ = client.open("PUT", f"/v1/images/{seg(image_id)}/file", headers=headers,
-                                    body=reader,  # type: ignore[arg-type]
-                                    timeout_s=max(client.timeout_s, 600.0))
-    try:
-        return decode(response.read(), ImageRecord)
-    finally:
-        conn.close()
 
 
 def delete(ctx: Context) -> int:

@@ -7,7 +7,8 @@ shim=build/typeshim/limiquantix
 rm -rf build/typeshim && mkdir -p "$shim"
 ln -s "$PWD/limiquantix/__init__.py" "$shim/__init__.py"
 for pair in common:libs/common api:services/api node_agent:services/node_agent \
-            image_library:services/image_library local:services/local cli:cli; do
+            image_library:services/image_library local:services/local cli:cli \
+            client:client; do
   ln -s "$PWD/${pair#*:}" "$shim/${pair%%:*}"
 done
 .venv/bin/ruff check .
