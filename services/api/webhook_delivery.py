@@ -261,7 +261,8 @@ class Deliverer:
         cap = self._settings.webhook_retry_max_s
         outcome, delay = Outcome.DELIVERED, None
         if error:
-            gave_up = waited(attempt, cap_s=cap) >= self._settings.webhook_give_up_s
+            # The waits already behind this attempt: the event was retried for that long.
+            gave_up = waited(attempt - 1, cap_s=cap) >= self._settings.webhook_give_up_s
             outcome = Outcome.GAVE_UP if gave_up else Outcome.RETRYING
             delay = None if gave_up else retry_delay(attempt, cap_s=cap)
         await self.sender.record(record.id, DeliveryAttempt(

@@ -13,7 +13,6 @@ from typing import Any
 
 from aiohttp import web
 
-
 SECRET = "receiver-shared-secret-0123456789"
 
 
@@ -40,6 +39,7 @@ class Receiver:
     secret: str = SECRET
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
+    failing_subjects: set[str] = field(default_factory=set)  # answered 500, not recorded
     _runner: web.AppRunner | None = None
 
     @property
@@ -50,7 +50,10 @@ class Receiver:
         body = await request.read()
         expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
         given = request.headers.get("X-Limiquantix-Signature", "")
-        self.received.append(Received(event=json.loads(body),
+        event = json.loads(body)
+        if event.get("subject") in self.failing_subjects:
+            return web.Response(status=500, text="receiver refuses this one")
+        self.received.append(Received(event=event,
                                       signature_ok=hmac.compare_digest(expected, given),
                                       content_type=request.content_type))
         return web.Response(status=204)
