@@ -10,6 +10,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 APT_PACKAGES=(
   libvirt-daemon-system libvirt-dev pkg-config gcc
   qemu-system-x86 qemu-utils ovmf genisoimage
+  swtpm swtpm-tools  # the TPM 2.0 of Windows-shaped domains (Windows 11 / Server 2022+)
   python3 python3-venv python3-dev
   debootstrap openssh-client
   chromium
@@ -57,6 +58,16 @@ if [ ! -f "$novnc_dir/core/rfb.js" ] || [ "$(cat "$novnc_dir/VERSION" 2>/dev/nul
   cp -r "$pkg/core" "$pkg/vendor" "$pkg/LICENSE.txt" "$novnc_dir/"
   echo "$NOVNC_VERSION" >"$novnc_dir/VERSION"
   rm -rf "$tmp"
+fi
+# The AsyncAPI 3.0 JSON schema tests/metrics/test_asyncapi.py validates our document against:
+# the AsyncAPI initiative ships it on npm only (no PyPI package holds the 3.0 schema).
+ASYNCAPI_SPECS_VERSION=6.11.1
+specs_dir=build/asyncapi-specs
+if [ ! -f "$specs_dir/node_modules/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ]; then
+  log "npm install @asyncapi/specs@$ASYNCAPI_SPECS_VERSION"
+  mkdir -p "$specs_dir"
+  (cd "$specs_dir" && npm install --silent --no-audit --no-fund --prefix . \
+    "@asyncapi/specs@$ASYNCAPI_SPECS_VERSION" >/dev/null)
 fi
 # The web UI (web/: TypeScript + React, built by Vite into services/api/static/app, not
 # committed); rebuilt only when its sources or lock file changed.
