@@ -19,7 +19,6 @@ import msgspec
 from aiohttp import web
 
 from limiquantix import __version__
-from limiquantix.api.auth import public
 from limiquantix.api.openapi import OpenApiPart, Operation
 from limiquantix.common import subjects
 from limiquantix.common.commands import Command
@@ -72,8 +71,9 @@ EVENT_FLOWS: dict[str, Flow] = {
     "console.session_ended": Flow(_at(subjects.console_event, "vm_id", "session_ended"), _VM,
                                   (API,), (API,), "Console audit: a session ended"),
 }
-COMMAND_FLOW = Flow(_at(subjects.node_commands, "node_id"), {"node_id": "The node that runs the VM"},
-                    (API,), (NODE,), "Commands for one node (JetStream work queue "
+COMMAND_FLOW = Flow(_at(subjects.node_commands, "node_id"),
+                    {"node_id": "The node that runs the VM"}, (API,), (NODE,),
+                    "Commands for one node (JetStream work queue "
                     f"{subjects.COMMANDS_STREAM}; Nats-Msg-Id is the command_id)")
 
 
@@ -165,7 +165,6 @@ def build_document(*, version: str = __version__) -> dict[str, Any]:
 ASYNCAPI_DOC = web.AppKey("asyncapi_doc", dict)
 
 
-@public
 async def get_asyncapi(request: web.Request) -> web.Response:
     """The AsyncAPI document."""
     return web.json_response(request.app[ASYNCAPI_DOC])

@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from limiquantix.api import app_keys
-from limiquantix.api.auth import _bearer, authenticate, public
+from limiquantix.api.auth import _bearer, authenticate
 from limiquantix.api.errors import Unauthorized
 from limiquantix.api.openapi import OpenApiPart, Operation
 from limiquantix.common.metrics import metrics_response
@@ -109,7 +109,7 @@ def console_session_ended(bytes_to_vnc: int, bytes_to_client: int) -> None:
     CONSOLE_BYTES.labels("to_client").inc(bytes_to_client)
 
 
-@public  # outside /v1 the auth middleware does not look; the handler checks (see below)
+# Outside /v1 the auth middleware does not look: the handler checks (LQ_METRICS_PUBLIC).
 async def get_metrics(request: web.Request) -> web.Response:
     """Prometheus text format; the bearer token (any role) unless LQ_METRICS_PUBLIC."""
     if not request.app[app_keys.SETTINGS].metrics_public:
