@@ -1,9 +1,9 @@
 """The gateway's application factory: ``init(settings) -> web.Application``.
 
-Adding a route module is ONE line in :data:`ROUTE_MODULES` below. The convention:
+Adding a route module is ONE import and ONE entry in :data:`ROUTE_MODULES` below (the module
+object itself, so tools and "find usages" see it). The convention:
 
-* A route module is any module under ``limiquantix.api`` (name given relative to it, e.g.
-  ``"routes_images"`` or ``"console.routes"``) that defines
+* A route module is any module under ``limiquantix.api`` that defines
 
   - ``def setup(app: web.Application) -> None`` which registers its routes with
     ``app.router.add_*`` and may append its own ``app.cleanup_ctx`` entries (they run after
@@ -17,8 +17,9 @@ Adding a route module is ONE line in :data:`ROUTE_MODULES` below. The convention
   ``NATS``, ``JETSTREAM``, ``VM_STORE``, ``VM_VIEW``, ``NODE_VIEW``, ``STOPPING``,
   ``WEBSOCKETS``...). Add a WebSocket to ``app[app_keys.WEBSOCKETS]`` to have it closed (1001)
   on shutdown; long-lived responses end when ``app[app_keys.STOPPING]`` is set.
-* Every ``/v1/...`` handler needs the bearer token unless decorated with
-  :func:`limiquantix.api.auth.public`; paths outside ``/v1`` never need it.
+* Every ``/v1/...`` route needs the bearer token unless its ``Operation`` says ``public=True``
+  (the one declaration: the auth middleware reads it, the document shows it); paths outside
+  ``/v1`` are not checked by the middleware.
 * Raise :class:`limiquantix.common.errors.LimiquantixError` subclasses (with a ``code`` and a
   ``hint``); the problems middleware turns them into ``application/problem+json``.
   Decode bodies with :func:`limiquantix.api.http_json.decode_body` (422 with the JSON path).
@@ -27,7 +28,6 @@ Adding a route module is ONE line in :data:`ROUTE_MODULES` below. The convention
 from __future__ import annotations
 
 import asyncio
-import importlib
 import weakref
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -36,8 +36,22 @@ import structlog
 from aiohttp import WSCloseCode, web
 
 from limiquantix import __version__
-from limiquantix.api import app_keys
-from limiquantix.api.auth import auth_middleware, load_or_create_token
+from limiquantix.api import (
+    app_keys,
+    asyncapi,
+    events_sse,
+    metrics,
+    openapi,
+    routes_health,
+    routes_images,
+    routes_nodes,
+    routes_tokens,
+    routes_ui,
+    routes_vms,
+    routes_webhooks,
+)
+from limiquantix.api.auth import PUBLIC_ROUTES, PublicRoutes, auth_middleware, load_or_create_token
+from limiquantix.api.console import routes as console_routes
 from limiquantix.api.kv_view import NodeView, VmView
 from limiquantix.api.metrics import metrics_middleware
 from limiquantix.api.openapi import OPENAPI_DOC, OpenApiPart, build_document
@@ -49,34 +63,33 @@ from limiquantix.common.vm_store import VmStore
 
 log = structlog.get_logger()
 
-# One line per route module (relative to limiquantix.api); order is registration order.
-ROUTE_MODULES: tuple[str, ...] = (
-    "routes_health",
-    "routes_vms",
-    "routes_nodes",
-    "events_sse",
-    "openapi",
-    "routes_ui",
-    "console.routes",
-    "routes_images",
-    "routes_tokens",
-    "routes_webhooks",
-    "metrics",
-    "asyncapi",
+# One entry per route module; order is registration order.
+ROUTE_MODULES: tuple[ModuleType, ...] = (
+    routes_health,
+    routes_vms,
+    routes_nodes,
+    events_sse,
+    openapi,
+    routes_ui,
+    console_routes,
+    routes_images,
+    routes_tokens,
+    routes_webhooks,
+    metrics,
+    asyncapi,
 )
 
 
-def load_route_modules(names: tuple[str, ...] = ROUTE_MODULES) -> list[ModuleType]:
-    """Import the route modules and check that each follows the convention."""
-    modules = []
-    for name in names:
-        module = importlib.import_module(f"limiquantix.api.{name}")
+def load_route_modules(modules: tuple[ModuleType, ...] = ROUTE_MODULES) -> list[ModuleType]:
+    """The route modules, each checked to follow the convention."""
+    checked = []
+    for module in modules:
         if not callable(getattr(module, "setup", None)):
             raise TypeError(f"route module {module.__name__} has no setup(app)")
         if not isinstance(getattr(module, "OPENAPI", None), OpenApiPart):
             raise TypeError(f"route module {module.__name__} has no OPENAPI: OpenApiPart")
-        modules.append(module)
-    return modules
+        checked.append(module)
+    return checked
 
 
 def init(settings: Settings) -> web.Application:
@@ -94,6 +107,7 @@ def init(settings: Settings) -> web.Application:
     for module in modules:
         module.setup(app)
     app[OPENAPI_DOC] = build_document((m.OPENAPI for m in modules), version=__version__)
+    app[PUBLIC_ROUTES] = PublicRoutes.of(op for m in modules for op in m.OPENAPI.operations)
     return app
 
 

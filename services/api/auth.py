@@ -11,9 +11,11 @@ Two kinds of token:
   SHA-256 is stored (``lq_tokens``), looked up by the id the token carries, on every request:
   a deleted token is refused at once.
 
-The caller (:class:`Principal`) is kept on the request for handlers and audit events. Handlers
-decorated with :func:`public` (health, the OpenAPI document, console pages that authenticate
-with their own ticket) and every path outside ``/v1`` (static UI assets) need no token.
+The caller (:class:`Principal`) is kept on the request for handlers and audit events. A ``/v1``
+route needs no token only when its OpenAPI ``Operation`` says ``public=True`` (the OpenAPI
+document, console pages that authenticate with their own ticket): that one declaration is what
+this middleware reads (:class:`PublicRoutes`) and what the document shows. Paths outside ``/v1``
+(health, static UI assets) are not checked here.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ import hmac
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 from aiohttp import web
@@ -34,12 +35,12 @@ from nats.js.errors import KeyNotFoundError
 
 from limiquantix.api import app_keys
 from limiquantix.api.errors import Forbidden, NotReady, Unauthorized
+from limiquantix.api.openapi import Operation, openapi_path
 from limiquantix.common.api_tokens import ROLE_RANK, Role, token_decoder
 from limiquantix.common.settings import Settings
 
 TOKEN_FILE = "api-token"
 TOKEN_PREFIX = "lqt_"
-_PUBLIC_ATTR = "__lq_public__"
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ADMIN_PATHS = ("/v1/tokens",)
 MASTER = "master"
@@ -58,17 +59,29 @@ class Principal:
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-H = TypeVar("H", bound=Handler)
 
 
-def public(handler: H) -> H:
-    """Mark a ``/v1`` handler as needing no bearer token."""
-    setattr(handler, _PUBLIC_ATTR, True)
-    return handler
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublicRoutes:
+    """The (method, path) pairs whose OpenAPI ``Operation`` is ``public``: no token needed."""
+
+    pairs: frozenset[tuple[str, str]] = frozenset()
+
+    @classmethod
+    def of(cls, operations: Iterable[Operation]) -> PublicRoutes:
+        return cls(frozenset((op.method.upper(), openapi_path(op.path))
+                             for op in operations if op.public))
+
+    def allows(self, request: web.Request) -> bool:
+        """True when the route ``request`` matched is declared public (HEAD as its GET)."""
+        resource = request.match_info.route.resource
+        if resource is None:  # no route matched (404/405): not public
+            return False
+        method = "GET" if request.method == "HEAD" else request.method
+        return (method, openapi_path(resource.canonical)) in self.pairs
 
 
-def is_public(handler: object) -> bool:
-    return bool(getattr(handler, _PUBLIC_ATTR, False))
+PUBLIC_ROUTES = web.AppKey("public_routes", PublicRoutes)
 
 
 def load_or_create_token(settings: Settings) -> str:
@@ -162,7 +175,8 @@ def _bearer(request: web.Request) -> str | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Reject ``/v1`` requests without a live bearer token (401) or with too small a role
     (403 ``forbidden``)."""
-    if request.path.startswith("/v1/") and not is_public(request.match_info.handler):
+    public = request.app.get(PUBLIC_ROUTES, PublicRoutes())
+    if request.path.startswith("/v1/") and not public.allows(request):
         given = _bearer(request)
         if given is None:
             raise Unauthorized("missing bearer token")

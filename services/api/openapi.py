@@ -17,8 +17,6 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from limiquantix.api.auth import public
-
 OPENAPI_VERSION = "3.1.0"
 _REF_TEMPLATE = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
@@ -150,7 +148,6 @@ def build_document(parts: Iterable[OpenApiPart], *, version: str) -> dict[str, A
     }
 
 
-@public
 async def get_openapi(request: web.Request) -> web.Response:
     """The OpenAPI document."""
     return web.json_response(request.app[OPENAPI_DOC])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from limiquantix.api.auth import load_or_create_token, public
+from limiquantix.api.auth import PUBLIC_ROUTES, PublicRoutes, load_or_create_token
 from limiquantix.api.errors import IllegalTransition
+from limiquantix.api.openapi import OPENAPI_DOC, Operation
 from limiquantix.api.problems import PROBLEM_TYPE, problem_body, validation_error
 from limiquantix.common import settings
 from limiquantix.common.vms import CreateVmRequest
@@ -63,6 +65,23 @@ async def test_v1_needs_the_token_and_401_is_a_problem(gw: Gateway) -> None:
         assert response.status == 200
 
 
+async def test_exactly_the_routes_the_openapi_document_marks_public_answer_without_a_token(
+        gw: Gateway) -> None:
+    """``public`` is declared once, on the Operation: the middleware follows the document."""
+    doc = gw.client.app[OPENAPI_DOC]
+    asked = []
+    for path, operations in doc["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        for method, operation in operations.items():
+            public = operation.get("security") == []
+            async with gw.client.request(method.upper(), url) as response:
+                assert (response.status != 401) == public, (method, path, response.status)
+            asked.append(public)
+    assert True in asked and False in asked  # both kinds were checked
+
+
 async def test_the_gateway_generates_its_token_when_none_is_configured(
         make_gateway: MakeGateway, tmp_path: Path) -> None:
     gw = await make_gateway(api_token="", data_dir=str(tmp_path / "gen"))
@@ -103,11 +122,12 @@ async def test_an_unexpected_exception_is_a_500_without_internals(
     from limiquantix.api.auth import auth_middleware
     from limiquantix.api.problems import problems_middleware
 
-    @public
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("database password is hunter2")
 
     app = web.Application(middlewares=[problems_middleware, auth_middleware])
+    app[PUBLIC_ROUTES] = PublicRoutes.of(
+        [Operation(method="GET", path="/v1/broken", summary="", public=True)])
     app.router.add_get("/v1/broken", broken)
     async with TestClient(TestServer(app)) as client, client.get("/v1/broken") as response:
         problem = await response.json()

@@ -21,7 +21,6 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from limiquantix.api.auth import public
 from limiquantix.api.console.gateway import ConsoleGateway, principal
 from limiquantix.api.console.tickets import WS_PATH, TicketResponse
 from limiquantix.api.http_json import json_response
@@ -47,13 +46,11 @@ async def create_ticket(request: web.Request) -> web.Response:
     return json_response(ticket, status=201, headers={"Cache-Control": "no-store"})
 
 
-@public
 async def console_ws(request: web.Request) -> web.StreamResponse:
     """The console WebSocket; the ticket in ``?token=`` is the credential."""
     return await request.app[GATEWAY].serve(request)
 
 
-@public
 async def console_page(request: web.Request) -> web.StreamResponse:
     """The console page (static; it asks for its ticket itself)."""
     return web.FileResponse(PAGE, headers=PAGE_HEADERS)
