@@ -105,6 +105,8 @@ class NetworkSpec(Model, frozen=True, kw_only=True):
 
 # The seed media a VM's first-boot agent reads: NoCloud (cidata) or OpenStack's config drive.
 SeedDatasource = Literal["nocloud", "configdrive"]
+# The guest OS family the domain is shaped for (docs/windows.md).
+OsType = Literal["linux", "windows"]
 
 
 class CloudInitSpec(Model, frozen=True, kw_only=True):

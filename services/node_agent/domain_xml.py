@@ -14,6 +14,16 @@ Choices, and why:
   (``LQ_USER_NETWORK_OUTBOUND``, ``NicSpec.outbound``): then the guest has outbound NAT *and*
   reaches the host's loopback services; ``isolated`` never does.
 - The MAC is derived from the VM id, so a redefined domain keeps its guest's network identity.
+
+Windows-shaped domains (``os_type='windows'``, docs/windows.md) differ where Windows needs it:
+UEFI chosen by libvirt from the firmware descriptors OVMF installs (``firmware='efi'``; Secure
+Boot optional, it needs SMM), a TPM 2.0 emulated by swtpm (Windows 11 / Server 2022+ refuse to
+install without one), Hyper-V enlightenments (Windows runs as it does on Hyper-V: fewer exits),
+the RTC in local time (Windows keeps local time in the RTC), a USB tablet (absolute pointer: the
+VNC cursor stays aligned). Windows has no in-box virtio drivers: without a virtio-win ISO the disk
+is SATA and the NIC e1000e; with one, virtio for both and the ISO as another CD-ROM.
+CD-ROM targets are fixed (seed ``sda``, install ISO ``sdb``, drivers ``sdc``; a SATA system disk
+``sdd``), so the seed is ``sda`` on every domain (re-inserted live by that name).
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from typing import Literal
 
 import msgspec
 
-from limiquantix.common.vms import NetworkMode, PortForward
+from limiquantix.common.vms import NetworkMode, OsType, PortForward
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 NIC_PCI_ADDRESS = "0x0a"
@@ -41,6 +51,7 @@ class NicSpec(msgspec.Struct, frozen=True, kw_only=True):
     forwards: tuple[PortForward, ...] = ()
     forward_host: str = "127.0.0.1"
     outbound: bool = False  # ``user`` mode only: slirp without restrict=on (see docstring)
+    model: Literal["virtio", "e1000e"] = "virtio"  # e1000e: Windows without virtio drivers
 
 
 class DomainSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +70,9 @@ class DomainSpec(msgspec.Struct, frozen=True, kw_only=True):
     console_host: str = "127.0.0.1"
     nic: NicSpec = NicSpec()
     vnc_password: str | None = None  # libs/common/vnc_auth.py; the console proxy answers it
+    os_type: OsType = "linux"
+    secure_boot: bool = False  # windows only
+    drivers_iso: str | None = None  # windows only: virtio-win; its presence selects virtio
 
 
 def domain_name(vm_name: str) -> str:
@@ -91,16 +105,25 @@ def _disk(devices: ET.Element, *, device: str, fmt: str, source: str, target: st
         _sub(disk, "boot", order=str(boot))
 
 
+def virtio_capable(spec: DomainSpec) -> bool:
+    """Linux always; Windows only with the virtio-win drivers at hand."""
+    return spec.os_type != "windows" or spec.drivers_iso is not None
+
+
 def _storage(devices: ET.Element, spec: DomainSpec) -> None:
     disk_boot = 2 if spec.install_iso else 1
-    _disk(devices, device="disk", fmt=spec.disk_format, source=spec.disk, target="vda",
-          bus="virtio", boot=disk_boot)
+    target, bus = ("vda", "virtio") if virtio_capable(spec) else ("sdd", "sata")
+    _disk(devices, device="disk", fmt=spec.disk_format, source=spec.disk, target=target,
+          bus=bus, boot=disk_boot)
     if spec.seed_iso:
         _disk(devices, device="cdrom", fmt="raw", source=spec.seed_iso, target="sda", bus="sata",
               boot=None)
     if spec.install_iso:
         _disk(devices, device="cdrom", fmt="raw", source=spec.install_iso, target="sdb",
               bus="sata", boot=1)
+    if spec.drivers_iso and spec.os_type == "windows":
+        _disk(devices, device="cdrom", fmt="raw", source=spec.drivers_iso, target="sdc",
+              bus="sata", boot=None)
 
 
 def _consoles(devices: ET.Element, spec: DomainSpec) -> None:
@@ -123,7 +146,7 @@ def _interface(devices: ET.Element, nic: NicSpec) -> None:
     interface = _sub(devices, "interface", type=kind)
     _sub(interface, "mac", address=nic.mac)
     _sub(interface, "source", **{kind: nic.source})
-    _sub(interface, "model", type="virtio")
+    _sub(interface, "model", type=nic.model)
 
 
 def restricted(nic: NicSpec) -> bool:
@@ -138,12 +161,60 @@ def user_netdev_args(nic: NicSpec) -> list[str]:
         netdev.append("restrict=on")
     netdev += [f"hostfwd=tcp:{nic.forward_host}:{f.host_port}-:{f.guest_port}"
                for f in nic.forwards]
-    device = f"virtio-net-pci,netdev=net0,mac={nic.mac},bus=pcie.0,addr={NIC_PCI_ADDRESS}"
+    model = "virtio-net-pci" if nic.model == "virtio" else nic.model
+    device = f"{model},netdev=net0,mac={nic.mac},bus=pcie.0,addr={NIC_PCI_ADDRESS}"
     return ["-netdev", ",".join(netdev), "-device", device]
+
+
+# Hyper-V enlightenments Windows uses (the set virt-install and Proxmox give Windows guests).
+HYPERV_FEATURES = ("relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer",
+                   "reset", "frequencies")
+# Under TCG QEMU refuses vpindex ("kernel doesn't allow setting HyperV VP_INDEX", measured on
+# QEMU 7.2), and synic/stimer depend on it: the rest still helps Windows under emulation.
+HYPERV_FEATURES_TCG = ("relaxed", "vapic", "spinlocks", "runtime", "reset", "frequencies")
+
+
+def _windows_os(os_: ET.Element, spec: DomainSpec) -> None:
+    # libvirt picks OVMF from /usr/share/qemu/firmware by these features (and makes the VM's
+    # own NVRAM copy): no host path in the XML.
+    os_.set("firmware", "efi")
+    firmware = _sub(os_, "firmware")
+    _sub(firmware, "feature", enabled="yes" if spec.secure_boot else "no", name="secure-boot")
+
+
+def _windows_features(features: ET.Element, spec: DomainSpec) -> None:
+    hyperv = _sub(features, "hyperv", mode="custom")
+    for name in HYPERV_FEATURES if spec.virt_type == "kvm" else HYPERV_FEATURES_TCG:
+        if name == "spinlocks":
+            _sub(hyperv, name, state="on", retries="8191")
+        else:
+            _sub(hyperv, name, state="on")
+    if spec.secure_boot:  # Secure Boot firmware keeps its variables in SMM
+        _sub(features, "smm", state="on")
+
+
+def _clock(root: ET.Element, spec: DomainSpec) -> None:
+    if spec.os_type != "windows":
+        _sub(root, "clock", offset="utc")
+        return
+    clock = _sub(root, "clock", offset="localtime")
+    _sub(clock, "timer", name="rtc", tickpolicy="catchup")
+    _sub(clock, "timer", name="pit", tickpolicy="delay")
+    _sub(clock, "timer", name="hpet", present="no")
+    if spec.virt_type == "kvm":  # the Hyper-V reference clock needs KVM
+        _sub(clock, "timer", name="hypervclock", present="yes")
+
+
+def _windows_devices(devices: ET.Element) -> None:
+    _sub(devices, "controller", type="usb", model="qemu-xhci")
+    _sub(devices, "input", type="tablet", bus="usb")
+    tpm = _sub(devices, "tpm", model="tpm-crb")
+    _sub(tpm, "backend", type="emulator", version="2.0")
 
 
 def render(spec: DomainSpec) -> str:
     """The domain XML of ``spec`` (deterministic: same spec, same bytes)."""
+    windows = spec.os_type == "windows"
     root = ET.Element("domain", type=spec.virt_type)
     _sub(root, "name", spec.name)
     _sub(root, "uuid", spec.uuid)
@@ -151,18 +222,24 @@ def render(spec: DomainSpec) -> str:
     _sub(root, "vcpu", str(spec.vcpus))
     os_ = _sub(root, "os")
     _sub(os_, "type", "hvm", arch="x86_64", machine="q35")
+    if windows:
+        _windows_os(os_, spec)
     features = _sub(root, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
+    if windows:
+        _windows_features(features, spec)
     if spec.virt_type == "kvm":
         _sub(root, "cpu", mode="host-passthrough")
-    _sub(root, "clock", offset="utc")
+    _clock(root, spec)
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")
     _sub(root, "on_crash", "destroy")
     devices = _sub(root, "devices")
     _storage(devices, spec)
     _consoles(devices, spec)
+    if windows:
+        _windows_devices(devices)
     if spec.nic.mode in {"bridge", "network"}:
         _interface(devices, spec.nic)
     elif spec.nic.mode in {"user", "isolated"}:
