@@ -32,10 +32,6 @@ CONSUMER_PENDING = Gauge(
     "lq_jetstream_consumer_pending_messages",
     "Messages of a durable consumer not yet delivered (num_pending)", ["consumer"],
 )
-CONSUMER_ACK_PENDING = Gauge(
-    "lq_jetstream_consumer_ack_pending_messages",
-    "Messages delivered to a durable consumer and not yet acknowledged", ["consumer"],
-)
 CONSUMER_REDELIVERIES = Counter(
     "lq_jetstream_redeliveries_total",
     "Messages a consumer received more than once (JetStream redelivered them)", ["consumer"],

@@ -59,5 +59,4 @@ def test_dashboard_uses_every_lq_metric_family(registered_names: set[str]) -> No
     unused = {name for name in families if not re.search(rf"\b{name}(_total|_bucket|_count"
                                                         rf"|_sum)?\b", text)}
     assert unused <= {"lq_nats_disconnects", "lq_events_published",
-                      "lq_jetstream_consumer_ack_pending_messages",
                       "lq_image_file_requests"}, sorted(unused)
