@@ -16,6 +16,7 @@ from limiquantix.cli import (
     commands_token,
     commands_vm,
     commands_vm_access,
+    commands_webhook,
     completion,
 )
 from limiquantix.cli.context import Context
@@ -241,6 +242,36 @@ def _token_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> No
     p.add_argument("tokens", nargs="+", metavar="ID|NAME")
 
 
+def _webhook_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
+    hook = _group(root, "webhook", "Webhooks: events POSTed to a URL, signed (docs/webhooks.md)",
+                  "lq webhook create https://hooks.example.com/lq --events 'vm.*'")
+    p = b.leaf(hook, "create", commands_webhook.create,
+               "Create a webhook; a generated secret is printed once, on stdout",
+               "lq webhook create https://hooks.example.com/lq --events 'vm.*' node.state_changed")
+    # Not "url": that is the global --url (the API's), accepted after the command too.
+    p.add_argument("receiver_url", metavar="URL")
+    p.add_argument("--events", nargs="+", metavar="TYPE",
+                   help="event types (vm.state_changed), categories (vm.*) or '*' (default)")
+    p.add_argument("--secret-file", metavar="FILE",
+                   help="read the signing secret from FILE (else LQ_WEBHOOK_SECRET, else a new "
+                        "one is generated and printed)")
+    p.add_argument("--json", action="store_true", help="the answer as JSON")
+    p = b.leaf(hook, "list", commands_webhook.list_webhooks, "List webhooks (no secrets)",
+               "lq webhook list")
+    p.add_argument("--json", action="store_true", help="as a JSON array")
+    for name, handler, text in (
+            ("show", commands_webhook.show, "Show one webhook"),
+            ("test", commands_webhook.test, "Deliver a webhook.test event now (exit 1 if not "
+                                            "taken)"),
+            ("deliveries", commands_webhook.deliveries, "The last delivery attempts, newest "
+                                                        "first")):
+        p = b.leaf(hook, name, handler, text, f"lq webhook {name} ID")
+        p.add_argument("webhook", metavar="ID")
+        p.add_argument("--json", action="store_true", help="as JSON")
+    p = b.leaf(hook, "delete", commands_webhook.delete, "Delete webhooks", "lq webhook delete ID")
+    p.add_argument("webhooks", nargs="+", metavar="ID")
+
+
 def _other_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     node = _group(root, "node", "Hypervisor nodes", "lq node list")
     p = b.leaf(node, "list", commands_node.list_nodes, "List nodes with capacity and liveness",
@@ -281,6 +312,7 @@ def build_parser() -> Parser:
     _vm_commands(builder, root)
     _image_commands(builder, root)
     _token_commands(builder, root)
+    _webhook_commands(builder, root)
     _other_commands(builder, root)
     return parser
 

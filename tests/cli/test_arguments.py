@@ -104,7 +104,7 @@ def test_bash_completion_completes_commands_and_options() -> None:
     script = out.getvalue()
     assert subprocess.run(["bash", "-n", "-c", script], timeout=30).returncode == 0
     assert _complete(script, ["lq", ""]) == ["completion", "events", "image", "node", "token",
-                                             "vm"]
+                                             "vm", "webhook"]
     assert _complete(script, ["lq", "vm", "fo"]) == ["force-stop"]
     assert "--ssh-key" in _complete(script, ["lq", "vm", "create", "web", "--ss"])
     assert _complete(script, ["lq", "image", "import", "--sh"]) == ["--sha256"]

@@ -3,6 +3,7 @@ validation, roles and secrecy."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from limiquantix.common import nats_auth, subjects
 from limiquantix.local.stack import Stack
+from tests.support.cli import Lq, base_env
 from tests.support.disks import make_qcow2
 from tests.support.flows import create_vm, unique_name, wait_state
 from tests.support.webhooks import Receiver
@@ -182,3 +184,28 @@ async def test_only_the_gateway_can_read_webhook_secrets(stack: Stack,
                 await kv.keys()
         finally:
             await nc.close()
+
+
+async def test_lq_webhook_commands_create_test_show_deliveries_and_delete(
+        stack: Stack, receiver: Receiver, tmp_path: Path) -> None:
+    await receiver.start()
+    lq = Lq({**base_env(tmp_path), "LQ_URL": stack.api_url, "LQ_API_TOKEN": stack.api_token})
+    created = await lq("webhook", "create", receiver.url, "--events", "vm.*", "--json",
+                       env={"LQ_WEBHOOK_SECRET": receiver.secret})
+    assert created.code == 0, created.err
+    hook_id = json.loads(created.out)["id"]
+    assert receiver.secret not in created.out + created.err
+    tested = await lq("webhook", "test", hook_id)
+    assert tested.code == 0 and "delivered" in tested.out, tested.out + tested.err
+    [received] = await receiver.wait_for(1)
+    assert received.signature_ok
+    listed = await lq("webhook", "list")
+    assert hook_id in listed.out and receiver.url in listed.out
+    log = await lq("webhook", "deliveries", hook_id, "--json")
+    assert [d["event_type"] for d in json.loads(log.out)] == ["webhook.test"]
+    generated = await lq("webhook", "create", receiver.url)  # no secret given: one is made
+    assert generated.code == 0 and len(generated.out.strip()) >= 32, generated.err
+    deleted = await lq("webhook", "delete", hook_id)
+    assert deleted.code == 0
+    missing = await lq("webhook", "show", hook_id)
+    assert missing.code == 1 and "webhook_not_found" in missing.err + missing.out
