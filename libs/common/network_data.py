@@ -25,7 +25,7 @@ import yaml
 from limiquantix.common.cloud_init_errors import InvalidNetworkConfig
 
 _TRANSLATED = frozenset({"ethernets", "vlans"})
-_DEFAULT_ROUTE = {4: ("0.0.0.0", "0.0.0.0"), 6: ("::", "::")}  # noqa: S104 (a route, not a bind)
+_DEFAULT_ROUTE = {4: ("0.0.0.0", "0.0.0.0"), 6: ("::", "::")}
 
 
 def _fault(message: str) -> InvalidNetworkConfig:

@@ -171,6 +171,10 @@ class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
     cloud_init: CloudInitRequest = CloudInitRequest()
     network: NetworkRequest = NetworkRequest()
     node: str | None = None
+    os_type: Annotated[OsType | None, msgspec.Meta(
+        description="guest OS family; omitted: from the image's 'os' ('windows...': windows). "
+                    "windows: UEFI, TPM 2.0, Hyper-V, >= 2 vCPUs, 4 GiB, 64 GiB "
+                    "(docs/windows.md)")] = None
 
 
 class VncEndpoint(Model, frozen=True, kw_only=True):
@@ -228,6 +232,8 @@ class VmRecord(Model, frozen=True, kw_only=True):
     # False once a failed create left nothing on the node (no domain, no files): the VM then
     # takes no capacity, and ``start`` retries the create.
     holds_resources: bool = True
+    os_type: OsType = "linux"
+    drivers_image: str = ""  # windows: the library's virtio-win ISO, attached as a CD-ROM
 
 
 def public_view(record: VmRecord) -> VmRecord:

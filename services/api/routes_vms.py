@@ -39,6 +39,7 @@ from limiquantix.common import (
     rpc,
     subjects,
     vm_transition,
+    windows,
 )
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import (
@@ -203,6 +204,10 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     library = image_library_client(app)
     image = await vm_image.resolve_for_create(library, app[app_keys.SETTINGS], body.image,
                                               body.disk_gib)
+    os_type = windows.os_type_for(body.os_type, image.os)
+    windows.check_minimums(os_type, vcpus=body.vcpus, memory_mib=body.memory_mib,
+                           disk_gib=body.disk_gib)
+    drivers = await vm_image.virtio_win(library) if os_type == "windows" else ""
     spec = await _prepare_cloud_init(body.cloud_init, body.name)
     placement.place(  # refused here, before a download is started for nothing
         vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
@@ -219,7 +224,8 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         id=vm_id, name=body.name, state=VmState.PENDING, node=node, image=image.ref,
         vcpus=body.vcpus, memory_mib=body.memory_mib, disk_gib=body.disk_gib, cloud_init=spec,
         network=msgspec.convert(msgspec.to_builtins(body.network), NetworkSpec),
-        instance_id=vm_id, created_at=now, updated_at=now,
+        instance_id=vm_id, created_at=now, updated_at=now, os_type=os_type,
+        drivers_image=drivers,
     )
     # No await between place() and reserve(): concurrent creates see this VM's allocation.
     view.reserve(record)

@@ -20,8 +20,9 @@ from limiquantix.api.errors import (
     ImageNotFound,
     ImageNotReady,
 )
+from limiquantix.common import windows
 from limiquantix.common.errors import RemoteError
-from limiquantix.common.images import CreateImageRequest, ImageRecord, ImageState
+from limiquantix.common.images import CreateImageRequest, ImageRecord, ImageState, ListImages
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.image_library.errors import ImageBusy
@@ -79,6 +80,7 @@ class VmImage:
 
     ref: str
     remote: ImageRecord | None = None
+    os: str = ""  # the catalog entry's ``os`` (decides a VM's default os_type)
 
 
 async def resolve_for_create(client: ImageLibraryClient, settings: Settings, ref: str | None,
@@ -94,7 +96,14 @@ async def resolve_for_create(client: ImageLibraryClient, settings: Settings, ref
         raise ImageNotReady(f"image {image.name!r} is {image.state}{reason}", image=image.id,
                             state=str(image.state))
     _check_disk(image, disk_gib)
-    return VmImage(image.id, image if image.state in REMOTE else None)
+    return VmImage(image.id, image if image.state in REMOTE else None, os=image.os)
+
+
+async def virtio_win(client: ImageLibraryClient) -> str:
+    """The id of the library's virtio-win ISO a Windows VM gets as drivers; '' when none."""
+    listed = await client.list(ListImages(state=ImageState.ACTIVE, format="iso"))
+    found = windows.pick_virtio_win(listed.images)
+    return found.id if found is not None else ""
 
 
 async def start_download(client: ImageLibraryClient, image: VmImage) -> None:

@@ -57,6 +57,9 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
         record = await ctx.recorder.transition(
             record.id, VmState.CREATING, reason="creating", only_from=CREATE_STATES) or record
     image = await ctx.images.resolve(record.image, on_progress=progress) if record.image else None
+    # Windows: the virtio-win ISO the gateway chose, fetched into the cache like any image.
+    drivers = (await ctx.images.resolve(record.drivers_image, on_progress=progress)
+               if record.drivers_image and record.os_type == "windows" else None)
     files = ctx.files(record.id)
     await asyncio.to_thread(files.make_dirs)
     if image is None or image.format == "iso":
@@ -70,7 +73,7 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
         await write_seed_iso(content, files.seed, label)
     record = await _bind_forwards(ctx, record)
     key = node_key(await asyncio.to_thread(load_or_create_secret, ctx.settings))
-    xml = render(domain_spec(ctx, record, image, vnc_password(key, record.id)))
+    xml = render(domain_spec(ctx, record, image, vnc_password(key, record.id), drivers))
     await asyncio.to_thread(write_atomic, files.domain_xml, xml.encode())
     if await ctx.host.info(ctx.domain_uuid(record.id)) is None:
         await ctx.failpoints.hit("before_define")
@@ -87,19 +90,23 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
 
 
 def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None,
-                vnc_key: str | None = None) -> DomainSpec:
+                vnc_key: str | None = None, drivers: LocalImage | None = None) -> DomainSpec:
     """The typed domain of a VM on this node."""
     files = ctx.files(record.id)
     host = ctx.settings.console_host
+    drivers_iso = str(drivers.path) if drivers is not None else None
+    # Windows has no in-box virtio-net driver: e1000e unless virtio-win is attached.
+    model = "e1000e" if record.os_type == "windows" and drivers_iso is None else "virtio"
     nic = NicSpec(mode=record.network.mode, source=record.network.source,
                   mac=mac_for(record.id), forwards=record.forwards, forward_host=host,
-                  outbound=ctx.settings.user_network_outbound)
+                  outbound=ctx.settings.user_network_outbound, model=model)
     return DomainSpec(
         name=domain_name(record.name), uuid=ctx.domain_uuid(record.id), virt_type=ctx.virt_type,
         vcpus=record.vcpus, memory_mib=record.memory_mib, disk=str(files.disk),
         seed_iso=str(files.seed) if image is not None else None,
         install_iso=str(image.path) if image is not None and image.format == "iso" else None,
         serial_log=str(files.serial_log), console_host=host, nic=nic, vnc_password=vnc_key,
+        os_type=record.os_type, drivers_iso=drivers_iso,
     )
 
 

@@ -1,0 +1,61 @@
+"""Windows guests at the gateway: which VMs are Windows, the minimums they need, and the
+virtio-win driver ISO they get when the library has one (docs/windows.md).
+
+Pure functions: the gateway calls them at create time, before anything is placed or made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from limiquantix.common.errors import InvalidRequest
+from limiquantix.common.images import ImageRecord, ImageState
+from limiquantix.common.vms import OsType
+
+# Windows 11 / Server 2022 setup refuses less (Microsoft's published requirements: 2 cores,
+# 4 GB RAM, 64 GB storage).
+MIN_VCPUS = 2
+MIN_MEMORY_MIB = 4096
+MIN_DISK_GIB = 64
+VIRTIO_WIN_PREFIX = "virtio-win"
+
+
+class WindowsTooSmall(InvalidRequest):
+    """A Windows VM asked for less than Windows Setup accepts (details: what, asked, needed)."""
+
+    code = "windows_too_small"
+
+
+def os_type_for(requested: OsType | None, image_os: str) -> OsType:
+    """The request's ``os_type``, else the image's ``os`` ('windows...' -> windows), else linux."""
+    if requested is not None:
+        return requested
+    return "windows" if image_os.strip().lower().startswith("windows") else "linux"
+
+
+def check_minimums(os_type: OsType, *, vcpus: int, memory_mib: int, disk_gib: int) -> None:
+    """Raise WindowsTooSmall naming every shortfall of a Windows VM (nothing for Linux)."""
+    if os_type != "windows":
+        return
+    short = [(what, asked, needed, flag) for what, asked, needed, flag in (
+        ("vcpus", vcpus, MIN_VCPUS, "--vcpus 2"),
+        ("memory_mib", memory_mib, MIN_MEMORY_MIB, "--memory 4G"),
+        ("disk_gib", disk_gib, MIN_DISK_GIB, "--disk 64G"),
+    ) if asked < needed]
+    if not short:
+        return
+    said = ", ".join(f"{what} {asked} < {needed}" for what, asked, needed, _ in short)
+    raise WindowsTooSmall(
+        f"Windows needs at least {MIN_VCPUS} vCPUs, {MIN_MEMORY_MIB} MiB of memory and a "
+        f"{MIN_DISK_GIB} GiB disk (Windows Setup refuses less); asked: {said}",
+        hint="Ask for " + ", ".join(f"{what} >= {needed} (`{flag}`)"
+                                    for what, _, needed, flag in short) + ".",
+        fields=[what for what, *_ in short],
+    )
+
+
+def pick_virtio_win(images: Iterable[ImageRecord]) -> ImageRecord | None:
+    """The library's virtio-win ISO (active, named ``virtio-win...``; the newest name wins)."""
+    found = [i for i in images if i.state == ImageState.ACTIVE and i.format == "iso"
+             and i.name.lower().startswith(VIRTIO_WIN_PREFIX)]
+    return max(found, key=lambda i: i.name) if found else None
