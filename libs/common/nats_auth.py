@@ -78,8 +78,10 @@ def _kv_read(bucket: str) -> list[str]:
 
 def api_permissions(public_key: str) -> Permissions:
     """The gateway: owns every stream and bucket, publishes commands, reads everything; writes
-    every bucket (its own: VMs, names, idempotency, console tickets, API tokens, ...) but the
-    nodes' heartbeats and the image library's catalog."""
+    every bucket (its own: VMs, names, idempotency, console tickets, API tokens, webhooks and
+    their delivery logs, ...) but the nodes' heartbeats and the image library's catalog. Webhook
+    deliveries are its durable consumers on the events stream (``webhook-<id>``). No other
+    identity may read ``lq_webhooks``: it holds the webhooks' signing secrets."""
     return Permissions(
         publish=(
             "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>",

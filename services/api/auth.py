@@ -137,7 +137,7 @@ def principal_of(request: web.Request) -> Principal:
 
 def required_role(method: str, path: str) -> Role:
     """The least role a request needs: token management is admin, reads are viewer, the rest
-    (VMs, images, consoles) operator."""
+    (VMs, images, consoles, webhooks) operator."""
     if path == _ADMIN_PATHS[0] or path.startswith(_ADMIN_PATHS[0] + "/"):
         return Role.ADMIN
     return Role.VIEWER if method in _READ_METHODS else Role.OPERATOR

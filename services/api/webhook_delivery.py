@@ -237,13 +237,17 @@ class Deliverer:
         while True:
             try:
                 sub = await self._js.pull_subscribe_bind(durable, stream=subjects.EVENTS_STREAM)
-                while True:
-                    try:
-                        msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
-                    except TimeoutError:
-                        continue
-                    for msg in msgs:
-                        await self._deliver(record, msg)
+                try:
+                    while True:
+                        try:
+                            msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
+                        except TimeoutError:
+                            continue
+                        for msg in msgs:
+                            await self._deliver(record, msg)
+                finally:
+                    with contextlib.suppress(Exception):  # the connection may be closing
+                        await sub.unsubscribe()
             except asyncio.CancelledError:
                 raise
             except NotFoundError:

@@ -87,6 +87,42 @@ async def test_an_event_refused_past_the_give_up_time_is_logged_gave_up_and_the_
     assert log[-1].subject == "vm-fine" and log[-1].outcome == "delivered"
 
 
+async def test_two_gateways_share_a_webhook_and_deliver_each_event_once_in_order(
+        nats_server: NatsServer, gateway_nats: Client, receiver: Receiver) -> None:
+    """Two deliverers (as two replicas, each its own connection) pull from the one consumer."""
+    js = gateway_nats.jetstream()
+    config = settings.load({}, webhook_allowed_networks="127.0.0.1/32")
+    record = WebhookRecord(id="c" * 32, url=receiver.url, events=("vm.state_changed",),
+                           secret=receiver.secret, created_at=utcnow())
+    await js.add_consumer(subjects.EVENTS_STREAM, consumer_config(
+        record.id, filter_subjects(record.events), timeout_s=2.0))
+    await (await js.key_value(subjects.WEBHOOKS_BUCKET)).create(
+        record.id, webhook_encoder.encode(record))
+    other = await nats.connect(**nats_server.connect_options(nats_auth.API))
+    replicas = []
+    try:
+        for nc in (gateway_nats, other):
+            replica_js = nc.jetstream()
+            deliveries = await replica_js.key_value(subjects.WEBHOOK_DELIVERIES_BUCKET)
+            replica = Deliverer(replica_js, config, Sender(config, deliveries))
+            await replica.start()
+            replicas.append(replica)
+        sequences = []
+        for n in range(40):
+            vm_id = f"vm-{n % 4}"
+            ack = await js.publish(subjects.vm_event(vm_id, "state_changed"), event_encoder.encode(
+                VmStateChanged(vm_id=vm_id, state=VmState.RUNNING)))
+            sequences.append(ack.seq)
+        got = await receiver.wait_for(40, timeout_s=30)
+    finally:
+        for replica in replicas:
+            await replica.stop()
+        await other.close()
+    assert [int(r.event["id"]) for r in got] == sequences
+    assert len(receiver.received) == 40  # none twice
+    assert all(r.signature_ok for r in got)
+
+
 def test_patterns_are_checked_against_the_event_types_and_narrowed() -> None:
     assert check_patterns(("vm.*", "vm.deleted", "image.progress", "vm.*")) == (
         "vm.*", "image.progress")
