@@ -38,6 +38,7 @@ from limiquantix.common.commands import Command, command_decoder
 from limiquantix.common.ids import is_vm_id
 from limiquantix.common.metrics import CONSUMER_PENDING, CONSUMER_REDELIVERIES
 from limiquantix.common.vms import VmError
+from limiquantix.node_agent import metrics as node_metrics
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.dispatch import handle, record_failure
 
@@ -208,6 +209,7 @@ class CommandConsumer:
                 log.warning("nak failed", vm_id=vm_id, error=str(exc))
             return
         self.rejected += 1
+        node_metrics.COMMANDS_DEAD_LETTERED.labels("failed").inc()
         log.error("command dropped after repeated failures", vm_id=vm_id, seq=seq,
                   deliveries=msg.metadata.num_delivered, reason=problem[:300],
                   rejected=self.rejected)
@@ -234,6 +236,7 @@ class CommandConsumer:
         Never raises: a poison message must not stop the agent (this runs in its task group).
         """
         self.rejected += 1
+        node_metrics.COMMANDS_DEAD_LETTERED.labels("invalid").inc()
         seq = msg.metadata.sequence.stream
         try:
             envelope = msgspec.json.decode(msg.data, type=_Envelope)

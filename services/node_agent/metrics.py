@@ -32,6 +32,10 @@ PROVISION_SECONDS = Histogram(
 IMAGE_CACHE_REQUESTS = Counter(
     "lq_node_image_cache_requests_total", "Images asked of the node's cache", ["result"],
 )
+COMMANDS_DEAD_LETTERED = Counter(
+    "lq_node_commands_dead_lettered_total",
+    "Commands terminated and republished on the dead-letter subject", ["reason"],  # invalid|failed
+)
 IMAGE_CACHE_DOWNLOADED = Counter(
     "lq_node_image_cache_downloaded_bytes_total", "Bytes the node's cache downloaded",
 )
