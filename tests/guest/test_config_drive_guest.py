@@ -12,16 +12,18 @@ import aiohttp
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.guest.test_real_guest_via_api import keep_evidence, remove_vm, wait_ready
 from tests.support.flows import create_vm, unique_name
 from tests.support.guest_vm import (
     GUEST_STACK_ENV,
     Ssh,
     fingerprint_of,
     import_image,
+    keep_evidence,
     keygen,
+    remove_vm,
     scan_host_keys,
     serve_file,
+    wait_ready,
 )
 
 pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(1800)]

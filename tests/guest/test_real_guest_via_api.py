@@ -8,30 +8,29 @@ Everything on 127.0.0.1; the guest's NIC is QEMU user networking with restrict=o
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from limiquantix.local.stack import Stack
-from tests.support.flows import action, create_vm, get_vm, unique_name, wait_gone, wait_state
+from tests.support.flows import action, create_vm, unique_name, wait_state
 from tests.support.guest_vm import (
     GUEST_STACK_ENV,
     Ssh,
+    console_log,
     fingerprint_of,
     import_image,
+    keep_evidence,
     keygen,
+    remove_vm,
     scan_host_keys,
     serve_file,
+    wait_ready,
 )
 
 pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
 
-READY_TIMEOUT_S = 900  # TCG on a shared 2-core machine: 45 s when idle, minutes when busy
 USER_DATA = "#cloud-config\nruncmd:\n  - echo ran >> /var/tmp/custom-runs\n"
 PASSWORD = "correct horse battery staple"
 # The guest's own libcrypt checks the $6$ hash our pure-Python SHA-512 crypt made.
@@ -40,45 +39,6 @@ CHECK_PASSWORD = (
     "open('/etc/shadow') if l.startswith('admin:')][0]; "
     "sys.exit(0 if h.startswith('\\$6\\$') and crypt.crypt(sys.argv[1], h) == h else 1)\" "
 )
-
-
-async def wait_ready(api: aiohttp.ClientSession, vm_id: str) -> dict[str, Any]:
-    """Until ``ready``; fails at once when the node reports a cloud-init error."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status, record = await get_vm(api, vm_id)
-        assert status == 200, record
-        if record["state"] == "ready":
-            return record
-        assert record["state"] != "error", record.get("error")
-        assert not record.get("guest", {}).get("cloud_init_error"), record["guest"]
-        await asyncio.sleep(1)
-    raise AssertionError(f"VM not ready after {READY_TIMEOUT_S} s: {record}")
-
-
-async def console_log(api: aiohttp.ClientSession, vm_id: str) -> str:
-    async with api.get(f"/v1/vms/{vm_id}/console-log",
-                       params={"max_bytes": str(4 << 20)}) as response:
-        assert response.status == 200, await response.text()
-        return await response.text()
-
-
-def keep_evidence(stack: Stack, name: str) -> None:
-    """Copy the logs (services, serial consoles) out of the temp dir before it goes."""
-    dest = Path("/var/tmp/limiquantix-guest-tests") / f"failed-{name}"
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(stack.root / "logs", dest / "logs", dirs_exist_ok=True)
-    for serial in stack.node_data_dir("node-a").rglob("serial.log"):
-        shutil.copy(serial, dest / f"serial-{serial.parent.name}.log")
-    print(f"logs of the failed run kept in {dest}")
-
-
-async def remove_vm(api: aiohttp.ClientSession, vm_id: str) -> None:
-    """Delete the VM (the node destroys its domain) and wait until it is gone."""
-    async with api.delete(f"/v1/vms/{vm_id}") as response:
-        assert response.status in (202, 404), await response.text()
-    await wait_gone(api, vm_id, timeout_s=120)
 
 
 async def test_real_guest_created_through_the_api_is_reachable_with_its_key(

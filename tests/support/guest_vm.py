@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import aiohttp
 import libvirt
 from aiohttp import web
 
+from limiquantix.local.stack import Stack
 from limiquantix.node_agent.seed_iso import build_seed_iso
+from tests.support.flows import get_vm, wait_gone
 
 WORK_ROOT = Path("/var/tmp/limiquantix-guest-tests")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
@@ -249,3 +252,45 @@ async def import_image(api: aiohttp.ClientSession, url: str, timeout_s: float = 
         assert record["state"] != "error", record
         await asyncio.sleep(0.5)
     raise AssertionError(f"image not active after {timeout_s} s: {record}")
+
+
+READY_TIMEOUT_S = 900  # TCG on a shared 2-core machine: 45 s when idle, minutes when busy
+
+
+async def wait_ready(api: aiohttp.ClientSession, vm_id: str) -> dict[str, Any]:
+    """Until ``ready``; fails at once when the node reports a cloud-init error."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status, record = await get_vm(api, vm_id)
+        assert status == 200, record
+        if record["state"] == "ready":
+            return record
+        assert record["state"] != "error", record.get("error")
+        assert not record.get("guest", {}).get("cloud_init_error"), record["guest"]
+        await asyncio.sleep(1)
+    raise AssertionError(f"VM not ready after {READY_TIMEOUT_S} s: {record}")
+
+
+async def console_log(api: aiohttp.ClientSession, vm_id: str) -> str:
+    async with api.get(f"/v1/vms/{vm_id}/console-log",
+                       params={"max_bytes": str(4 << 20)}) as response:
+        assert response.status == 200, await response.text()
+        return await response.text()
+
+
+def keep_evidence(stack: Stack, name: str) -> None:
+    """Copy the logs (services, serial consoles) out of the temp dir before it goes."""
+    dest = Path("/var/tmp/limiquantix-guest-tests") / f"failed-{name}"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(stack.root / "logs", dest / "logs", dirs_exist_ok=True)
+    for serial in stack.node_data_dir("node-a").rglob("serial.log"):
+        shutil.copy(serial, dest / f"serial-{serial.parent.name}.log")
+    print(f"logs of the failed run kept in {dest}")
+
+
+async def remove_vm(api: aiohttp.ClientSession, vm_id: str) -> None:
+    """Delete the VM (the node destroys its domain) and wait until it is gone."""
+    async with api.delete(f"/v1/vms/{vm_id}") as response:
+        assert response.status in (202, 404), await response.text()
+    await wait_gone(api, vm_id, timeout_s=120)
