@@ -59,3 +59,34 @@ def pick_virtio_win(images: Iterable[ImageRecord]) -> ImageRecord | None:
     found = [i for i in images if i.state == ImageState.ACTIVE and i.format == "iso"
              and i.name.lower().startswith(VIRTIO_WIN_PREFIX)]
     return max(found, key=lambda i: i.name) if found else None
+
+
+NETBIOS_MAX = 15
+_NETBIOS_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+class InvalidComputerName(InvalidRequest):
+    """The Windows computer name breaks NetBIOS rules (details: name, reason)."""
+
+    code = "invalid_computer_name"
+    default_hint = ("Set windows.computer_name to 1-15 letters, digits and '-', not only "
+                    "digits, not starting or ending with '-'.")
+
+
+def computer_name(requested: str, vm_name: str) -> str:
+    """The Windows computer name: ``requested``, else the VM name; InvalidComputerName when it
+    is not a NetBIOS name (Windows Setup would stop at the specialize pass)."""
+    name = requested or vm_name
+    given = "windows.computer_name" if requested else "the VM name (the default computer name)"
+    reason = ""
+    if not 0 < len(name) <= NETBIOS_MAX:
+        reason = f"is {len(name)} characters; a Windows computer name has 1 to {NETBIOS_MAX}"
+    elif not set(name) <= _NETBIOS_CHARS:
+        reason = "may hold only letters, digits and '-'"
+    elif name.isdigit():
+        reason = "cannot be only digits"
+    elif name.startswith("-") or name.endswith("-"):
+        reason = "cannot start or end with '-'"
+    if reason:
+        raise InvalidComputerName(f"{given} {name!r} {reason}", name=name, reason=reason)
+    return name
