@@ -4,8 +4,10 @@ Served at ``GET /v1/asyncapi.json`` (public, like the OpenAPI document: it holds
 Every tagged type of :data:`limiquantix.common.commands.Command` and
 :data:`limiquantix.common.events.Event` is a message; each has a channel whose address is the
 subject it travels on (``{vm_id}``-style parameters), with the services that send and receive it
-as operations. Subjects come from :mod:`limiquantix.common.subjects` (built there with the
-parameter names as tokens), so the document cannot drift from what services publish.
+as operations. Request/reply operations (``common.rpc``: the image library's, a node's
+``console_log``) are channels too, with a ``reply`` whose channel is the requester's inbox.
+Subjects come from :mod:`limiquantix.common.subjects` (built there with placeholder tokens
+turned into ``{parameters}``), so the document cannot drift from what services publish.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from aiohttp import web
 
 from limiquantix import __version__
 from limiquantix.api.openapi import OpenApiPart, Operation
-from limiquantix.common import subjects
+from limiquantix.common import images, node_rpc, subjects
 from limiquantix.common.commands import Command
+from limiquantix.common.errors import ErrorReply
 from limiquantix.common.events import Event
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -77,8 +80,45 @@ COMMAND_FLOW = Flow(_at(subjects.node_commands, "node_id"),
                     f"{subjects.COMMANDS_STREAM}; Nats-Msg-Id is the command_id)")
 
 
+@dataclasses.dataclass(frozen=True)
+class Rpc:
+    """One request/reply operation (core NATS, ``common.rpc``): its subject and body types."""
+
+    key: str
+    address: str
+    parameters: dict[str, str]
+    request: type
+    reply: type
+    senders: tuple[str, ...]
+    receiver: str
+    description: str
+
+
+_IMAGES_RPC_SENDERS = (API,)
+RPCS: tuple[Rpc, ...] = (
+    Rpc("imagesList", subjects.image_rpc(images.RPC_LIST), {}, images.ListImages,
+        images.ImageList, _IMAGES_RPC_SENDERS, LIBRARY, "List images"),
+    Rpc("imagesGet", subjects.image_rpc(images.RPC_GET), {}, images.ImageRef, images.ImageRecord,
+        (API, NODE), LIBRARY, "One image (nodes: where to download it from)"),
+    Rpc("imagesImport", subjects.image_rpc(images.RPC_IMPORT), {}, images.CreateImageRequest,
+        images.ImageRecord, _IMAGES_RPC_SENDERS, LIBRARY, "Start an import from a URL"),
+    Rpc("imagesCreateUpload", subjects.image_rpc(images.RPC_CREATE_UPLOAD), {},
+        images.CreateImageRequest, images.ImageRecord, _IMAGES_RPC_SENDERS, LIBRARY,
+        f"A record to upload into (header {images.RPC_CREATED_BY_HEADER}: the uploader)"),
+    Rpc("imagesDelete", subjects.image_rpc(images.RPC_DELETE), {}, images.ImageRef,
+        images.ImageDeleted, _IMAGES_RPC_SENDERS, LIBRARY, "Delete an image"),
+    Rpc("nodeConsoleLog", _at(subjects.node_rpc, "node_id", node_rpc.CONSOLE_LOG),
+        {"node_id": "The node that runs the VM"}, node_rpc.ConsoleLogRequest,
+        node_rpc.ConsoleLogReply, (API,), NODE, "The tail of a VM's serial console log"),
+)
+_RPC_ERROR = ("Errors: headers Nats-Service-Error / Nats-Service-Error-Code (as nats.py micro "
+              "sends them) and an ErrorReply body.")
+
+
 def tag_of(kind: type) -> str:
-    return str(kind.__struct_config__.tag)  # type: ignore[attr-defined]
+    """A command's or event's type tag (``vm.create``); a plain body's class name."""
+    tag = kind.__struct_config__.tag  # type: ignore[attr-defined]
+    return str(tag) if tag is not None else kind.__name__
 
 
 def _name(tag: str) -> str:
@@ -117,6 +157,31 @@ def _message(kind: type, ref: dict[str, Any], *, stream: str) -> dict[str, Any]:
             "tags": [{"name": stream}]}
 
 
+def _rpc(rpc: Rpc, channels: dict[str, Any], operations: dict[str, Any]) -> None:
+    """The request channel, its reply channel (the requester's inbox) and the operations."""
+    reply_key = f"{rpc.key}Reply"
+    replies = [rpc.reply, ErrorReply]
+    channels[rpc.key] = _channel(Flow(rpc.address, rpc.parameters, (), (), rpc.description),
+                                 [rpc.request])
+    channels[reply_key] = {
+        "address": None,  # the requester's inbox (_INBOX.<its public key>...): dynamic
+        "description": f"Reply to {rpc.key}. {_RPC_ERROR}",
+        "messages": {t.__name__: {"$ref": f"#/components/messages/{t.__name__}"}
+                     for t in replies},
+    }
+    reply = {"channel": {"$ref": f"#/channels/{reply_key}"},
+             "messages": [{"$ref": f"#/channels/{reply_key}/messages/{t.__name__}"}
+                          for t in replies]}
+    request = [{"$ref": f"#/channels/{rpc.key}/messages/{rpc.request.__name__}"}]
+    for action, services in (("send", rpc.senders), ("receive", (rpc.receiver,))):
+        for service in services:
+            operations[f"{_name(service.replace('-', '_'))}_{action}_{rpc.key}"] = {
+                "action": action, "channel": {"$ref": f"#/channels/{rpc.key}"},
+                "summary": f"{service} {'asks' if action == 'send' else 'answers'} {rpc.key}",
+                "tags": [{"name": service}], "messages": request, "reply": reply,
+            }
+
+
 def _ids_as_text(schema: Any) -> Any:
     """msgspec emits OpenAPI-style ``discriminator`` objects; AsyncAPI's Schema Object wants a
     property name there (a string)."""
@@ -134,8 +199,10 @@ def build_document(*, version: str = __version__) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of every command and event."""
     commands = list(typing.get_args(Command))
     events = list(typing.get_args(Event))
-    refs, schemas = msgspec.json.schema_components(commands + events, ref_template=_REF_TEMPLATE)
-    ref_of = dict(zip(commands + events, refs, strict=True))
+    rpc_types = list(dict.fromkeys(t for rpc in RPCS for t in (rpc.request, rpc.reply)))
+    every = commands + events + rpc_types + [ErrorReply]
+    refs, schemas = msgspec.json.schema_components(every, ref_template=_REF_TEMPLATE)
+    ref_of = dict(zip(every, refs, strict=True))
     channels: dict[str, Any] = {"nodeCommands": _channel(COMMAND_FLOW, commands)}
     operations = _operations("nodeCommands", COMMAND_FLOW, commands)
     messages = {t.__name__: _message(t, ref_of[t], stream=subjects.COMMANDS_STREAM)
@@ -145,15 +212,20 @@ def build_document(*, version: str = __version__) -> dict[str, Any]:
         channels[key] = _channel(flow, [kind])
         operations.update(_operations(key, flow, [kind]))
         messages[kind.__name__] = _message(kind, ref_of[kind], stream=subjects.EVENTS_STREAM)
+    for rpc in RPCS:
+        _rpc(rpc, channels, operations)
+    for kind in [*rpc_types, ErrorReply]:
+        messages[kind.__name__] = _message(kind, ref_of[kind], stream="request-reply")
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Limiquantix NATS messages", "version": version,
             "description": "Commands (JetStream stream "
-                           f"{subjects.COMMANDS_STREAM}) and events (stream "
-                           f"{subjects.EVENTS_STREAM}; the stream sequence is the SSE id) as "
-                           "they travel between the gateway, node agents and the image "
-                           "library. Payloads are JSON; unknown fields are tolerated.",
+                           f"{subjects.COMMANDS_STREAM}), events (stream "
+                           f"{subjects.EVENTS_STREAM}; the stream sequence is the SSE id) and "
+                           "request/reply operations (core NATS) as they travel between the "
+                           "gateway, node agents and the image library. Payloads are JSON; "
+                           "unknown fields are tolerated between services.",
         },
         "defaultContentType": "application/json",
         "channels": channels,

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from limiquantix.api.asyncapi import build_document, tag_of
+from limiquantix.common import images, node_rpc, subjects
 from limiquantix.common.commands import Command
 from limiquantix.common.events import Event, event_subject
 
@@ -49,7 +50,7 @@ def test_every_command_and_event_type_is_a_message_with_senders_and_receivers(
         document: dict[str, Any]) -> None:
     types = [*typing.get_args(Command), *typing.get_args(Event)]
     messages = document["components"]["messages"]
-    assert set(messages) == {t.__name__ for t in types}
+    assert {t.__name__ for t in types} <= set(messages)
     for kind in types:
         assert messages[kind.__name__]["name"] == tag_of(kind)
         channels = [key for key, ch in document["channels"].items()
@@ -104,3 +105,17 @@ def test_every_reference_resolves(document: dict[str, Any]) -> None:
         for part in ref.removeprefix("#/").split("/"):
             target = target[part]
         assert isinstance(target, dict), ref
+
+
+def test_every_image_library_operation_is_a_request_reply_channel(
+        document: dict[str, Any]) -> None:
+    operations = {getattr(images, name) for name in dir(images) if name.startswith("RPC_")
+                  and name != "RPC_CREATED_BY_HEADER"}
+    addresses = {ch["address"] for ch in document["channels"].values()}
+    assert {subjects.image_rpc(op) for op in operations} <= addresses
+    assert subjects.node_rpc("__node_id__", node_rpc.CONSOLE_LOG).replace(
+        "__node_id__", "{node_id}") in addresses
+    for key, operation in document["operations"].items():
+        if document["channels"][operation["channel"]["$ref"].rsplit("/", 1)[1]]["address"] \
+                .startswith("lq.rpc."):
+            assert "reply" in operation, key
