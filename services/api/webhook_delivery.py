@@ -261,7 +261,13 @@ class Deliverer:
     async def _deliver(self, record: WebhookRecord, msg: Msg) -> None:
         body, event_type, subject = cloud_event(msg)
         attempt = msg.metadata.num_delivered
-        status, error, duration_ms = await self.sender.post(record, body)
+        try:
+            status, error, duration_ms = await self.sender.post(record, body)
+        except asyncio.CancelledError:
+            # This replica is stopping: hand the event back now rather than after the ack wait.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
         cap = self._settings.webhook_retry_max_s
         outcome, delay = Outcome.DELIVERED, None
         if error:

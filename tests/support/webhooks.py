@@ -40,6 +40,9 @@ class Receiver:
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     failing_subjects: set[str] = field(default_factory=set)  # answered 500, not recorded
+    hold_next: int = 0  # that many requests wait for ``release`` (then 503), not recorded
+    held: int = 0
+    release: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
 
     @property
@@ -48,6 +51,11 @@ class Receiver:
 
     async def _hook(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.hold_next > 0:
+            self.hold_next -= 1
+            self.held += 1
+            await self.release.wait()
+            return web.Response(status=503)
         expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
         given = request.headers.get("X-Limiquantix-Signature", "")
         event = json.loads(body)
@@ -66,6 +74,7 @@ class Receiver:
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
+        self.release.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -3,6 +3,7 @@ on an event the receiver keeps refusing, and the pure parts (patterns, backoff).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ from nats.aio.client import Client
 from limiquantix.api.webhook_delivery import Deliverer, Sender, consumer_config, retry_delay, waited
 from limiquantix.common import nats_auth, nats_client, settings, subjects
 from limiquantix.common.base import utcnow
-from limiquantix.common.events import VmStateChanged, event_encoder
+from limiquantix.common.events import VmDeleted, VmStateChanged, event_encoder
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import VmState
 from limiquantix.common.webhooks import (
@@ -121,6 +122,46 @@ async def test_two_gateways_share_a_webhook_and_deliver_each_event_once_in_order
     assert [int(r.event["id"]) for r in got] == sequences
     assert len(receiver.received) == 40  # none twice
     assert all(r.signature_ok for r in got)
+
+
+async def test_a_gateway_stopping_mid_delivery_hands_the_event_to_another_at_once(
+        nats_server: NatsServer, gateway_nats: Client, receiver: Receiver) -> None:
+    """Without the hand-back the other replica would wait for the ack wait (timeout + 20 s)."""
+    js = gateway_nats.jetstream()
+    config = settings.load({}, webhook_allowed_networks="127.0.0.1/32", webhook_timeout_s=20.0)
+    record = WebhookRecord(id="d" * 32, url=receiver.url, events=("*",),
+                           secret=receiver.secret, created_at=utcnow())
+    await js.add_consumer(subjects.EVENTS_STREAM, consumer_config(
+        record.id, filter_subjects(record.events), timeout_s=20.0))
+    await (await js.key_value(subjects.WEBHOOKS_BUCKET)).create(
+        record.id, webhook_encoder.encode(record))
+    deliveries = await js.key_value(subjects.WEBHOOK_DELIVERIES_BUCKET)
+    receiver.hold_next = 1
+    first = Deliverer(js, config, Sender(config, deliveries))
+    await first.start()
+    other = await nats.connect(**nats_server.connect_options(nats_auth.API))
+    try:
+        ack = await js.publish(subjects.vm_event("vm-1", "deleted"), event_encoder.encode(
+            VmDeleted(vm_id="vm-1")))
+        deadline = time.monotonic() + 10
+        while receiver.held == 0:
+            assert time.monotonic() < deadline, "the first attempt never arrived"
+            await asyncio.sleep(0.02)
+        other_js = other.jetstream()
+        second = Deliverer(other_js, config, Sender(
+            config, await other_js.key_value(subjects.WEBHOOK_DELIVERIES_BUCKET)))
+        await second.start()
+        try:
+            await first.stop()
+            stopped = time.monotonic()
+            [got] = await receiver.wait_for(1, timeout_s=15)
+            handed_over_s = time.monotonic() - stopped
+        finally:
+            await second.stop()
+    finally:
+        await other.close()
+    assert int(got.event["id"]) == ack.seq and got.signature_ok
+    assert handed_over_s < 10.0, handed_over_s
 
 
 def test_patterns_are_checked_against_the_event_types_and_narrowed() -> None:
