@@ -112,8 +112,15 @@ async def test_gateway_metrics_need_the_token_unless_made_public(tmp_path: Path)
         async with session.get(stack.api_url + "/metrics") as response:
             assert response.status == 401
             assert (await response.json(content_type=None))["code"] == "unauthorized"
+        async with session.get(stack.api_url + "/v1/no-such-route-4e1f",
+                               headers=stack.headers()) as response:
+            assert response.status == 404
         async with session.get(stack.api_url + "/metrics", headers=stack.headers()) as response:
             assert response.status == 200
+            text = await response.text()
+        # An unknown path is counted as "unmatched": raw paths would be an unbounded label.
+        assert "no-such-route-4e1f" not in text
+        assert sample_sum(text, "lq_http_requests_total", route="unmatched", status="404") >= 1
         async with session.get(stack.api_url + "/v1/asyncapi.json") as response:
             assert response.status == 200  # public, like openapi.json
             assert (await response.json())["asyncapi"] == "3.0.0"
