@@ -139,6 +139,8 @@ class AsyncEventStream:
 
     async def open(self) -> AsyncEventStream:
         """Connect now (an error answer raises here), then read in the background."""
+        if self._task is not None:
+            return self
         self._task = asyncio.create_task(self._run(), name="limiquantix-sse")
         waiter = asyncio.create_task(self._connected.wait())
         await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -283,7 +285,11 @@ class AsyncVms:
                        timeout_s: float = 600.0) -> VmRecord | None:
         """Until the VM is in ``state`` (``"gone"``: deleted); the sync rules, awaited."""
         targets = targets_of(state)
-        first = await self.get(vm)
+        first = await self.find(vm)
+        if first is None:
+            if GONE in targets:
+                return None  # gone already
+            first = await self.get(vm)  # raises the API's own NotFound
         name, vm_id = first.name, first.id
         deadline = time.monotonic() + timeout_s
         async with self._client.events.stream(vm=vm_id) as stream:

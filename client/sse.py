@@ -114,7 +114,10 @@ class EventStream:
         self._thread: threading.Thread | None = None
 
     def open(self) -> EventStream:
-        """Connect now (errors raise here), then read in the background."""
+        """Connect now (errors raise here), then read in the background; opening an open
+        stream (``with client.events.stream()``) keeps its one connection."""
+        if self._thread is not None:
+            return self
         response = self._connect()
         self._thread = threading.Thread(target=self._run, args=(response,), daemon=True,
                                         name="lq-sse")

@@ -90,7 +90,11 @@ class Vms:
         :class:`WaitTimeout` when ``timeout_s`` passes first. Returns the record (None for gone).
         """
         targets = targets_of(state)
-        first = self.get(vm)
+        first = self.find(vm)
+        if first is None:
+            if GONE in targets:
+                return None  # gone already
+            first = self.get(vm)  # raises the API's own NotFound
         name, vm_id = first.name, first.id
         deadline = time.monotonic() + timeout_s
         with self._client.events.stream(vm=vm_id) as stream:
