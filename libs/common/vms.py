@@ -156,6 +156,44 @@ class NetworkRequest(RequestBody, frozen=True, kw_only=True):
     ssh: bool = True
 
 
+class WindowsRequest(RequestBody, frozen=True, kw_only=True):
+    """Unattended Windows setup (docs/windows.md); the password is sealed at the gateway."""
+
+    computer_name: Annotated[str, msgspec.Meta(
+        max_length=15, description="NetBIOS name, 1-15 characters; default: the VM name")] = ""
+    admin_user: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,19}$")] = "admin"
+    admin_password: Annotated[str, msgspec.Meta(min_length=1, max_length=127)] | None = None
+    timezone: Annotated[str, msgspec.Meta(
+        max_length=64, description="Windows time zone id, e.g. 'W. Europe Standard Time'")] = "UTC"
+    locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}-[A-Za-z]{2,4}$")] = "en-US"
+    keyboard: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    product_key: Annotated[str, msgspec.Meta(
+        pattern=r"^([A-Z0-9]{5}-){4}[A-Z0-9]{5}$")] | None = None
+    enable_rdp: bool = True
+    enable_winrm: bool = False
+    first_logon_commands: Annotated[tuple[Annotated[str, msgspec.Meta(max_length=1024)], ...],
+                                    msgspec.Meta(max_length=32)] = ()
+    windows_version: Annotated[str, msgspec.Meta(
+        pattern=r"^(w10|w11|2k16|2k19|2k22|2k25)$",
+        description="virtio-win driver folder to load from")] = "w11"
+
+
+class WindowsSpec(Model, frozen=True, kw_only=True):
+    """Windows setup as stored: the password only sealed for the nodes (never in clear)."""
+
+    computer_name: str
+    admin_user: str = "admin"
+    admin_password_sealed: str = ""
+    timezone: str = "UTC"
+    locale: str = "en-US"
+    keyboard: str = ""
+    product_key: str = ""
+    enable_rdp: bool = True
+    enable_winrm: bool = False
+    first_logon_commands: tuple[str, ...] = ()
+    windows_version: str = "w11"
+
+
 class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
     """Body of ``POST /v1/vms``."""
 
@@ -175,6 +213,7 @@ class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
         description="guest OS family; omitted: from the image's 'os' ('windows...': windows). "
                     "windows: UEFI, TPM 2.0, Hyper-V, >= 2 vCPUs, 4 GiB, 64 GiB "
                     "(docs/windows.md)")] = None
+    windows: WindowsRequest | None = None
 
 
 class VncEndpoint(Model, frozen=True, kw_only=True):
@@ -234,10 +273,14 @@ class VmRecord(Model, frozen=True, kw_only=True):
     holds_resources: bool = True
     os_type: OsType = "linux"
     drivers_image: str = ""  # windows: the library's virtio-win ISO, attached as a CD-ROM
+    windows: WindowsSpec | None = None
 
 
 def public_view(record: VmRecord) -> VmRecord:
     """The record as clients may see it: secrets removed."""
+    if record.windows is not None and record.windows.admin_password_sealed:
+        record = msgspec.structs.replace(record, windows=msgspec.structs.replace(
+            record.windows, admin_password_sealed="<set>"))
     if not record.cloud_init.password_hash:
         return record
     return msgspec.structs.replace(

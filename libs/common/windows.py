@@ -6,11 +6,17 @@ Pure functions: the gateway calls them at create time, before anything is placed
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 from collections.abc import Iterable
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from limiquantix.common.errors import InvalidRequest
 from limiquantix.common.images import ImageRecord, ImageState
-from limiquantix.common.vms import OsType
+from limiquantix.common.vms import OsType, WindowsRequest, WindowsSpec
 
 # Windows 11 / Server 2022 setup refuses less (Microsoft's published requirements: 2 cores,
 # 4 GB RAM, 64 GB storage).
@@ -90,3 +96,41 @@ def computer_name(requested: str, vm_name: str) -> str:
     if reason:
         raise InvalidComputerName(f"{given} {name!r} {reason}", name=name, reason=reason)
     return name
+
+
+# The Windows password must reach the node's seed in a reversible form (unattend.xml wants it),
+# so the record holds it sealed (AES-GCM) with a key only the gateway and the nodes derive: the
+# node key (``library_tokens.node_key``) and the VM id. The KV store, events and API never see it.
+_SEAL_CONTEXT = b"lq windows admin password v1 "
+
+
+def _seal_key(node_key: bytes, vm_id: str) -> bytes:
+    return hmac.new(node_key, _SEAL_CONTEXT + vm_id.encode(), hashlib.sha256).digest()
+
+
+def seal_password(node_key: bytes, vm_id: str, password: str) -> str:
+    """``password`` sealed for the nodes (base64 of nonce + AES-GCM ciphertext)."""
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(_seal_key(node_key, vm_id)).encrypt(nonce, password.encode(), vm_id.encode())
+    return base64.b64encode(nonce + sealed).decode()
+
+
+def open_password(node_key: bytes, vm_id: str, sealed: str) -> str:
+    """The password :func:`seal_password` sealed (raises InvalidTag when the key differs)."""
+    raw = base64.b64decode(sealed)
+    plain = AESGCM(_seal_key(node_key, vm_id)).decrypt(raw[:12], raw[12:], vm_id.encode())
+    return plain.decode()
+
+
+def prepare(request: WindowsRequest, *, vm_id: str, vm_name: str, node_key: bytes) -> WindowsSpec:
+    """Validate ``request`` (InvalidComputerName) and return what is stored (password sealed)."""
+    name = computer_name(request.computer_name, vm_name)
+    sealed = (seal_password(node_key, vm_id, request.admin_password)
+              if request.admin_password else "")
+    return WindowsSpec(
+        computer_name=name, admin_user=request.admin_user, admin_password_sealed=sealed,
+        timezone=request.timezone, locale=request.locale, keyboard=request.keyboard,
+        product_key=request.product_key or "", enable_rdp=request.enable_rdp,
+        enable_winrm=request.enable_winrm, first_logon_commands=request.first_logon_commands,
+        windows_version=request.windows_version,
+    )

@@ -60,6 +60,7 @@ from limiquantix.common.errors import (
     Unavailable,
 )
 from limiquantix.common.events import VmDeleted, VmStateChanged
+from limiquantix.common.library_tokens import node_key
 from limiquantix.common.node_rpc import ConsoleLogRequest
 from limiquantix.common.publish import publish_event, send_command
 from limiquantix.common.vms import (
@@ -208,6 +209,9 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     windows.check_minimums(os_type, vcpus=body.vcpus, memory_mib=body.memory_mib,
                            disk_gib=body.disk_gib)
     drivers = await vm_image.virtio_win(library) if os_type == "windows" else ""
+    windows_spec = (windows.prepare(body.windows, vm_id=vm_id, vm_name=body.name,
+                                    node_key=node_key(app[app_keys.LIBRARY_SECRET]))
+                    if os_type == "windows" and body.windows is not None else None)
     spec = await _prepare_cloud_init(body.cloud_init, body.name)
     placement.place(  # refused here, before a download is started for nothing
         vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
@@ -225,7 +229,7 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         vcpus=body.vcpus, memory_mib=body.memory_mib, disk_gib=body.disk_gib, cloud_init=spec,
         network=msgspec.convert(msgspec.to_builtins(body.network), NetworkSpec),
         instance_id=vm_id, created_at=now, updated_at=now, os_type=os_type,
-        drivers_image=drivers,
+        drivers_image=drivers, windows=windows_spec,
     )
     # No await between place() and reserve(): concurrent creates see this VM's allocation.
     view.reserve(record)

@@ -32,6 +32,7 @@ from limiquantix.node_agent.local_image import LocalImage
 from limiquantix.node_agent.overlay import create_blank
 from limiquantix.node_agent.seed_iso import write_seed_iso
 from limiquantix.node_agent.vm_files import write_atomic
+from limiquantix.node_agent.windows_seed import windows_answer_files
 
 log = structlog.get_logger()
 
@@ -67,12 +68,15 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     else:
         await ctx.overlays.create(image, files.disk, record.disk_gib)
     await ctx.failpoints.hit("after_overlay")
+    key = node_key(await asyncio.to_thread(load_or_create_secret, ctx.settings))
     if image is not None:  # an empty disk has no OS to read a seed
         # YAML rendering is pure CPU (~1.5 ms): off the loop, like the ISO build.
         content, label = await asyncio.to_thread(config_drive.seed_media, record)
+        content |= await asyncio.to_thread(
+            windows_answer_files, record, key, from_iso=image.format == "iso",
+            with_drivers=drivers is not None)
         await write_seed_iso(content, files.seed, label)
     record = await _bind_forwards(ctx, record)
-    key = node_key(await asyncio.to_thread(load_or_create_secret, ctx.settings))
     xml = render(domain_spec(ctx, record, image, vnc_password(key, record.id), drivers))
     await asyncio.to_thread(write_atomic, files.domain_xml, xml.encode())
     if await ctx.host.info(ctx.domain_uuid(record.id)) is None:

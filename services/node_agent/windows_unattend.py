@@ -36,8 +36,10 @@ Flow = Literal["install", "sysprep"]
 PASS_ORDER = ("windowsPE", "offlineServicing", "generalize", "specialize", "auditSystem",
               "auditUser", "oobeSystem")
 FILE_NAMES: dict[Flow, str] = {"install": "Autounattend.xml", "sysprep": "unattend.xml"}
-# virtio-win's layout: <driver>\<windows version>\amd64; the drivers CD-ROM is E: when the
-# install ISO is D: (the seed CD-ROM comes first on SATA port 0 but carries no letter claim).
+# virtio-win's layout: <driver>\<windows version>\amd64. WinPE gives CD-ROMs letters in port
+# order (seed sda, install ISO sdb, drivers sdc: D:, E:, F:), which nothing guarantees: every
+# candidate letter is listed, Setup skips paths that do not exist.
+DRIVER_LETTERS = ("D:\\", "E:\\", "F:\\")
 VIRTIO_DRIVERS = ("viostor", "vioscsi", "NetKVM", "Balloon", "vioserial")
 RDP_FIREWALL_GROUP = "@FirewallAPI.dll,-28752"  # "Remote Desktop", language-neutral
 
@@ -57,7 +59,7 @@ class UnattendSpec(msgspec.Struct, frozen=True, kw_only=True):
     enable_rdp: bool = True
     enable_winrm: bool = False
     first_logon_commands: tuple[str, ...] = ()
-    drivers_dir: str = ""  # e.g. "E:\\" when virtio-win is attached; install flow only
+    drivers_dirs: tuple[str, ...] = ()  # DRIVER_LETTERS when virtio-win is attached (install)
     windows_version: str = "w11"  # virtio-win's folder name: w10, w11, 2k19, 2k22 ...
 
 
@@ -99,9 +101,11 @@ def _international(settings: ET.Element, spec: UnattendSpec, name: str) -> None:
 def _drivers(settings: ET.Element, spec: UnattendSpec) -> None:
     component = _component(settings, "Microsoft-Windows-PnpCustomizationsWinPE")
     paths = _sub(component, "DriverPaths")
-    for number, driver in enumerate(VIRTIO_DRIVERS, start=1):
+    candidates = [f"{root}{driver}\\{spec.windows_version}\\amd64"
+                  for root in spec.drivers_dirs for driver in VIRTIO_DRIVERS]
+    for number, path in enumerate(candidates, start=1):
         entry = _added(paths, "PathAndCredentials", str(number))
-        _sub(entry, "Path", f"{spec.drivers_dir}{driver}\\{spec.windows_version}\\amd64")
+        _sub(entry, "Path", path)
 
 
 def _partition(parent: ET.Element, order: int, kind: str, size: int | None) -> None:
@@ -152,7 +156,7 @@ def _setup(settings: ET.Element, spec: UnattendSpec) -> None:
 def _windows_pe(root: ET.Element, spec: UnattendSpec) -> None:
     settings = _sub(root, "settings", **{"pass": "windowsPE"})
     _international(settings, spec, "Microsoft-Windows-International-Core-WinPE")
-    if spec.drivers_dir:
+    if spec.drivers_dirs:
         _drivers(settings, spec)
     _setup(settings, spec)
 

@@ -1,24 +1,33 @@
 """Creating Windows VMs through the API on the real stack (libvirt test driver): os_type from the
-image's ``os``, the minimums refused with a 422 that says why, and the library's virtio-win ISO
-chosen by the gateway and attached by the node (virtio buses then; SATA + e1000e without it)."""
+image's ``os``, the minimums refused with a 422 that says why, the library's virtio-win ISO
+chosen by the gateway and attached by the node (virtio buses then; SATA + e1000e without it), and
+the ``windows`` section: the answer file of each flow on the seed, the password sealed on the
+record and only in unattend.xml's encoding on the seed."""
 
 from __future__ import annotations
 
+import base64
+import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pycdlib
 import pytest
+from cryptography.exceptions import InvalidTag
 
+from limiquantix.common.windows import open_password, seal_password
 from limiquantix.local.stack import Stack
 from limiquantix.node_agent.seed_iso import build_seed_iso
+from limiquantix.node_agent.windows_unattend import NS
 from tests.support.disks import make_qcow2_with_data
 from tests.support.flows import create_vm, unique_name, wait_state
 
 pytestmark = pytest.mark.stack
 
 BIG_ENOUGH = {"vcpus": 2, "memory_mib": 4096, "disk_gib": 64}
+PASSWORD = "Winter-2026 pässword"
 
 
 async def _upload(api: aiohttp.ClientSession, name: str, data: bytes,
@@ -79,3 +88,69 @@ async def test_windows_vm_gets_sata_and_e1000e_then_virtio_once_virtio_win_is_in
     (cdrom,) = [d for d in root.findall("./devices/disk[@device='cdrom']")
                 if d.find("target").get("dev") == "sdc"]  # type: ignore[union-attr]
     assert Path(cdrom.find("source").get("file")).is_file()  # type: ignore[union-attr, arg-type]
+
+
+def _seed_file(stack: Stack, vm_id: str, name: str) -> str:
+    (seed,) = stack.node_data_dir("node-a").rglob(f"{vm_id}/seed.iso")
+    iso = pycdlib.PyCdlib()
+    iso.open(str(seed))
+    try:
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, joliet_path=f"/{name}")
+        return out.getvalue().decode()
+    finally:
+        iso.close()
+
+
+def _admin_password(answer_file: str) -> str:
+    root = ET.fromstring(answer_file)
+    value = root.find(f".//{{{NS}}}AdministratorPassword/{{{NS}}}Value")
+    assert value is not None and value.text
+    return base64.b64decode(value.text).decode("utf-16-le").removesuffix("AdministratorPassword")
+
+
+async def test_windows_install_from_iso_gets_autounattend_with_the_sealed_password(
+        api: aiohttp.ClientSession, stack: Stack) -> None:
+    await _upload(api, "win-install", build_seed_iso({"SETUP.EXE": b"MZ"}, "CCCOMA_X64"),
+                  os="windows")
+    name = unique_name("w")[:15]
+    vm = await create_vm(api, name=name, image="win-install", **BIG_ENOUGH,
+                         windows={"admin_password": PASSWORD, "enable_winrm": True,
+                                  "timezone": "Tokyo Standard Time"})
+    assert vm["windows"]["admin_password_sealed"] == "<set>"
+    assert vm["windows"]["computer_name"] == name  # the VM name by default
+    await wait_state(api, vm["id"], "running")
+    answer = _seed_file(stack, vm["id"], "Autounattend.xml")
+    assert PASSWORD not in answer and _admin_password(answer) == PASSWORD
+    assert "Tokyo Standard Time" in answer and "winrm quickconfig" in answer
+    assert "<settings pass=\"windowsPE\">" in answer
+    # Nor in any service's log.
+    assert not any(PASSWORD in p.read_text(errors="replace") for p in stack.root.rglob("*.log"))
+
+
+async def test_windows_sysprep_image_gets_unattend_and_bad_computer_names_are_refused(
+        api: aiohttp.ClientSession, stack: Stack, tmp_path: Path) -> None:
+    disk = make_qcow2_with_data(tmp_path / "win.qcow2", mib=1).read_bytes()
+    await _upload(api, "win-sysprep", disk, os="windows")
+    async with api.post("/v1/vms", json={"name": "a-very-long-windows-vm", "image": "win-sysprep",
+                                         **BIG_ENOUGH, "windows": {}}) as response:
+        problem = await response.json(content_type=None)
+    assert response.status == 422 and problem["code"] == "invalid_computer_name", problem
+    assert "15" in problem["detail"] and "computer_name" in problem["hint"]
+    vm = await create_vm(api, name=unique_name(), image="win-sysprep", **BIG_ENOUGH,
+                         windows={"computer_name": "SQL01", "admin_password": PASSWORD})
+    await wait_state(api, vm["id"], "running")
+    answer = _seed_file(stack, vm["id"], "unattend.xml")
+    assert "windowsPE" not in answer and "<ComputerName>SQL01</ComputerName>" in answer
+    assert _admin_password(answer) == PASSWORD
+
+
+def test_sealed_password_opens_only_with_the_node_key_and_vm_id() -> None:
+    key = b"k" * 32
+    sealed = seal_password(key, "vm-1", PASSWORD)
+    assert PASSWORD not in base64.b64decode(sealed).decode(errors="replace")
+    assert open_password(key, "vm-1", sealed) == PASSWORD
+    with pytest.raises(InvalidTag):
+        open_password(key, "vm-2", sealed)
+    with pytest.raises(InvalidTag):
+        open_password(b"x" * 32, "vm-1", sealed)

@@ -12,6 +12,7 @@ import pytest
 
 from limiquantix.common.windows import InvalidComputerName, computer_name
 from limiquantix.node_agent.windows_unattend import (
+    DRIVER_LETTERS,
     NS,
     PASS_ORDER,
     UnattendSpec,
@@ -33,7 +34,7 @@ CASES = {
         timezone="W. Europe Standard Time", locale="de-DE", keyboard="0407:00000407",
         product_key="VK7JG-NPHTM-C97JM-9MPGT-3V66T", enable_winrm=True,
         first_logon_commands=("powershell -Command Set-ExecutionPolicy RemoteSigned",),
-        drivers_dir="E:\\", windows_version="w11",
+        drivers_dirs=DRIVER_LETTERS, windows_version="w11",
     ),
     "sysprep": UnattendSpec(
         flow="sysprep", computer_name="web-1",
