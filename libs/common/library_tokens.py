@@ -151,17 +151,24 @@ def load_or_create_secret(settings: Settings) -> bytes:
 def load_or_create_secret_file(path: Path) -> bytes:
     """The secret in ``path``, created first if absent (``lq-local`` does so for all services)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: services starting together cannot both write (one reads the other's).
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = path.read_bytes().strip()
-        if len(secret) < 16:
-            raise RuntimeError(f"{path} holds no usable secret (fewer than 16 bytes)") from None
-        return secret
-    secret = secrets.token_urlsafe(32).encode()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret + b"\n")
+    if not path.exists():
+        # Written whole under a private name, then linked into place: callers racing at start
+        # (parallel creates, services starting together) never read a file still empty, and
+        # the link fails for all but the first (they read the winner's).
+        candidate = secrets.token_urlsafe(32).encode()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(candidate + b"\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise RuntimeError(f"{path} holds no usable secret (fewer than 16 bytes)")
     return secret
 
 
