@@ -24,7 +24,14 @@ from limiquantix.common.vnc_auth import vnc_password
 from limiquantix.node_agent import config_drive
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.domain_ops import boot
-from limiquantix.node_agent.domain_xml import DomainSpec, NicSpec, domain_name, mac_for, render
+from limiquantix.node_agent.domain_xml import (
+    DomainSpec,
+    NicModel,
+    NicSpec,
+    domain_name,
+    mac_for,
+    render,
+)
 from limiquantix.node_agent.errors import WrongNode
 from limiquantix.node_agent.forwards import bind_forwards, ssh_command, wanted_forwards
 from limiquantix.node_agent.image_source import Progress
@@ -100,7 +107,8 @@ def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None,
     host = ctx.settings.console_host
     drivers_iso = str(drivers.path) if drivers is not None else None
     # Windows has no in-box virtio-net driver: e1000e unless virtio-win is attached.
-    model = "e1000e" if record.os_type == "windows" and drivers_iso is None else "virtio"
+    model: NicModel = ("e1000e" if record.os_type == "windows" and drivers_iso is None
+                       else "virtio")
     nic = NicSpec(mode=record.network.mode, source=record.network.source,
                   mac=mac_for(record.id), forwards=record.forwards, forward_host=host,
                   outbound=ctx.settings.user_network_outbound, model=model)

@@ -40,6 +40,7 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 NIC_PCI_ADDRESS = "0x0a"
 
 VirtType = Literal["test", "kvm", "qemu"]
+NicModel = Literal["virtio", "e1000e"]  # e1000e: Windows without virtio drivers
 
 
 class NicSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,7 +52,7 @@ class NicSpec(msgspec.Struct, frozen=True, kw_only=True):
     forwards: tuple[PortForward, ...] = ()
     forward_host: str = "127.0.0.1"
     outbound: bool = False  # ``user`` mode only: slirp without restrict=on (see docstring)
-    model: Literal["virtio", "e1000e"] = "virtio"  # e1000e: Windows without virtio drivers
+    model: NicModel = "virtio"
 
 
 class DomainSpec(msgspec.Struct, frozen=True, kw_only=True):
