@@ -850,8 +850,15 @@ export interface components {
             network?: components["schemas"]["NetworkRequest"];
             /** @default null */
             node?: string | null;
+            /**
+             * @description guest OS family; omitted: from the image's 'os' ('windows...': windows). windows: UEFI, TPM 2.0, Hyper-V, >= 2 vCPUs, 4 GiB, 64 GiB (docs/windows.md)
+             * @default null
+             */
+            os_type?: ("linux" | "windows") | null;
             /** @default 1 */
             vcpus?: number;
+            /** @default null */
+            windows?: components["schemas"]["WindowsRequest"] | null;
         };
         /**
          * CreateWebhookRequest
@@ -1211,6 +1218,8 @@ export interface components {
             cloud_init?: components["schemas"]["CloudInitSpec"];
             created_at: string;
             disk_gib: number;
+            /** @default  */
+            drivers_image?: string;
             /** @default null */
             error?: components["schemas"]["VmError"] | null;
             /** @default [] */
@@ -1232,6 +1241,11 @@ export interface components {
             network?: components["schemas"]["NetworkSpec"];
             /** @default  */
             node?: string;
+            /**
+             * @default linux
+             * @enum {unknown}
+             */
+            os_type?: "linux" | "windows";
             /** @default  */
             serial_log?: string;
             /** @default  */
@@ -1242,6 +1256,8 @@ export interface components {
             vcpus: number;
             /** @default null */
             vnc?: components["schemas"]["VncEndpoint"] | null;
+            /** @default null */
+            windows?: components["schemas"]["WindowsSpec"] | null;
         };
         /**
          * VmState
@@ -1275,6 +1291,70 @@ export interface components {
         WebhookList: {
             /** @default [] */
             webhooks?: components["schemas"]["WebhookInfo"][];
+        };
+        /**
+         * WindowsRequest
+         * @description Unattended Windows setup (docs/windows.md); the password is sealed at the gateway.
+         */
+        WindowsRequest: {
+            /** @default null */
+            admin_password?: string | null;
+            /** @default admin */
+            admin_user?: string;
+            /**
+             * @description NetBIOS name, 1-15 characters; default: the VM name
+             * @default
+             */
+            computer_name?: string;
+            /** @default true */
+            enable_rdp?: boolean;
+            /** @default false */
+            enable_winrm?: boolean;
+            /** @default [] */
+            first_logon_commands?: string[];
+            /** @default  */
+            keyboard?: string;
+            /** @default en-US */
+            locale?: string;
+            /** @default null */
+            product_key?: string | null;
+            /**
+             * @description Windows time zone id, e.g. 'W. Europe Standard Time'
+             * @default UTC
+             */
+            timezone?: string;
+            /**
+             * @description virtio-win driver folder to load from
+             * @default w11
+             */
+            windows_version?: string;
+        };
+        /**
+         * WindowsSpec
+         * @description Windows setup as stored: the password only sealed for the nodes (never in clear).
+         */
+        WindowsSpec: {
+            /** @default  */
+            admin_password_sealed?: string;
+            /** @default admin */
+            admin_user?: string;
+            computer_name: string;
+            /** @default true */
+            enable_rdp?: boolean;
+            /** @default false */
+            enable_winrm?: boolean;
+            /** @default [] */
+            first_logon_commands?: string[];
+            /** @default  */
+            keyboard?: string;
+            /** @default en-US */
+            locale?: string;
+            /** @default  */
+            product_key?: string;
+            /** @default UTC */
+            timezone?: string;
+            /** @default w11 */
+            windows_version?: string;
         };
     };
     responses: never;
