@@ -31,6 +31,7 @@ answered as ``internal`` (500) without its text.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -58,18 +59,29 @@ _error_decoder = msgspec.json.Decoder(ErrorReply)
 Handler = Callable[[Msg], Awaitable[Any]]
 
 
+NO_RESPONDERS_RETRIES = 3
+NO_RESPONDERS_PAUSE_S = 0.05
+
 async def request(nc: Client, subject: str, body: msgspec.Struct, reply_type: type[T], *,
                   timeout_s: float, headers: dict[str, str] | None = None) -> T:
     """Ask ``subject`` and decode the answer as ``reply_type``.
 
     RemoteError: the server answered an error. Unavailable: no answer within ``timeout_s``.
     """
-    try:
-        msg = await nc.request(subject, _encoder.encode(body), timeout=timeout_s,
-                               headers=headers)
-    except (NatsTimeout, NoRespondersError):
-        raise Unavailable(f"no answer on {subject} within {timeout_s:g} s",
-                          subject=subject) from None
+    data = _encoder.encode(body)
+    for attempt in range(NO_RESPONDERS_RETRIES + 1):
+        try:
+            msg = await nc.request(subject, data, timeout=timeout_s, headers=headers)
+            break
+        except NoRespondersError:
+            # nats-server may say "no responders" just after a responder subscribed (measured
+            # 2 in 60 here): a moment later the same request is answered.
+            if attempt == NO_RESPONDERS_RETRIES:
+                raise Unavailable(f"nothing answers on {subject}", subject=subject) from None
+            await asyncio.sleep(NO_RESPONDERS_PAUSE_S * (attempt + 1))
+        except NatsTimeout:
+            raise Unavailable(f"no answer on {subject} within {timeout_s:g} s",
+                              subject=subject) from None
     if msg.headers and ERROR_CODE_HEADER in msg.headers:
         raise RemoteError(_error_reply(msg))
     return msgspec.json.decode(msg.data, type=reply_type)
