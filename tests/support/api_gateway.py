@@ -5,6 +5,8 @@ from the JetStream commands stream as the gateway."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -13,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from limiquantix.api import app_keys
 from limiquantix.common import nats_auth, subjects
 from limiquantix.common.base import utcnow
 from limiquantix.common.commands import Command, command_decoder
@@ -47,13 +50,21 @@ class Gateway:
     async def heartbeat(self, node_id: str, *, vcpus: int = 8, memory_mib: int = 16384,
                         allocated_vcpus: int = 0, allocated_memory_mib: int = 0,
                         vm_ids: tuple[str, ...] = ()) -> None:
-        """Write a node heartbeat, as a node agent does (with its identity)."""
+        """Write a node heartbeat, as a node agent does (with its identity), and wait until the
+        gateway's node view has it (placement reads the view: a create racing the watch would
+        find no node)."""
         kv = await (await self.as_node(node_id)).jetstream().key_value(subjects.NODES_BUCKET)
-        await kv.put(node_id, node_encoder.encode(NodeStatus(
+        beat = NodeStatus(
             id=node_id, vcpus=vcpus, memory_mib=memory_mib, allocated_vcpus=allocated_vcpus,
             allocated_memory_mib=allocated_memory_mib, vm_ids=vm_ids, heartbeat_at=utcnow(),
             libvirt_uri="test:///default", virt_type="test",
-        )))
+        )
+        await kv.put(node_id, node_encoder.encode(beat))
+        view = self.client.server.app[app_keys.NODE_VIEW]
+        deadline = time.monotonic() + 5
+        while (seen := view.get(node_id)) is None or seen.heartbeat_at != beat.heartbeat_at:
+            assert time.monotonic() < deadline, f"the gateway never saw {node_id}'s heartbeat"
+            await asyncio.sleep(0.005)
 
     async def commands(self, node_id: str) -> list[Command]:
         """Every command queued for ``node_id`` (read without consuming)."""
