@@ -6,12 +6,14 @@ network_data.json we translated (DHCP on the VM's MAC), and cloud-init saying wh
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from limiquantix.local.stack import Stack
+from limiquantix.node_agent.domain_xml import mac_for
 from tests.support.flows import create_vm, unique_name
 from tests.support.guest_vm import (
     GUEST_STACK_ENV,
@@ -62,9 +64,14 @@ async def test_config_drive_guest_is_reachable_with_its_key_and_named_right(
             # The datasource cloud-init used, and the instance-id it took from meta_data.json.
             code, out, err = await ssh("cat /run/cloud-init/instance-data.json")
             assert code == 0, err
-            assert '"platform": "openstack"' in out or "ConfigDrive" in out, out[:2000]
+            data = json.loads(out)
+            instance_id = record.get("instance_id") or vm["id"]
+            assert "config-disk" in data["v1"]["subplatform"], data["v1"]  # a disk, not a dir
+            assert data["ds"]["meta_data"]["uuid"] == instance_id
+            (link,) = data["ds"]["network_json"]["links"]
+            assert link["ethernet_mac_address"] == mac_for(vm["id"])
             code, out, _ = await ssh("sudo cat /var/lib/cloud/data/instance-id")
-            assert out.strip() == (record.get("instance_id") or vm["id"])
+            assert out.strip() == instance_id
             # The NIC came up from our network_data.json (source "ds", not cloud-init's
             # fallback), rendered for ifupdown on the interface with the VM's MAC.
             code, out, _ = await ssh("sudo grep 'Applying network configuration from' "
