@@ -176,6 +176,8 @@ class WindowsRequest(RequestBody, frozen=True, kw_only=True):
     windows_version: Annotated[str, msgspec.Meta(
         pattern=r"^(w10|w11|2k16|2k19|2k22|2k25)$",
         description="virtio-win driver folder to load from")] = "w11"
+    secure_boot: Annotated[bool, msgspec.Meta(
+        description="UEFI Secure Boot with Microsoft's keys enrolled (OVMF)")] = False
 
 
 class WindowsSpec(Model, frozen=True, kw_only=True):
@@ -192,6 +194,7 @@ class WindowsSpec(Model, frozen=True, kw_only=True):
     enable_winrm: bool = False
     first_logon_commands: tuple[str, ...] = ()
     windows_version: str = "w11"
+    secure_boot: bool = False
 
 
 class CreateVmRequest(RequestBody, frozen=True, kw_only=True):

@@ -132,5 +132,5 @@ def prepare(request: WindowsRequest, *, vm_id: str, vm_name: str, node_key: byte
         timezone=request.timezone, locale=request.locale, keyboard=request.keyboard,
         product_key=request.product_key or "", enable_rdp=request.enable_rdp,
         enable_winrm=request.enable_winrm, first_logon_commands=request.first_logon_commands,
-        windows_version=request.windows_version,
+        windows_version=request.windows_version, secure_boot=request.secure_boot,
     )

@@ -119,6 +119,7 @@ def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None,
         install_iso=str(image.path) if image is not None and image.format == "iso" else None,
         serial_log=str(files.serial_log), console_host=host, nic=nic, vnc_password=vnc_key,
         os_type=record.os_type, drivers_iso=drivers_iso,
+        secure_boot=record.windows is not None and record.windows.secure_boot,
     )
 
 

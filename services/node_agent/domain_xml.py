@@ -181,6 +181,8 @@ def _windows_os(os_: ET.Element, spec: DomainSpec) -> None:
     os_.set("firmware", "efi")
     firmware = _sub(os_, "firmware")
     _sub(firmware, "feature", enabled="yes" if spec.secure_boot else "no", name="secure-boot")
+    if spec.secure_boot:  # with Microsoft's keys enrolled, or Windows' boot loader is refused
+        _sub(firmware, "feature", enabled="yes", name="enrolled-keys")
 
 
 def _windows_features(features: ET.Element, spec: DomainSpec) -> None:

@@ -138,8 +138,12 @@ async def test_windows_sysprep_image_gets_unattend_and_bad_computer_names_are_re
     assert response.status == 422 and problem["code"] == "invalid_computer_name", problem
     assert "15" in problem["detail"] and "computer_name" in problem["hint"]
     vm = await create_vm(api, name=unique_name(), image="win-sysprep", **BIG_ENOUGH,
-                         windows={"computer_name": "SQL01", "admin_password": PASSWORD})
+                         windows={"computer_name": "SQL01", "admin_password": PASSWORD,
+                                  "secure_boot": True})
     await wait_state(api, vm["id"], "running")
+    root = _domain_xml(stack, vm["id"])
+    assert root.find("./features/smm") is not None
+    assert root.find("./os/firmware/feature[@name='enrolled-keys']") is not None
     answer = _seed_file(stack, vm["id"], "unattend.xml")
     assert "windowsPE" not in answer and "<ComputerName>SQL01</ComputerName>" in answer
     assert _admin_password(answer) == PASSWORD

@@ -132,8 +132,9 @@ def _vnc_port(name: str) -> int:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("secure_boot", [False, True], ids=["uefi", "secure-boot"])
 async def test_windows_shaped_domain_starts_on_real_qemu_and_reaches_its_firmware(
-        vm_dir: Path) -> None:
+        vm_dir: Path, secure_boot: bool) -> None:
     if subprocess.run(["bash", str(Path(__file__).parents[2] / "scripts/libvirtd.sh")],
                       capture_output=True).returncode != 0 or virsh("uri").returncode != 0:
         pytest.skip("libvirtd is not running (bash scripts/libvirtd.sh)")
@@ -145,7 +146,8 @@ async def test_windows_shaped_domain_starts_on_real_qemu_and_reaches_its_firmwar
     vm_id = str(uuid.uuid4())
     name = f"lq-wintest-{vm_id[:8]}"
     xml = render(win_spec(install_iso=None, seed_iso=None, disk=str(disk), name=name,
-                          vm_id=vm_id, serial_log=str(vm_dir / "serial.log")))
+                          vm_id=vm_id, serial_log=str(vm_dir / "serial.log"),
+                          secure_boot=secure_boot))
     (vm_dir / "domain.xml").write_text(xml)
     defined = virsh("define", str(vm_dir / "domain.xml"))
     assert defined.returncode == 0, defined.stderr
@@ -156,6 +158,9 @@ async def test_windows_shaped_domain_starts_on_real_qemu_and_reaches_its_firmwar
         # libvirt chose OVMF from the firmware descriptors and made the VM its own NVRAM.
         loader = live.find("./os/loader")
         assert loader is not None and "OVMF" in (loader.text or ""), virsh("dumpxml", name).stdout
+        # Secure Boot: the firmware with Microsoft's keys enrolled, SMM on.
+        assert (".ms.fd" in (loader.text or "")) == secure_boot, loader.text
+        assert loader.get("secure", "no") == ("yes" if secure_boot else "no")
         assert live.find("./os/nvram") is not None
         assert live.find("./features/hyperv/relaxed").get("state") == "on"  # type: ignore[union-attr]
         assert (await asyncio.to_thread(_rfb_banner_sync, _vnc_port(name))).startswith(b"RFB ")

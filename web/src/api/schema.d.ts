@@ -1319,6 +1319,11 @@ export interface components {
             /** @default null */
             product_key?: string | null;
             /**
+             * @description UEFI Secure Boot with Microsoft's keys enrolled (OVMF)
+             * @default false
+             */
+            secure_boot?: boolean;
+            /**
              * @description Windows time zone id, e.g. 'W. Europe Standard Time'
              * @default UTC
              */
@@ -1351,6 +1356,8 @@ export interface components {
             locale?: string;
             /** @default  */
             product_key?: string;
+            /** @default false */
+            secure_boot?: boolean;
             /** @default UTC */
             timezone?: string;
             /** @default w11 */
