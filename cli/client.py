@@ -75,18 +75,19 @@ def decode(body: bytes, type: type[T]) -> T:
         return _decode(body, type)
 
 
-class ApiClient:
-    """``GET``/``POST``/... on the API with the bearer token; raises :class:`ApiError`.
+class ApiClient(Transport):
+    """The library's transport with ``lq``'s errors: ``get``/``post``/... and, typed,
+    ``api.vms``/``api.images``/``api.nodes`` (a :class:`~limiquantix.client.Client` on it).
 
-    ``transport`` is the library's; ``api`` is the typed :class:`~limiquantix.client.Client`
-    on it (call it inside :func:`translated`).
+    Event streams read through ``raw``, the same transport without the translation: the
+    library's stream must see its own errors to decide when to reconnect.
     """
 
     def __init__(self, config: Config, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        super().__init__(config.url, config.token, timeout_s, user_agent=_USER_AGENT)
         self.config = config
-        self.timeout_s = timeout_s
-        self.transport = Transport(config.url, config.token, timeout_s, user_agent=_USER_AGENT)
-        self.api = Client.over(self.transport)
+        self.raw = Transport(config.url, config.token, timeout_s, user_agent=_USER_AGENT)
+        self.api = Client.over(self)
 
     def translated(self) -> contextlib.AbstractContextManager[None]:
         return translated(self.config)
@@ -95,28 +96,26 @@ class ApiClient:
              headers: Mapping[str, str] | None = None, body: bytes | IO[bytes] | None = None,
              timeout_s: float | None = None) -> Opened:
         with self.translated():
-            return self.transport.open(method, path, query=query, headers=headers, body=body,
-                                       timeout_s=timeout_s)
+            return super().open(method, path, query=query, headers=headers, body=body,
+                                timeout_s=timeout_s)
 
     def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
-                json_body: Any = None, headers: Mapping[str, str] | None = None) -> Response:
+                json_body: Any = None, headers: Mapping[str, str] | None = None,
+                body: bytes | IO[bytes] | None = None, timeout_s: float | None = None,
+                ) -> Response:
         with self.translated():
-            return self.transport.request(method, path, query=query, json_body=json_body,
-                                          headers=headers)
+            return super().request(method, path, query=query, json_body=json_body,
+                                   headers=headers, body=body, timeout_s=timeout_s)
 
-    def get(self, path: str, type: type[T], query: Mapping[str, Any] | None = None) -> T:
+    def call(self, method: str, path: str, type: type[T], *,
+             query: Mapping[str, Any] | None = None, json_body: Any = None,
+             headers: Mapping[str, str] | None = None, body: bytes | IO[bytes] | None = None,
+             timeout_s: float | None = None) -> T:
         with self.translated():
-            return self.transport.get(path, type, query)
-
-    def post(self, path: str, type: type[T], json_body: Any = None,
-             headers: Mapping[str, str] | None = None) -> T:
-        with self.translated():
-            return self.transport.post(path, type, json_body, headers)
+            return super().call(method, path, type, query=query, json_body=json_body,
+                                headers=headers, body=body, timeout_s=timeout_s)
 
     def get_list(self, path: str, type: type[T], query: Mapping[str, Any] | None = None
                  ) -> list[T]:
         with self.translated():
-            return self.transport.get_list(path, type, query)
-
-    def unreachable(self, exc: BaseException) -> CliError:
-        return cli_error(self.transport.unreachable(exc), self.config)
+            return super().get_list(path, type, query)

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import msgspec
 
-from limiquantix.cli.client import ApiClient, seg
+from limiquantix.cli.client import ApiClient
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import (
     EXIT_OK,
@@ -34,11 +34,11 @@ _SHA256_HEX = set("0123456789abcdef")
 def find_image(client: ApiClient, ref: str) -> ImageRecord:
     """By id, else by exact name (unique); a clear error otherwise."""
     try:
-        return client.get(f"/v1/images/{seg(ref)}", ImageRecord)
+        return client.api.images.get(ref)
     except ApiError as exc:
         if exc.http_status != 404:
             raise
-        named = [i for i in client.get_list("/v1/images", ImageRecord) if i.name == ref]
+        named = [i for i in client.api.images.list() if i.name == ref]
         if len(named) == 1:
             return named[0]
         if len(named) > 1:
@@ -53,8 +53,8 @@ def _size(value: int | None) -> str:
 
 def list_images(ctx: Context) -> int:
     args = ctx.args
-    records = ctx.client.get_list("/v1/images", ImageRecord,
-                                  {"state": args.state, "format": args.format, "os": args.os})
+    records = ctx.client.api.images.list(state=args.state or "", format=args.format or "",
+                                         os=args.os or "")
     if args.json:
         ctx.print(_json.encode(records).decode())
         return EXIT_OK
@@ -170,7 +170,7 @@ def image_failed(record: ImageRecord) -> ImageFailed:
 
 
 def _get(client: ApiClient, image_id: str) -> ImageRecord:
-    return client.get(f"/v1/images/{seg(image_id)}", ImageRecord)
+    return client.api.images.get(image_id)
 
 
 def _summary(record: ImageRecord) -> str:
@@ -224,7 +224,7 @@ def upload(ctx: Context) -> int:
     progress.finish(f"{label} sent {format_bytes(reader.sent)} in "
                     f"{format_duration(time.monotonic() - progress.started)}")
     if final.state != ImageState.ACTIVE:
-        final = ctx.client.get(f"/v1/images/{seg(record.id)}", ImageRecord)
+        final = ctx.client.api.images.get(record.id)
     if final.state == ImageState.ERROR:
         raise image_failed(final)
     if final.sha256 and final.sha256 != reader.hash.hexdigest():
@@ -238,6 +238,6 @@ def upload(ctx: Context) -> int:
 def delete(ctx: Context) -> int:
     for ref in ctx.args.images:
         record = find_image(ctx.client, ref)
-        ctx.client.request("DELETE", f"/v1/images/{seg(record.id)}")
+        ctx.client.api.images.delete(record.id)
         ctx.print(f"{record.id}: deleted")
     return EXIT_OK

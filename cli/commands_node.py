@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import msgspec
 
 from limiquantix.api.schemas import NodeInfo
-from limiquantix.cli.client import seg
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK
 from limiquantix.cli.output import key_values, table
@@ -28,7 +27,7 @@ def _warnings(node: NodeInfo) -> str:
 
 
 def list_nodes(ctx: Context) -> int:
-    nodes = ctx.client.get_list("/v1/nodes", NodeInfo)
+    nodes = ctx.client.api.nodes.list()
     if ctx.args.json:
         ctx.print(_json.encode(nodes).decode())
         return EXIT_OK
@@ -49,7 +48,7 @@ def list_nodes(ctx: Context) -> int:
 
 
 def show(ctx: Context) -> int:
-    node = ctx.client.get(f"/v1/nodes/{seg(ctx.args.node)}", NodeInfo)
+    node = ctx.client.api.nodes.get(ctx.args.node)
     if ctx.args.json:
         ctx.print(_json.encode(node).decode())
         return EXIT_OK

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from limiquantix.cli import ssh, vm_input
-from limiquantix.cli.client import ApiClient, seg
+from limiquantix.cli.client import ApiClient
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK, CliError
 from limiquantix.cli.output import StatusLine, key_values, table
@@ -37,7 +37,7 @@ _json = msgspec.json.Encoder()
 
 def get_vm(client: ApiClient, vm: str) -> VmRecord:
     """By id or name (the API resolves both)."""
-    return client.get(f"/v1/vms/{seg(vm)}", VmRecord)
+    return client.api.vms.get(vm)
 
 
 def _timeout(ctx: Context) -> float:
@@ -102,8 +102,7 @@ def create(ctx: Context) -> int:
 
 
 def list_vms(ctx: Context) -> int:
-    query = {"state": ctx.args.state, "node": ctx.args.node}
-    records = ctx.client.get_list("/v1/vms", VmRecord, query)
+    records = ctx.client.api.vms.list(state=ctx.args.state, node=ctx.args.node)
     if ctx.args.json:
         ctx.print(_json.encode(records).decode())
         return EXIT_OK
@@ -175,10 +174,9 @@ def action(ctx: Context) -> int:
 def _act_on(ctx: Context, vm: str, name: str, timeout_s: float) -> None:
     record = get_vm(ctx.client, vm)
     if name == "delete":
-        force = "?force=true" if getattr(ctx.args, "force", False) else ""
-        ctx.client.request("DELETE", f"/v1/vms/{seg(record.id)}{force}")
+        ctx.client.api.vms.delete(record.id, force=getattr(ctx.args, "force", False))
     else:
-        ctx.client.request("POST", f"/v1/vms/{seg(record.id)}/{name}")
+        ctx.client.api.vms.action(record.id, name)
     if not ctx.args.wait:
         ctx.print(f"{record.name}: {name} requested")
         return

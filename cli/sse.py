@@ -18,7 +18,7 @@ class EventStream(sse.EventStream):
 
     def __init__(self, client: ApiClient, query: Mapping[str, Any] | None = None,
                  last_event_id: str = "") -> None:
-        super().__init__(client.transport, query, last_event_id)
+        super().__init__(client.raw, query, last_event_id)
         self.cli = client
 
     def open(self) -> EventStream:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import msgspec
 
-from limiquantix.cli.client import ApiClient, seg
+from limiquantix.cli.client import ApiClient
 from limiquantix.cli.errors import ApiError, VmFailed, WaitTimeout
 from limiquantix.cli.output import StatusLine
 from limiquantix.cli.sizes import format_bytes, format_duration
@@ -36,7 +36,7 @@ GONE = "gone"
 def fetch_vm(client: ApiClient, vm: str) -> VmRecord | None:
     """The record, or None once the VM no longer exists."""
     try:
-        return client.get(f"/v1/vms/{seg(vm)}", VmRecord)
+        return client.api.vms.get(vm)
     except ApiError as exc:
         if exc.http_status == 404:
             return None

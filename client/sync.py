@@ -11,7 +11,7 @@ from limiquantix.api.schemas import NodeInfo
 from limiquantix.client import bodies as rq
 from limiquantix.client.errors import NotFound, WaitTimeout
 from limiquantix.client.sse import EventStream
-from limiquantix.client.transport import REQUEST_TIMEOUT_S, Transport, decode, seg
+from limiquantix.client.transport import REQUEST_TIMEOUT_S, Transport, seg
 from limiquantix.client.waiting import GONE, RESYNC_AFTER_S, reached, targets_of, verdict
 from limiquantix.common.images import CreateImageRequest, ImageRecord
 from limiquantix.common.vms import CloudInitRequest, CreateVmRequest, VmAction, VmRecord, VmState
@@ -50,8 +50,7 @@ class Vms:
     def delete(self, vm: str, *, force: bool = False) -> VmRecord:
         """``DELETE`` (202); ``force`` removes a VM whose node is offline at once."""
         query = {"force": "true"} if force else None
-        return decode(self._t.request("DELETE", f"/v1/vms/{seg(vm)}", query=query).body,
-                      VmRecord)
+        return self._t.call("DELETE", f"/v1/vms/{seg(vm)}", VmRecord, query=query)
 
     def action(self, vm: str, action: VmAction | str) -> VmRecord:
         """start, stop, force-stop, reboot, pause or resume (202, the transitional state)."""
@@ -150,14 +149,10 @@ class Images:
         if sha256:
             headers["X-Checksum-Sha256"] = sha256
         reader = rq.ProgressReader(file, size, progress)
-        conn, response, _ = self._t.open(
-            "PUT", f"/v1/images/{seg(image_id)}/file", headers=headers,
-            body=reader,  # type: ignore[arg-type]  # http.client only calls read()
-            timeout_s=max(self._t.timeout_s, timeout_s))
-        try:
-            return decode(response.read(), ImageRecord)
-        finally:
-            conn.close()
+        return self._t.call("PUT", f"/v1/images/{seg(image_id)}/file", ImageRecord,
+                            headers=headers,
+                            body=reader,  # type: ignore[arg-type]  # http.client only reads
+                            timeout_s=max(self._t.timeout_s, timeout_s))
 
     def upload(self, path: str, *, name: str = "", sha256: str = "",
                progress: Progress | None = None, **fields: Any) -> ImageRecord:
@@ -169,8 +164,7 @@ class Images:
             return self.upload_file(record.id, file, size, sha256=sha256, progress=progress)
 
     def delete(self, image: str) -> rq.ImageDeleted:
-        return decode(self._t.request("DELETE", f"/v1/images/{seg(image)}").body,
-                      rq.ImageDeleted)
+        return self._t.call("DELETE", f"/v1/images/{seg(image)}", rq.ImageDeleted)
 
 
 class Nodes:

@@ -146,14 +146,16 @@ class Transport:
         return Opened(conn, response, sock)
 
     def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
-                json_body: Any = None, headers: Mapping[str, str] | None = None) -> Response:
-        """One request, its whole answer read."""
-        body: bytes | None = None
+                json_body: Any = None, headers: Mapping[str, str] | None = None,
+                body: bytes | IO[bytes] | None = None, timeout_s: float | None = None,
+                ) -> Response:
+        """One request (a JSON body, or raw ``body`` bytes or file), its whole answer read."""
         extra = dict(headers or {})
         if json_body is not None:
             body = msgspec.json.encode(json_body)
             extra["Content-Type"] = "application/json"
-        conn, response, _ = self.open(method, path, query=query, headers=extra, body=body)
+        conn, response, _ = self.open(method, path, query=query, headers=extra, body=body,
+                                      timeout_s=timeout_s)
         try:
             data = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -162,12 +164,21 @@ class Transport:
             conn.close()
         return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
 
+    def call(self, method: str, path: str, type: type[T], *,
+             query: Mapping[str, Any] | None = None, json_body: Any = None,
+             headers: Mapping[str, str] | None = None, body: bytes | IO[bytes] | None = None,
+             timeout_s: float | None = None) -> T:
+        """One request, its JSON answer decoded into ``type``."""
+        answer = self.request(method, path, query=query, json_body=json_body, headers=headers,
+                              body=body, timeout_s=timeout_s)
+        return decode(answer.body, type)
+
     def get(self, path: str, type: type[T], query: Mapping[str, Any] | None = None) -> T:
-        return decode(self.request("GET", path, query=query).body, type)
+        return self.call("GET", path, type, query=query)
 
     def post(self, path: str, type: type[T], json_body: Any = None,
              headers: Mapping[str, str] | None = None) -> T:
-        return decode(self.request("POST", path, json_body=json_body, headers=headers).body, type)
+        return self.call("POST", path, type, json_body=json_body, headers=headers)
 
     def get_list(self, path: str, type: type[T], query: Mapping[str, Any] | None = None
                  ) -> list[T]:
