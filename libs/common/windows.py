@@ -26,6 +26,14 @@ MIN_DISK_GIB = 64
 VIRTIO_WIN_PREFIX = "virtio-win"
 
 
+class NotWindows(InvalidRequest):
+    """A ``windows`` section was sent for a VM that is not Windows."""
+
+    code = "windows_section_not_windows"
+    default_hint = ("Send 'os_type': 'windows' (or use an image whose os is windows), or leave "
+                    "the windows section out.")
+
+
 class WindowsTooSmall(InvalidRequest):
     """A Windows VM asked for less than Windows Setup accepts (details: what, asked, needed)."""
 
@@ -122,8 +130,14 @@ def open_password(node_key: bytes, vm_id: str, sealed: str) -> str:
     return plain.decode()
 
 
-def prepare(request: WindowsRequest, *, vm_id: str, vm_name: str, node_key: bytes) -> WindowsSpec:
-    """Validate ``request`` (InvalidComputerName) and return what is stored (password sealed)."""
+def prepare(request: WindowsRequest | None, os_type: OsType, *, vm_id: str, vm_name: str,
+            node_key: bytes) -> WindowsSpec | None:
+    """Validate ``request`` (InvalidComputerName, NotWindows) and return what is stored
+    (password sealed); None without a request."""
+    if request is None:
+        return None
+    if os_type != "windows":
+        raise NotWindows(f"a windows section was sent for a {os_type} VM")
     name = computer_name(request.computer_name, vm_name)
     sealed = (seal_password(node_key, vm_id, request.admin_password)
               if request.admin_password else "")

@@ -209,9 +209,8 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     windows.check_minimums(os_type, vcpus=body.vcpus, memory_mib=body.memory_mib,
                            disk_gib=body.disk_gib)
     drivers = await vm_image.virtio_win(library) if os_type == "windows" else ""
-    windows_spec = (windows.prepare(body.windows, vm_id=vm_id, vm_name=body.name,
-                                    node_key=node_key(app[app_keys.LIBRARY_SECRET]))
-                    if os_type == "windows" and body.windows is not None else None)
+    windows_spec = windows.prepare(body.windows, os_type, vm_id=vm_id, vm_name=body.name,
+                                   node_key=node_key(app[app_keys.LIBRARY_SECRET]))
     spec = await _prepare_cloud_init(body.cloud_init, body.name)
     placement.place(  # refused here, before a download is started for nothing
         vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,

@@ -58,7 +58,11 @@ async def test_windows_image_too_small_request_is_refused_saying_what_windows_ne
     assert "vcpus 1 < 2" in problem["detail"] and "memory_mib 2048 < 4096" in problem["detail"]
     assert "disk_gib" not in problem["detail"].split("asked:")[1]
     assert "--vcpus 2" in problem["hint"] and "--memory 4G" in problem["hint"]
-    # The same image as Linux (asked explicitly) has no such minimums.
+    # The same image as Linux (asked explicitly) has no such minimums, and no windows section.
+    async with api.post("/v1/vms", json={"name": unique_name(), "image": "win-2022",
+                                         "os_type": "linux", "windows": {}}) as response:
+        problem = await response.json(content_type=None)
+    assert response.status == 422 and problem["code"] == "windows_section_not_windows", problem
     vm = await create_vm(api, name=unique_name(), image="win-2022", os_type="linux",
                          memory_mib=256, disk_gib=1)
     assert vm.get("os_type", "linux") == "linux"
