@@ -19,7 +19,7 @@ from limiquantix.client import (
 )
 from limiquantix.common.events import VmStateChanged
 from limiquantix.common.nats_server import free_port
-from limiquantix.common.vms import CreateVmRequest, VmState
+from limiquantix.common.vms import CloudInitRequest, CreateVmRequest, VmState
 from limiquantix.local.stack import Stack
 from tests.support.disks import make_qcow2, make_qcow2_with_data
 from tests.support.flows import unique_name
@@ -100,3 +100,26 @@ async def test_the_async_client_waits_and_its_event_stream_resumes_by_id(
         with pytest.raises(NotFound) as missing:
             await client.vms.get("no-such-vm")
         assert missing.value.code == "vm_not_found"
+
+
+def test_cloud_init_retry_console_calls_answer_in_the_shared_types(
+        stack: Stack, tmp_path: Path) -> None:
+    client = Client(stack.api_url, token=stack.api_token or "")
+    image = make_qcow2(tmp_path / "base.qcow2")
+    vm = client.vms.create(CreateVmRequest(name=unique_name(), image=str(image), memory_mib=256))
+    running = client.vms.wait_for(vm.id, VmState.RUNNING, timeout_s=60)
+    assert running is not None
+    updated = client.vms.set_cloud_init(vm.id, CloudInitRequest(hostname="renamed"))
+    assert updated.cloud_init.hostname == "renamed"
+    assert updated.instance_id and updated.instance_id != running.instance_id
+    with pytest.raises(Conflict) as not_in_error:
+        client.vms.retry(vm.id)
+    assert not_in_error.value.code == "illegal_transition"
+    assert not_in_error.value.details["action"] == "retry"
+    log = client.vms.console_log(vm.id, max_bytes=1024)
+    assert log.size >= len(log.text.encode())
+    # libvirt's test driver reports no VNC display: the ticket call is the typed 409 (a real
+    # display's ticket is covered by tests/console; the call is the same request).
+    with pytest.raises(Conflict) as no_display:
+        client.vms.console_ticket(vm.id)
+    assert no_display.value.code == "console_unavailable" and no_display.value.hint
