@@ -19,7 +19,7 @@ import structlog
 
 from limiquantix.common.commands import CreateVm
 from limiquantix.common.library_tokens import load_or_create_secret, node_key
-from limiquantix.common.vms import VmRecord, VmState
+from limiquantix.common.vms import NetworkSpec, PortForward, VmRecord, VmState
 from limiquantix.common.vnc_auth import vnc_password
 from limiquantix.node_agent import config_drive
 from limiquantix.node_agent.context import AgentContext
@@ -43,6 +43,7 @@ from limiquantix.node_agent.windows_seed import windows_answer_files
 
 log = structlog.get_logger()
 
+RDP_PORT = 3389
 CREATE_STATES = frozenset({VmState.PENDING, VmState.CREATING, VmState.STARTING})
 PROGRESS_EVERY_S = 0.5
 
@@ -123,12 +124,25 @@ def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None,
     )
 
 
+def forwarded_network(record: VmRecord) -> NetworkSpec:
+    """The VM's network, plus an RDP forward for Windows (like SSH's; unless RDP is off or the
+    user forwarded guest port 3389 already)."""
+    network = record.network
+    rdp_off = record.windows is not None and not record.windows.enable_rdp
+    if (record.os_type != "windows" or rdp_off
+            or any(f.guest_port == RDP_PORT for f in network.forwards)):
+        return network
+    return msgspec.structs.replace(
+        network, forwards=(*network.forwards, PortForward(guest_port=RDP_PORT, name="rdp")))
+
+
 async def _bind_forwards(ctx: AgentContext, record: VmRecord) -> VmRecord:
     """Choose host ports once and store them (a redelivery finds them in the record)."""
-    if record.forwards or not wanted_forwards(record.network):
+    network = forwarded_network(record)
+    if record.forwards or not wanted_forwards(network):
         return record
     host = ctx.settings.console_host
-    forwards = bind_forwards(record.network, host, ctx.settings)
+    forwards = bind_forwards(network, host, ctx.settings)
     ssh = ssh_command(forwards, record.cloud_init.user, host)
 
     def bound(current: VmRecord) -> VmRecord | None:

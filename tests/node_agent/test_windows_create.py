@@ -86,7 +86,9 @@ async def test_windows_vm_gets_sata_and_e1000e_then_virtio_once_virtio_win_is_in
     vm = await create_vm(api, name=unique_name(), image="win-11", network={"mode": "isolated"},
                          **BIG_ENOUGH)
     assert vm["drivers_image"] == drivers["id"]
-    await wait_state(api, vm["id"], "running")
+    running = await wait_state(api, vm["id"], "running")
+    # RDP is forwarded like SSH (127.0.0.1, a port from the range).
+    assert {f["guest_port"] for f in running["forwards"]} == {22, 3389}
     root = _domain_xml(stack, vm["id"])
     assert root.find("./devices/disk[@device='disk']/target").get("bus") == "virtio"  # type: ignore[union-attr]
     (cdrom,) = [d for d in root.findall("./devices/disk[@device='cdrom']")
