@@ -13,7 +13,7 @@ def test_callers_racing_to_create_the_secret_all_read_the_same_whole_secret(
     for trial in range(20):
         path = tmp_path / f"secret-{trial}"
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            read = set(pool.map(lambda _: load_or_create_secret_file(path), range(32)))
+            read = set(pool.map(load_or_create_secret_file, [path] * 32))
         assert len(read) == 1 and len(read.pop()) >= 32
         assert path.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
