@@ -73,8 +73,12 @@ def start_config(
             raise InvalidRequest(f"Last-Event-ID must be an event id (0 to {MAX_SEQUENCE})")
         return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1)
     if since:
-        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
-                              opt_start_time=parse_since(since, now=now))
+        start = parse_since(since, now=now)
+        # JetStream starts a future start time at the stream's first message: "since later
+        # than now" is "from now on" (issue 11: since=<future> replayed everything).
+        if start < (now or datetime.now(UTC)):
+            return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
+                                  opt_start_time=start)
     return ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
 
 

@@ -317,3 +317,15 @@ async def test_streams_past_the_cap_get_503_with_retry_after(
                 await asyncio.sleep(0.2)
         for reader in readers:
             reader.close()
+
+
+async def test_since_a_time_in_the_future_replays_nothing_old(gw: Gateway) -> None:
+    """``since`` after now is 'from then on', never 'from the beginning' (issue 11 #14)."""
+    await publish_state(gw, "vm-old", VmState.CREATING)
+    stream = frames(gw, "?since=2999-01-01T00:00:00Z")
+    reader = asyncio.create_task(take(stream, 1))
+    done, _ = await asyncio.wait({reader}, timeout=1.0)
+    assert not done, "an old event was replayed for a future 'since'"
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
