@@ -100,6 +100,32 @@ def _wait_options(parser: Parser, default_timeout: str) -> None:
                         help=f"give up waiting after this long, exit 3 (default {default_timeout})")
 
 
+def _seed_and_windows_options(p: Parser) -> None:
+    p.add_argument("--datasource", choices=("nocloud", "configdrive"),
+                   help="seed format: NoCloud (default) or an OpenStack config drive (config-2)")
+    p.add_argument("--network-config", metavar="FILE",
+                   help="cloud-init network-config version 2 (YAML)")
+    p.add_argument("--os-type", choices=("linux", "windows"),
+                   help="guest OS family (default: from the image's os); windows: UEFI, TPM, "
+                        "Hyper-V, >= 2 CPUs, 4G, 64G")
+    p.add_argument("--windows", metavar="FILE",
+                   help="the windows section as YAML (computer_name, timezone, locale, "
+                        "product_key, enable_rdp, enable_winrm, first_logon_commands ...)")
+    p.add_argument("--windows-computer-name", metavar="NAME",
+                   help="NetBIOS computer name, <= 15 characters (default: the VM name)")
+    p.add_argument("--windows-password-prompt", action="store_true",
+                   help="ask for the administrator password (stored only sealed for the node)")
+    p.add_argument("--windows-timezone", metavar="TZ",
+                   help="Windows time zone id, e.g. 'W. Europe Standard Time' (default UTC)")
+    p.add_argument("--windows-locale", metavar="LOCALE", help="e.g. de-DE (default en-US)")
+    p.add_argument("--windows-product-key", metavar="KEY", help="XXXXX-XXXXX-XXXXX-XXXXX-XXXXX")
+    p.add_argument("--windows-winrm", action="store_true", help="enable WinRM (HTTP 5985)")
+    p.add_argument("--windows-no-rdp", action="store_true", help="leave RDP off")
+    p.add_argument("--windows-secure-boot", action="store_true", help="UEFI Secure Boot")
+    p.add_argument("--windows-first-logon", action="append", metavar="COMMAND",
+                   help="a command run at first logon; repeatable")
+
+
 def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     vm = _group(root, "vm", "Create, drive and reach virtual machines",
                 "lq vm create web-1 --image debian-12 --wait running")
@@ -132,6 +158,7 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
                    help="follow the VM until it runs (or cloud-init is done), then print how "
                         "to connect")
     _wait_options(p, "15m")
+    _seed_and_windows_options(p)
 
     p = b.leaf(vm, "list", commands_vm.list_vms, "List VMs", "lq vm list --state running")
     p.add_argument("--state", help="only VMs in this state")

@@ -104,4 +104,7 @@ def create_body(args: Any) -> dict[str, Any]:
     net = network(args.network)
     if net is not None:
         body["network"] = net
+    from limiquantix.cli import windows_input  # it reads files with read_text from here
+
+    windows_input.apply(args, body)
     return body

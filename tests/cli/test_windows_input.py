@@ -1,0 +1,59 @@
+"""``lq vm create`` flags for seed formats and Windows: the body they make, the windows YAML file
+overlaid by single flags, the password only ever prompted for (or in the file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from limiquantix.cli import vm_input
+from limiquantix.cli.errors import LocalFileError
+from limiquantix.cli.main import build_parser
+from limiquantix.common.vms import CreateVmRequest
+
+
+def _body(*argv: str) -> dict[str, object]:
+    args = build_parser().parse_args(["vm", "create", "win-1", "--image", "win11", *argv])
+    body = vm_input.create_body(args)
+    msgspec.convert(body, CreateVmRequest)  # the API's own schema accepts it
+    return body
+
+
+def test_config_drive_and_network_config_flags_fill_cloud_init(tmp_path: Path) -> None:
+    net = tmp_path / "net.yaml"
+    net.write_text("version: 2\nethernets:\n  eth0:\n    dhcp4: true\n")
+    body = _body("--datasource", "configdrive", "--network-config", str(net), "--user", "ops")
+    assert body["cloud_init"] == {"user": "ops", "datasource": "configdrive",
+                                  "network_config": net.read_text()}
+    assert "windows" not in body and "os_type" not in body
+
+
+def test_windows_file_is_overlaid_by_flags_and_implies_os_type(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = tmp_path / "win.yaml"
+    spec.write_text("computer_name: OLD\ntimezone: UTC\nfirst_logon_commands: [whoami]\n")
+    answers = iter(["Pa55!", "Pa55!"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    body = _body("--windows", str(spec), "--windows-computer-name", "WEB01",
+                 "--windows-winrm", "--windows-no-rdp", "--windows-secure-boot",
+                 "--windows-first-logon", "ipconfig", "--windows-password-prompt",
+                 "--cpus", "2", "--memory", "4G", "--disk", "64G")
+    assert body["os_type"] == "windows"
+    assert body["windows"] == {
+        "computer_name": "WEB01", "timezone": "UTC", "enable_winrm": True, "enable_rdp": False,
+        "secure_boot": True, "first_logon_commands": ["whoami", "ipconfig"],
+        "admin_password": "Pa55!"}
+
+
+def test_os_type_alone_sends_no_windows_section() -> None:
+    assert _body("--os-type", "windows") == {"name": "win-1", "image": "win11",
+                                             "os_type": "windows"}
+
+
+def test_a_windows_file_that_is_not_a_mapping_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "win.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(LocalFileError, match="must be a mapping"):
+        _body("--windows", str(bad))
