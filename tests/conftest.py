@@ -18,6 +18,12 @@ from tests.support.flows import FAST_ENV
 from tests.support.marks import MARK_TIMEOUTS_S, STACK_FIXTURES
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the golden files (domain XML, seed ISO files, the OpenAPI "
+                          "document) from the current output instead of comparing")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests that start the whole system ``stack``, and give slow marks a longer timeout
     (unless the test sets its own with ``pytest.mark.timeout`` or ``--timeout`` is given)."""

@@ -3,66 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from nats.aio.client import Client
 
 from limiquantix.common import nats_auth, nats_client
 from limiquantix.common.images import CreateImageRequest
-from limiquantix.common.nats_server import NatsServer, free_port
+from limiquantix.common.nats_server import NatsServer
 from limiquantix.image_library.client import ImageLibraryClient
 from tests.support.disks import sha256_file
-from tests.support.images import wait_image
-from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
-
-
-class LibraryProcess:
-    """lq-image-library as a subprocess (the console script users run)."""
-
-    def __init__(self, data_dir: Path, server: NatsServer) -> None:
-        self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LQ_")}
-        self.env.update(LQ_NATS_URL=server.url, LQ_DATA_DIR=str(data_dir),
-                        LQ_NATS_CREDS=str(server.creds_for(nats_auth.IMAGE_LIBRARY)),
-                        LQ_IMAGE_LIBRARY_PORT=str(self.port), LQ_LOG_FORMAT="json",
-                        **ALLOW_LOCAL_ORIGINS)
-        self.log = data_dir / "library.log"
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).parent / "lq-image-library"), env=self.env,
-                stdout=out, stderr=out,
-            )
-        async with aiohttp.ClientSession() as http:
-            for _ in range(400):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as response:
-                        if response.status == 200:
-                            return
-                assert self.process.returncode is None, self.log.read_text()
-                await asyncio.sleep(0.05)
-        raise TimeoutError(self.log.read_text())
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> int | None:
-        if self.process is None or self.process.returncode is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.terminate()
-        return await asyncio.wait_for(self.process.wait(), 20)
+from tests.support.images import LibraryProcess, wait_image
+from tests.support.origin import Origin
 
 
 @pytest.fixture

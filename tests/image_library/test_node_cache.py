@@ -27,10 +27,9 @@ from limiquantix.node_agent.image_cache_errors import (
     ImageNotReady,
 )
 from limiquantix.node_agent.vm_files import qemu_gid
-from tests.image_library.test_crash_mid_import import LibraryProcess
 from tests.support.counting_proxy import CountingProxy, start_proxy
 from tests.support.disks import make_qcow2_with_data, sha256_file
-from tests.support.images import Library, wait_image
+from tests.support.images import Library, LibraryProcess, wait_image
 from tests.support.origin import Origin
 
 

@@ -7,7 +7,7 @@ import asyncio
 from prometheus_client import REGISTRY
 
 from limiquantix.common import subjects
-from tests.node_agent.conftest import AgentHarness
+from tests.support.node_agent import AgentHarness
 
 
 def value(name: str, **labels: str) -> float:

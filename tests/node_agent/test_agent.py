@@ -17,12 +17,8 @@ from limiquantix.common.events import (
     VmStateChanged,
 )
 from limiquantix.common.vms import NetworkSpec, VmState
-from tests.node_agent.conftest import (
-    AgentHarness,
-    driver_domains,
-    find_domain,
-    make_qcow2,
-)
+from tests.support.disks import make_qcow2
+from tests.support.node_agent import AgentHarness, driver_domains, find_domain
 
 
 def cid() -> str:

@@ -17,7 +17,7 @@ from limiquantix.node_agent.image_source import inspect_path
 from limiquantix.node_agent.local_image import LocalImage
 from limiquantix.node_agent.overlay import GIB, create_blank, create_overlay
 from limiquantix.node_agent.seed_iso import build_seed_iso, write_seed_iso
-from tests.node_agent.conftest import make_qcow2
+from tests.support.disks import make_qcow2
 
 
 def qemu_img_info(path: Path) -> dict[str, object]:

@@ -25,7 +25,8 @@ from limiquantix.common.events import VmDeleted, VmStateChanged
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import CloudInitSpec, NetworkSpec, VmState
 from limiquantix.node_agent.libvirt_host import domain_uuid
-from tests.node_agent.conftest import AgentHarness, agent_settings, make_qcow2, running_agent
+from tests.support.disks import make_qcow2
+from tests.support.node_agent import AgentHarness, agent_settings, running_agent
 
 pytestmark = pytest.mark.e2e
 

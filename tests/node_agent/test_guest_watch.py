@@ -11,7 +11,8 @@ from limiquantix.common.events import VmGuestReady
 from limiquantix.common.vms import VmState
 from limiquantix.node_agent.guest_watch import BootMark, GuestWatch, mark_boot
 from limiquantix.node_agent.recorder import Recorder
-from tests.node_agent.conftest import AgentHarness, make_qcow2
+from tests.support.disks import make_qcow2
+from tests.support.node_agent import AgentHarness
 
 FINGERPRINTS = (
     "-----BEGIN SSH HOST KEY FINGERPRINTS-----\n"

@@ -17,7 +17,7 @@ from limiquantix.common.vm_store import encode_record
 from limiquantix.common.vms import VmRecord
 from limiquantix.node_agent.heartbeat import Heartbeat
 from limiquantix.node_agent.record_view import NodeRecords
-from tests.node_agent.conftest import agent_settings
+from tests.support.node_agent import agent_settings
 
 VMS = 30_000
 PUTS_IN_FLIGHT = 500

@@ -28,7 +28,8 @@ from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.nodes import NodeStatus, node_decoder
 from limiquantix.common.vms import VmState
 from limiquantix.node_agent.libvirt_host import LIVENESS_POLL_S
-from tests.node_agent.conftest import AgentHarness, agent_settings, make_qcow2, running_agent
+from tests.support.disks import make_qcow2
+from tests.support.node_agent import AgentHarness, agent_settings, running_agent
 
 QEMU_URI = "qemu:///system"
 DEAD_SOCKET_URI = "test+unix:///default?socket=/nonexistent/libvirt-sock"

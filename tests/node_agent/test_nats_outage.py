@@ -9,7 +9,8 @@ from pathlib import Path
 from limiquantix.common.events import VmActionFailed
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import VmState
-from tests.node_agent.conftest import agent_settings, make_qcow2, running_agent
+from tests.support.disks import make_qcow2
+from tests.support.node_agent import agent_settings, running_agent
 
 # Longer than nats-py's JetStream request timeout (5 s): every write in the gap times out.
 OUTAGE_S = 8.0

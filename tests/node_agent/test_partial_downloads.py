@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from tests.node_agent.conftest import AgentHarness
+from tests.support.node_agent import AgentHarness
 
 
 async def test_a_restarted_agent_removes_the_partial_downloads_of_its_previous_run(

@@ -17,7 +17,9 @@ from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.settings import load
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmState
-from tests.node_agent.conftest import AgentHarness, make_qcow2, unique_name
+from tests.support.disks import make_qcow2
+from tests.support.flows import unique_name
+from tests.support.node_agent import AgentHarness
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,8 @@ import msgspec
 
 from limiquantix.common.vms import VmState
 from limiquantix.node_agent.recorder import Recorder
-from tests.node_agent.conftest import AgentHarness, make_qcow2
+from tests.support.disks import make_qcow2
+from tests.support.node_agent import AgentHarness
 
 
 async def _recorder(h: AgentHarness) -> Recorder:

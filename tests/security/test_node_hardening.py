@@ -28,15 +28,9 @@ from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent import consumer as consumer_mod
 from limiquantix.node_agent.image_cache import ImageCache
 from limiquantix.node_agent.vm_files import qemu_gid
-from tests.node_agent.conftest import (
-    AgentHarness,
-    agent_settings,
-    find_domain,
-    make_qcow2,
-    running_agent,
-)
-from tests.support.disks import make_qcow2_with_data
+from tests.support.disks import make_qcow2, make_qcow2_with_data
 from tests.support.images import Library, wait_image
+from tests.support.node_agent import AgentHarness, agent_settings, find_domain, running_agent
 from tests.support.origin import Origin
 
 TOKEN = "test-token-0123456789"
