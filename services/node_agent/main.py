@@ -24,7 +24,7 @@ from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
 from limiquantix.node_agent import reconcile
 from limiquantix.node_agent.activity import VmActivity
-from limiquantix.node_agent.consumer import CommandConsumer
+from limiquantix.node_agent.consumer import SHUTDOWN_GRACE_S, CommandConsumer
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.failpoints import Failpoints
 from limiquantix.node_agent.guest_watch import GuestWatch
@@ -43,6 +43,8 @@ from limiquantix.node_agent.virt_probe import virt_type
 log = structlog.get_logger()
 
 RECORD_VIEW_TIMEOUT_S = 30.0
+CONSUMER_STOP_S = SHUTDOWN_GRACE_S + 2.0
+OFFLINE_NOTICE_S = 3.0
 OVERLAY_TEMPLATES = "overlay-templates"
 
 
@@ -92,8 +94,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             await _run(ctx, nc, records, heartbeat, stop)
         finally:
             await heartbeat.remove()
-            with contextlib.suppress(Exception):
-                await recorder.publish(NodeStateChanged(node=node_id, online=False))
+            with contextlib.suppress(Exception):  # best effort, bounded: we are stopping
+                await asyncio.wait_for(
+                    recorder.publish(NodeStateChanged(node=node_id, online=False)),
+                    OFFLINE_NOTICE_S)
             log.info("node agent stopping")
 
 
@@ -116,7 +120,13 @@ async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: H
         consumer = group.create_task(CommandConsumer(ctx, nc.jetstream(), nc).run(stop))
         log.info("node agent ready")
         await stop.wait()
-        await consumer
+        log.info("node agent stopping: consumer winding down")
+        try:  # a stop is bounded: the consumer's own grace, then it is cancelled
+            await asyncio.wait_for(asyncio.shield(consumer), CONSUMER_STOP_S)
+        except TimeoutError:
+            log.warning("command consumer did not stop in time; cancelled (JetStream "
+                        "redelivers what it held)")
+            consumer.cancel()
         for task in background:
             task.cancel()
         ctx.guests.cancel_all()

@@ -31,6 +31,7 @@ ENV = {
     "LQ_RECONCILE_INTERVAL_S": "5",
     "LQ_STOP_TIMEOUT_S": "300",
     "LQ_VIRT_TYPE": "qemu",
+    "LQ_IMPORT_ALLOWED_NETWORKS": "127.0.0.0/8",  # the image is served from this machine
 }
 REPO = Path(__file__).parents[2]
 
