@@ -151,6 +151,7 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--user-data", metavar="FILE",
                    help="custom #cloud-config (or script), merged with the generated one")
     p.add_argument("--hostname", help="guest host name (default: the VM name)")
+    p.add_argument("--description", help="free text for people: what the VM is for")
     p.add_argument("--network", metavar="MODE",
                    help="none, user, isolated (SSH forward on 127.0.0.1), bridge:BR, network:NET")
     p.add_argument("--node", help="place on this node (default: the API chooses)")

@@ -75,6 +75,8 @@ def image_ref(value: str) -> str:
 def create_body(args: Any) -> dict[str, Any]:
     """The request body from parsed ``vm create`` arguments (only what was given)."""
     body: dict[str, Any] = {"name": args.name}
+    if getattr(args, "description", None):
+        body["description"] = args.description
     if args.image is not None:
         body["image"] = image_ref(args.image)
     if args.cpus is not None:

@@ -201,6 +201,8 @@ class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
     """Body of ``POST /v1/vms``."""
 
     name: DnsLabel
+    description: Annotated[str, msgspec.Meta(
+        max_length=1024, description="free text for people (what the VM is for)")] = ""
     image: Annotated[str, msgspec.Meta(
         min_length=1, max_length=4096,
         description="image id or unique name from the library (`lq image list`); a path on "
@@ -253,6 +255,7 @@ class VmRecord(Model, frozen=True, kw_only=True):
 
     id: str
     name: str
+    description: str = ""
     state: VmState = VmState.PENDING
     node: str = ""
     image: str = ""  # library image id (or an allowed node path); "": a blank disk, no seed

@@ -224,7 +224,8 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations(),
     )
     record = VmRecord(
-        id=vm_id, name=body.name, state=VmState.PENDING, node=node, image=image.ref,
+        id=vm_id, name=body.name, description=body.description, state=VmState.PENDING,
+        node=node, image=image.ref,
         vcpus=body.vcpus, memory_mib=body.memory_mib, disk_gib=body.disk_gib, cloud_init=spec,
         network=msgspec.convert(msgspec.to_builtins(body.network), NetworkSpec),
         instance_id=vm_id, created_at=now, updated_at=now, os_type=os_type,

@@ -838,6 +838,11 @@ export interface components {
         CreateVmRequest: {
             /** @default {} */
             cloud_init?: components["schemas"]["CloudInitRequest"];
+            /**
+             * @description free text for people (what the VM is for)
+             * @default
+             */
+            description?: string;
             /** @default 10 */
             disk_gib?: number;
             /** @default null */
@@ -1217,6 +1222,8 @@ export interface components {
             /** @default {} */
             cloud_init?: components["schemas"]["CloudInitSpec"];
             created_at: string;
+            /** @default  */
+            description?: string;
             disk_gib: number;
             /** @default  */
             drivers_image?: string;

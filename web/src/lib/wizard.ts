@@ -20,6 +20,7 @@ export const STEP_TITLES: Record<Step, string> = {
 
 export interface Draft {
   name: string;
+  description: string;
   node: string; // "" = automatic placement
   vcpus: string;
   memory: string;
@@ -40,6 +41,7 @@ export interface Draft {
 
 export const NEW_DRAFT: Draft = {
   name: "",
+  description: "",
   node: "",
   vcpus: "1",
   memory: "1",
@@ -242,6 +244,7 @@ export function requestBody(draft: Draft): CreateVmRequest {
     network: { mode: draft.networkMode, ...(draft.networkSource && (draft.networkMode === "bridge" || draft.networkMode === "network") ? { source: draft.networkSource.trim() } : {}) },
   };
   if (draft.node) body.node = draft.node;
+  if (draft.description.trim()) body.description = draft.description.trim();
   if (draft.boot === "cloud") {
     body.cloud_init = {
       user: draft.user,
@@ -283,6 +286,7 @@ export function lqCommand(draft: Draft, ctx: WizardContext): string {
     ? `${draft.networkMode}:${draft.networkSource.trim()}` : draft.networkMode;
   args.push("--network", network);
   if (draft.node) args.push("--node", draft.node);
+  if (draft.description.trim()) args.push("--description", draft.description.trim());
   args.push("--wait", draft.boot === "cloud" ? "ready" : "running");
   return args.map(shellQuote).join(" ");
 }
@@ -315,6 +319,7 @@ export function reviewRows(draft: Draft, ctx: WizardContext): ReviewRow[] {
   const method = { cloud: "Cloud image (automated with cloud-init)", iso: "ISO image (manual install)", none: "None (configure later)" }[draft.boot];
   const rows: ReviewRow[] = [
     { label: "Name", value: draft.name },
+    ...(draft.description.trim() ? [{ label: "Description", value: draft.description.trim() }] : []),
     { label: "Placement", value: draft.node ? `node ${draft.node}` : "automatic" },
     { label: "vCPUs", value: String(Number(draft.vcpus)) },
     { label: "Memory", value: `${memoryMib(draft) ?? "?"} MiB` },

@@ -143,6 +143,7 @@ function Overview({ vm }: { vm: VmRecord }) {
           <div><dt>Image</dt><dd>{imageName(vm, snapshot.images)}</dd></div>
           <div><dt>Network</dt><dd>{vm.network?.mode ?? "none"}{vm.network?.source ? ` ${vm.network.source}` : ""}</dd></div>
           <div><dt>Created</dt><dd>{time(vm.created_at)}</dd></div>
+          {vm.description && <div className="wide-fact"><dt>Description</dt><dd className="wrap">{vm.description}</dd></div>}
           <div><dt>ID</dt><dd><code>{vm.id}</code></dd></div>
         </dl>
         {vm.error && (

@@ -40,6 +40,15 @@ describe("the Review step", () => {
     expect(screen.getByRole("button", { name: "Copy curl command" })).toBeTruthy();
   });
 
+  it("shows the description and passes it on to the API and the lq command", () => {
+    const value = review({ description: "  build box for team A " });
+    expect(value("Description")).toBe("build box for team A");
+    expect(document.getElementById("review-lq")?.textContent).toContain(
+      "--description 'build box for team A'");
+    expect(document.getElementById("review-curl")?.textContent).toContain(
+      '"description":"build box for team A"');
+  });
+
   it("says cloud-init is not used for an ISO or no boot media", () => {
     const value = review({ boot: "none", imageId: "" });
     expect(value("Provisioning method")).toBe("None (configure later)");

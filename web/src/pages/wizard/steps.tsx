@@ -32,6 +32,12 @@ export function BasicsStep({ draft, update, errors }: StepProps) {
                aria-invalid={errors.name ? true : undefined} aria-describedby={describedBy("vm-name", errors.name)}
                onChange={(e) => update({ name: e.target.value.trim() })} />
       </Field>
+      <Field label="Description (optional)" htmlFor="vm-description" error={errors.description}
+             hint="What the VM is for; shown on its page.">
+        <textarea id="vm-description" value={draft.description} rows={2} maxLength={1024}
+                  aria-describedby={describedBy("vm-description", errors.description)}
+                  onChange={(e) => update({ description: e.target.value })} />
+      </Field>
     </fieldset>
   );
 }
