@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import nats
@@ -20,6 +18,7 @@ from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord
 from limiquantix.local.stack import Stack
 from tests.support.disks import make_qcow2_with_data, sha256_file
+from tests.support.flows import wait_image_state
 from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
 
 pytestmark = pytest.mark.stack
@@ -34,19 +33,6 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Stack, aiohttp.ClientSe
         yield stack, api
 
 
-async def _wait(api: aiohttp.ClientSession, image_id: str, *states: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        async with api.get(f"/v1/images/{image_id}") as response:
-            body = await response.json()
-            assert response.status == 200, body
-        if body["state"] in states:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{image_id} not in {states}: {body}")
-
-
 async def test_import_list_download_and_delete_through_the_gateway(
     gateway: tuple[Stack, aiohttp.ClientSession], origin: Origin, disk: Path,
 ) -> None:
@@ -59,7 +45,7 @@ async def test_import_list_download_and_delete_through_the_gateway(
         assert response.status == 202, created
         assert response.headers["Location"] == f"/v1/images/{created['id']}"
     image_id = created["id"]
-    active = await _wait(api, image_id, "active", "error")
+    active = await wait_image_state(api, image_id, "active", "error")
     assert active["state"] == "active", active
     async with api.get("/v1/images", params={"state": "active", "os": "debian"}) as response:
         listed = await response.json()
@@ -121,7 +107,7 @@ async def test_catalog_import_by_id_and_in_use_refusal(
                                             "source_url": origin.file_url("disk.qcow2")}
                         ) as response:
         assert response.status == 202
-    await _wait(api, "rocky-9", "active")
+    await wait_image_state(api, "rocky-9", "active")
     nc = await nats.connect(**stack.nats_options())  # as the gateway
     try:
         js = nc.jetstream()
@@ -166,9 +152,9 @@ async def test_upload_aborted_at_the_gateway_fails_the_record_and_leaves_no_file
                   f"Authorization: Bearer {stack.api_token}\r\n"
                   f"Content-Length: {len(data)}\r\n\r\n").encode() + data[: len(data) // 3])
     await writer.drain()
-    await _wait(api, image_id, "uploading")
+    await wait_image_state(api, image_id, "uploading")
     writer.close()
-    failed = await _wait(api, image_id, "error")
+    failed = await wait_image_state(api, image_id, "error")
     assert "upload_incomplete" in failed["error"]
     store = stack.root / "image-library" / "image-library"
     assert (store / "files").is_dir()

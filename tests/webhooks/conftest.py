@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from limiquantix.local.stack import Stack
@@ -23,12 +22,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """NATS + image library + one node agent (libvirt test driver) + API, loopback webhooks."""
     async with Stack(tmp_path / "stack", extra_env=WEBHOOK_ENV) as running:
         yield running
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as session:
-        yield session
 
 
 @pytest.fixture
