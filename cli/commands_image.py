@@ -133,12 +133,13 @@ def _follow(ctx: Context, stream: EventStream, record: ImageRecord, timeout_s: f
     shown = ""
     record = _get(ctx.client, record.id)
     while True:
-        if record.state == ImageState.ACTIVE:
-            progress.finish()
+        if record.state in (ImageState.ACTIVE, ImageState.ERROR):
+            # The record can be read as final before that state's event arrives: say it anyway,
+            # so every follow ends on the state line it ended in.
+            progress.finish(f"{label} {record.state}" if record.state != shown else "")
+            if record.state == ImageState.ERROR:
+                raise image_failed(record)
             return record
-        if record.state == ImageState.ERROR:
-            progress.finish()
-            raise image_failed(record)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             progress.finish()

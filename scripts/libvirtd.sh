@@ -28,6 +28,16 @@ if [ -e "$kvm" ] && id "$qemu_user" >/dev/null 2>&1 && getent group kvm >/dev/nu
   fi
 fi
 
+# 3. swtpm (the TPM of Windows-shaped domains): libvirt runs swtpm_setup as `tss` when that user
+#    exists at libvirtd's start, as root otherwise. A local CA written while it ran as root leaves
+#    root-owned files that `tss` cannot lock, and every TPM domain then fails to start. Give the CA
+#    directory back to `tss`, as the swtpm-tools package creates it.
+ca=/var/lib/swtpm-localca
+if [ -d "$ca" ] && id tss >/dev/null 2>&1 && [ -n "$(find "$ca" ! -user tss -print -quit)" ]; then
+  chown -R tss:root "$ca"
+  say "$ca had files tss does not own; gave them back to tss (libvirt runs swtpm_setup as tss)"
+fi
+
 state=running
 if ! { pgrep -x libvirtd >/dev/null && [ -S "$sock" ]; }; then
   pgrep -x virtlogd >/dev/null || virtlogd -d
