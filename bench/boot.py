@@ -8,7 +8,7 @@ then per run: POST /v1/vms (isolated network, SSH key) -> ``running`` -> ``ready
 finished, seen by the node's serial-log follower) -> delete. Medians over the runs.
 
 Broken out, measured in the same run with the node agent's own code on the same image and seed:
-the overlay (``overlay.create_overlay``: qemu-img) and the seed ISO (``seed_iso.write_seed_iso``:
+the overlay (``overlay.create_overlay``: qemu-img) and the seed ISO (``seed.iso.write_seed_iso``:
 pycdlib), next to ``genisoimage`` building the same seed files (what ``cloud-localds`` runs).
 Targets (issue 4): API -> running <= 1 s; seed ISO <= 0.5x genisoimage. Loopback only.
 """
@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from limiquantix.common.cloud_init import prepare
 from limiquantix.common.vms import CloudInitRequest, VmRecord
 from limiquantix.local.stack import Stack
-from limiquantix.node_agent.cloud_config import seed_files
-from limiquantix.node_agent.local_image import LocalImage
+from limiquantix.node_agent.images.local import LocalImage
 from limiquantix.node_agent.overlay import create_overlay
-from limiquantix.node_agent.seed_iso import write_seed_iso
+from limiquantix.node_agent.seed.iso import write_seed_iso
+from limiquantix.node_agent.seed.nocloud import seed_files
 from tests.support.guest_image import ensure_image
 from tests.support.guest_vm import GUEST_STACK_ENV, import_image, keygen, serve_file
 

@@ -34,7 +34,7 @@ import aiohttp
 import nats
 
 from limiquantix.common import nats_client, subjects
-from limiquantix.common.base import utcnow
+from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.process import stop_process
 from limiquantix.common.vm_store import VmStore

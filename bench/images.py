@@ -39,7 +39,7 @@ from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.nats_server import NatsServer, free_port
 from limiquantix.common.process import stop_process
 from limiquantix.image_library.client import ImageLibraryClient
-from limiquantix.node_agent.image_cache import ImageCache
+from limiquantix.node_agent.images.cache import ImageCache
 
 BLOCK = 64 << 20
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import msgspec
 
-from limiquantix.common.base import Model, RequestBody
+from limiquantix.common.model import Model, RequestBody
 
 
 class Role(enum.StrEnum):

@@ -15,8 +15,8 @@ from typing import Annotated
 
 import msgspec
 
-from limiquantix.common.base import Model, utcnow
 from limiquantix.common.ids import CommandId, VmId
+from limiquantix.common.model import Model, utcnow
 from limiquantix.common.vms import CloudInitSpec
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from limiquantix.common.base import Model
+from limiquantix.common.model import Model
 
 
 class ErrorReply(Model, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import msgspec
 
-from limiquantix.common.base import Model, utcnow
+from limiquantix.common.model import Model, utcnow
 from limiquantix.common.vms import GuestInfo, VmError, VmState
 
 

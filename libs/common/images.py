@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from limiquantix.common.base import Model, RequestBody
+from limiquantix.common.model import Model, RequestBody
 
 
 class ImageState(enum.StrEnum):

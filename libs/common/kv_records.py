@@ -15,8 +15,8 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from limiquantix.common.base import utcnow
 from limiquantix.common.errors import Conflict, LimiquantixError
+from limiquantix.common.model import utcnow
 
 T = TypeVar("T", bound=msgspec.Struct)
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import msgspec
 
-from limiquantix.common.base import Model
 from limiquantix.common.errors import LimiquantixError
+from limiquantix.common.model import Model
 from limiquantix.common.settings import Settings
 
 SECRET_FILE = "image-library.key"

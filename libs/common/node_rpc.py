@@ -11,7 +11,7 @@ from typing import Annotated
 
 import msgspec
 
-from limiquantix.common.base import Model
+from limiquantix.common.model import Model
 
 CONSOLE_LOG = "console_log"  # operation name for subjects.node_rpc(node, CONSOLE_LOG)
 DEFAULT_CONSOLE_LOG_BYTES = 64 * 1024

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import msgspec
 
-from limiquantix.common.base import Model
+from limiquantix.common.model import Model
 
 
 class NodeWarning(Model, frozen=True, kw_only=True):

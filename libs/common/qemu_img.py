@@ -19,8 +19,8 @@ from pathlib import Path
 
 import msgspec
 
-from limiquantix.common.base import Model
 from limiquantix.common.errors import InvalidRequest
+from limiquantix.common.model import Model
 from limiquantix.common.process import ToolFailed
 
 

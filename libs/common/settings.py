@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from limiquantix.common.base import Model
+from limiquantix.common.model import Model
 
 
 class Settings(Model, frozen=True, kw_only=True):

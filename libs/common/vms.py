@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from limiquantix.common.base import Model, RequestBody
+from limiquantix.common.model import Model, RequestBody
 
 DnsLabel = Annotated[
     str, msgspec.Meta(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63,

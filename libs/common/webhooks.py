@@ -20,8 +20,8 @@ from typing import Annotated
 import msgspec
 
 from limiquantix.common import subjects
-from limiquantix.common.base import Model, RequestBody
 from limiquantix.common.events import Event
+from limiquantix.common.model import Model, RequestBody
 
 SIGNATURE_HEADER = "X-Limiquantix-Signature"
 CONTENT_TYPE = "application/cloudevents+json"

@@ -7,7 +7,7 @@ written the create happens, whatever becomes of the gateway that wrote it. A gat
 
 - a ``pending`` record and no command: the sweeper publishes the command again once the record
   has stood still for ``LQ_CREATE_SWEEP_AFTER_S`` (the node touches a pending record at least every
-  ``image_wait.KEEPALIVE_S`` while it works on it, e.g. while an image downloads). The command
+  ``images.wait.KEEPALIVE_S`` while it works on it, e.g. while an image downloads). The command
   id is derived from the record's id and ``updated_at``, so several gateways sweeping at once
   publish one message (JetStream de-duplicates ``Nats-Msg-Id``), and the node's create is
   idempotent in any case. Records on a node that is offline wait for it.
@@ -32,9 +32,9 @@ from aiohttp import web
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from limiquantix.api import app_keys
-from limiquantix.common.base import utcnow
 from limiquantix.common.commands import CreateVm
 from limiquantix.common.kv_records import bucket_keys
+from limiquantix.common.model import utcnow
 from limiquantix.common.publish import send_command
 from limiquantix.common.vms import VmRecord, VmState
 

@@ -21,8 +21,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from limiquantix.api.errors import IdempotencyKeyReused
-from limiquantix.common.base import Model, utcnow
 from limiquantix.common.errors import InvalidRequest
+from limiquantix.common.model import Model, utcnow
 
 MAX_KEY_LENGTH = 255
 CLAIM_ATTEMPTS = 5

@@ -27,7 +27,7 @@ from limiquantix.common.api_tokens import (
     token_decoder,
     token_encoder,
 )
-from limiquantix.common.base import utcnow
+from limiquantix.common.model import utcnow
 
 
 async def _records(kv: KeyValue) -> list[ApiTokenRecord]:

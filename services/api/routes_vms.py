@@ -41,7 +41,6 @@ from limiquantix.common import (
     vm_transition,
     windows,
 )
-from limiquantix.common.base import utcnow
 from limiquantix.common.commands import (
     Command,
     CreateVm,
@@ -61,6 +60,7 @@ from limiquantix.common.errors import (
 )
 from limiquantix.common.events import VmDeleted, VmStateChanged
 from limiquantix.common.library_tokens import node_key
+from limiquantix.common.model import utcnow
 from limiquantix.common.node_rpc import ConsoleLogRequest
 from limiquantix.common.publish import publish_event, send_command
 from limiquantix.common.vms import (

@@ -28,7 +28,7 @@ from limiquantix.api.webhook_delivery import (
 )
 from limiquantix.api.webhook_errors import WEBHOOK_URL_HINT, UnknownEventType, WebhookNotFound
 from limiquantix.common import nats_client, subjects
-from limiquantix.common.base import utcnow
+from limiquantix.common.model import utcnow
 from limiquantix.common.outbound import OutboundRefused
 from limiquantix.common.webhooks import (
     CreateWebhookRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from limiquantix.common.base import Model
+from limiquantix.common.model import Model
 from limiquantix.common.nodes import NodeWarning
 from limiquantix.common.vms import VmRecord
 

@@ -33,8 +33,8 @@ from nats.js.kv import KeyValue
 
 from limiquantix.api.kv_view import KvView
 from limiquantix.common import outbound, subjects
-from limiquantix.common.base import utcnow
 from limiquantix.common.errors import LimiquantixError
+from limiquantix.common.model import utcnow
 from limiquantix.common.settings import Settings
 from limiquantix.common.webhooks import (
     CONTENT_TYPE,

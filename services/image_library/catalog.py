@@ -14,9 +14,9 @@ import importlib.resources
 import msgspec
 import structlog
 
-from limiquantix.common.base import Model, utcnow
 from limiquantix.common.errors import Conflict
 from limiquantix.common.images import ImageRecord, ImageState
+from limiquantix.common.model import Model, utcnow
 from limiquantix.image_library.store import ImageStore
 
 log = structlog.get_logger()

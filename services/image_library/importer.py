@@ -15,9 +15,9 @@ import aiohttp
 import msgspec
 import structlog
 
-from limiquantix.common.base import Model
 from limiquantix.common.hashing_file import HashingFile, sha256_of
 from limiquantix.common.images import ImageRecord, ImageState
+from limiquantix.common.model import Model
 from limiquantix.common.outbound import (
     HostNotResolved,
     OutboundPolicy,

@@ -16,7 +16,7 @@ import asyncio
 from pathlib import Path
 
 from limiquantix.common import qemu_img
-from limiquantix.common.base import Model
+from limiquantix.common.model import Model
 from limiquantix.common.process import ToolFailed
 from limiquantix.image_library.errors import NotAnImage
 

@@ -9,7 +9,6 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 import structlog
 
-from limiquantix.common.base import utcnow
 from limiquantix.common.errors import InvalidRequest
 from limiquantix.common.events import ImageStateChanged
 from limiquantix.common.images import (
@@ -20,6 +19,7 @@ from limiquantix.common.images import (
     ImageState,
     ListImages,
 )
+from limiquantix.common.model import utcnow
 from limiquantix.common.settings import Settings
 from limiquantix.image_library import catalog
 from limiquantix.image_library.errors import ImageBusy

@@ -33,10 +33,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from limiquantix.common import subjects
-from limiquantix.common.base import Model
 from limiquantix.common.commands import Command, command_decoder
 from limiquantix.common.ids import is_vm_id
 from limiquantix.common.metrics import CONSUMER_PENDING, CONSUMER_REDELIVERIES
+from limiquantix.common.model import Model
 from limiquantix.common.vms import VmError
 from limiquantix.node_agent import metrics as node_metrics
 from limiquantix.node_agent.context import AgentContext

@@ -7,15 +7,15 @@ from pathlib import Path
 
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
-from limiquantix.node_agent.activity import VmActivity
 from limiquantix.node_agent.domain_xml import VirtType
 from limiquantix.node_agent.failpoints import Failpoints
 from limiquantix.node_agent.guest_watch import GuestWatch
-from limiquantix.node_agent.image_source import ImageSource
+from limiquantix.node_agent.images.source import ImageSource
 from limiquantix.node_agent.libvirt_host import LibvirtHost, domain_uuid
 from limiquantix.node_agent.overlay import OverlayFactory
 from limiquantix.node_agent.recorder import Recorder
 from limiquantix.node_agent.vm_files import VmFiles
+from limiquantix.node_agent.vm_locks import VmActivity
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,8 @@ from limiquantix.common.commands import CreateVm
 from limiquantix.common.library_tokens import load_or_create_secret, node_key
 from limiquantix.common.vms import NetworkSpec, PortForward, VmRecord, VmState
 from limiquantix.common.vnc_auth import vnc_password
-from limiquantix.node_agent import config_drive
 from limiquantix.node_agent.context import AgentContext
-from limiquantix.node_agent.domain_ops import boot
+from limiquantix.node_agent.domain_boot import boot
 from limiquantix.node_agent.domain_xml import (
     DomainSpec,
     NicModel,
@@ -34,12 +33,13 @@ from limiquantix.node_agent.domain_xml import (
 )
 from limiquantix.node_agent.errors import WrongNode
 from limiquantix.node_agent.forwards import bind_forwards, ssh_command, wanted_forwards
-from limiquantix.node_agent.image_source import Progress
-from limiquantix.node_agent.local_image import LocalImage
+from limiquantix.node_agent.images.local import LocalImage
+from limiquantix.node_agent.images.source import Progress
 from limiquantix.node_agent.overlay import create_blank
-from limiquantix.node_agent.seed_iso import write_seed_iso
+from limiquantix.node_agent.seed import config_drive
+from limiquantix.node_agent.seed.iso import write_seed_iso
+from limiquantix.node_agent.seed.windows import windows_answer_files
 from limiquantix.node_agent.vm_files import write_atomic
-from limiquantix.node_agent.windows_seed import windows_answer_files
 
 log = structlog.get_logger()
 

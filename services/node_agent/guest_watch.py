@@ -14,8 +14,8 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from limiquantix.common.base import Model, utcnow
 from limiquantix.common.events import VmGuestReady
+from limiquantix.common.model import Model, utcnow
 from limiquantix.common.vms import GuestInfo, VmRecord, VmState
 from limiquantix.node_agent import readiness
 from limiquantix.node_agent.recorder import Recorder

@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 from nats.js.kv import KeyValue
 
-from limiquantix.common.base import utcnow
+from limiquantix.common.model import utcnow
 from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity, node_encoder, vm_digest
 from limiquantix.common.runner import package_version
 from limiquantix.common.settings import Settings

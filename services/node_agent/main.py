@@ -23,22 +23,22 @@ from limiquantix.common.runner import run_service
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
 from limiquantix.node_agent import reconcile
-from limiquantix.node_agent.activity import VmActivity
 from limiquantix.node_agent.consumer import SHUTDOWN_GRACE_S, CommandConsumer
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.failpoints import Failpoints
 from limiquantix.node_agent.guest_watch import GuestWatch
 from limiquantix.node_agent.heartbeat import Heartbeat
 from limiquantix.node_agent.host_checks import host_warnings
-from limiquantix.node_agent.image_cache import ImageCache
-from limiquantix.node_agent.image_source import ImageSource
+from limiquantix.node_agent.images.cache import ImageCache
+from limiquantix.node_agent.images.source import ImageSource
 from limiquantix.node_agent.libvirt_events import register_event_loop
 from limiquantix.node_agent.libvirt_host import LibvirtHost
 from limiquantix.node_agent.overlay import OverlayFactory
+from limiquantix.node_agent.queries import NodeRpc
 from limiquantix.node_agent.record_view import NodeRecords
 from limiquantix.node_agent.recorder import Recorder
-from limiquantix.node_agent.rpc import NodeRpc
 from limiquantix.node_agent.virt_probe import virt_type
+from limiquantix.node_agent.vm_locks import VmActivity
 
 log = structlog.get_logger()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from limiquantix.common.process import run_tool
-from limiquantix.node_agent.local_image import LocalImage
+from limiquantix.node_agent.images.local import LocalImage
 from limiquantix.node_agent.vm_files import restrict_file, temp_path
 
 log = structlog.get_logger()

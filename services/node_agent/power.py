@@ -13,7 +13,7 @@ import structlog
 from limiquantix.common.commands import PauseVm, RebootVm, ResumeVm, StartVm, StopVm
 from limiquantix.common.vms import GuestInfo, VmRecord, VmState
 from limiquantix.node_agent.context import AgentContext
-from limiquantix.node_agent.domain_ops import boot, ensure_defined
+from limiquantix.node_agent.domain_boot import boot, ensure_defined
 from limiquantix.node_agent.errors import DomainMissing, DomainNotRunning
 from limiquantix.node_agent.guest_watch import mark_boot
 

@@ -18,11 +18,11 @@ from datetime import timedelta
 import msgspec
 import structlog
 
-from limiquantix.common.base import utcnow
 from limiquantix.common.errors import LimiquantixError
+from limiquantix.common.model import utcnow
 from limiquantix.common.vms import VmError, VmRecord, VmState, is_up
 from limiquantix.node_agent.context import AgentContext
-from limiquantix.node_agent.domain_ops import boot, ensure_defined, vnc_endpoint
+from limiquantix.node_agent.domain_boot import boot, ensure_defined, vnc_endpoint
 from limiquantix.node_agent.errors import DomainCrashed, VmFilesMissing
 from limiquantix.node_agent.guest_watch import BootMark
 from limiquantix.node_agent.libvirt_host import DomainInfo

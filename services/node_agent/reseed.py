@@ -13,10 +13,10 @@ import structlog
 
 from limiquantix.common.commands import UpdateCloudInit
 from limiquantix.common.vms import VmRecord
-from limiquantix.node_agent import config_drive
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import LibvirtFailed
-from limiquantix.node_agent.seed_iso import write_seed_iso
+from limiquantix.node_agent.seed import config_drive
+from limiquantix.node_agent.seed.iso import write_seed_iso
 
 log = structlog.get_logger()
 

@@ -19,10 +19,10 @@ import pytest
 from limiquantix.common.cloud_init import prepare
 from limiquantix.common.cloud_init_errors import InvalidNetworkConfig
 from limiquantix.common.vms import CloudInitRequest
-from limiquantix.node_agent.cloud_config import user_data
-from limiquantix.node_agent.config_drive import LABEL, config_drive_files, seed_media
 from limiquantix.node_agent.domain_xml import mac_for
-from limiquantix.node_agent.seed_iso import build_seed_iso
+from limiquantix.node_agent.seed.config_drive import LABEL, config_drive_files, seed_media
+from limiquantix.node_agent.seed.iso import build_seed_iso
+from limiquantix.node_agent.seed.nocloud import user_data
 from tests.support.cloud_init import make_record
 from tests.support.golden import assert_golden
 

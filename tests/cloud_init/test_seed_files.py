@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from limiquantix.common.vms import CloudInitRequest
-from limiquantix.node_agent.cloud_config import MERGE_HOW, seed_files
+from limiquantix.node_agent.seed.nocloud import MERGE_HOW, seed_files
 from tests.support.cloud_init import make_record, merged_cloud_config, shell_scripts
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from limiquantix.common.vms import CloudInitRequest
-from limiquantix.node_agent.cloud_config import seed_files
+from limiquantix.node_agent.seed.nocloud import seed_files
 from tests.support.cloud_init import make_record
 from tests.support.golden import assert_golden
 

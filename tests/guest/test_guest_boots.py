@@ -19,8 +19,8 @@ import pytest
 
 from limiquantix.common.cloud_init import prepare
 from limiquantix.common.vms import CloudInitRequest, VmRecord
-from limiquantix.node_agent.cloud_config import seed_files
 from limiquantix.node_agent.readiness import wait_for_guest_ready
+from limiquantix.node_agent.seed.nocloud import seed_files
 from tests.support.guest_vm import (
     GuestDomain,
     Ssh,

@@ -13,7 +13,7 @@ import nats
 import pytest
 
 from limiquantix.common import nats_client, subjects
-from limiquantix.common.base import utcnow
+from limiquantix.common.model import utcnow
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord
 from limiquantix.local.stack import Stack

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from limiquantix.common.nats_server import free_port
-from limiquantix.node_agent.image_fetch import FetchCancelled, FetchError, FetchProgress, fetch
+from limiquantix.node_agent.images.fetch import FetchCancelled, FetchError, FetchProgress, fetch
 from tests.support.disks import make_qcow2_with_data, sha256_file
 from tests.support.origin import Origin
 

@@ -20,8 +20,8 @@ from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.library_tokens import SECRET_FILE
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.image_library.client import ImageLibraryClient
-from limiquantix.node_agent.image_cache import ImageCache, qcow2_backing_file
-from limiquantix.node_agent.image_cache_errors import (
+from limiquantix.node_agent.images.cache import ImageCache, qcow2_backing_file
+from limiquantix.node_agent.images.errors import (
     ImageChecksumMismatch,
     ImageDownloadFailed,
     ImageNotReady,

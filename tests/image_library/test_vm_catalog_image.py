@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from limiquantix.local.stack import Stack
-from limiquantix.node_agent.image_cache import qcow2_backing_file
+from limiquantix.node_agent.images.cache import qcow2_backing_file
 from tests.support.counting_proxy import start_proxy
 from tests.support.disks import sha256_file
 from tests.support.flows import create_vm, unique_name, wait_gone, wait_state

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from limiquantix.common.base import utcnow
 from limiquantix.common.kv_records import bucket_keys
+from limiquantix.common.model import utcnow
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord
 from limiquantix.local.stack import Stack

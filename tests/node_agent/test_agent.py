@@ -342,7 +342,7 @@ async def test_iso_image_boots_the_iso_before_a_blank_disk(harness: AgentHarness
     import subprocess
     import xml.etree.ElementTree as ET
 
-    from limiquantix.node_agent.seed_iso import build_seed_iso
+    from limiquantix.node_agent.seed.iso import build_seed_iso
     iso = tmp_path / "installer.iso"
     iso.write_bytes(build_seed_iso({"README": b"an installer"}))
     vm = await harness.new_vm(iso, disk_gib=3)

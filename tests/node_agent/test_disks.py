@@ -13,10 +13,10 @@ import pytest
 from limiquantix.common.process import ToolFailed
 from limiquantix.common.qemu_img import UnsafeImage
 from limiquantix.node_agent.errors import ImageNotFound
-from limiquantix.node_agent.image_source import inspect_path
-from limiquantix.node_agent.local_image import LocalImage
+from limiquantix.node_agent.images.local import LocalImage
+from limiquantix.node_agent.images.source import inspect_path
 from limiquantix.node_agent.overlay import GIB, create_blank, create_overlay
-from limiquantix.node_agent.seed_iso import build_seed_iso, write_seed_iso
+from limiquantix.node_agent.seed.iso import build_seed_iso, write_seed_iso
 from tests.support.disks import make_qcow2
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 
 from limiquantix.common import nats_auth, nats_client, subjects
-from limiquantix.common.base import utcnow
+from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.nodes import node_decoder, vm_digest
 from limiquantix.common.vm_store import encode_record

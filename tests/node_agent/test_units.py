@@ -8,7 +8,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from limiquantix.common.base import utcnow
+from limiquantix.common.model import utcnow
 from limiquantix.common.node_rpc import ConsoleLogReply, console_log_reply_decoder
 from limiquantix.common.settings import load
 from limiquantix.common.vms import NetworkSpec, PortForward, VmRecord, VmState
@@ -16,8 +16,8 @@ from limiquantix.node_agent.errors import FailpointTriggered
 from limiquantix.node_agent.failpoints import Failpoints
 from limiquantix.node_agent.forwards import bind_forwards, ssh_command, wanted_forwards
 from limiquantix.node_agent.libvirt_host import DomainInfo, domain_uuid
+from limiquantix.node_agent.queries import fit_reply, read_tail
 from limiquantix.node_agent.reconcile_state import observed_state
-from limiquantix.node_agent.rpc import fit_reply, read_tail
 from limiquantix.node_agent.virt_probe import kvm_usable, virt_type
 from limiquantix.node_agent.vm_files import PathOutsideRoot, VmFiles, path_inside
 

@@ -19,8 +19,8 @@ from cryptography.exceptions import InvalidTag
 
 from limiquantix.common.windows import open_password, seal_password
 from limiquantix.local.stack import Stack
-from limiquantix.node_agent.seed_iso import build_seed_iso
-from limiquantix.node_agent.windows_unattend import NS
+from limiquantix.node_agent.seed.iso import build_seed_iso
+from limiquantix.node_agent.seed.unattend import NS
 from tests.support.disks import make_qcow2_with_data
 from tests.support.flows import create_vm, unique_name, wait_state
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from limiquantix.common.windows import InvalidComputerName, computer_name
-from limiquantix.node_agent.windows_unattend import (
+from limiquantix.node_agent.seed.unattend import (
     DRIVER_LETTERS,
     NS,
     PASS_ORDER,

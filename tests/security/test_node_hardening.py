@@ -17,16 +17,16 @@ from nats.aio.msg import Msg
 from limiquantix.api.app import init
 from limiquantix.common import nats_auth, subjects
 from limiquantix.common import settings as settings_mod
-from limiquantix.common.base import utcnow
 from limiquantix.common.commands import DeleteVm
 from limiquantix.common.events import VmDeleted
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.library_tokens import SECRET_FILE
+from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import NetworkSpec, PortForward, VmRecord, VmState
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent import consumer as consumer_mod
-from limiquantix.node_agent.image_cache import ImageCache
+from limiquantix.node_agent.images.cache import ImageCache
 from limiquantix.node_agent.vm_files import qemu_gid
 from tests.support.disks import make_qcow2, make_qcow2_with_data
 from tests.support.images import Library, wait_image

@@ -17,8 +17,8 @@ from nats.js import JetStreamContext
 
 from limiquantix.api import app_keys
 from limiquantix.common import nats_auth, subjects
-from limiquantix.common.base import utcnow
 from limiquantix.common.commands import Command, command_decoder
+from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.nodes import NodeStatus, node_encoder
 

@@ -25,7 +25,6 @@ from nats.js.api import DeliverPolicy
 
 from limiquantix.api.console.routes import GATEWAY
 from limiquantix.common import subjects
-from limiquantix.common.base import utcnow
 from limiquantix.common.events import (
     Event,
     VmStateChanged,
@@ -33,6 +32,7 @@ from limiquantix.common.events import (
     event_encoder,
     event_subject,
 )
+from limiquantix.common.model import utcnow
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord, VmState, VncEndpoint
 

@@ -25,7 +25,7 @@ import libvirt
 from aiohttp import web
 
 from limiquantix.local.stack import Stack
-from limiquantix.node_agent.seed_iso import build_seed_iso
+from limiquantix.node_agent.seed.iso import build_seed_iso
 from tests.support.flows import get_vm, wait_gone
 
 WORK_ROOT = Path("/var/tmp/limiquantix-guest-tests")

@@ -20,9 +20,9 @@ from nats.js import JetStreamContext
 
 from limiquantix.common import nats_auth, nats_client, subjects
 from limiquantix.common import settings as settings_mod
-from limiquantix.common.base import utcnow
 from limiquantix.common.commands import Command, CreateVm, command_encoder
 from limiquantix.common.events import Event, event_decoder
+from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore

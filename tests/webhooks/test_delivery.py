@@ -13,8 +13,8 @@ from nats.aio.client import Client
 
 from limiquantix.api.webhook_delivery import Deliverer, Sender, consumer_config, retry_delay, waited
 from limiquantix.common import nats_auth, nats_client, settings, subjects
-from limiquantix.common.base import utcnow
 from limiquantix.common.events import VmDeleted, VmStateChanged, event_encoder
+from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import VmState
 from limiquantix.common.webhooks import (

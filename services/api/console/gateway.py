@@ -40,10 +40,10 @@ from limiquantix.api.console.vm_watch import VmWatch
 from limiquantix.api.console.vnc_handshake import VncHandshakeFailed
 from limiquantix.api.errors import VmNotFound
 from limiquantix.common import subjects
-from limiquantix.common.base import utcnow
 from limiquantix.common.errors import NotFound
 from limiquantix.common.events import ConsoleSessionEnded, ConsoleSessionStarted
 from limiquantix.common.library_tokens import node_key
+from limiquantix.common.model import utcnow
 from limiquantix.common.publish import publish_event
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore

@@ -17,7 +17,7 @@ from nats.js.errors import APIError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from limiquantix.api.console.errors import TicketExpired, TicketInvalid
-from limiquantix.common.base import Model, utcnow
+from limiquantix.common.model import Model, utcnow
 
 WS_PATH = "/v1/console/ws"
 # token_urlsafe(32) gives 43 characters; anything much longer is not one of ours.

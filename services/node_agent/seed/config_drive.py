@@ -19,8 +19,8 @@ from typing import Any
 
 from limiquantix.common.network_data import network_data
 from limiquantix.common.vms import VmRecord
-from limiquantix.node_agent import cloud_config
 from limiquantix.node_agent.domain_xml import mac_for
+from limiquantix.node_agent.seed import nocloud
 
 LABEL = "config-2"
 PREFIX = "openstack/latest/"
@@ -48,7 +48,7 @@ def config_drive_files(record: VmRecord) -> dict[str, bytes]:
     vendor = {"cloud-init": ci.vendor_data} if ci.vendor_data.strip() else {}
     files = {
         PREFIX + "meta_data.json": _json(meta_data(record)),
-        PREFIX + "user_data": cloud_config.user_data(record),
+        PREFIX + "user_data": nocloud.user_data(record),
         PREFIX + "vendor_data.json": _json(vendor),
     }
     network = network_data(ci.network_config, mac_for(record.id))
@@ -61,4 +61,4 @@ def seed_media(record: VmRecord) -> tuple[dict[str, bytes], str]:
     """The files and volume label of the VM's seed ISO, by its ``cloud_init.datasource``."""
     if record.cloud_init.datasource == "configdrive":
         return config_drive_files(record), LABEL
-    return cloud_config.seed_files(record), "cidata"
+    return nocloud.seed_files(record), "cidata"

@@ -57,13 +57,13 @@ from limiquantix.common.retry import retry_transient
 from limiquantix.common.settings import Settings
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent import metrics
-from limiquantix.node_agent.image_cache_errors import (
+from limiquantix.node_agent.images.errors import (
     ImageChecksumMismatch,
     ImageDownloadFailed,
     ImageNotReady,
 )
-from limiquantix.node_agent.image_fetch import Fetched, FetchError, FetchProgress, fetch
-from limiquantix.node_agent.local_image import ImageFormat, LocalImage
+from limiquantix.node_agent.images.fetch import Fetched, FetchError, FetchProgress, fetch
+from limiquantix.node_agent.images.local import ImageFormat, LocalImage
 from limiquantix.node_agent.vm_files import ensure_traversable, restrict_dir, restrict_file
 
 log = structlog.get_logger()
@@ -376,7 +376,7 @@ class ImageCache:
 
     async def _download_once(self, record: ImageRecord, url: str, part: Path,
                              headers: dict[str, str], progress: FetchProgress) -> Fetched:
-        """One attempt in worker threads (image_fetch), reporting progress here."""
+        """One attempt in worker threads (images.fetch), reporting progress here."""
         cancel = threading.Event()
         fetching = asyncio.ensure_future(asyncio.to_thread(
             fetch, url, part, progress=progress, cancel=cancel, timeout_s=READ_TIMEOUT_S,

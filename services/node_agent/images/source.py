@@ -20,8 +20,8 @@ import structlog
 from limiquantix.common.qemu_img import inspect_safe, is_iso9660
 from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.node_agent.errors import HostPathNotAllowed, ImageNotFound
-from limiquantix.node_agent.image_wait import wait_until_active
-from limiquantix.node_agent.local_image import ImageFormat, LocalImage
+from limiquantix.node_agent.images.local import ImageFormat, LocalImage
+from limiquantix.node_agent.images.wait import wait_until_active
 
 log = structlog.get_logger()
 

@@ -17,7 +17,7 @@ import structlog
 from limiquantix.common.errors import Unavailable
 from limiquantix.common.images import ImageState
 from limiquantix.image_library.client import ImageLibraryClient
-from limiquantix.node_agent.image_cache_errors import ImageImportFailed
+from limiquantix.node_agent.images.errors import ImageImportFailed
 
 log = structlog.get_logger()
 

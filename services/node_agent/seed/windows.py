@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from limiquantix.common.vms import VmRecord
 from limiquantix.common.windows import open_password
-from limiquantix.node_agent.windows_unattend import (
+from limiquantix.node_agent.seed.unattend import (
     DRIVER_LETTERS,
     UnattendSpec,
     answer_files,
