@@ -22,6 +22,9 @@ install without one), Hyper-V enlightenments (Windows runs as it does on Hyper-V
 the RTC in local time (Windows keeps local time in the RTC), a USB tablet (absolute pointer: the
 VNC cursor stays aligned). Windows has no in-box virtio drivers: without a virtio-win ISO the disk
 is SATA and the NIC e1000e; with one, virtio for both and the ISO as another CD-ROM.
+Every domain has the QEMU guest agent's virtio-serial channel (``org.qemu.guest_agent.0``,
+docs/guest-agent.md): harmless without an agent in the guest, and libvirt then reports the agent's
+connection (lifecycle events) and relays its commands. libvirt picks the host socket's path.
 CD-ROM targets are fixed (seed ``sda``, install ISO ``sdb``, drivers ``sdc``; a SATA system disk
 ``sdd``), so the seed is ``sda`` on every domain (re-inserted live by that name).
 """
@@ -38,6 +41,7 @@ from limiquantix.common.vms import NetworkMode, OsType, PortForward
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 NIC_PCI_ADDRESS = "0x0a"
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 VirtType = Literal["test", "kvm", "qemu"]
 NicModel = Literal["virtio", "e1000e"]  # e1000e: Windows without virtio drivers
@@ -137,6 +141,8 @@ def _consoles(devices: ET.Element, spec: DomainSpec) -> None:
                     listen=spec.console_host)
     if spec.vnc_password:
         graphics.set("passwd", spec.vnc_password)
+    channel = _sub(devices, "channel", type="unix")
+    _sub(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
     video = _sub(devices, "video")
     _sub(video, "model", type="vga")
     _sub(devices, "memballoon", model="none")
