@@ -122,6 +122,13 @@ def _seed_and_windows_options(p: Parser) -> None:
     p.add_argument("--windows-winrm", action="store_true", help="enable WinRM (HTTP 5985)")
     p.add_argument("--windows-no-rdp", action="store_true", help="leave RDP off")
     p.add_argument("--windows-secure-boot", action="store_true", help="UEFI Secure Boot")
+    p.add_argument("--windows-join-domain", metavar="DOMAIN",
+                   help="join this Active Directory domain (e.g. corp.example.com)")
+    p.add_argument("--windows-join-user", metavar="USER",
+                   help="the account that joins (user, DOMAIN\\user or user@domain); its "
+                        "password is prompted for")
+    p.add_argument("--windows-join-ou", metavar="OU",
+                   help="OU for the computer account, e.g. OU=Servers,DC=corp,DC=example,DC=com")
     p.add_argument("--windows-first-logon", action="append", metavar="COMMAND",
                    help="a command run at first logon; repeatable")
 

@@ -1,8 +1,9 @@
 """``lq vm create`` flags for seed formats and Windows guests (docs/windows.md).
 
 ``--windows FILE`` holds the ``windows`` section as YAML (or JSON); the ``--windows-*`` flags
-set single fields over it. The Administrator password is prompted for (or read from the file),
-never taken from the command line, where it would land in shell history.
+set single fields over it. The Administrator password and a domain join account's password are
+prompted for (or read from the file), never taken from the command line, where they would land
+in shell history.
 """
 
 from __future__ import annotations
@@ -67,7 +68,32 @@ def windows_section(args: Any) -> dict[str, Any] | None:
         section["first_logon_commands"] = [*section.get("first_logon_commands", []), *commands]
     if getattr(args, "windows_password_prompt", False):
         section["admin_password"] = _prompt()
+    join = _domain_join(args, section.get("domain_join"))
+    if join is not None:
+        section["domain_join"] = join
     return section if path or section else None
+
+
+def _domain_join(args: Any, from_file: object) -> dict[str, Any] | None:
+    """The ``domain_join`` section: the file's, overridden by ``--windows-join-*``; the join
+    account's password is prompted for when the file has none (never a flag)."""
+    join = dict(from_file) if isinstance(from_file, dict) else {}
+    for flag, field in (("windows_join_domain", "domain"), ("windows_join_user", "user"),
+                        ("windows_join_ou", "ou")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            join[field] = value
+    if not join:
+        return None
+    if not join.get("domain") or not join.get("user"):
+        raise UsageError("a domain join needs the domain and an account",
+                         hint="Give --windows-join-domain DOMAIN and --windows-join-user USER.")
+    if not join.get("password"):
+        join["password"] = getpass.getpass(
+            f"Password of {join['user']} (joins {join['domain']}): ")
+        if not join["password"]:
+            raise UsageError("empty join password", hint="Type the join account's password.")
+    return join
 
 
 def apply(args: Any, body: dict[str, Any]) -> None:

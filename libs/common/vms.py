@@ -122,6 +122,7 @@ class CloudInitSpec(Model, frozen=True, kw_only=True):
     vendor_data: str = ""
     locale: str = "C.UTF-8"
     datasource: SeedDatasource = "nocloud"
+    guest_agent: bool = True  # install/enable qemu-guest-agent when missing (guest-agent.md)
 
 
 class CloudInitRequest(RequestBody, frozen=True, kw_only=True):
@@ -139,6 +140,10 @@ class CloudInitRequest(RequestBody, frozen=True, kw_only=True):
     datasource: Annotated[SeedDatasource, msgspec.Meta(
         description="seed media format: 'nocloud' (label cidata) or 'configdrive' (OpenStack "
                     "config drive, label config-2, also read by cloudbase-init)")] = "nocloud"
+    guest_agent: Annotated[bool, msgspec.Meta(
+        description="install and enable qemu-guest-agent at first boot when the image lacks it "
+                    "(best effort: needs the guest's package mirror); false: leave the image "
+                    "as it is")] = True
 
 
 class PortForwardRequest(RequestBody, frozen=True, kw_only=True):
@@ -154,6 +159,33 @@ class NetworkRequest(RequestBody, frozen=True, kw_only=True):
     source: str = ""
     forwards: tuple[PortForwardRequest, ...] = ()
     ssh: bool = True
+
+
+class DomainJoinRequest(RequestBody, frozen=True, kw_only=True):
+    """Join an Active Directory domain at the specialize pass (docs/windows.md)."""
+
+    domain: Annotated[str, msgspec.Meta(
+        pattern=r"^(?=.{1,255}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$",
+        description="the domain's DNS name, e.g. corp.example.com")]
+    user: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=104,
+        description="an account allowed to join computers: 'user', 'DOMAIN\\user' or "
+                    "'user@domain'")]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=127)]
+    ou: Annotated[str, msgspec.Meta(
+        max_length=1024, pattern=r"^$|^(OU|CN)=",
+        description="the OU for the computer account, e.g. OU=Servers,DC=corp,DC=example,DC=com;"
+                    " default: the domain's Computers container")] = ""
+
+
+class DomainJoinSpec(Model, frozen=True, kw_only=True):
+    """A domain join as stored: the password only sealed for the nodes."""
+
+    domain: str
+    user: str
+    password_sealed: str
+    ou: str = ""
 
 
 class WindowsRequest(RequestBody, frozen=True, kw_only=True):
@@ -178,6 +210,7 @@ class WindowsRequest(RequestBody, frozen=True, kw_only=True):
         description="virtio-win driver folder to load from")] = "w11"
     secure_boot: Annotated[bool, msgspec.Meta(
         description="UEFI Secure Boot with Microsoft's keys enrolled (OVMF)")] = False
+    domain_join: DomainJoinRequest | None = None
 
 
 class WindowsSpec(Model, frozen=True, kw_only=True):
@@ -195,6 +228,7 @@ class WindowsSpec(Model, frozen=True, kw_only=True):
     first_logon_commands: tuple[str, ...] = ()
     windows_version: str = "w11"
     secure_boot: bool = False
+    domain_join: DomainJoinSpec | None = None
 
 
 class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
@@ -211,6 +245,13 @@ class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
     vcpus: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     memory_mib: Annotated[int, msgspec.Meta(ge=64, le=4 * 1024 * 1024)] = 1024
     disk_gib: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024)] = 10
+    max_vcpus: Annotated[int, msgspec.Meta(
+        ge=1, le=256, description="vCPUs the running VM can be hot-plugged up to "
+                                  "(PATCH /v1/vms/{vm}); default: vcpus")] | None = None
+    max_memory_mib: Annotated[int, msgspec.Meta(
+        ge=64, le=4 * 1024 * 1024,
+        description="memory the running VM can be hot-plugged up to; default: memory_mib")
+    ] | None = None
     cloud_init: CloudInitRequest = CloudInitRequest()
     network: NetworkRequest = NetworkRequest()
     node: str | None = None
@@ -219,6 +260,73 @@ class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
                     "windows: UEFI, TPM 2.0, Hyper-V, >= 2 vCPUs, 4 GiB, 64 GiB "
                     "(docs/windows.md)")] = None
     windows: WindowsRequest | None = None
+
+
+# Day-2 devices (docs/day2.md). Extra disks sit on a virtio-scsi controller: a SCSI disk is
+# attached and detached live without the guest's cooperation (a virtio-blk PCI unplug waits for
+# the guest's ACPI handshake and needs a free PCIe port). The targets are fixed names, each with
+# its own SCSI unit; the media CD-ROM is SATA ``sde`` (after the seed, install ISO, drivers and
+# SATA system disk: sda..sdd).
+EXTRA_DISK_TARGETS = tuple(f"sd{letter}" for letter in "fghijklmnopqrstu")
+MEDIA_TARGET = "sde"
+DiskState = Literal["attaching", "attached", "detaching"]
+MediaState = Literal["inserting", "inserted", "ejecting"]
+
+
+class VmDisk(Model, frozen=True, kw_only=True):
+    """An extra disk of a VM (the system disk is ``disk_gib``): a qcow2 file of its own."""
+
+    id: str
+    name: str
+    size_gib: int
+    target: str  # the libvirt target, e.g. "sdf" (not the guest's device name)
+    bus: str = "scsi"
+    path: str = ""  # its file on the node, set once made
+    state: DiskState = "attaching"
+
+
+class VmMedia(Model, frozen=True, kw_only=True):
+    """The ISO in the VM's media CD-ROM drive (never the seed drive)."""
+
+    image: str  # library image id
+    name: str = ""  # the image's name when inserted
+    target: str = MEDIA_TARGET
+    path: str = ""  # the node's cached copy, set once inserted
+    state: MediaState = "inserting"
+
+
+class ResizeVmRequest(RequestBody, frozen=True, kw_only=True):
+    """Body of ``PATCH /v1/vms/{vm}``: only the fields given change."""
+
+    vcpus: Annotated[int, msgspec.Meta(
+        ge=1, le=256, description="running VM: up to max_vcpus, never fewer (stop it first)")
+    ] | None = None
+    memory_mib: Annotated[int, msgspec.Meta(
+        ge=64, le=4 * 1024 * 1024,
+        description="running VM: up to max_memory_mib, never less (stop it first)")] | None = None
+    disk_gib: Annotated[int, msgspec.Meta(
+        ge=1, le=64 * 1024, description="the system disk; grows only (live too), never shrinks")
+    ] | None = None
+    max_vcpus: Annotated[int, msgspec.Meta(
+        ge=1, le=256, description="hot-plug ceiling; stopped VMs only")] | None = None
+    max_memory_mib: Annotated[int, msgspec.Meta(
+        ge=64, le=4 * 1024 * 1024, description="hot-plug ceiling; stopped VMs only")
+    ] | None = None
+
+
+class AddDiskRequest(RequestBody, frozen=True, kw_only=True):
+    """Body of ``POST /v1/vms/{vm}/disks``: a new empty qcow2 disk."""
+
+    name: DnsLabel
+    size_gib: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024)]
+
+
+class InsertMediaRequest(RequestBody, frozen=True, kw_only=True):
+    """Body of ``POST /v1/vms/{vm}/media``."""
+
+    image: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=255,
+        description="an ISO image's id or unique name in the library")]
 
 
 class VncEndpoint(Model, frozen=True, kw_only=True):
@@ -230,14 +338,66 @@ class VncEndpoint(Model, frozen=True, kw_only=True):
     password_protected: bool = False
 
 
+# Readiness phases of a boot, in order (docs/guest-agent.md); ``guest.phases`` maps each reached
+# one to its time. cloud_init_done and cloud_init_failed exclude each other.
+GUEST_PHASES = ("defined", "booting", "network", "cloud_init_done", "cloud_init_failed", "ssh",
+                "ready")
+GuestPhase = Literal["defined", "booting", "network", "cloud_init_done", "cloud_init_failed",
+                     "ssh", "ready"]
+AddressSource = Literal["agent", "serial"]
+
+
+class GuestAgentInfo(Model, frozen=True, kw_only=True):
+    """The QEMU guest agent as libvirt sees it (``connected``) and as it describes itself."""
+
+    connected: bool = False
+    version: str = ""
+    commands: tuple[str, ...] = ()  # the enabled guest-* commands it offers
+
+
+class GuestOsInfo(Model, frozen=True, kw_only=True):
+    """The guest's OS as its agent reports it (guest-get-osinfo, guest-get-host-name)."""
+
+    name: str = ""  # e.g. "Debian GNU/Linux"
+    version: str = ""  # e.g. "12 (bookworm)"
+    kernel: str = ""  # kernel release, e.g. "6.1.0-27-amd64"
+    hostname: str = ""
+
+
+class GuestFilesystem(Model, frozen=True, kw_only=True):
+    """A mounted file system inside the guest (guest-get-fsinfo)."""
+
+    mount: str
+    type: str = ""
+    used_bytes: int | None = None
+    total_bytes: int | None = None
+
+
+class GuestAddress(Model, frozen=True, kw_only=True):
+    """One IP address of the guest and who reported it."""
+
+    address: str
+    prefix: int | None = None
+    interface: str = ""
+    source: AddressSource = "serial"
+
+
 class GuestInfo(Model, frozen=True, kw_only=True):
-    """What the node learned from the guest itself."""
+    """What the node learned from the guest itself (serial console log and guest agent)."""
 
     ready_at: datetime | None = None
     boot_seconds: float | None = None
     ssh_host_keys: tuple[str, ...] = ()  # e.g. "256 SHA256:... root@host (ED25519)"
-    addresses: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()  # every source's global addresses (details: ip_addresses)
     cloud_init_error: str = ""
+    ip_addresses: tuple[GuestAddress, ...] = ()
+    agent: GuestAgentInfo = GuestAgentInfo()
+    os: GuestOsInfo | None = None
+    users: tuple[str, ...] = ()  # logged-in users (guest-get-users)
+    filesystems: tuple[GuestFilesystem, ...] = ()
+    info_at: datetime | None = None  # when the agent's information was last read
+    phase: GuestPhase | None = None  # the latest phase reached in this boot
+    phases: dict[str, datetime] = {}  # phase -> when it was reached (this boot)
 
 
 class VmError(Model, frozen=True, kw_only=True):
@@ -248,6 +408,42 @@ class VmError(Model, frozen=True, kw_only=True):
     hint: str = ""
     # Later findings (e.g. reconcile seeing the files gone): added, never in place of the cause.
     notes: tuple[str, ...] = ()
+
+
+class SnapshotState(enum.StrEnum):
+    """Where a snapshot is: the API records ``creating``/``reverting``/``deleting``, the node
+    the outcome (docs/day2.md)."""
+
+    CREATING = "creating"
+    READY = "ready"
+    REVERTING = "reverting"
+    DELETING = "deleting"
+    ERROR = "error"
+
+
+class VmSnapshot(Model, frozen=True, kw_only=True):
+    """One snapshot of a VM: an internal qcow2 snapshot of its disk (and memory when
+    ``memory``), named by ``id`` in libvirt; listed on the VM record so it survives the node
+    agent and libvirt forgetting it (docs/day2.md)."""
+
+    id: str
+    name: str
+    description: str = ""
+    state: SnapshotState = SnapshotState.CREATING
+    created_at: datetime
+    memory: bool = False  # the guest's RAM and devices too: a revert resumes where it was
+    quiesced: bool = False  # the guest's file systems were frozen (guest agent) while taken
+    vm_state: str = ""  # "running" or "stopped": what the VM was when it was taken
+    size_bytes: int | None = None  # saved memory state; disk clusters are shared with the VM
+    error: str = ""
+
+
+class CloneSource(Model, frozen=True, kw_only=True):
+    """Where a cloned VM's disk comes from (its create copies it instead of an overlay)."""
+
+    vm_id: str
+    snapshot_id: str = ""  # "": the source's current disk (through a temporary snapshot)
+    linked: bool = True  # True: the clone's disk keeps the source's image as backing file
 
 
 class VmRecord(Model, frozen=True, kw_only=True):
@@ -262,6 +458,11 @@ class VmRecord(Model, frozen=True, kw_only=True):
     vcpus: int
     memory_mib: int
     disk_gib: int
+    # Hot-plug ceilings of a running VM (0 on records older than them: vcpus / memory_mib).
+    max_vcpus: int = 0
+    max_memory_mib: int = 0
+    disks: tuple[VmDisk, ...] = ()  # extra disks
+    media: VmMedia | None = None  # the ISO in the media CD-ROM drive
     cloud_init: CloudInitSpec = CloudInitSpec()
     network: NetworkSpec = NetworkSpec()
     instance_id: str = ""  # cloud-init's; a new one makes cloud-init run again
@@ -280,13 +481,21 @@ class VmRecord(Model, frozen=True, kw_only=True):
     os_type: OsType = "linux"
     drivers_image: str = ""  # windows: the library's virtio-win ISO, attached as a CD-ROM
     windows: WindowsSpec | None = None
+    # How the last stop ended: "agent" (guest-shutdown), "acpi", "power_off" (the timeout
+    # passed, or force), "" (never stopped, or it was already off).
+    stopped_by: str = ""
+    snapshots: tuple[VmSnapshot, ...] = ()  # oldest first (docs/day2.md)
+    clone_of: CloneSource | None = None  # set on a clone: its create copies that disk
 
 
 def public_view(record: VmRecord) -> VmRecord:
     """The record as clients may see it: secrets removed."""
-    if record.windows is not None and record.windows.admin_password_sealed:
+    win = record.windows
+    if win is not None and (win.admin_password_sealed or win.domain_join is not None):
+        join = win.domain_join
         record = msgspec.structs.replace(record, windows=msgspec.structs.replace(
-            record.windows, admin_password_sealed="<set>"))
+            win, admin_password_sealed="<set>" if win.admin_password_sealed else "",
+            domain_join=join and msgspec.structs.replace(join, password_sealed="<set>")))
     if not record.cloud_init.password_hash:
         return record
     return msgspec.structs.replace(

@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from limiquantix.common.errors import InvalidRequest
 from limiquantix.common.images import ImageRecord, ImageState
-from limiquantix.common.vms import OsType, WindowsRequest, WindowsSpec
+from limiquantix.common.vms import (
+    DomainJoinRequest,
+    DomainJoinSpec,
+    OsType,
+    WindowsRequest,
+    WindowsSpec,
+)
 
 # Windows 11 / Server 2022 setup refuses less (Microsoft's published requirements: 2 cores,
 # 4 GB RAM, 64 GB storage).
@@ -106,9 +112,10 @@ def computer_name(requested: str, vm_name: str) -> str:
     return name
 
 
-# The Windows password must reach the node's seed in a reversible form (unattend.xml wants it),
-# so the record holds it sealed (AES-GCM) with a key only the gateway and the nodes derive: the
-# node key (``library_tokens.node_key``) and the VM id. The KV store, events and API never see it.
+# Windows passwords (the administrator's, the domain join account's) must reach the node's seed
+# in a reversible form (unattend.xml wants them), so the record holds them sealed (AES-GCM) with a
+# key only the gateway and the nodes derive: the node key (``library_tokens.node_key``) and the VM
+# id. The KV store, events and API never see them.
 _SEAL_CONTEXT = b"lq windows admin password v1 "
 
 
@@ -130,6 +137,14 @@ def open_password(node_key: bytes, vm_id: str, sealed: str) -> str:
     return plain.decode()
 
 
+def _domain_join(request: DomainJoinRequest | None, *, vm_id: str, node_key: bytes
+                 ) -> DomainJoinSpec | None:
+    if request is None:
+        return None
+    return DomainJoinSpec(domain=request.domain.lower(), user=request.user, ou=request.ou,
+                          password_sealed=seal_password(node_key, vm_id, request.password))
+
+
 def prepare(request: WindowsRequest | None, os_type: OsType, *, vm_id: str, vm_name: str,
             node_key: bytes) -> WindowsSpec | None:
     """Validate ``request`` (InvalidComputerName, NotWindows) and return what is stored
@@ -147,4 +162,5 @@ def prepare(request: WindowsRequest | None, os_type: OsType, *, vm_id: str, vm_n
         product_key=request.product_key or "", enable_rdp=request.enable_rdp,
         enable_winrm=request.enable_winrm, first_logon_commands=request.first_logon_commands,
         windows_version=request.windows_version, secure_boot=request.secure_boot,
+        domain_join=_domain_join(request.domain_join, vm_id=vm_id, node_key=node_key),
     )

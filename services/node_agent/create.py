@@ -36,9 +36,8 @@ from limiquantix.node_agent.forwards import bind_forwards, ssh_command, wanted_f
 from limiquantix.node_agent.images.local import LocalImage
 from limiquantix.node_agent.images.source import Progress
 from limiquantix.node_agent.overlay import create_blank
-from limiquantix.node_agent.seed import config_drive
 from limiquantix.node_agent.seed.iso import write_seed_iso
-from limiquantix.node_agent.seed.windows import windows_answer_files
+from limiquantix.node_agent.seed.media import seed_content
 from limiquantix.node_agent.vm_files import write_atomic
 
 log = structlog.get_logger()
@@ -79,9 +78,8 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     key = node_key(await asyncio.to_thread(load_or_create_secret, ctx.settings))
     if image is not None:  # an empty disk has no OS to read a seed
         # YAML rendering is pure CPU (~1.5 ms): off the loop, like the ISO build.
-        content, label = await asyncio.to_thread(config_drive.seed_media, record)
-        content |= await asyncio.to_thread(
-            windows_answer_files, record, key, from_iso=image.format == "iso",
+        content, label = await asyncio.to_thread(
+            seed_content, record, key, from_iso=image.format == "iso",
             with_drivers=drivers is not None)
         await write_seed_iso(content, files.seed, label)
     record = await _bind_forwards(ctx, record)

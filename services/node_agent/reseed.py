@@ -12,11 +12,12 @@ import msgspec
 import structlog
 
 from limiquantix.common.commands import UpdateCloudInit
+from limiquantix.common.library_tokens import load_or_create_secret, node_key
 from limiquantix.common.vms import VmRecord
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import LibvirtFailed
-from limiquantix.node_agent.seed import config_drive
 from limiquantix.node_agent.seed.iso import write_seed_iso
+from limiquantix.node_agent.seed.media import seed_content
 
 log = structlog.get_logger()
 
@@ -32,7 +33,13 @@ async def update_cloud_init(ctx: AgentContext, command: UpdateCloudInit) -> None
     if record is None:
         return
     files = ctx.files(record.id)
-    content, label = await asyncio.to_thread(config_drive.seed_media, record)
+    # The same files as the create's seed (a Windows VM keeps its answer file): whether it
+    # installs from an ISO is the image's format, in this node's cache since the create.
+    image = await ctx.images.resolve(record.image) if record.image else None
+    key = node_key(await asyncio.to_thread(load_or_create_secret, ctx.settings))
+    content, label = await asyncio.to_thread(
+        seed_content, record, key, from_iso=image is not None and image.format == "iso",
+        with_drivers=bool(record.drivers_image) and record.os_type == "windows")
     await write_seed_iso(content, files.seed, label)
     if ctx.host.is_test_driver:  # the test driver cannot change media
         return

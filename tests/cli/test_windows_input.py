@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from limiquantix.cli import vm_input
-from limiquantix.cli.errors import LocalFileError
+from limiquantix.cli.errors import LocalFileError, UsageError
 from limiquantix.cli.main import build_parser
 from limiquantix.common.vms import CreateVmRequest
 
@@ -57,3 +57,27 @@ def test_a_windows_file_that_is_not_a_mapping_is_a_clear_error(tmp_path: Path) -
     bad.write_text("- a list\n")
     with pytest.raises(LocalFileError, match="must be a mapping"):
         _body("--windows", str(bad))
+
+
+def test_domain_join_flags_prompt_for_the_join_password_and_overlay_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts: list[str] = []
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": prompts.append(prompt) or "j0in!")
+    body = _body("--windows-join-domain", "corp.example.com", "--windows-join-user",
+                 "CORP\\joiner", "--windows-join-ou", "OU=Servers,DC=corp,DC=example,DC=com")
+    assert body["windows"] == {"domain_join": {
+        "domain": "corp.example.com", "user": "CORP\\joiner", "password": "j0in!",
+        "ou": "OU=Servers,DC=corp,DC=example,DC=com"}}
+    assert prompts == ["Password of CORP\\joiner (joins corp.example.com): "]
+    # A file that holds the password is not prompted for; a flag overrides its domain.
+    spec = tmp_path / "win.yaml"
+    spec.write_text("domain_join: {domain: old.example.com, user: joiner, password: fromfile}\n")
+    body = _body("--windows", str(spec), "--windows-join-domain", "new.example.com")
+    assert body["windows"] == {"domain_join": {
+        "domain": "new.example.com", "user": "joiner", "password": "fromfile"}}
+    assert len(prompts) == 1
+
+
+def test_a_domain_join_without_an_account_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="needs the domain and an account"):
+        _body("--windows-join-domain", "corp.example.com")

@@ -6,6 +6,7 @@ record and only in unattend.xml's encoding on the seed."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import xml.etree.ElementTree as ET
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.stack
 
 BIG_ENOUGH = {"vcpus": 2, "memory_mib": 4096, "disk_gib": 64}
 PASSWORD = "Winter-2026 pässword"
+JOIN_PASSWORD = "join-Only-2026!"
 
 
 async def _upload(api: aiohttp.ClientSession, name: str, data: bytes,
@@ -145,7 +147,13 @@ async def test_windows_sysprep_image_gets_unattend_and_bad_computer_names_are_re
     assert "15" in problem["detail"] and "computer_name" in problem["hint"]
     vm = await create_vm(api, name=unique_name(), image="win-sysprep", **BIG_ENOUGH,
                          windows={"computer_name": "SQL01", "admin_password": PASSWORD,
-                                  "secure_boot": True})
+                                  "secure_boot": True, "domain_join": {
+                                      "domain": "corp.example.com", "user": "CORP\\joiner",
+                                      "password": JOIN_PASSWORD,
+                                      "ou": "OU=Servers,DC=corp,DC=example,DC=com"}})
+    assert vm["windows"]["domain_join"] == {
+        "domain": "corp.example.com", "user": "CORP\\joiner", "password_sealed": "<set>",
+        "ou": "OU=Servers,DC=corp,DC=example,DC=com"}
     await wait_state(api, vm["id"], "running")
     root = _domain_xml(stack, vm["id"])
     assert root.find("./features/smm") is not None
@@ -153,6 +161,25 @@ async def test_windows_sysprep_image_gets_unattend_and_bad_computer_names_are_re
     answer = _seed_file(stack, vm["id"], "unattend.xml")
     assert "windowsPE" not in answer and "<ComputerName>SQL01</ComputerName>" in answer
     assert _admin_password(answer) == PASSWORD
+    join = ET.fromstring(answer).find(
+        f".//{{{NS}}}component[@name='Microsoft-Windows-UnattendedJoin']")
+    assert join is not None
+    assert [(e.tag.split("}")[1], e.text) for e in join.iter() if e.text and e.text.strip()] == [
+        ("Domain", "CORP"), ("Password", JOIN_PASSWORD), ("Username", "joiner"),
+        ("JoinDomain", "corp.example.com"),
+        ("MachineObjectOU", "OU=Servers,DC=corp,DC=example,DC=com")]
+    # A cloud-init update rebuilds the seed: the answer file stays on it (it was once dropped).
+    async with api.post(f"/v1/vms/{vm['id']}/cloud-init",
+                        json={"hostname": "sql01"}) as response:
+        assert response.status == 202, await response.text()
+    deadline = asyncio.get_running_loop().time() + 20
+    while "local-hostname: sql01" not in _seed_file(stack, vm["id"], "meta-data"):
+        assert asyncio.get_running_loop().time() < deadline, "the seed was not rebuilt"
+        await asyncio.sleep(0.1)
+    assert _seed_file(stack, vm["id"], "unattend.xml") == answer
+    # The join password is never in the API's view, the KV record or a log.
+    assert not any(JOIN_PASSWORD in p.read_text(errors="replace")
+                   for p in stack.root.rglob("*.log"))
 
 
 def test_sealed_password_opens_only_with_the_node_key_and_vm_id() -> None:

@@ -24,6 +24,7 @@ from tests.support.golden import assert_golden
 
 GOLDEN = Path(__file__).parent / "golden" / "unattend"
 PASSWORD = "Pa55 wörd!"
+JOIN_PASSWORD = "join only"
 Q = f"{{{NS}}}"
 
 CASES = {
@@ -40,6 +41,8 @@ CASES = {
         flow="sysprep", computer_name="web-1",
         admin_password_encoded=encode_password(PASSWORD, "AdministratorPassword"),
         user_password_encoded=encode_password(PASSWORD, "Password"),
+        join_domain="corp.example.com", join_user="joiner@ad.example.com",
+        join_password=JOIN_PASSWORD, join_ou="OU=Web,DC=corp,DC=example,DC=com",
     ),
 }
 
@@ -109,6 +112,27 @@ def _decode(value: str, element: str) -> str:
     text = base64.b64decode(value).decode("utf-16-le")
     assert text.endswith(element)
     return text[: -len(element)]
+
+
+def test_domain_join_is_in_specialize_with_the_accounts_own_domain() -> None:
+    root = ET.fromstring(render(CASES["sysprep"]))
+    (specialize,) = [s for s in root if s.get("pass") == "specialize"]
+    join = specialize.find(f"{Q}component[@name='Microsoft-Windows-UnattendedJoin']")
+    assert join is not None
+    assert _text(join, "./Identification/Credentials/Domain") == ["ad.example.com"]
+    assert _text(join, "./Identification/Credentials/Username") == ["joiner"]
+    # UnattendedJoin has no encoded form: the join account's password is plain text here
+    # (docs/windows.md: use an account that may only join computers).
+    assert _text(join, "./Identification/Credentials/Password") == [JOIN_PASSWORD]
+    assert _text(join, "./Identification/JoinDomain") == ["corp.example.com"]
+    assert _text(join, "./Identification/MachineObjectOU") == ["OU=Web,DC=corp,DC=example,DC=com"]
+    plain = UnattendSpec(flow="sysprep", computer_name="web-1", join_domain="corp.example.com",
+                         join_user="CORP\\joiner", join_password="x")
+    credentials = ET.fromstring(render(plain)).find(f".//{Q}Credentials")
+    assert credentials is not None
+    assert _text(credentials, "./Domain") == ["CORP"] and _text(credentials, "./Username") == [
+        "joiner"]
+    assert ET.fromstring(render(CASES["install"])).find(f".//{Q}Credentials") is None
 
 
 def test_passwords_are_only_in_unattend_encoding_and_decode_to_the_password() -> None:

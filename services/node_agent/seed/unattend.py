@@ -8,9 +8,10 @@ Two flows:
 - ``sysprep``: ``unattend.xml`` for a generalized image: only the specialize and oobeSystem
   passes.
 Both then set the computer name and time zone (specialize), open RDP when asked (setting and
-firewall group), and in oobeSystem: locale and keyboard, the OOBE screens skipped, the built-in
-Administrator's password and a local administrator account, one automatic logon so the
-first-logon commands run (WinRM's listener and firewall rule when asked, then the user's).
+firewall group), join an Active Directory domain when asked (UnattendedJoin), and in oobeSystem:
+locale and keyboard, the OOBE screens skipped, the built-in Administrator's password and a local
+administrator account, one automatic logon so the first-logon commands run (WinRM's listener and
+firewall rule when asked, then the user's).
 
 Passes appear in the order Windows Setup runs them (windowsPE, specialize, oobeSystem);
 components and their settings in the order Windows System Image Manager writes them
@@ -61,6 +62,10 @@ class UnattendSpec(msgspec.Struct, frozen=True, kw_only=True):
     first_logon_commands: tuple[str, ...] = ()
     drivers_dirs: tuple[str, ...] = ()  # DRIVER_LETTERS when virtio-win is attached (install)
     windows_version: str = "w11"  # virtio-win's folder name: w10, w11, 2k19, 2k22 ...
+    join_domain: str = ""  # Active Directory DNS domain to join at specialize; "" = none
+    join_ou: str = ""
+    join_user: str = ""  # 'user', 'DOMAIN\\user' or 'user@domain'
+    join_password: str = ""  # UnattendedJoin takes it as plain text (docs/windows.md)
 
 
 def encode_password(password: str, element: Literal["AdministratorPassword", "Password"]) -> str:
@@ -161,6 +166,17 @@ def _windows_pe(root: ET.Element, spec: UnattendSpec) -> None:
     _setup(settings, spec)
 
 
+def _join_credentials(spec: UnattendSpec) -> tuple[str, str]:
+    """(domain, user) of the join account: 'DOM\\user' and 'user@dom' name their own domain."""
+    if "\\" in spec.join_user:
+        domain, user = spec.join_user.split("\\", 1)
+        return domain, user
+    if "@" in spec.join_user:
+        user, domain = spec.join_user.rsplit("@", 1)
+        return domain, user
+    return spec.join_domain, spec.join_user
+
+
 def _specialize(root: ET.Element, spec: UnattendSpec) -> None:
     settings = _sub(root, "settings", **{"pass": "specialize"})
     shell = _component(settings, "Microsoft-Windows-Shell-Setup")
@@ -168,17 +184,29 @@ def _specialize(root: ET.Element, spec: UnattendSpec) -> None:
     if spec.product_key and spec.flow == "sysprep":
         _sub(shell, "ProductKey", spec.product_key)
     _sub(shell, "TimeZone", spec.timezone)
-    if not spec.enable_rdp:
-        return
-    session = _component(settings, "Microsoft-Windows-TerminalServices-LocalSessionManager")
-    _sub(session, "fDenyTSConnections", "false")
-    rdp = _component(settings, "Microsoft-Windows-TerminalServices-RDP-WinStationExtensions")
-    _sub(rdp, "UserAuthentication", "1")  # Network Level Authentication
-    firewall = _component(settings, "Networking-MPSSVC-Svc")
-    group = _added(_sub(firewall, "FirewallGroups"), "FirewallGroup", "RemoteDesktop")
-    _sub(group, "Active", "true")
-    _sub(group, "Group", RDP_FIREWALL_GROUP)
-    _sub(group, "Profile", "all")
+    if spec.enable_rdp:
+        session = _component(settings, "Microsoft-Windows-TerminalServices-LocalSessionManager")
+        _sub(session, "fDenyTSConnections", "false")
+        rdp = _component(settings,
+                         "Microsoft-Windows-TerminalServices-RDP-WinStationExtensions")
+        _sub(rdp, "UserAuthentication", "1")  # Network Level Authentication
+    if spec.join_domain:
+        identification = _sub(_component(settings, "Microsoft-Windows-UnattendedJoin"),
+                              "Identification")
+        credentials = _sub(identification, "Credentials")
+        domain, user = _join_credentials(spec)
+        _sub(credentials, "Domain", domain)
+        _sub(credentials, "Password", spec.join_password)
+        _sub(credentials, "Username", user)
+        _sub(identification, "JoinDomain", spec.join_domain)
+        if spec.join_ou:
+            _sub(identification, "MachineObjectOU", spec.join_ou)
+    if spec.enable_rdp:
+        firewall = _component(settings, "Networking-MPSSVC-Svc")
+        group = _added(_sub(firewall, "FirewallGroups"), "FirewallGroup", "RemoteDesktop")
+        _sub(group, "Active", "true")
+        _sub(group, "Group", RDP_FIREWALL_GROUP)
+        _sub(group, "Profile", "all")
 
 
 def _commands(spec: UnattendSpec) -> list[tuple[str, str]]:

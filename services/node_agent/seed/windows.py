@@ -23,6 +23,7 @@ def windows_answer_files(record: VmRecord, node_key: bytes, *, from_iso: bool,
     win = record.windows
     if record.os_type != "windows" or win is None:
         return {}
+    join = win.domain_join
     password = (open_password(node_key, record.id, win.admin_password_sealed)
                 if win.admin_password_sealed else "")
     spec = UnattendSpec(
@@ -36,5 +37,8 @@ def windows_answer_files(record: VmRecord, node_key: bytes, *, from_iso: bool,
         first_logon_commands=win.first_logon_commands,
         drivers_dirs=DRIVER_LETTERS if with_drivers and from_iso else (),
         windows_version=win.windows_version,
+        join_domain=join.domain if join else "", join_ou=join.ou if join else "",
+        join_user=join.user if join else "",
+        join_password=open_password(node_key, record.id, join.password_sealed) if join else "",
     )
     return answer_files(spec)
