@@ -220,4 +220,5 @@ def prepare(request: CloudInitRequest, *, vm_name: str) -> CloudInitSpec:
         vendor_data=request.vendor_data,
         locale=request.locale,
         datasource=request.datasource,
+        guest_agent=request.guest_agent,
     )

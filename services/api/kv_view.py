@@ -1,122 +1,23 @@
-"""In-memory views of KV buckets, kept current by a JetStream watch (no per-request KV scans).
+"""The gateway's views of the ``vms`` and ``nodes`` buckets (no per-request KV scans).
 
-A view subscribes with an ordered push consumer on ``$KV.<bucket>.>`` (last value per key, then
-every change), applies each message in the subscription callback, and also accepts the gateway's
-own writes at once (:meth:`VmView.put`) so a request sees its write before the watch echoes it.
-Revisions decide: an older revision never replaces a newer one.
+Both are ``common.kv_view.KvView`` (the one watch: initial values, updates, deletes, TTL). The
+VM view also takes the gateway's own writes at once (:meth:`VmView.put`), so a request sees
+its write before the watch echoes it; revisions decide, an older one never replaces a newer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
 
 import msgspec
-import structlog
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from limiquantix.api.http_json import encode
 from limiquantix.api.placement import Allocation
+from limiquantix.common.kv_view import KvView
 from limiquantix.common.nodes import NodeStatus
 from limiquantix.common.vms import VmRecord, VmState, public_view
-
-log = structlog.get_logger()
-
-T = TypeVar("T")
-
-_DELETE_OPS = frozenset({"DEL", "PURGE"})
-_DELETE_MARKERS = frozenset({"MaxAge", "Purge", "Remove"})
-
-
-WATCH_HEARTBEAT_S = 1.0
-
-
-class KvView(Generic[T]):
-    """key -> (value, revision, server time of the write) of one bucket."""
-
-    def __init__(self, js: JetStreamContext, bucket: str, decode: Callable[[bytes], T]) -> None:
-        self._js = js
-        self._bucket = bucket
-        self._decode = decode
-        self._prefix = f"$KV.{bucket}."
-        self._entries: dict[str, tuple[T, int, float]] = {}
-        self._sub: JetStreamContext.PushSubscription | None = None
-        self.ready = asyncio.Event()
-
-    async def start(self, wait_s: float = 10.0) -> None:
-        """Subscribe and wait until the current content has been loaded."""
-        self._sub = await self._js.subscribe(
-            f"{self._prefix}>", stream=f"KV_{self._bucket}", cb=self._on_msg,
-            ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-            pending_msgs_limit=-1, pending_bytes_limit=-1,
-            # nats-py recreates an ordered consumer after missed heartbeats: with its 5 s default
-            # the view stayed stale 8-17 s after a NATS restart; 1 s makes it ~2-3 s.
-            idle_heartbeat=WATCH_HEARTBEAT_S,
-        )
-        info = await self._sub.consumer_info()
-        if info.num_pending == 0 and self._sub.delivered == 0:
-            self.ready.set()
-        await asyncio.wait_for(self.ready.wait(), wait_s)
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception as exc:  # the connection may already be closing
-                log.debug("view unsubscribe failed", bucket=self._bucket, error=str(exc))
-            self._sub = None
-
-    async def _on_msg(self, msg: Msg) -> None:
-        meta = msg.metadata
-        key = msg.subject[len(self._prefix):]
-        headers = msg.headers or {}
-        deleted = headers.get("KV-Operation") in _DELETE_OPS or (
-            headers.get("Nats-Marker-Reason") in _DELETE_MARKERS
-        )
-        revision = int(meta.sequence.stream)
-        if deleted:
-            self._remove(key, revision)
-        else:
-            try:
-                value = self._decode(msg.data)
-            except msgspec.ValidationError as exc:
-                log.warning("undecodable KV entry", bucket=self._bucket, key=key, error=str(exc))
-            else:
-                stamp = meta.timestamp.timestamp() if meta.timestamp else time.time()
-                self._apply(key, value, revision, stamp)
-        if meta.num_pending == 0:
-            self.ready.set()
-
-    def _apply(self, key: str, value: T, revision: int, stamp: float) -> None:
-        current = self._entries.get(key)
-        if current is None or revision >= current[1]:
-            self._on_change(key, current[0] if current else None, value)
-            self._entries[key] = (value, revision, stamp)
-
-    def _remove(self, key: str, revision: int) -> None:
-        current = self._entries.get(key)
-        if current is not None and revision >= current[1]:
-            del self._entries[key]
-            self._on_change(key, current[0], None)
-
-    def _on_change(self, key: str, old: T | None, new: T | None) -> None:
-        """Hook for derived indexes."""
-
-    def get(self, key: str) -> T | None:
-        entry = self._entries.get(key)
-        return entry[0] if entry else None
-
-    def values(self) -> list[T]:
-        return [entry[0] for entry in self._entries.values()]
-
-    def stamped(self) -> list[tuple[T, float]]:
-        """Values with the server time of their last write."""
-        return [(entry[0], entry[2]) for entry in self._entries.values()]
-
 
 _vm_decoder = msgspec.json.Decoder(VmRecord)
 _node_decoder = msgspec.json.Decoder(NodeStatus)
@@ -132,8 +33,12 @@ class VmView(KvView[VmRecord]):
         self._json: dict[str, tuple[VmRecord, bytes]] = {}
         # Node id -> (vCPUs, MiB) of its VMs, kept up to date so placement reads, never sums.
         self._allocated: dict[str, Allocation] = {}
+        # Called (on the loop, must not block) with (old, new) on every change of a record.
+        self.listeners: list[Callable[[VmRecord | None, VmRecord | None], None]] = []
 
     def _on_change(self, key: str, old: VmRecord | None, new: VmRecord | None) -> None:
+        for listener in self.listeners:
+            listener(old, new)
         if old is not None and self._names.get(old.name) == old.id:
             del self._names[old.name]
         if new is not None:
@@ -197,27 +102,14 @@ class VmView(KvView[VmRecord]):
 
 
 class NodeView(KvView[NodeStatus]):
-    """Node heartbeats. A node is live while its last heartbeat is younger than the bucket TTL.
-
-    Expired KV entries vanish from the stream without a message to watchers (unless the server
-    places markers), so liveness is judged from the write time as the server recorded it.
-    """
+    """Node heartbeats. A node is live while its last heartbeat is younger than the bucket TTL
+    (the view's TTL handling); ``last_seen`` keeps the last one of a node gone silent."""
 
     def __init__(self, js: JetStreamContext, bucket: str, ttl_s: float) -> None:
-        super().__init__(js, bucket, _node_decoder.decode)
-        self.ttl_s = ttl_s
+        super().__init__(js, bucket, _node_decoder.decode, ttl_s=ttl_s)
 
     def live(self, now: float | None = None) -> list[NodeStatus]:
-        now = time.time() if now is None else now
-        return [node for node, stamp in self.stamped() if now - stamp < self.ttl_s]
+        return self.values(now)
 
     def live_node(self, node_id: str, now: float | None = None) -> NodeStatus | None:
-        entry = self._entries.get(node_id)
-        now = time.time() if now is None else now
-        if entry is None or now - entry[2] >= self.ttl_s:
-            return None
-        return entry[0]
-
-    def last_seen(self, node_id: str) -> NodeStatus | None:
-        """The last heartbeat received, live or not."""
-        return self.get(node_id)
+        return self.get(node_id, now)

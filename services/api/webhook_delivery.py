@@ -31,9 +31,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from limiquantix.api.kv_view import KvView
 from limiquantix.common import outbound, subjects
 from limiquantix.common.errors import LimiquantixError
+from limiquantix.common.kv_view import KvView
 from limiquantix.common.model import utcnow
 from limiquantix.common.settings import Settings
 from limiquantix.common.webhooks import (

@@ -79,7 +79,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             overlays=OverlayFactory(settings.data_path / OVERLAY_TEMPLATES),
         )
         await asyncio.to_thread(ctx.overlays.reset)
-        records = NodeRecords(vms, node_id)
+        records = NodeRecords(js, node_id)
         heartbeat = Heartbeat(settings, await nats_client.bucket(js, subjects.NODES_BUCKET),
                               records, node_id=node_id, virt_type=kind,
                               warnings=await host_warnings(host), live_warnings=host.warnings)

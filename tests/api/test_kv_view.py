@@ -1,8 +1,8 @@
-"""Watched KV views: current content at start, every later change, revisions decide."""
+"""The gateway's VM and node views (on common.kv_view, tested in tests/common): the name and
+allocation indexes, its own writes applied at once, revisions decide, liveness by TTL."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 
@@ -14,6 +14,7 @@ from limiquantix.common.nodes import NodeStatus, node_encoder
 from limiquantix.common.vm_store import encode_record
 from limiquantix.common.vms import VmRecord, VmState
 from tests.support.api_gateway import Gateway
+from tests.support.waits import eventually
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -21,13 +22,6 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def record(vm_id: str, name: str, state: VmState = VmState.PENDING) -> VmRecord:
     return VmRecord(id=vm_id, name=name, state=state, image="/i", vcpus=1, memory_mib=64,
                     disk_gib=1, created_at=NOW, updated_at=NOW)
-
-
-async def eventually(check: object, timeout_s: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 async def started_view(js: JetStreamContext) -> VmView:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from limiquantix.common.vms import CloudInitRequest
-from limiquantix.node_agent.seed.nocloud import MERGE_HOW, seed_files
+from limiquantix.node_agent.seed.nocloud import GUEST_AGENT_INSTALL, MERGE_HOW, seed_files
 from tests.support.cloud_init import make_record, merged_cloud_config, shell_scripts
 
 
@@ -95,7 +95,9 @@ def test_cloud_init_merge_keeps_both_sides_lists_and_the_users_scalars(
     assert merged["users"][1]["ssh_authorized_keys"] == [ssh_public_keys[0]]
     assert merged["users"][0]["ssh_authorized_keys"] == [ssh_public_keys[1]]
     assert merged["ssh_authorized_keys"] == [ssh_public_keys[1]]
-    assert merged["runcmd"] == ["touch /tmp/custom"] and merged["packages"] == ["htop"]
+    # the user's runcmd first, then the generated guest-agent install (issue 14)
+    assert merged["runcmd"] == ["touch /tmp/custom", ["sh", "-c", GUEST_AGENT_INSTALL]]
+    assert merged["packages"] == ["htop"]
     assert merged["hostname"] == "custom-name"  # the user's scalar wins
     assert merged["manage_etc_hosts"] is True and merged["locale"] == "C.UTF-8"
 
@@ -123,7 +125,9 @@ def test_custom_mime_multipart_is_flattened_in_order(cloudinit: Any, tmp_path: P
         "Merge-Type: list(append)+dict(recurse_list)+str()\n\n"
         "runcmd: [three]\n--XX--\n"
     )
-    data = seed_files(make_record(CloudInitRequest(user_data=custom)))["user-data"]
+    # without the generated guest-agent runcmd: only the user's parts' order is in question
+    data = seed_files(make_record(CloudInitRequest(user_data=custom, guest_agent=False)))[
+        "user-data"]
     merged = merged_cloud_config(cloudinit, data, tmp_path)
     assert merged["runcmd"] == ["two", "three"]
     assert merged["users"][0]["name"] == "admin"

@@ -51,7 +51,7 @@ async def test_a_heartbeat_with_30000_vms_stays_small(nats_server: NatsServer,
     node = await nats.connect(**nats_server.connect_options(nats_auth.node_identity(node_id)))
     try:
         js = node.jetstream()
-        records = NodeRecords(await nats_client.bucket(js, subjects.VMS_BUCKET), node_id)
+        records = NodeRecords(js, node_id)
         watching = asyncio.create_task(records.run())
         await asyncio.wait_for(records.ready.wait(), 60)
         assert len(records.all()) == VMS

@@ -51,8 +51,30 @@ _STARTS_WITH_TYPE = (
 )
 
 
+# Installs and starts the QEMU guest agent when the image lacks it (docs/guest-agent.md). A
+# runcmd rather than ``packages:``: that module fails hard without a package mirror (a guest
+# with no network), and its failure would fail cloud-init. This one tries each package manager
+# in turn, bounded by ``timeout``, and always succeeds; the agent then simply stays absent.
+GUEST_AGENT_INSTALL = (
+    "command -v qemu-ga >/dev/null 2>&1"
+    " || (command -v apt-get >/dev/null 2>&1 && export DEBIAN_FRONTEND=noninteractive"
+    " && { timeout 120 apt-get install -y qemu-guest-agent"
+    " || { timeout 120 apt-get update && timeout 120 apt-get install -y qemu-guest-agent; }; })"
+    " || (command -v dnf >/dev/null 2>&1 && timeout 240 dnf install -y qemu-guest-agent)"
+    " || (command -v yum >/dev/null 2>&1 && timeout 240 yum install -y qemu-guest-agent)"
+    " || (command -v zypper >/dev/null 2>&1"
+    " && timeout 240 zypper --non-interactive install qemu-guest-agent)"
+    " || (command -v apk >/dev/null 2>&1 && timeout 120 apk add qemu-guest-agent)"
+    " || true;"
+    " systemctl enable --now qemu-guest-agent >/dev/null 2>&1"
+    " || systemctl start qemu-guest-agent >/dev/null 2>&1"
+    " || rc-service qemu-guest-agent start >/dev/null 2>&1 || true"
+)
+
+
 def generated_config(record: VmRecord) -> dict[str, object]:
-    """The platform's cloud-config: host name, the default user and its access."""
+    """The platform's cloud-config: host name, the default user and its access, and the
+    guest agent unless the VM opted out."""
     ci = record.cloud_init
     user: dict[str, object] = {
         "name": ci.user,
@@ -77,6 +99,8 @@ def generated_config(record: VmRecord) -> dict[str, object]:
     }
     if ci.ssh_pwauth:
         config["ssh_pwauth"] = True
+    if ci.guest_agent:
+        config["runcmd"] = [["sh", "-c", GUEST_AGENT_INSTALL]]
     return config
 
 
