@@ -133,3 +133,25 @@ def test_custom_mime_multipart_is_flattened_in_order(cloudinit: Any, tmp_path: P
     assert merged["users"][0]["name"] == "admin"
     # RFC 2046: the line break before a boundary belongs to the boundary.
     assert shell_scripts(cloudinit, data, tmp_path) == ["#!/bin/sh\necho one"]
+
+
+def test_generated_config_installs_the_guest_agent_unless_opted_out() -> None:
+    with_agent = yaml.safe_load(seed_files(make_record(CloudInitRequest()))["user-data"])
+    assert with_agent["runcmd"] == [["sh", "-c", GUEST_AGENT_INSTALL]]
+    assert "packages" not in with_agent  # the packages module fails hard without a mirror
+    without = yaml.safe_load(seed_files(make_record(CloudInitRequest(guest_agent=False)))
+                             ["user-data"])
+    assert "runcmd" not in without
+
+
+def test_guest_agent_install_never_fails_where_no_package_manager_works(tmp_path: Path) -> None:
+    """A guest without the agent and without a mirror: the command still exits 0, in time."""
+    import subprocess
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("apt-get", "systemctl"):  # present but failing, as offline
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 100\n")
+        (bin_dir / tool).chmod(0o755)
+    done = subprocess.run(["/bin/sh", "-c", GUEST_AGENT_INSTALL], capture_output=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=30)
+    assert done.returncode == 0, done.stderr
