@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
+    ClusterInfo,
     DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
@@ -24,7 +27,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
-from limiquantix.common import metrics, nats_auth, subjects
+from limiquantix.common import metrics, nats_auth, retry, subjects
 from limiquantix.common.webhooks import DELIVERY_LOG_SIZE
 
 log = structlog.get_logger()
@@ -35,6 +38,7 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 CONSOLE_TICKET_SWEEP_S = 600
 JETSTREAM_WAIT_S = 120.0
 JETSTREAM_POLL_S = 0.25
+CONSUMER_SCALE_POLL_S = 0.5
 
 
 def credentials(creds: str, ca_file: str = "") -> dict[str, Any]:
@@ -87,43 +91,114 @@ async def connect(url: str, *, name: str, creds: str = "", ca_file: str = ""
             await nc.close()
 
 
-async def _add_or_update_stream(js: JetStreamContext, config: StreamConfig) -> None:
+async def _add_or_update_stream(js: JetStreamContext, config: StreamConfig) -> bool:
+    """True when the stream's replica count was changed."""
     try:
         await js.add_stream(config)
+        return False
     except BadRequestError:
+        # Exists with another configuration (e.g. fewer replicas): changed in place. The
+        # server copies the data to the new peers itself.
+        before = await js.stream_info(str(config.name))
         await js.update_stream(config)
+        return (before.config.num_replicas or 1) != (config.num_replicas or 1)
 
 
-async def ensure_jetstream(js: JetStreamContext, *, heartbeat_interval_s: float) -> None:
-    """Create (or update) every stream and bucket; safe to call from every service at start."""
-    await _add_or_update_stream(js, StreamConfig(
+def copies(cluster: ClusterInfo | None) -> int:
+    """How many servers hold a stream or consumer: its leader and its replicas."""
+    if cluster is None or not cluster.leader:
+        return 1
+    return 1 + len(cluster.replicas or [])
+
+
+async def _wait_scaled(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Poll until ``stream`` has ``replicas`` copies (the server adds peers one by one)."""
+    deadline = time.monotonic() + JETSTREAM_WAIT_S
+    while copies((await js.stream_info(stream)).cluster) != replicas:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"JetStream stream {stream} did not reach {replicas} replicas "
+                               f"in {JETSTREAM_WAIT_S:g} s: are {replicas} servers up?")
+        await asyncio.sleep(JETSTREAM_POLL_S)
+
+
+async def _scale_consumers(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Give every durable consumer of ``stream`` the stream's new replica count.
+
+    nats-server leaves consumers made before a stream's scale-up at their old count (a node's
+    command consumer on one server would still die with that server), and ignores a consumer
+    update sent while the stream is still adding peers: the update is sent again until the
+    consumer has its copies.
+    """
+    await _wait_scaled(js, stream, replicas)
+    deadline = time.monotonic() + JETSTREAM_WAIT_S
+    for info in await js.consumers_info(stream):
+        if not info.config.durable_name or copies(info.cluster) == replicas:
+            continue
+        log.info("jetstream consumer replicas changed", stream=stream,
+                 consumer=info.name, replicas_before=copies(info.cluster), replicas=replicas)
+        config = dataclasses.replace(info.config, num_replicas=replicas)
+        while copies(info.cluster) != replicas:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"JetStream consumer {stream} > {info.name} did not reach "
+                                   f"{replicas} replicas in {JETSTREAM_WAIT_S:g} s")
+            await js.add_consumer(stream, config)
+            await asyncio.sleep(CONSUMER_SCALE_POLL_S)
+            info = await js.consumer_info(stream, str(info.name))
+
+
+async def ensure_jetstream(js: JetStreamContext, *, heartbeat_interval_s: float,
+                           replicas: int = 1) -> None:
+    """Create (or update) every stream and bucket with ``replicas`` copies each
+    (``LQ_JETSTREAM_REPLICAS``); safe to call from every service at start, and again with
+    another ``replicas`` to change a running deployment in place (durable consumers follow).
+
+    A cluster still electing its JetStream leader answers "temporarily unavailable" or not at
+    all for a moment: each step is retried for up to ``JETSTREAM_WAIT_S``.
+    """
+    scaled: list[str] = []
+
+    async def step(what: str, call: Callable[[], Awaitable[bool]]) -> None:
+        if await retry.retry_transient(call, what=f"jetstream set-up: {what}",
+                                       deadline_s=JETSTREAM_WAIT_S):
+            scaled.append(what)
+
+    await step(subjects.COMMANDS_STREAM, lambda: _add_or_update_stream(js, StreamConfig(
         name=subjects.COMMANDS_STREAM, subjects=[subjects.all_commands()],
         retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
-        duplicate_window=120.0,
-    ))
-    await _add_or_update_stream(js, StreamConfig(
+        duplicate_window=120.0, num_replicas=replicas,
+    )))
+    await step(subjects.EVENTS_STREAM, lambda: _add_or_update_stream(js, StreamConfig(
         name=subjects.EVENTS_STREAM, subjects=[subjects.all_events()],
         retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
         max_age=EVENTS_MAX_AGE_S, max_bytes=EVENTS_MAX_BYTES, discard=DiscardPolicy.OLD,
-    ))
-    for bucket in (subjects.VMS_BUCKET, subjects.VM_NAMES_BUCKET, subjects.IMAGES_BUCKET,
-                   subjects.TOKENS_BUCKET):
-        await _ensure_bucket(js, KeyValueConfig(bucket=bucket, history=1))
-    await _ensure_bucket(js, KeyValueConfig(
-        bucket=subjects.NODES_BUCKET, history=1, ttl=3 * heartbeat_interval_s,
-    ))
-    await _ensure_bucket(js, KeyValueConfig(
-        bucket=subjects.IDEMPOTENCY_BUCKET, history=1, ttl=IDEMPOTENCY_TTL_S,
-    ))
-    await _ensure_bucket(js, KeyValueConfig(bucket=subjects.WEBHOOKS_BUCKET, history=1))
-    # The per-key history is each webhook's bounded delivery log.
-    await _ensure_bucket(js, KeyValueConfig(
-        bucket=subjects.WEBHOOK_DELIVERIES_BUCKET, history=DELIVERY_LOG_SIZE,
-    ))
-    # Tickets carry their own expiry; the bucket TTL only sweeps the ones never used.
-    await _ensure_bucket(js, KeyValueConfig(
-        bucket=subjects.CONSOLE_TOKENS_BUCKET, history=1, ttl=CONSOLE_TICKET_SWEEP_S,
-    ))
+        num_replicas=replicas,
+    )))
+    for config in bucket_configs(heartbeat_interval_s=heartbeat_interval_s, replicas=replicas):
+        await step(kv_stream(config.bucket), functools.partial(_ensure_bucket, js, config))
+    for stream in scaled:
+        await retry.retry_transient(functools.partial(_scale_consumers, js, stream, replicas),
+                                    what=f"jetstream set-up: {stream} consumers",
+                                    deadline_s=JETSTREAM_WAIT_S)
+
+
+def bucket_configs(*, heartbeat_interval_s: float, replicas: int = 1) -> list[KeyValueConfig]:
+    """Every KV bucket the gateway lays out."""
+    plain = [KeyValueConfig(bucket=b, history=1, replicas=replicas)
+             for b in (subjects.VMS_BUCKET, subjects.VM_NAMES_BUCKET, subjects.IMAGES_BUCKET,
+                       subjects.TOKENS_BUCKET, subjects.WEBHOOKS_BUCKET)]
+    return [
+        *plain,
+        KeyValueConfig(bucket=subjects.NODES_BUCKET, history=1, ttl=3 * heartbeat_interval_s,
+                       replicas=replicas),
+        KeyValueConfig(bucket=subjects.IDEMPOTENCY_BUCKET, history=1, ttl=IDEMPOTENCY_TTL_S,
+                       replicas=replicas),
+        # The per-key history is each webhook's bounded delivery log.
+        KeyValueConfig(bucket=subjects.WEBHOOK_DELIVERIES_BUCKET, history=DELIVERY_LOG_SIZE,
+                       replicas=replicas),
+        # Tickets carry their own expiry; the bucket TTL only sweeps the ones never used.
+        KeyValueConfig(bucket=subjects.CONSOLE_TOKENS_BUCKET, history=1,
+                       ttl=CONSOLE_TICKET_SWEEP_S, replicas=replicas),
+    ]
 
 
 def kv_stream(bucket: str) -> str:
@@ -160,11 +235,20 @@ async def wait_for_jetstream(js: JetStreamContext, streams: Iterable[str], *,
                 await asyncio.sleep(JETSTREAM_POLL_S)
 
 
-async def _ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+async def _ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:
+    """Create the bucket, or give an existing one ``config.replicas`` copies (a bucket is the
+    stream ``KV_<bucket>``: its replica count changes like any stream's); True when changed."""
     try:
-        return await js.key_value(config.bucket)
-    except Exception:
-        return await js.create_key_value(config)
+        info = await js.stream_info(kv_stream(config.bucket))
+    except NotFoundError:
+        await js.create_key_value(config)
+        return False
+    if (info.config.num_replicas or 1) == config.replicas:
+        return False
+    log.info("jetstream bucket replicas changed", bucket=config.bucket,
+             replicas_before=info.config.num_replicas or 1, replicas=config.replicas)
+    await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    return True
 
 
 async def bucket(js: JetStreamContext, name: str) -> KeyValue:

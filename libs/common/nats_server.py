@@ -1,18 +1,25 @@
-"""Starts a private ``nats-server`` with JetStream (local mode and tests): own port, own dir.
+"""Starts a private ``nats-server`` with JetStream (local mode and tests): own port, own dir;
+or a cluster of them (``NatsCluster``: routes on loopback, one JetStream store per server).
 
 With ``auth_dir``, the server runs like production: one nkey identity per service (seeds kept in
 ``auth_dir``, 0600), subject permissions per identity, anonymous clients refused (nats_auth.py).
+The members of a cluster share ``auth_dir``: every identity is known to every server, so a client
+may connect to any of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,17 @@ async def _ignore(exc: Exception) -> None:
     """Refusals expected while the server reloads its config."""
 
 
+@dataclass(frozen=True)
+class ClusterRoute:
+    """One server's place in a cluster: its name, its route port and every member's."""
+
+    cluster: str  # the cluster's name (the same on every member)
+    server_name: str  # unique per member: JetStream's peers are known by it
+    port: int  # this server's route listener on 127.0.0.1
+    routes: tuple[int, ...]  # every member's route port (its own included, as NATS allows)
+    monitor_port: int  # HTTP monitoring (/jsz, /healthz) on 127.0.0.1
+
+
 class NatsServer:
     """One nats-server process; ``async with`` starts it and stops it (by its PID).
 
@@ -56,7 +74,8 @@ class NatsServer:
 
     def __init__(self, store_dir: Path, port: int = 0, *, log_file: Path | None = None,
                  auth_dir: Path | None = None, nodes: Iterable[str] = (),
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None,
+                 cluster: ClusterRoute | None = None) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.log_file = log_file
@@ -65,6 +84,7 @@ class NatsServer:
         self.users: dict[str, str] = {}  # identity -> public key
         self._nodes = list(nodes)
         self.tls = tls  # (certificate, key): clients must speak TLS (needs auth_dir)
+        self.cluster = cluster
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -92,26 +112,52 @@ class NatsServer:
             return {"servers": [self.url]}
         return {"servers": [self.url], **nats_client.credentials(str(self.creds_for(identity)))}
 
-    def _write_config(self) -> Path:
-        assert self.identities is not None and self.auth_dir is not None
-        names = [nats_auth.API, nats_auth.IMAGE_LIBRARY,
-                 *(nats_auth.node_identity(n) for n in self._nodes)]
-        self.users = {name: self.identities.ensure(name) for name in names}
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    @property
+    def name(self) -> str:
+        return self.cluster.server_name if self.cluster else "nats"
+
+    def _config(self) -> dict[str, object]:
         config: dict[str, object] = {
             "listen": f"127.0.0.1:{self.port}",
             "jetstream": {"store_dir": str(self.store_dir)},
-            "authorization": nats_auth.authorization(self.users.items()),
         }
+        if self.cluster is not None:
+            config["server_name"] = self.cluster.server_name
+            config["http"] = f"127.0.0.1:{self.cluster.monitor_port}"
+            config["cluster"] = {
+                "name": self.cluster.cluster,
+                "listen": f"127.0.0.1:{self.cluster.port}",
+                "routes": [f"nats-route://127.0.0.1:{p}" for p in self.cluster.routes],
+            }
+        if self.identities is not None:
+            names = [nats_auth.API, nats_auth.IMAGE_LIBRARY,
+                     *(nats_auth.node_identity(n) for n in self._nodes)]
+            self.users = {name: self.identities.ensure(name) for name in names}
+            config["authorization"] = nats_auth.authorization(self.users.items())
         if self.tls:
             config["tls"] = {"cert_file": str(self.tls[0]), "key_file": str(self.tls[1])}
+        return config
+
+    def _write_config(self) -> Path:
+        # Beside the seeds with auth (the file lists public keys and is 0600 like them); a
+        # cluster member without auth writes its own beside its store.
+        if self.auth_dir is not None:
+            name = CONFIG_FILE if self.cluster is None else f"{self.name}.conf"
+            path = self.auth_dir / name
+        else:
+            path = self.store_dir.parent / f"{self.name}.conf"
         # Rewritten at every start (permissions follow the code); the seeds stay.
-        path = self.auth_dir / CONFIG_FILE
-        path.write_text(nats_auth.render(config))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(nats_auth.render(self._config()))
         path.chmod(0o600)
         return path
 
     def _args(self) -> list[str]:
-        if self.identities is not None:
+        if self.identities is not None or self.cluster is not None:
             return ["-c", str(self._write_config())]
         return ["-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
 
@@ -146,7 +192,10 @@ class NatsServer:
         identity = nats_auth.node_identity(node_id)
         if identity not in self.users:
             self._nodes.append(node_id)
-            if self.process is not None and self.process.returncode is None:
+            if self.identities is not None and not self.running:
+                # Down (a cluster member being restarted): its next start lists the node.
+                self.users[identity] = self.identities.ensure(identity)
+            elif self.process is not None and self.process.returncode is None:
                 self._write_config()
                 self.process.send_signal(signal.SIGHUP)
                 await self._wait_accepts(identity)
@@ -174,8 +223,180 @@ class NatsServer:
         if self.process is not None:
             await stop_process(self.process, 10.0)
 
+    async def kill(self) -> None:
+        """SIGKILL (a crashed host, for tests) and wait until the process is gone."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    def monitor(self, path: str) -> tuple[int, dict[str, Any]]:
+        """GET ``path`` of a cluster member's monitoring port: (status, JSON body). Blocking
+        (loopback, milliseconds): call it through ``asyncio.to_thread``."""
+        if self.cluster is None:
+            raise RuntimeError("monitoring is on for cluster members only")
+        url = f"http://127.0.0.1:{self.cluster.monitor_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as response:
+                return int(response.status), dict(json.loads(response.read()))
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), dict(json.loads(exc.read() or b"{}"))
+
+    @property
+    def members(self) -> list[NatsServer]:
+        """The servers to supervise: this one."""
+        return [self]
+
     async def __aenter__(self) -> NatsServer:
         await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class NatsCluster:
+    """``size`` nats-servers routed to each other on loopback, one JetStream store each;
+    ``async with`` starts them and waits for a JetStream meta leader, then stops them.
+
+    The same surface as ``NatsServer`` for what clients need (``url`` lists every member, as
+    ``LQ_NATS_URL`` does; ``creds_for``, ``connect_options``, ``add_node``), plus what tests of
+    failover need: ``members``, ``meta_leader``, ``stream_leader``, ``healthy``.
+    """
+
+    def __init__(self, root: Path, size: int = 3, *, name: str = "lq",
+                 auth_dir: Path | None = None, nodes: Iterable[str] = (),
+                 log_dir: Path | None = None, ports: Iterable[int] = ()) -> None:
+        if size < 1:
+            raise ValueError("a cluster has at least one server")
+        chosen = list(ports)
+        client_ports = [chosen[i] if i < len(chosen) and chosen[i] else free_port()
+                        for i in range(size)]
+        route_ports = [free_port() for _ in range(size)]
+        self.root = root
+        self.auth_dir = auth_dir
+        self.members: list[NatsServer] = []
+        for i in range(size):
+            server_name = f"{name}-{i + 1}"
+            self.members.append(NatsServer(
+                root / server_name / "jetstream", client_ports[i],
+                log_file=(log_dir / f"nats-{i + 1}.log") if log_dir else None,
+                auth_dir=auth_dir, nodes=nodes,
+                cluster=ClusterRoute(cluster=name, server_name=server_name,
+                                     port=route_ports[i], routes=tuple(route_ports),
+                                     monitor_port=free_port()),
+            ))
+
+    @property
+    def url(self) -> str:
+        """Every member, comma-separated (``LQ_NATS_URL``): clients fail over among them."""
+        return ",".join(m.url for m in self.members)
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.url for m in self.members]
+
+    @property
+    def auth(self) -> bool:
+        return self.auth_dir is not None
+
+    @property
+    def log_file(self) -> Path | None:
+        return self.members[0].log_file
+
+    def creds_for(self, identity: str) -> Path:
+        return self.members[0].creds_for(identity)
+
+    def creds_for_node(self, node_id: str) -> Path:
+        return self.members[0].creds_for_node(node_id)
+
+    def connect_options(self, identity: str = nats_auth.API) -> dict[str, Any]:
+        """``nats.connect`` keyword arguments for ``identity``, every member as a server."""
+        options = self.members[0].connect_options(identity)
+        options["servers"] = self.urls
+        return options
+
+    async def add_node(self, node_id: str) -> Path:
+        """Give a node its identity on every member (reloaded; a member that is down gets it
+        at its next start)."""
+        for member in self.members:
+            await member.add_node(node_id)
+        return self.creds_for_node(node_id)
+
+    def member(self, server_name: str) -> NatsServer:
+        for m in self.members:
+            if m.name == server_name:
+                return m
+        raise KeyError(f"no cluster member {server_name!r}")
+
+    async def _ask_running(self, path: str) -> dict[str, Any]:
+        """``path`` of the first running member that answers 200."""
+        for m in self.members:
+            if m.running:
+                try:
+                    status, body = await asyncio.to_thread(m.monitor, path)
+                except OSError:
+                    continue
+                if status == 200:
+                    return body
+        raise RuntimeError(f"no running cluster member answered {path}")
+
+    async def meta_leader(self) -> str:
+        """Server name of the JetStream meta leader ('' while none is elected)."""
+        body = await self._ask_running("/jsz")
+        return str((body.get("meta_cluster") or {}).get("leader") or "")
+
+    async def stream_leader(self, stream: str) -> str:
+        """Server name of ``stream``'s leader ('' while none is elected)."""
+        body = await self._ask_running("/jsz?accounts=true&streams=true")
+        for account in body.get("account_details") or []:
+            for detail in account.get("stream_detail") or []:
+                if detail.get("name") == stream:
+                    return str((detail.get("cluster") or {}).get("leader") or "")
+        return ""
+
+    async def healthy(self, member: NatsServer) -> bool:
+        """True when ``member`` runs and its JetStream is current with the cluster (every
+        stream and consumer it holds a copy of caught up): nats-server's ``/healthz``."""
+        if not member.running:
+            return False
+        try:
+            status, _ = await asyncio.to_thread(member.monitor, "/healthz")
+        except OSError:
+            return False
+        return status == 200
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Poll until a meta leader is elected and every running member is healthy."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                leader = await self.meta_leader()
+            except RuntimeError:
+                leader = ""
+            running = [m for m in self.members if m.running]
+            if leader and all([await self.healthy(m) for m in running]):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"NATS cluster not ready after {timeout_s:g} s "
+                                   f"(meta leader {leader or 'none'})")
+            await asyncio.sleep(0.1)
+
+    async def start(self) -> None:
+        """Start every member (each waits for its client port), then wait for JetStream."""
+        for m in self.members:
+            await m.start()
+        await self.wait_ready()
+
+    async def stop(self) -> None:
+        for m in self.members:
+            await m.stop()
+
+    async def __aenter__(self) -> NatsCluster:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

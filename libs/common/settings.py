@@ -21,6 +21,7 @@ class Settings(Model, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_creds: str = ""  # this service's nkey seed file (0600); empty: anonymous
     nats_ca_file: str = ""  # CA bundle that signed the NATS server's TLS certificate
+    jetstream_replicas: int = 1  # copies of every stream and bucket: 1 alone, 3 in a cluster
     data_dir: str = "/var/lib/limiquantix"
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
@@ -102,6 +103,9 @@ _DOCS: dict[str, str] = {
                   "service); empty: connect anonymously",
     "nats_ca_file": "CA certificate(s) that verify the NATS server's TLS certificate (`tls://` "
                     "URLs; empty: the system's CAs)",
+    "jetstream_replicas": "Copies of every JetStream stream and KV bucket the gateway lays out: "
+                          "1 on one NATS server, 3 on a three-server cluster (a running "
+                          "deployment is changed in place at the gateway's next start)",
     "data_dir": "Root of all state on disk: NATS data (local mode), VM files, image store, token",
     "log_format": "`auto` (JSON unless a TTY), `json` or `console`",
     "log_level": "debug, info, warning, error",

@@ -117,7 +117,8 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
     async with nats_client.connect(settings.nats_url, name="lq-api", creds=settings.nats_creds,
                                    ca_file=settings.nats_ca_file) as nc:
         js = nc.jetstream(timeout=settings.request_timeout_s)
-        await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s)
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=settings.heartbeat_interval_s,
+                                           replicas=settings.jetstream_replicas)
         records = await nats_client.bucket(js, subjects.VMS_BUCKET)
         names = await nats_client.bucket(js, subjects.VM_NAMES_BUCKET)
         app[app_keys.NATS] = nc

@@ -1,0 +1,95 @@
+"""LQ_JETSTREAM_REPLICAS: every stream and bucket gets that many copies, set-up stays idempotent,
+and a single-replica deployment is upgraded to three in place, its data and consumers kept."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from limiquantix.common import nats_auth, nats_client, retry, subjects
+from limiquantix.common.nats_server import NatsCluster, NatsServer
+
+ALL_STREAMS = (
+    subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM,
+    *(nats_client.kv_stream(c.bucket)
+      for c in nats_client.bucket_configs(heartbeat_interval_s=1.0)),
+)
+
+
+async def _replicas(js: nats.js.JetStreamContext) -> dict[str, int]:
+    return {s: (await js.stream_info(s)).config.num_replicas or 1 for s in ALL_STREAMS}
+
+
+async def test_one_server_gets_single_replica_streams_and_set_up_twice_changes_nothing(
+        nats_server: NatsServer) -> None:
+    nc = await nats.connect(**nats_server.connect_options(nats_auth.API))
+    js = nc.jetstream()
+    try:
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=1)
+        created = {s: (await js.stream_info(s)).created for s in ALL_STREAMS}
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=1)
+        assert await _replicas(js) == dict.fromkeys(ALL_STREAMS, 1)
+        assert {s: (await js.stream_info(s)).created for s in ALL_STREAMS} == created
+    finally:
+        await nc.close()
+
+
+async def test_single_replica_deployment_is_upgraded_to_three_in_place(
+        nats_cluster: NatsCluster) -> None:
+    nc = await nats.connect(**nats_cluster.connect_options(nats_auth.API))
+    js = nc.jetstream(timeout=5.0)
+    try:
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=1)
+        assert await _replicas(js) == dict.fromkeys(ALL_STREAMS, 1)
+        vms = await js.key_value(subjects.VMS_BUCKET)
+        for i in range(20):
+            await vms.put(f"vm-{i}", b"record %d" % i)
+        await js.publish(subjects.node_commands("node-a"), b"queued",
+                         stream=subjects.COMMANDS_STREAM)
+        durable = subjects.node_consumer("node-a")
+        await js.add_consumer(subjects.COMMANDS_STREAM, ConsumerConfig(
+            durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
+            filter_subject=subjects.node_commands("node-a")))
+
+        started = time.monotonic()
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=3)
+        upgrade_s = time.monotonic() - started
+        assert await _replicas(js) == dict.fromkeys(ALL_STREAMS, 3)
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=3)  # no-op
+        assert await _replicas(js) == dict.fromkeys(ALL_STREAMS, 3)
+
+        # Nothing lost, and the node's durable consumer followed its stream to three copies.
+        assert [(await vms.get(f"vm-{i}")).value for i in range(20)] == [
+            b"record %d" % i for i in range(20)]
+        consumer = await js.consumer_info(subjects.COMMANDS_STREAM, durable)
+        assert consumer.num_pending == 1
+        await _wait_all_current(nats_cluster)
+        consumer = await js.consumer_info(subjects.COMMANDS_STREAM, durable)
+        assert consumer.cluster is not None and len(consumer.cluster.replicas or []) == 2
+
+        # Three copies: the cluster keeps serving with any one server gone (here the leader
+        # of the VM records).
+        leader = await nats_cluster.stream_leader(nats_client.kv_stream(subjects.VMS_BUCKET))
+        await nats_cluster.member(leader).kill()
+        # Services go through the election with the one retry policy (retry.py).
+        got = await retry.retry_transient(lambda: vms.get("vm-7"), what="kv get", deadline_s=20)
+        assert got.value == b"record 7"
+        await retry.retry_transient(lambda: vms.put("vm-after", b"written with a server down"),
+                                    what="kv put", deadline_s=20)
+        print(f"\nreplicas 1 -> 3 upgrade of {len(ALL_STREAMS)} streams: {upgrade_s:.2f} s")
+    finally:
+        await nc.close()
+
+
+async def _wait_all_current(cluster: NatsCluster, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all([await cluster.healthy(m) for m in cluster.members]):
+        assert time.monotonic() < deadline, "replicas did not catch up"
+        await asyncio.sleep(0.1)
+
+
+pytestmark = pytest.mark.timeout(120)
