@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from limiquantix.common.ids import CommandId, VmId
+from limiquantix.common.ids import CommandId, ImageId, VmId
 from limiquantix.common.model import Model, utcnow
 from limiquantix.common.vms import CloudInitSpec
 
@@ -75,8 +75,40 @@ class UpdateCloudInit(_Command, frozen=True, kw_only=True, tag="vm.update_cloud_
     instance_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
 
 
+class CreateSnapshot(_Command, frozen=True, kw_only=True, tag="vm.snapshot.create"):
+    """Take the snapshot ``snapshot_id`` the gateway listed on the record (``creating``).
+
+    Keyed by the snapshot id (its libvirt name): a redelivery finds it made and only records it.
+    """
+
+    snapshot_id: VmId
+
+
+class RevertSnapshot(_Command, frozen=True, kw_only=True, tag="vm.snapshot.revert"):
+    """Revert the VM to ``snapshot_id`` (marked ``reverting`` on the record)."""
+
+    snapshot_id: VmId
+
+
+class DeleteSnapshot(_Command, frozen=True, kw_only=True, tag="vm.snapshot.delete"):
+    """Delete ``snapshot_id`` from the disk, libvirt and the record."""
+
+    snapshot_id: VmId
+
+
+class PublishVm(_Command, frozen=True, kw_only=True, tag="vm.publish"):
+    """Make image ``image_id`` (an upload record the gateway created) from the VM's disk:
+    flattened, compressed, uploaded with ``upload_token`` (a PUT token for that image only)."""
+
+    image_id: ImageId
+    upload_token: Annotated[str, msgspec.Meta(max_length=4096)]
+    snapshot_id: VmId | None = None  # None: the current disk (a running VM's through a
+    # temporary snapshot)
+
+
 Command = (
     CreateVm | StartVm | StopVm | RebootVm | PauseVm | ResumeVm | DeleteVm | UpdateCloudInit
+    | CreateSnapshot | RevertSnapshot | DeleteSnapshot | PublishVm
 )
 
 command_encoder = msgspec.json.Encoder()

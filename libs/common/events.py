@@ -11,7 +11,7 @@ from datetime import datetime
 import msgspec
 
 from limiquantix.common.model import Model, utcnow
-from limiquantix.common.vms import GuestInfo, VmError, VmState
+from limiquantix.common.vms import GuestInfo, VmError, VmSnapshot, VmState
 
 
 class _Event(Model, frozen=True, kw_only=True, tag_field="type"):
@@ -53,6 +53,45 @@ class VmDeleted(_Event, frozen=True, kw_only=True, tag="vm.deleted"):
     vm_id: str
     name: str = ""
     node: str = ""
+
+
+class VmSnapshotChanged(_Event, frozen=True, kw_only=True, tag="vm.snapshot"):
+    """A snapshot was created, reverted to, deleted or failed (``action``); ``snapshot`` is
+    its entry as now recorded (as it was, for ``deleted``)."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    action: str  # created | reverted | deleted | failed
+    snapshot: VmSnapshot
+
+
+class VmCloned(_Event, frozen=True, kw_only=True, tag="vm.cloned"):
+    """The disk of clone ``vm_id`` was made from ``source_vm_id`` (its create goes on)."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    source_vm_id: str
+    snapshot_id: str = ""
+    linked: bool = True
+    seconds: float = 0.0
+    disk_bytes: int = 0
+
+
+class VmPublishProgress(_Event, frozen=True, kw_only=True, tag="vm.publish_progress"):
+    """Publishing VM ``vm_id`` as image ``image_id``: ``phase`` is snapshot, convert, clean,
+    upload, done or failed; ``fraction`` 0..1 of the phase when known."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    image_id: str
+    phase: str
+    fraction: float | None = None
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    message: str = ""
 
 
 class NodeStateChanged(_Event, frozen=True, kw_only=True, tag="node.state_changed"):
@@ -100,7 +139,8 @@ class ConsoleSessionEnded(_Event, frozen=True, kw_only=True, tag="console.sessio
 
 
 Event = (
-    VmStateChanged | VmGuestReady | VmActionFailed | VmDeleted | NodeStateChanged
+    VmStateChanged | VmGuestReady | VmActionFailed | VmDeleted | VmSnapshotChanged | VmCloned
+    | VmPublishProgress | NodeStateChanged
     | ImageStateChanged | ImageProgress | ConsoleSessionStarted | ConsoleSessionEnded
 )
 
@@ -114,7 +154,8 @@ def event_subject(event: Event) -> str:
 
     kind = type(event).__struct_config__.tag.split(".", 1)[1]  # type: ignore[union-attr]
     match event:
-        case VmStateChanged() | VmGuestReady() | VmActionFailed() | VmDeleted():
+        case (VmStateChanged() | VmGuestReady() | VmActionFailed() | VmDeleted()
+              | VmSnapshotChanged() | VmCloned() | VmPublishProgress()):
             return subjects.vm_event(event.vm_id, kind)
         case NodeStateChanged():
             return subjects.node_event(event.node, kind)

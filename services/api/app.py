@@ -45,6 +45,7 @@ from limiquantix.api import (
     routes_health,
     routes_images,
     routes_nodes,
+    routes_snapshots,
     routes_tokens,
     routes_ui,
     routes_vms,
@@ -67,6 +68,7 @@ log = structlog.get_logger()
 ROUTE_MODULES: tuple[ModuleType, ...] = (
     routes_health,
     routes_vms,
+    routes_snapshots,
     routes_nodes,
     events_sse,
     openapi,

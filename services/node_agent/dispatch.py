@@ -14,11 +14,15 @@ import structlog
 
 from limiquantix.common.commands import (
     Command,
+    CreateSnapshot,
     CreateVm,
+    DeleteSnapshot,
     DeleteVm,
     PauseVm,
+    PublishVm,
     RebootVm,
     ResumeVm,
+    RevertSnapshot,
     StartVm,
     StopVm,
     UpdateCloudInit,
@@ -26,12 +30,15 @@ from limiquantix.common.commands import (
 from limiquantix.common.errors import LimiquantixError
 from limiquantix.common.events import VmActionFailed
 from limiquantix.common.vms import VmError, VmState
+from limiquantix.node_agent.clone import prepare_clone_disk
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.create import create_vm
 from limiquantix.node_agent.power import pause_vm, reboot_vm, resume_vm, start_vm, stop_vm
+from limiquantix.node_agent.publish import publish_vm
 from limiquantix.node_agent.reconcile_state import observed_state
 from limiquantix.node_agent.removal import delete_vm
 from limiquantix.node_agent.reseed import update_cloud_init
+from limiquantix.node_agent.snapshots import create_snapshot, delete_snapshot, revert_snapshot
 
 log = structlog.get_logger()
 
@@ -44,6 +51,7 @@ def action_of(command: Command) -> str:
 async def _run(ctx: AgentContext, command: Command) -> None:
     match command:
         case CreateVm():
+            await prepare_clone_disk(ctx, command)  # a clone's disk first (clone.py)
             await create_vm(ctx, command)
         case StartVm():
             await start_vm(ctx, command)
@@ -59,6 +67,14 @@ async def _run(ctx: AgentContext, command: Command) -> None:
             await delete_vm(ctx, command)
         case UpdateCloudInit():
             await update_cloud_init(ctx, command)
+        case CreateSnapshot():
+            await create_snapshot(ctx, command)
+        case RevertSnapshot():
+            await revert_snapshot(ctx, command)
+        case DeleteSnapshot():
+            await delete_snapshot(ctx, command)
+        case PublishVm():
+            await publish_vm(ctx, command)
 
 
 async def handle(ctx: AgentContext, command: Command) -> None:

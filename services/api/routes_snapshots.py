@@ -1,0 +1,369 @@
+"""Snapshots, clones and templates of a VM (docs/day2.md).
+
+``/v1/vms/{vm}/snapshots[/{snap}[/revert]]``, ``/v1/vms/{vm}/clone``, ``/v1/vms/{vm}/publish``.
+The gateway checks what the VM's state allows, writes the transitional entry on the record
+(compare-and-set: a snapshot ``creating``/``reverting``/``deleting``, a clone's new record
+``pending``), and queues the command on the VM's node; the node records the outcome and says
+so with ``vm.snapshot`` / ``vm.cloned`` / ``vm.publish_progress`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import msgspec
+import nats.errors
+import structlog
+from aiohttp import web
+
+from limiquantix.api import app_keys, placement
+from limiquantix.api.auth import principal_of
+from limiquantix.api.errors import IllegalTransition, NameTaken, VmNotFound
+from limiquantix.api.http_json import decode_body, json_response
+from limiquantix.api.openapi import OpenApiPart, Operation
+from limiquantix.api.routes_vms import image_library_client, resolve
+from limiquantix.api.snapshot_errors import (
+    CloneRefused,
+    SnapshotNameTaken,
+    SnapshotNotFound,
+    SnapshotNotReady,
+    SnapshotRefused,
+)
+from limiquantix.common.commands import (
+    Command,
+    CreateSnapshot,
+    CreateVm,
+    DeleteSnapshot,
+    PublishVm,
+    RevertSnapshot,
+)
+from limiquantix.common.errors import Conflict, LimiquantixError, NotFound, Unavailable
+from limiquantix.common.events import VmStateChanged
+from limiquantix.common.images import CreateImageRequest, ImageRecord
+from limiquantix.common.library_tokens import sign
+from limiquantix.common.model import utcnow
+from limiquantix.common.publish import publish_event, send_command
+from limiquantix.common.snapshots import (
+    CloneVmRequest,
+    CreateSnapshotRequest,
+    PublishVmRequest,
+    SnapshotList,
+)
+from limiquantix.common.vms import (
+    CloneSource,
+    GuestInfo,
+    PortForward,
+    SnapshotState,
+    VmRecord,
+    VmSnapshot,
+    VmState,
+)
+
+log = structlog.get_logger()
+
+PUBLISH_ATTEMPTS = 3
+# The node converts the disk before it uploads: its PUT token must outlive that.
+PUBLISH_TOKEN_TTL_S = 6 * 3600.0
+_UP = frozenset({VmState.RUNNING, VmState.READY})
+SNAPSHOT_STATES = _UP | {VmState.STOPPED}  # where a VM may be snapshotted, reverted, cloned
+_BUSY = frozenset({SnapshotState.CREATING, SnapshotState.REVERTING, SnapshotState.DELETING})
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def find_snapshot(vm: VmRecord, ref: str) -> VmSnapshot:
+    """The VM's snapshot whose id or name is ``ref``."""
+    for snap in vm.snapshots:
+        if ref in (snap.id, snap.name):
+            return snap
+    raise SnapshotNotFound(f"VM {vm.name!r} has no snapshot {ref!r}", vm_id=vm.id, snapshot=ref)
+
+
+def _check_state(vm: VmRecord, action: str) -> None:
+    if vm.state not in SNAPSHOT_STATES:
+        raise IllegalTransition(
+            f"cannot {action} VM {vm.name!r}: it is {vm.state}",
+            hint="Wait until the VM is running or stopped, then try again.",
+            vm_id=vm.id, state=vm.state, action=action)
+
+
+async def _send(app: web.Application, node: str, command: Command) -> None:
+    """Queue ``command`` (retried: the command id is the Nats-Msg-Id, so it is stored once)."""
+    js = app[app_keys.JETSTREAM]
+    for attempt in range(PUBLISH_ATTEMPTS):
+        try:
+            await send_command(js, node, command)
+            return
+        except Exception as exc:
+            log.warning("command publish failed", vm_id=command.vm_id, attempt=attempt,
+                        error=str(exc))
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise Unavailable(f"could not queue the command for VM {command.vm_id!r}",
+                      hint="Check NATS/JetStream, then try again.", vm_id=command.vm_id)
+
+
+async def _update(app: web.Application, vm: VmRecord,
+                  change: Callable[[VmRecord], VmRecord | None]) -> VmRecord:
+    try:
+        updated = await app[app_keys.VM_STORE].update(vm.id, change)
+    except NotFound:
+        raise VmNotFound(f"VM {vm.id!r} no longer exists", vm=vm.id) from None
+    assert updated is not None
+    app[app_keys.VM_VIEW].put_unrevisioned(updated)
+    return updated
+
+
+def _snapshot_response(vm: VmRecord, snap: VmSnapshot, status: int = 202) -> web.Response:
+    return json_response(snap, status=status,
+                         headers={"Location": f"/v1/vms/{vm.id}/snapshots/{snap.id}"})
+
+
+# --- snapshots -------------------------------------------------------------------------------
+
+async def create_snapshot(request: web.Request) -> web.Response:
+    """POST /v1/vms/{vm}/snapshots: 202 with the snapshot (``creating``)."""
+    app = request.app
+    body = await decode_body(request, CreateSnapshotRequest)
+    vm = await resolve(app, request.match_info["vm"])
+    snap = VmSnapshot(id=str(uuid.uuid4()), name=body.name, description=body.description,
+                      memory=body.memory, created_at=utcnow())
+
+    def add(current: VmRecord) -> VmRecord:
+        _check_state(current, "snapshot")
+        if body.memory and current.state == VmState.STOPPED:
+            raise SnapshotRefused(
+                f"VM {current.name!r} is stopped: it has no memory to save",
+                hint="Start the VM first, or take a disk-only snapshot (memory: false).",
+                vm_id=current.id)
+        if current.os_type == "windows" and current.state != VmState.STOPPED:
+            raise SnapshotRefused(
+                f"VM {current.name!r} boots with UEFI: libvirt 9.0 refuses internal snapshots "
+                "of a running VM with pflash firmware",
+                hint="Stop the VM, then take the snapshot (its disk; the NVRAM is not in it).",
+                vm_id=current.id)
+        if any(s.name == body.name for s in current.snapshots):
+            raise SnapshotNameTaken(f"VM {current.name!r} has a snapshot named {body.name!r}",
+                                    vm_id=current.id, snapshot=body.name)
+        return msgspec.structs.replace(current, snapshots=(*current.snapshots, snap))
+
+    updated = await _update(app, vm, add)
+    await _send(app, updated.node, CreateSnapshot(
+        command_id=str(uuid.uuid4()), vm_id=updated.id, snapshot_id=snap.id))
+    log.info("snapshot accepted", vm_id=updated.id, snapshot_id=snap.id, memory=snap.memory)
+    return _snapshot_response(updated, snap)
+
+
+async def list_snapshots(request: web.Request) -> web.Response:
+    """GET /v1/vms/{vm}/snapshots."""
+    vm = await resolve(request.app, request.match_info["vm"])
+    return json_response(SnapshotList(items=vm.snapshots))
+
+
+async def get_snapshot(request: web.Request) -> web.Response:
+    """GET /v1/vms/{vm}/snapshots/{snap} (name or id)."""
+    vm = await resolve(request.app, request.match_info["vm"])
+    return json_response(find_snapshot(vm, request.match_info["snap"]))
+
+
+async def _mark(request: web.Request, action: str, target: SnapshotState,
+                allowed: frozenset[SnapshotState]) -> tuple[VmRecord, VmSnapshot]:
+    app = request.app
+    vm = await resolve(app, request.match_info["vm"])
+    ref = request.match_info["snap"]
+    marked: list[VmSnapshot] = []
+
+    def mark(current: VmRecord) -> VmRecord:
+        if action == "revert":
+            _check_state(current, "revert")
+        elif current.state == VmState.DELETING:
+            raise IllegalTransition(f"VM {current.name!r} is being deleted", vm_id=current.id,
+                                    state=current.state, action=action)
+        snap = find_snapshot(current, ref)
+        if snap.state not in allowed:
+            raise SnapshotNotReady(f"snapshot {snap.name!r} is {snap.state}", vm_id=current.id,
+                                   snapshot=snap.name, state=snap.state)
+        if action == "revert" and current.os_type == "windows" and snap.memory:
+            raise SnapshotRefused("UEFI VMs have no memory snapshots", vm_id=current.id)
+        new = msgspec.structs.replace(snap, state=target)
+        marked[:] = [new]
+        return msgspec.structs.replace(current, snapshots=tuple(
+            new if s.id == snap.id else s for s in current.snapshots))
+
+    updated = await _update(app, vm, mark)
+    return updated, marked[0]
+
+
+async def revert_snapshot(request: web.Request) -> web.Response:
+    """POST /v1/vms/{vm}/snapshots/{snap}/revert: 202 (snapshot ``reverting``)."""
+    vm, snap = await _mark(request, "revert", SnapshotState.REVERTING,
+                           frozenset({SnapshotState.READY}))
+    await _send(request.app, vm.node, RevertSnapshot(
+        command_id=str(uuid.uuid4()), vm_id=vm.id, snapshot_id=snap.id))
+    return _snapshot_response(vm, snap)
+
+
+async def delete_snapshot(request: web.Request) -> web.Response:
+    """DELETE /v1/vms/{vm}/snapshots/{snap}: 202 (``deleting``), then gone from the list."""
+    vm, snap = await _mark(request, "delete", SnapshotState.DELETING,
+                           frozenset({SnapshotState.READY, SnapshotState.ERROR,
+                                      SnapshotState.DELETING}))
+    await _send(request.app, vm.node, DeleteSnapshot(
+        command_id=str(uuid.uuid4()), vm_id=vm.id, snapshot_id=snap.id))
+    return _snapshot_response(vm, snap)
+
+
+# --- clone -----------------------------------------------------------------------------------
+
+def _source_snapshot(vm: VmRecord, ref: str | None) -> str:
+    if ref is None:
+        return ""
+    snap = find_snapshot(vm, ref)
+    if snap.state != SnapshotState.READY:
+        raise SnapshotNotReady(f"snapshot {snap.name!r} is {snap.state}", vm_id=vm.id,
+                               snapshot=snap.name, state=snap.state)
+    return snap.id
+
+
+def _check_copyable(vm: VmRecord, action: str) -> None:
+    _check_state(vm, action)
+    if vm.os_type == "windows":
+        raise CloneRefused(
+            f"VM {vm.name!r} is Windows: a copy needs sysprep to get a new identity",
+            hint="Generalize the guest with sysprep and upload its disk as an image instead.",
+            vm_id=vm.id)
+
+
+def clone_record(source: VmRecord, *, vm_id: str, body: CloneVmRequest,
+                 snapshot_id: str) -> VmRecord:
+    """The clone's record: the source's shape, a new identity (id = instance-id, name and
+    hostname, MAC derived from the id, forwards chosen again by the node)."""
+    now = utcnow()
+    network = msgspec.structs.replace(source.network, forwards=tuple(
+        PortForward(guest_port=f.guest_port, name=f.name) for f in source.network.forwards))
+    return msgspec.structs.replace(
+        source, id=vm_id, name=body.name, description=body.description,
+        state=VmState.PENDING, cloud_init=msgspec.structs.replace(
+            source.cloud_init, hostname=body.name),
+        network=network, instance_id=vm_id, created_at=now, updated_at=now, vnc=None,
+        forwards=(), ssh_command="", serial_log="", guest=GuestInfo(), error=None,
+        image_progress=None, holds_resources=True, snapshots=(),
+        clone_of=CloneSource(vm_id=source.id, snapshot_id=snapshot_id, linked=body.linked))
+
+
+async def clone_vm(request: web.Request) -> web.Response:
+    """POST /v1/vms/{vm}/clone: 202 with the new VM's record (``pending``) on the source's
+    node; its create copies the source's disk first."""
+    app = request.app
+    body = await decode_body(request, CloneVmRequest)
+    source = await resolve(app, request.match_info["vm"])
+    _check_copyable(source, "clone")
+    snapshot_id = _source_snapshot(source, body.snapshot)
+    view = app[app_keys.VM_VIEW]
+    if view.by_name(body.name) is not None:
+        raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)
+    # The disk is on the source's node: the clone goes there or nowhere.
+    placement.place(vcpus=source.vcpus, memory_mib=source.memory_mib, explicit=source.node,
+                    nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations())
+    record = clone_record(source, vm_id=str(uuid.uuid4()), body=body, snapshot_id=snapshot_id)
+    view.reserve(record)
+    try:
+        revision = await app[app_keys.VM_STORE].create(record)
+    except Conflict as exc:
+        view.release(record.id)
+        raise NameTaken(exc.message, name=body.name) from None
+    except BaseException:
+        view.release(record.id)
+        raise
+    view.put(record, revision)
+    js = app[app_keys.JETSTREAM]
+    try:  # the record is the outbox: the create sweeper sends the create if this fails
+        await publish_event(js, VmStateChanged(
+            vm_id=record.id, name=record.name, node=record.node, state=VmState.PENDING,
+            reason=f"cloned from {source.name}"))
+        await send_command(js, record.node, CreateVm(command_id=str(uuid.uuid4()),
+                                                     vm_id=record.id))
+    except nats.errors.Error as exc:
+        log.warning("clone not queued yet; the sweeper will send it", vm_id=record.id,
+                    error=repr(exc))
+    log.info("clone accepted", vm_id=record.id, source=source.id, linked=body.linked)
+    body_bytes = view.public_json(record)
+    return web.Response(body=body_bytes, status=202, content_type="application/json",
+                        headers={"Location": f"/v1/vms/{record.id}"})
+
+
+# --- publish ---------------------------------------------------------------------------------
+
+async def publish_vm(request: web.Request) -> web.Response:
+    """POST /v1/vms/{vm}/publish: 202 with the new image's record (``queued``); the node
+    flattens the disk and uploads it (``uploading`` → ``verifying`` → ``active``)."""
+    app = request.app
+    body = await decode_body(request, PublishVmRequest)
+    vm = await resolve(app, request.match_info["vm"])
+    _check_copyable(vm, "publish")
+    snapshot_id = _source_snapshot(vm, body.snapshot)
+    client = image_library_client(app)
+    os_name, version, user = body.os, body.version, vm.cloud_init.user
+    if vm.image and not body.os:
+        try:
+            source_image = await client.get(vm.image)
+            os_name, version = source_image.os, body.version or source_image.version
+        except LimiquantixError:
+            pass  # a node path or a deleted image: the new one has no os
+    principal = principal_of(request).id
+    image: ImageRecord = await client.create_upload(CreateImageRequest(
+        name=body.name, format="qcow2", os=os_name, version=version, default_user=user,
+        labels={"published-from": vm.id}), created_by=principal)
+    token = sign(app[app_keys.LIBRARY_SECRET], service="gateway", image_id=image.id,
+                 method="PUT", subject=principal, ttl_s=PUBLISH_TOKEN_TTL_S)
+    await _send(app, vm.node, PublishVm(
+        command_id=str(uuid.uuid4()), vm_id=vm.id, image_id=image.id, upload_token=token,
+        snapshot_id=snapshot_id or None))
+    log.info("publish accepted", vm_id=vm.id, image_id=image.id)
+    return json_response(image, status=202, headers={"Location": f"/v1/images/{image.id}"})
+
+
+# --- registration ----------------------------------------------------------------------------
+
+_SNAP = "/v1/vms/{vm}/snapshots/{snap}"
+OPENAPI = OpenApiPart(tag="snapshots", operations=(
+    Operation(method="POST", path="/v1/vms/{vm}/snapshots",
+              summary="Take a snapshot (disk; with memory: true also RAM and devices)",
+              body=CreateSnapshotRequest, response=VmSnapshot, status=202,
+              errors=(404, 409, 422),
+              description="202 with the snapshot (`creating`); `vm.snapshot` events say when "
+                          "it is `ready`. 409 `illegal_transition` (VM not running/stopped), "
+                          "`snapshot_refused` (memory of a stopped VM; a running UEFI VM), "
+                          "`snapshot_name_taken`."),
+    Operation(method="GET", path="/v1/vms/{vm}/snapshots", summary="The VM's snapshots",
+              response=SnapshotList, errors=(404,)),
+    Operation(method="GET", path=_SNAP, summary="One snapshot, by name or id",
+              response=VmSnapshot, errors=(404,)),
+    Operation(method="POST", path=f"{_SNAP}/revert", summary="Revert the VM to a snapshot",
+              response=VmSnapshot, status=202, errors=(404, 409),
+              description="A memory snapshot resumes the guest where it was; a disk-only one "
+                          "restores the disk and boots the VM again if it was running."),
+    Operation(method="DELETE", path=_SNAP, summary="Delete a snapshot",
+              response=VmSnapshot, status=202, errors=(404, 409)),
+    Operation(method="POST", path="/v1/vms/{vm}/clone",
+              summary="Clone a VM (new id, MAC, hostname; cloud-init runs as a new instance)",
+              body=CloneVmRequest, response=VmRecord, status=202, errors=(404, 409, 422),
+              description="202 with the clone's record (`pending`), on the source's node."),
+    Operation(method="POST", path="/v1/vms/{vm}/publish",
+              summary="Publish the VM's disk as a new image (a template)",
+              body=PublishVmRequest, response=ImageRecord, status=202, errors=(404, 409, 422),
+              description="202 with the image (`queued`); it is `active` once the node "
+                          "uploaded and the library verified it (`vm.publish_progress`, "
+                          "`image.*` events)."),
+))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/vms/{vm}/snapshots", create_snapshot)
+    app.router.add_get("/v1/vms/{vm}/snapshots", list_snapshots)
+    app.router.add_get(_SNAP, get_snapshot)
+    app.router.add_post(f"{_SNAP}/revert", revert_snapshot)
+    app.router.add_delete(_SNAP, delete_snapshot)
+    app.router.add_post("/v1/vms/{vm}/clone", clone_vm)
+    app.router.add_post("/v1/vms/{vm}/publish", publish_vm)
