@@ -9,10 +9,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-from playwright.async_api import BrowserContext
+from playwright.async_api import BrowserContext, Page
 
 from limiquantix.local.stack import Stack
-from tests.support.browser import chromium
+from tests.support.browser import chromium, strict_page
 from tests.support.flows import FAST_ENV
 from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
 from tests.support.web_build import SCREENSHOTS, ensure_built
@@ -58,3 +58,11 @@ async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bro
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: BrowserContext) -> AsyncIterator[Page]:
+    """A page whose uncaught errors and CSP violations fail the test."""
+    async with strict_page(browser) as opened:
+        yield opened
+        await opened.close()

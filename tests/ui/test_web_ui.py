@@ -7,102 +7,40 @@ seeing ``running`` in the progress view and on the VM page proves the live path 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pycdlib
 import pytest
 import pytest_asyncio
 from playwright.async_api import BrowserContext, Page, expect
 
 from limiquantix.local.stack import Stack
-from tests.support.browser import PageProblems
 from tests.support.disks import make_qcow2
 from tests.support.flows import unique_name
 from tests.support.origin import Origin
+from tests.ui.driving import (
+    STATE_TIMEOUT_MS,
+    follow_progress_to_running,
+    make_iso,
+    no_sideways_scroll,
+    review_value,
+    shoot,
+    sign_in,
+    upload_image,
+    wait_image,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
-STATE_TIMEOUT_MS = 30_000
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDt7Z8Xjx3nm5Ir5nq3RvwBHaFBvL0ZKjXqWDe5sQ2Tz a@ui"
 KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHb0NxP4T8vYk3X2QbW7Lr6m1JwZ9yA8cE5dF0gH1iJk b@ui"
 BAD_CONFIG = "#cloud-config\npackages:\n  - htop\nruncmd: [echo hi\nwrite_files: []\n"
 GOOD_CONFIG = "#cloud-config\npackages:\n  - htop\nruncmd:\n  - echo hi\n"
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser: BrowserContext) -> AsyncIterator[Page]:
-    """A page whose uncaught errors and CSP violations fail the test."""
-    problems = PageProblems()
-    page = await browser.new_page()
-    page.on("console", problems.on_console)
-    page.on("pageerror", problems.on_page_error)
-    yield page
-    await page.close()
-    assert problems.messages == []
-
-
-async def sign_in(page: Page, stack: Stack, path: str = "/") -> None:
-    """Open ``path`` signed in (the browser context keeps the token once given)."""
-    await page.goto(stack.api_url + path)
-    if await page.evaluate("localStorage.getItem('lq.token')") != stack.api_token:
-        await expect(page.locator("#token-dialog")).to_be_visible()
-        await page.fill("#token-input", stack.api_token)
-        await page.click("#token-save")
-    await expect(page.locator("#live")).to_have_attribute("data-state", "open")
-
-
-async def shoot(page: Page, screenshots: Path, name: str) -> None:
-    path = screenshots / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 5_000
-
-
-async def no_sideways_scroll(page: Page) -> None:
-    widths = await page.evaluate(
-        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-    assert widths[0] <= widths[1], f"{page.url}: page is {widths[0]} px wide in {widths[1]} px"
-
-
-async def upload_image(api: aiohttp.ClientSession, path: Path, name: str, fmt: str
-                       ) -> dict[str, Any]:
-    """An image through the API (POST then PUT), waited until active."""
-    async with api.post("/v1/images", json={"name": name, "format": fmt}) as response:
-        assert response.status == 201, await response.text()
-        record = await response.json()
-    async with api.put(f"/v1/images/{record['id']}/file", data=path.read_bytes()) as response:
-        assert response.status in {200, 201, 202}, await response.text()
-    return await wait_image(api, record["id"], "active")
-
-
-async def wait_image(api: aiohttp.ClientSession, image_id: str, *states: str,
-                     timeout_s: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        async with api.get(f"/v1/images/{image_id}") as response:
-            record = dict(await response.json())
-        if record.get("state", "queued") in states:
-            return record
-        assert time.monotonic() < deadline, record
-        await asyncio.sleep(0.1)
-
-
-def make_iso(path: Path) -> Path:
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, vol_ident="INSTALLER")
-    data = b"an installer would be here\n"
-    import io
-    iso.add_fp(io.BytesIO(data), len(data), "/README.TXT;1")
-    iso.write(str(path))
-    iso.close()
-    return path
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -142,25 +80,6 @@ async def wizard_basics_to_hardware(page: Page, name: str) -> None:
     await page.fill("#vm-disk", "2")
     await page.click("#wizard-next")
     await expect(page.get_by_role("heading", name="Boot media")).to_be_visible()
-
-
-async def review_value(page: Page, label: str) -> str:
-    return (await page.locator(f".review-row[data-row='{label}'] dd").inner_text()).strip()
-
-
-async def follow_progress_to_running(page: Page, name: str) -> str:
-    progress = page.locator("#create-progress")
-    await expect(progress).to_be_visible()
-    await expect(progress).to_have_attribute("data-state", re.compile("running|ready"),
-                                             timeout=STATE_TIMEOUT_MS)
-    running = page.locator(".phase[data-phase='running']")
-    await expect(running).to_have_class(re.compile("done"))
-    await page.get_by_role("link", name=f"Open {name}").click()
-    vm_page = page.locator(".vm-page")
-    await expect(vm_page).to_be_visible()
-    vm_id = await vm_page.get_attribute("data-vm-id")
-    assert vm_id
-    return vm_id
 
 
 async def test_wizard_cloud_image_with_keys_and_custom_config_then_stop_force_stop_delete(

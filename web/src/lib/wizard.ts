@@ -2,9 +2,14 @@
 // equivalent `lq` command and curl call. Pure functions (component tests exercise them).
 import type { CreateVmRequest, ImageRecord, NetworkMode, NodeInfo } from "../api/types";
 import { sshKeyProblem } from "./sshKey";
+import {
+  NEW_WINDOWS, type OsType, osTypeOf, validateWindows, WINDOWS_MIN, windowsArgs, windowsReviewRows, windowsSection,
+  type WindowsDraft,
+} from "./windows";
 
 export type BootMedia = "cloud" | "iso" | "none";
 export type MemoryUnit = "MiB" | "GiB";
+export type Datasource = "nocloud" | "configdrive";
 
 export const STEPS = ["basics", "placement", "hardware", "boot", "cloud-init", "review"] as const;
 export type Step = (typeof STEPS)[number];
@@ -37,6 +42,9 @@ export interface Draft {
   networkSource: string;
   customConfig: boolean;
   userData: string;
+  datasource: Datasource;
+  osType: OsType;
+  win: WindowsDraft;
 }
 
 export const NEW_DRAFT: Draft = {
@@ -58,6 +66,9 @@ export const NEW_DRAFT: Draft = {
   networkSource: "",
   customConfig: false,
   userData: "#cloud-config\npackages:\n  - htop\n",
+  datasource: "nocloud",
+  osType: "linux",
+  win: NEW_WINDOWS,
 };
 
 export interface WizardContext {
@@ -86,6 +97,16 @@ export function memoryMib(draft: Pick<Draft, "memory" | "memoryUnit">): number |
   return Number.isInteger(value) ? value : null;
 }
 
+/** Linux from a cloud image: the one case where the wizard writes the cloud-init user and keys. */
+export function usesCloudInit(draft: Pick<Draft, "boot" | "osType">): boolean {
+  return draft.boot === "cloud" && draft.osType === "linux";
+}
+
+/** A Windows VM booting media gets an answer file (with no boot media there is no seed). */
+export function usesWindowsSetup(draft: Pick<Draft, "boot" | "osType">): boolean {
+  return draft.osType === "windows" && draft.boot !== "none";
+}
+
 export function isCloudImage(image: ImageRecord): boolean {
   return image.format !== "iso";
 }
@@ -106,10 +127,11 @@ export function selectedImage(draft: Draft, ctx: WizardContext): ImageRecord | u
 
 /** The disk size the chosen image needs at least (0: no minimum known). */
 export function minimumDiskGib(draft: Draft, ctx: WizardContext): number {
+  const windows = draft.osType === "windows" ? WINDOWS_MIN.diskGib : 0;
   const image = selectedImage(draft, ctx);
-  if (!image) return 0;
+  if (!image) return windows;
   const fromVirtual = image.virtual_size ? Math.ceil(image.virtual_size / 2 ** 30) : 0;
-  return Math.max(image.min_disk_gib ?? 0, image.format === "iso" ? 0 : fromVirtual);
+  return Math.max(windows, image.min_disk_gib ?? 0, image.format === "iso" ? 0 : fromVirtual);
 }
 
 export function validateBasics(draft: Draft, ctx: WizardContext): Errors {
@@ -143,9 +165,15 @@ export function validateHardware(draft: Draft, ctx: WizardContext): Errors {
   }
   const disk = wholeNumber(draft.diskGib, 1, 64 * 1024);
   const minimum = minimumDiskGib(draft, ctx);
+  const windows = draft.osType === "windows";
   if (disk === null) errors.diskGib = "A whole number of GiB from 1 to 65536.";
   else if (disk < minimum) {
-    errors.diskGib = `The image needs a disk of at least ${minimum} GiB.`;
+    errors.diskGib = windows && minimum === WINDOWS_MIN.diskGib
+      ? `Windows needs a disk of at least ${minimum} GiB.` : `The image needs a disk of at least ${minimum} GiB.`;
+  }
+  if (windows && vcpus !== null && vcpus < WINDOWS_MIN.vcpus) errors.vcpus = `Windows needs at least ${WINDOWS_MIN.vcpus} vCPUs.`;
+  if (windows && memory !== null && memory < WINDOWS_MIN.memoryMib && !errors.memory) {
+    errors.memory = `Windows needs at least ${WINDOWS_MIN.memoryMib / 1024} GiB of memory.`;
   }
   const node = ctx.nodes.find((n) => n.id === draft.node);
   if (node && vcpus !== null && memory !== null) {
@@ -176,6 +204,12 @@ export function validateBoot(draft: Draft, ctx: WizardContext): Errors {
   return {};
 }
 
+/** The step after Boot media: cloud-init for Linux, the unattended setup for Windows. */
+export function setupStepTitle(draft: Pick<Draft, "boot" | "osType">): string {
+  if (usesWindowsSetup(draft)) return "Windows setup";
+  return usesCloudInit(draft) ? "Cloud-init" : "Network";
+}
+
 export function validateCloudInit(draft: Draft): Errors {
   const errors: Errors = {};
   if (draft.networkMode === "bridge" || draft.networkMode === "network") {
@@ -183,7 +217,8 @@ export function validateCloudInit(draft: Draft): Errors {
       errors.networkSource = draft.networkMode === "bridge" ? "Name the host bridge, e.g. br0." : "Name the libvirt network.";
     }
   }
-  if (draft.boot !== "cloud") return errors;
+  if (usesWindowsSetup(draft)) return { ...errors, ...validateWindows(draft.win, draft.name) };
+  if (!usesCloudInit(draft)) return errors;
   if (!USER_NAME.test(draft.user)) errors.user = "A Linux user name: a-z, 0-9, '_' or '-', at most 32 characters.";
   const seen = new Set<string>();
   draft.sshKeys.forEach((key, index) => {
@@ -204,7 +239,7 @@ export function validateCloudInit(draft: Draft): Errors {
 
 /** Warnings do not block: the VM is created, but the user should know. */
 export function cloudInitWarnings(draft: Draft): string[] {
-  if (draft.boot !== "cloud") return [];
+  if (!usesCloudInit(draft)) return [];
   const warnings: string[] = [];
   if (draft.sshKeys.length === 0 && !draft.password) {
     warnings.push("No SSH key and no password: nobody will be able to log in (except through a custom cloud-config).");
@@ -232,8 +267,14 @@ export function firstInvalidStep(draft: Draft, ctx: WizardContext): Step | null 
   return null;
 }
 
-/** The body of POST /v1/vms for the draft. */
-export function requestBody(draft: Draft): CreateVmRequest {
+/** Linux chosen for an image whose `os` says Windows: os_type must say so (the gateway would
+ * otherwise take the image's word). */
+function linuxOverride(draft: Draft, ctx?: WizardContext): boolean {
+  return draft.osType === "linux" && ctx !== undefined && osTypeOf(selectedImage(draft, ctx)) === "windows";
+}
+
+/** The body of POST /v1/vms for the draft (os_type for Windows, or Linux over a Windows image). */
+export function requestBody(draft: Draft, ctx?: WizardContext): CreateVmRequest {
   const body: CreateVmRequest = {
     name: draft.name,
     // Boot media "None": no image (a blank disk, no seed ISO).
@@ -245,14 +286,23 @@ export function requestBody(draft: Draft): CreateVmRequest {
   };
   if (draft.node) body.node = draft.node;
   if (draft.description.trim()) body.description = draft.description.trim();
-  if (draft.boot === "cloud") {
+  if (usesCloudInit(draft)) {
     body.cloud_init = {
       user: draft.user,
       ssh_authorized_keys: draft.sshKeys.map((k) => k.trim()),
       ...(draft.password ? { password: draft.password, ssh_pwauth: draft.sshPwauth } : {}),
       ...(draft.hostname ? { hostname: draft.hostname } : {}),
       ...(draft.customConfig ? { user_data: draft.userData } : {}),
+      ...(draft.datasource !== "nocloud" ? { datasource: draft.datasource } : {}),
     };
+  } else if (draft.boot === "cloud" && draft.datasource !== "nocloud") {
+    // A Windows image with cloudbase-init reads the config drive.
+    body.cloud_init = { datasource: draft.datasource };
+  }
+  if (linuxOverride(draft, ctx)) body.os_type = "linux";
+  if (draft.osType === "windows") {
+    body.os_type = "windows";
+    if (usesWindowsSetup(draft)) body.windows = windowsSection(draft.win, draft.name);
   }
   return body;
 }
@@ -274,7 +324,7 @@ export function lqCommand(draft: Draft, ctx: WizardContext): string {
   if (draft.boot !== "none") args.push("--image", image?.name && uniqueName(image, ctx) ? image.name : draft.imageId);
   args.push("--cpus", String(Number(draft.vcpus)), "--memory", memoryArg(memoryMib(draft) ?? 0),
             "--disk", `${Number(draft.diskGib)}G`);
-  if (draft.boot === "cloud") {
+  if (usesCloudInit(draft)) {
     if (draft.user !== "admin") args.push("--user", draft.user);
     for (const key of draft.sshKeys) args.push("--ssh-key", key.trim());
     if (draft.password) args.push("--password-prompt");
@@ -282,12 +332,17 @@ export function lqCommand(draft: Draft, ctx: WizardContext): string {
     if (draft.hostname) args.push("--hostname", draft.hostname);
     if (draft.customConfig) args.push("--user-data", "user-data.yaml");
   }
+  if (draft.boot === "cloud" && draft.datasource !== "nocloud") args.push("--datasource", draft.datasource);
+  if (usesWindowsSetup(draft)) args.push(...windowsArgs(windowsSection(draft.win, draft.name)));
+  else if (draft.osType === "windows") args.push("--os-type", "windows");
+  else if (linuxOverride(draft, ctx)) args.push("--os-type", "linux");
   const network = draft.networkMode === "bridge" || draft.networkMode === "network"
     ? `${draft.networkMode}:${draft.networkSource.trim()}` : draft.networkMode;
   args.push("--network", network);
   if (draft.node) args.push("--node", draft.node);
   if (draft.description.trim()) args.push("--description", draft.description.trim());
-  args.push("--wait", draft.boot === "cloud" ? "ready" : "running");
+  // Only cloud-init says "ready" (a Windows guest never prints its finished line).
+  args.push("--wait", usesCloudInit(draft) ? "ready" : "running");
   return args.map(shellQuote).join(" ");
 }
 
@@ -295,10 +350,11 @@ function uniqueName(image: ImageRecord, ctx: WizardContext): boolean {
   return [...ctx.images.values()].filter((i) => i.name === image.name).length === 1;
 }
 
-/** The curl call that makes the same VM; the password (if any) is left as a placeholder. */
-export function curlCommand(draft: Draft, origin: string): string {
-  const body = requestBody(draft);
+/** The curl call that makes the same VM; passwords (if any) are left as placeholders. */
+export function curlCommand(draft: Draft, origin: string, ctx?: WizardContext): string {
+  const body = requestBody(draft, ctx);
   if (body.cloud_init?.password) body.cloud_init = { ...body.cloud_init, password: "<password>" };
+  if (body.windows?.admin_password) body.windows = { ...body.windows, admin_password: "<password>" };
   return [
     `curl -X POST ${shellQuote(`${origin}/v1/vms`)}`,
     `  -H "Authorization: Bearer $LQ_TOKEN"`,
@@ -316,7 +372,12 @@ export interface ReviewRow {
 /** Everything the Review step shows, in order. */
 export function reviewRows(draft: Draft, ctx: WizardContext): ReviewRow[] {
   const image = selectedImage(draft, ctx);
-  const method = { cloud: "Cloud image (automated with cloud-init)", iso: "ISO image (manual install)", none: "None (configure later)" }[draft.boot];
+  const windows = draft.osType === "windows";
+  const method = {
+    cloud: windows ? "Cloud image (Windows, sysprepped: unattend.xml)" : "Cloud image (automated with cloud-init)",
+    iso: windows ? "ISO image (unattended Windows install: Autounattend.xml)" : "ISO image (manual install)",
+    none: "None (configure later)",
+  }[draft.boot];
   const rows: ReviewRow[] = [
     { label: "Name", value: draft.name },
     ...(draft.description.trim() ? [{ label: "Description", value: draft.description.trim() }] : []),
@@ -324,6 +385,7 @@ export function reviewRows(draft: Draft, ctx: WizardContext): ReviewRow[] {
     { label: "vCPUs", value: String(Number(draft.vcpus)) },
     { label: "Memory", value: `${memoryMib(draft) ?? "?"} MiB` },
     { label: "Disk", value: `${Number(draft.diskGib)} GiB` },
+    { label: "OS family", value: windows ? "Windows (UEFI, TPM 2.0, Hyper-V)" : "Linux" },
     { label: "Provisioning method", value: method },
     { label: "Image", value: draft.boot === "none" ? "none (blank disk)" : image ? imageLabel(image) : draft.imageId },
   ];
@@ -331,6 +393,11 @@ export function reviewRows(draft: Draft, ctx: WizardContext): ReviewRow[] {
     ? `${draft.networkMode} ${draft.networkSource}` : draft.networkMode;
   rows.push({ label: "Network", value: network });
   if (draft.boot === "cloud") {
+    rows.push({ label: "Seed format", value: draft.datasource === "configdrive" ? "config drive (config-2)" : "NoCloud (cidata)" });
+  }
+  if (usesWindowsSetup(draft)) {
+    rows.push(...windowsReviewRows(draft.win, draft.name));
+  } else if (usesCloudInit(draft)) {
     rows.push(
       { label: "User", value: draft.user },
       { label: "SSH keys", value: String(draft.sshKeys.length) },

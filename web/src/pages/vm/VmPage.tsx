@@ -141,6 +141,7 @@ function Overview({ vm }: { vm: VmRecord }) {
           <div><dt>Memory</dt><dd>{mib(vm.memory_mib)}</dd></div>
           <div><dt>Disk</dt><dd>{vm.disk_gib} GiB</dd></div>
           <div><dt>Image</dt><dd>{imageName(vm, snapshot.images)}</dd></div>
+          <div><dt>OS family</dt><dd>{vm.os_type === "windows" ? `Windows${vm.windows ? ` (computer name ${vm.windows.computer_name})` : ""}` : "Linux"}</dd></div>
           <div><dt>Network</dt><dd>{vm.network?.mode ?? "none"}{vm.network?.source ? ` ${vm.network.source}` : ""}</dd></div>
           <div><dt>Created</dt><dd>{time(vm.created_at)}</dd></div>
           {vm.description && <div className="wide-fact"><dt>Description</dt><dd className="wrap">{vm.description}</dd></div>}

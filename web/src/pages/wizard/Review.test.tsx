@@ -1,5 +1,6 @@
 import { render, screen, within } from "@testing-library/react";
 import type { ImageRecord } from "../../api/types";
+import { NEW_WINDOWS } from "../../lib/windows";
 import { type Draft, NEW_DRAFT, type WizardContext } from "../../lib/wizard";
 import { ReviewStep } from "./Review";
 
@@ -54,5 +55,19 @@ describe("the Review step", () => {
     expect(value("Provisioning method")).toBe("None (configure later)");
     expect(value("Cloud-init")).toBe("not used");
     expect(screen.queryByText("SSH keys")).toBeNull();
+  });
+
+  it("shows a Windows VM's setup and the windows.yaml its lq line needs", () => {
+    const value = review({ osType: "windows", vcpus: "2", memory: "4", diskGib: "64",
+                           win: { ...NEW_WINDOWS, computerName: "WEB01", adminUser: "ops", timezone: "Tokyo Standard Time" } });
+    expect(value("OS family")).toBe("Windows (UEFI, TPM 2.0, Hyper-V)");
+    expect(value("Computer name")).toBe("WEB01");
+    expect(value("Administrator")).toBe("ops, password none");
+    expect(value("Time zone")).toBe("Tokyo Standard Time");
+    expect(document.getElementById("review-windows-file")?.textContent).toBe('admin_user: "ops"\n');
+    const lq = document.getElementById("review-lq")?.textContent ?? "";
+    expect(lq).toContain("--os-type windows --windows-computer-name WEB01 --windows-timezone 'Tokyo Standard Time' --windows windows.yaml");
+    expect(lq).toMatch(/--wait running$/);
+    expect(document.getElementById("review-curl")?.textContent).toContain('"windows":{"computer_name":"WEB01","admin_user":"ops"');
   });
 });

@@ -6,9 +6,10 @@ import type { ImageRecord, VmRecord } from "../../api/types";
 import type { LineError } from "../../components/CodeEditor";
 import { ProblemLine } from "../../components/bits";
 import {
-  configErrorOf, type Draft, type Errors, firstInvalidStep, minimumDiskGib, NEW_DRAFT, requestBody, type Step, STEP_TITLES,
-  STEPS, validateStep, type WizardContext,
+  configErrorOf, type Draft, type Errors, firstInvalidStep, minimumDiskGib, NEW_DRAFT, requestBody, setupStepTitle, type Step,
+  STEP_TITLES, STEPS, usesCloudInit, validateStep, type WizardContext,
 } from "../../lib/wizard";
+import { osTypeOf, raiseToMinimums, versionOf } from "../../lib/windows";
 import { live, useLive } from "../../state/live";
 import { ProgressView } from "./Progress";
 import { ReviewStep } from "./Review";
@@ -91,7 +92,7 @@ function Wizard({ onAnother }: { onAnother: () => void }) {
     setBusy(true);
     setProblem(null);
     try {
-      const vm = await sendJson<VmRecord>("POST", "/v1/vms", requestBody(draft), { "Idempotency-Key": newKey() });
+      const vm = await sendJson<VmRecord>("POST", "/v1/vms", requestBody(draft, ctx), { "Idempotency-Key": newKey() });
       live.putVm(vm);
       setCreated(vm);
     } catch (err) {
@@ -123,6 +124,16 @@ function Wizard({ onAnother }: { onAnother: () => void }) {
       setShownErrors({ name: err.message });
       return;
     }
+    if (err.code === "invalid_computer_name") {
+      goTo("cloud-init");
+      setShownErrors({ "win.computerName": err.message });
+      return;
+    }
+    if (err.code === "windows_too_small") {
+      goTo("hardware");
+      setProblem(err);
+      return;
+    }
     if (err.code === "image_not_found") {
       goTo("boot");
       setShownErrors({ image: err.message });
@@ -136,7 +147,7 @@ function Wizard({ onAnother }: { onAnother: () => void }) {
     return (
       <section className="page wizard">
         <h1>Create VM</h1>
-        <ProgressView vm={vm} withCloudInit={draft.boot === "cloud"} onAnother={onAnother} />
+        <ProgressView vm={vm} withCloudInit={usesCloudInit(draft)} onAnother={onAnother} />
       </section>
     );
   }
@@ -181,13 +192,18 @@ function draftFromQuery(query: URLSearchParams, images: ReadonlyMap<string, Imag
   const imageId = query.get("image") ?? "";
   const image = images.get(imageId);
   if (!image) return NEW_DRAFT;
-  const draft: Draft = { ...NEW_DRAFT, imageId, boot: image.format === "iso" ? "iso" : "cloud",
-                         user: image.default_user || NEW_DRAFT.user };
+  const osType = osTypeOf(image);
+  let draft: Draft = { ...NEW_DRAFT, imageId, boot: image.format === "iso" ? "iso" : "cloud",
+                       user: image.default_user || NEW_DRAFT.user, osType };
+  if (osType === "windows") {
+    const raise = raiseToMinimums({ vcpus: draft.vcpus, memoryMib: 1024, diskGib: draft.diskGib });
+    draft = { ...draft, ...raise.patch, win: { ...draft.win, version: versionOf(image) } };
+  }
   const minimum = minimumDiskGib(draft, { takenNames: new Set(), images, nodes: [] });
-  return { ...draft, diskGib: String(Math.max(Number(NEW_DRAFT.diskGib), minimum)) };
+  return { ...draft, diskGib: String(Math.max(Number(draft.diskGib), minimum)) };
 }
 
 function stepTitle(step: Step, draft: Draft): string {
-  if (step === "cloud-init" && draft.boot !== "cloud") return "Network";
+  if (step === "cloud-init") return setupStepTitle(draft);
   return STEP_TITLES[step];
 }

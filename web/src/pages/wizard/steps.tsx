@@ -6,10 +6,12 @@ import { bytes, mib } from "../../lib/format";
 import { Link } from "../../lib/router";
 import { sshKeyLabel, sshKeyProblem } from "../../lib/sshKey";
 import {
-  type BootMedia, cloudInitWarnings, type Draft, type Errors, imagesFor, minimumDiskGib,
-  type WizardContext,
+  type BootMedia, cloudInitWarnings, type Datasource, type Draft, type Errors, imagesFor, memoryMib, minimumDiskGib,
+  usesCloudInit, usesWindowsSetup, type WizardContext,
 } from "../../lib/wizard";
+import { type OsType, osTypeOf, raiseToMinimums, versionOf, WINDOWS_MIN_TEXT } from "../../lib/windows";
 import { useState } from "react";
+import { WindowsSetup } from "./WindowsSetup";
 
 export interface StepProps {
   draft: Draft;
@@ -95,13 +97,24 @@ export function HardwareStep({ draft, update, errors, ctx }: StepProps) {
         </div>
       </Field>
       <Field label="Disk (GiB)" htmlFor="vm-disk" error={errors.diskGib}
-             hint={minimum ? `The chosen image needs at least ${minimum} GiB.` : "The VM's system disk; a cloud image is grown to it."}>
+             hint={minimum ? `${draft.osType === "windows" && !selectedImageMinimum(draft, ctx) ? "Windows" : "The chosen image"} needs at least ${minimum} GiB.` : "The VM's system disk; a cloud image is grown to it."}>
         <input id="vm-disk" type="number" inputMode="numeric" min={Math.max(1, minimum)} value={draft.diskGib}
                aria-invalid={errors.diskGib ? true : undefined} onChange={(e) => update({ diskGib: e.target.value })} />
       </Field>
+      {draft.osType === "windows" && <p className="note windows-minimums">{WINDOWS_MIN_TEXT}</p>}
     </fieldset>
   );
 }
+
+/** The chosen image's own disk minimum (not Windows'): says whose minimum the hint names. */
+function selectedImageMinimum(draft: Draft, ctx: StepProps["ctx"]): number {
+  return minimumDiskGib({ ...draft, osType: "linux" }, ctx);
+}
+
+const OS_CARDS: { value: OsType; title: string; text: string }[] = [
+  { value: "linux", title: "Linux", text: "cloud-init sets the user, SSH keys and your config at first boot." },
+  { value: "windows", title: "Windows", text: "UEFI, TPM 2.0 and Hyper-V; unattended setup (computer name, administrator, RDP/WinRM)." },
+];
 
 const BOOT_CARDS: { value: BootMedia; title: string; text: string; badge?: string }[] = [
   { value: "cloud", title: "Cloud Image", text: "Automated with cloud-init: users, SSH keys and your config applied at first boot.", badge: "Recommended" },
@@ -122,13 +135,29 @@ function downloaded(image: ImageRecord): string {
 
 export function BootStep({ draft, update, errors, ctx }: StepProps) {
   const list = imagesFor(draft.boot, ctx.images.values());
+  const [raised, setRaised] = useState<string[]>([]);
+  // Windows' minimums are enforced: the hardware is raised to them when Windows is chosen
+  // (and said so), rather than refused on create.
+  const withOs = (osType: OsType, patch: Partial<Draft>, image?: ImageRecord): Partial<Draft> => {
+    if (osType !== "windows") {
+      setRaised([]);
+      return { ...patch, osType };
+    }
+    const merged = { ...draft, ...patch };
+    const raise = raiseToMinimums({ vcpus: merged.vcpus, memoryMib: memoryMib(merged), diskGib: merged.diskGib });
+    setRaised(raise.raised);
+    const win = image ? { ...draft.win, version: versionOf(image) } : draft.win;
+    return { ...patch, ...raise.patch, osType, win };
+  };
   const pick = (image: ImageRecord) => {
     const patch: Partial<Draft> = { imageId: image.id };
     const minimum = minimumDiskGib({ ...draft, imageId: image.id }, ctx);
     // The image's minimum disk is enforced: raise the disk rather than fail on create.
     if (Number(draft.diskGib) < minimum) patch.diskGib = String(minimum);
     if (image.default_user && draft.user === "admin") patch.user = image.default_user;
-    update(patch);
+    // The OS family follows the image's `os` (as the gateway would); an image that does not
+    // say keeps the family chosen.
+    update(image.os ? withOs(osTypeOf(image), patch, image) : patch);
   };
   return (
     <fieldset className="step-body">
@@ -167,6 +196,24 @@ export function BootStep({ draft, update, errors, ctx }: StepProps) {
         </div>
       )}
       {errors.image && <p className="field-error" role="alert" id="image-error">{errors.image}</p>}
+      <h3 id="os-family-label">OS family</h3>
+      <div className="boot-cards os-cards" role="radiogroup" aria-labelledby="os-family-label">
+        {OS_CARDS.map((card) => (
+          <label key={card.value} className={`choice${draft.osType === card.value ? " selected" : ""}`} data-os={card.value}>
+            <input type="radio" name="os-type" value={card.value} checked={draft.osType === card.value}
+                   onChange={() => update(withOs(card.value, {}, ctx.images.get(draft.imageId)))} />
+            <span className="choice-title">{card.title}</span>
+            <span className="choice-text">{card.text}</span>
+          </label>
+        ))}
+      </div>
+      {draft.osType === "windows" && (
+        <div className="note windows-minimums" role="status">
+          <p>{WINDOWS_MIN_TEXT}</p>
+          {raised.length > 0 && <p>Raised to: {raised.join(", ")}.</p>}
+          {draft.boot === "none" && <p>With no boot media there is no seed: install Windows later from an ISO on the console.</p>}
+        </div>
+      )}
     </fieldset>
   );
 }
@@ -178,6 +225,22 @@ const NETWORK_MODES: { value: NetworkMode; label: string }[] = [
   { value: "network", label: "libvirt network" },
   { value: "none", label: "No network" },
 ];
+
+const SEED_FORMATS: { value: Datasource; label: string }[] = [
+  { value: "nocloud", label: "NoCloud (ISO labelled cidata)" },
+  { value: "configdrive", label: "Config drive (OpenStack config-2)" },
+];
+
+export function SeedFormatField({ draft, update, windows }: Pick<StepProps, "draft" | "update"> & { windows: boolean }) {
+  return (
+    <Field label="Seed format" htmlFor="ci-datasource"
+           hint={windows ? "cloudbase-init in a Windows image reads a config drive." : "NoCloud suits most cloud images; some read only a config drive."}>
+      <select id="ci-datasource" value={draft.datasource} onChange={(e) => update({ datasource: e.target.value as Datasource })}>
+        {SEED_FORMATS.map((f) => <option key={f.value} value={f.value}>{f.label}</option>)}
+      </select>
+    </Field>
+  );
+}
 
 export function CloudInitStep({ draft, update, errors, configError }: StepProps & { configError: LineError | null }) {
   const [newKey, setNewKey] = useState("");
@@ -198,11 +261,14 @@ export function CloudInitStep({ draft, update, errors, configError }: StepProps 
     setNewKey("");
     setKeyError("");
   };
-  const cloud = draft.boot === "cloud";
+  const cloud = usesCloudInit(draft);
+  const windows = usesWindowsSetup(draft);
   return (
     <fieldset className="step-body">
-      <legend className="visually-hidden">{cloud ? "Cloud-init and network" : "Network"}</legend>
-      {!cloud && <p className="note">Cloud-init is not used with {draft.boot === "iso" ? "an ISO image" : "no boot media"}: only the network is set here.</p>}
+      <legend className="visually-hidden">{windows ? "Windows setup and network" : cloud ? "Cloud-init and network" : "Network"}</legend>
+      {!cloud && !windows && <p className="note">Cloud-init is not used with {draft.boot === "iso" ? "an ISO image" : "no boot media"}: only the network is set here.</p>}
+      {windows && <WindowsSetup draft={draft} update={update} errors={errors} />}
+      {windows && draft.boot === "cloud" && <SeedFormatField draft={draft} update={update} windows />}
       {cloud && (
         <>
           <Field label="Default user" htmlFor="ci-user" error={errors.user}>
@@ -247,6 +313,7 @@ export function CloudInitStep({ draft, update, errors, configError }: StepProps 
             </label>
           )}
           {warnings.map((warning) => <p key={warning} className="warning" role="status">{warning}</p>)}
+          <SeedFormatField draft={draft} update={update} windows={false} />
         </>
       )}
       <div className="grid-fields">
