@@ -1,0 +1,119 @@
+"""Snapshots and clones on libvirtd + QEMU (TCG), a blank qcow2 (no guest OS is needed for the
+mechanics): memory and live disk-only snapshots, a crash mid-snapshot, revert, clones at a
+snapshot and of the running disk, delete. Run under ``flock /tmp/lq-guest.lock``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from limiquantix.common.commands import DeleteVm, RevertSnapshot
+from limiquantix.common.events import VmDeleted
+from limiquantix.common.nats_server import NatsServer
+from limiquantix.common.vms import NetworkSpec, SnapshotState, VmState
+from tests.node_agent.test_snapshots import _clone, _mark, _snapshot, _wait_snapshot
+from tests.support.disks import make_qcow2
+from tests.support.node_agent import AgentHarness, agent_settings, running_agent
+
+pytestmark = pytest.mark.e2e
+
+URI = "qemu:///system"
+
+
+def _disk_snapshots(disk: Path) -> list[str]:
+    out = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk)],
+                         capture_output=True, text=True, check=True).stdout
+    return [s["name"] for s in json.loads(out).get("snapshots", [])]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="lq-snap-", dir="/var/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def qemu_harness(nats_server: NatsServer, shared_dir: Path) -> AsyncIterator[AgentHarness]:
+    if subprocess.run(["virsh", "-c", URI, "uri"], capture_output=True).returncode != 0:
+        pytest.skip("libvirtd is not running (bash scripts/libvirtd.sh)")
+    settings = agent_settings(nats_server.url, shared_dir / "node", libvirt_uri=URI,
+                              virt_type="auto", failpoints="snapshot_taken=sleep:30")
+    async with running_agent(nats_server, settings) as h:
+        yield h
+
+
+async def test_real_snapshots_revert_clone_and_delete(qemu_harness: AgentHarness,
+                                                      shared_dir: Path) -> None:
+    h = qemu_harness
+    (shared_dir / "images").mkdir()
+    image = make_qcow2(shared_dir / "images" / "base.qcow2", "256M")
+    (shared_dir / "images").chmod(0o755)
+    vm = await h.new_vm(image, network=NetworkSpec(mode="isolated"), memory_mib=256)
+    await h.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
+    disk = h.vm_dir(vm.id) / "disk.qcow2"
+    clones: list[str] = []
+    try:
+        # A live disk-only snapshot (QEMU takes it, libvirt gets REDEFINE); the agent dies
+        # after QEMU took it: the next agent records it, and QEMU holds exactly one.
+        live = await _snapshot(h, vm, "live-disk")
+        async with asyncio.timeout(30):
+            while live.id not in _disk_snapshots(disk):
+                await asyncio.sleep(0.1)
+        await h.crash()
+        await h.start(failpoints="")
+        record = await _wait_snapshot(h, vm.id, live.id, SnapshotState.READY)
+        taken = record.snapshots[0]
+        assert taken.vm_state == "running" and not taken.memory
+        assert _disk_snapshots(disk) == [live.id]
+
+        mem = await _snapshot(h, vm, "with-memory", memory=True)
+        record = await _wait_snapshot(h, vm.id, mem.id, SnapshotState.READY)
+        with_memory = [s for s in record.snapshots if s.id == mem.id][0]
+        assert with_memory.memory and (with_memory.size_bytes or 0) > 0
+        assert _disk_snapshots(disk) == [live.id, mem.id]
+
+        # Memory revert: the domain keeps running, no reboot.
+        await _mark(h, vm.id, mem.id, SnapshotState.REVERTING)
+        await h.send(RevertSnapshot(command_id=uuid.uuid4().hex, vm_id=vm.id,
+                                    snapshot_id=mem.id))
+        record = await _wait_snapshot(h, vm.id, mem.id, SnapshotState.READY, )
+        assert record.state == VmState.RUNNING and record.vnc is not None
+        # Disk-only revert of a running VM: stopped, disk restored, booted again.
+        await _mark(h, vm.id, live.id, SnapshotState.REVERTING)
+        await h.send(RevertSnapshot(command_id=uuid.uuid4().hex, vm_id=vm.id,
+                                    snapshot_id=live.id))
+        record = await _wait_snapshot(h, vm.id, live.id, SnapshotState.READY)
+        assert record.state == VmState.RUNNING
+
+        at_snapshot = await _clone(h, record, f"c{uuid.uuid4().hex[:8]}", snapshot_id=mem.id)
+        clones.append(at_snapshot.id)
+        await h.wait_state(at_snapshot.id, VmState.RUNNING, timeout_s=90)
+        of_running = await _clone(h, record, f"c{uuid.uuid4().hex[:8]}", linked=False)
+        clones.append(of_running.id)
+        await h.wait_state(of_running.id, VmState.RUNNING, timeout_s=90)
+        assert _disk_snapshots(disk) == [live.id, mem.id]  # the temporary one is gone
+
+        for snap in (live, mem):
+            await _mark(h, vm.id, snap.id, SnapshotState.DELETING)
+            from limiquantix.common.commands import DeleteSnapshot
+            await h.send(DeleteSnapshot(command_id=uuid.uuid4().hex, vm_id=vm.id,
+                                        snapshot_id=snap.id))
+            await _wait_snapshot(h, vm.id, snap.id, None)
+        assert _disk_snapshots(disk) == []
+    finally:
+        for vm_id in (*clones, vm.id):
+            await h.send(DeleteVm(command_id=uuid.uuid4().hex, vm_id=vm_id))
+            await h.wait_event(lambda e, i=vm_id: isinstance(e, VmDeleted) and e.vm_id == i,
+                               timeout_s=60)
