@@ -138,10 +138,57 @@ class ConsoleSessionEnded(_Event, frozen=True, kw_only=True, tag="console.sessio
     reason: str = ""
 
 
+class VmPhaseReached(_Event, frozen=True, kw_only=True, tag="vm.phase"):
+    """A boot reached a readiness phase (docs/guest-agent.md); ``elapsed_s`` from ``booting``."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    phase: str
+    at: datetime
+    elapsed_s: float | None = None
+
+
+class VmAddressesChanged(_Event, frozen=True, kw_only=True, tag="vm.addresses_changed"):
+    """The guest's IP addresses changed (e.g. a new DHCP lease after a reboot)."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    addresses: tuple[str, ...] = ()
+    previous: tuple[str, ...] = ()
+
+
+class VmAgentChanged(_Event, frozen=True, kw_only=True, tag="vm.agent_changed"):
+    """The VM's QEMU guest agent connected or disconnected."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    connected: bool
+    version: str = ""
+
+
+class VmGuestAccess(_Event, frozen=True, kw_only=True, tag="vm.guest_access"):
+    """Audit: someone acted inside a guest through its agent. Never the contents: the program
+    (not its arguments), the file's path and size, the user whose password was set."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    user: str = ""  # the API token's name
+    action: str  # exec | file_write | file_read | password
+    target: str = ""  # program, path or guest user
+    bytes: int = 0  # file size; exec: stdout + stderr
+    exit_code: int | None = None
+    error: str = ""  # the error code when it failed
+
+
 Event = (
     VmStateChanged | VmGuestReady | VmActionFailed | VmDeleted | VmSnapshotChanged | VmCloned
     | VmPublishProgress | NodeStateChanged
     | ImageStateChanged | ImageProgress | ConsoleSessionStarted | ConsoleSessionEnded
+    | VmPhaseReached | VmAddressesChanged | VmAgentChanged | VmGuestAccess
 )
 
 event_encoder = msgspec.json.Encoder()
@@ -156,6 +203,8 @@ def event_subject(event: Event) -> str:
     match event:
         case (VmStateChanged() | VmGuestReady() | VmActionFailed() | VmDeleted()
               | VmSnapshotChanged() | VmCloned() | VmPublishProgress()):
+            return subjects.vm_event(event.vm_id, kind)
+        case VmPhaseReached() | VmAddressesChanged() | VmAgentChanged() | VmGuestAccess():
             return subjects.vm_event(event.vm_id, kind)
         case NodeStateChanged():
             return subjects.node_event(event.node, kind)

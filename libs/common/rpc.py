@@ -120,12 +120,15 @@ async def _publish_reply(msg: Msg, data: bytes, headers: dict[str, str] | None) 
 
 
 async def serve(nc: Client, subject: str, handler: Handler, *, queue: str = "",
-                what: str = "rpc") -> Subscription:
+                what: str = "rpc", concurrent: bool = False) -> Subscription:
     """Answer requests on ``subject`` (a wildcard is fine) with ``handler``'s result.
 
     A ``LimiquantixError`` is answered as that error; anything else is logged (``what``
-    names the service) and answered as ``internal``.
+    names the service) and answered as ``internal``. nats.py runs one subscription's callbacks
+    one after the other: ``concurrent`` answers each request in its own task instead (for
+    handlers that wait, e.g. a command running in a guest), tasks held until they end.
     """
+    running: set[asyncio.Task[None]] = set()
 
     async def answer(msg: Msg) -> None:
         try:
@@ -139,4 +142,9 @@ async def serve(nc: Client, subject: str, handler: Handler, *, queue: str = "",
             return
         await respond(msg, value)
 
-    return await nc.subscribe(subject, queue=queue, cb=answer)
+    async def dispatch(msg: Msg) -> None:
+        task = asyncio.create_task(answer(msg))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    return await nc.subscribe(subject, queue=queue, cb=dispatch if concurrent else answer)

@@ -54,6 +54,9 @@ class Settings(Model, frozen=True, kw_only=True):
     reconcile_interval_s: float = 30.0
     command_ack_wait_s: float = 30.0
     stop_timeout_s: float = 60.0
+    guest_agent_refresh_s: float = 30.0
+    guest_agent_shutdown_s: float = 30.0
+    guest_file_max_bytes: int = 256 * 1024 * 1024
     node_vcpus: int = 0  # 0: what the host has
     node_memory_mib: int = 0
     cpu_allocation_ratio: float = 4.0
@@ -147,6 +150,12 @@ _DOCS: dict[str, str] = {
     "reconcile_interval_s": "How often a node compares libvirt's domains with its records",
     "command_ack_wait_s": "JetStream ack wait of node commands (redelivery after a crash)",
     "stop_timeout_s": "ACPI shutdown grace before a stop powers the VM off",
+    "guest_agent_refresh_s": "How often the node re-reads each running VM's guest agent (OS, "
+                             "users, file systems, addresses); 0: only when it connects",
+    "guest_agent_shutdown_s": "Of a stop's grace, how long the guest agent's shutdown may take "
+                              "before ACPI is tried (when an agent is connected)",
+    "guest_file_max_bytes": "Largest file PUT or GET /v1/vms/{vm}/files moves through the guest "
+                            "agent",
     "node_vcpus": "vCPUs this node offers (0: the host's count)",
     "node_memory_mib": "Memory this node offers in MiB (0: the host's)",
     "cpu_allocation_ratio": "vCPUs placed per physical CPU (Nova's default 4.0; 1.0: no "

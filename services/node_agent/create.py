@@ -19,6 +19,7 @@ import structlog
 
 from limiquantix.common.commands import CreateVm
 from limiquantix.common.library_tokens import load_or_create_secret, node_key
+from limiquantix.common.model import utcnow
 from limiquantix.common.vms import NetworkSpec, PortForward, VmRecord, VmState
 from limiquantix.common.vnc_auth import vnc_password
 from limiquantix.node_agent.context import AgentContext
@@ -33,6 +34,7 @@ from limiquantix.node_agent.domain_xml import (
 )
 from limiquantix.node_agent.errors import WrongNode
 from limiquantix.node_agent.forwards import bind_forwards, ssh_command, wanted_forwards
+from limiquantix.node_agent.guest_phases import defined_guest
 from limiquantix.node_agent.images.local import LocalImage
 from limiquantix.node_agent.images.source import Progress
 from limiquantix.node_agent.overlay import create_blank
@@ -91,7 +93,8 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
     defined = await ctx.recorder.transition(
         record.id, VmState.STARTING, reason="defined", only_from=CREATE_STATES,
         change=lambda r: msgspec.structs.replace(r, image_progress=None,
-                                                 serial_log=str(files.serial_log)))
+                                                 serial_log=str(files.serial_log),
+                                                 guest=defined_guest(utcnow())))
     if defined is None:  # a delete (queued behind us) was asked meanwhile: do not start
         log.info("create overtaken by another request; not starting", vm_id=record.id)
         return

@@ -7,7 +7,8 @@ import asyncio
 import msgspec
 import structlog
 
-from limiquantix.common.vms import GuestInfo, VmRecord, VmState, VncEndpoint
+from limiquantix.common.vms import VmRecord, VmState, VncEndpoint
+from limiquantix.node_agent import guest_phases
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import VmFilesMissing
 from limiquantix.node_agent.guest_watch import mark_boot
@@ -52,11 +53,14 @@ async def boot(ctx: AgentContext, vm_id: str, *, reason: str,
     serial_log = str(ctx.files(vm_id).serial_log)
 
     def booted(record: VmRecord) -> VmRecord:
-        return msgspec.structs.replace(record, vnc=vnc, serial_log=serial_log, guest=GuestInfo(),
+        guest = guest_phases.booted_guest(record.guest, boot_mark.started_at)
+        return msgspec.structs.replace(record, vnc=vnc, serial_log=serial_log, guest=guest,
                                        image_progress=None)
 
     record = await ctx.recorder.transition(vm_id, VmState.RUNNING, reason=reason, change=booted,
                                            only_from=only_from)
     if record is not None:
+        for phase in ("defined", "booting"):
+            await ctx.recorder.publish(guest_phases.phase_event(record, phase))
         ctx.guests.watch(record, ctx.files(vm_id).serial_log, boot_mark)
     return record

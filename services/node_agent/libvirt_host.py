@@ -75,6 +75,14 @@ class DomainInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentEvent:
+    """The QEMU guest agent of a domain connected or disconnected (its channel's state)."""
+
+    uuid: str
+    connected: bool
+
+
+@dataclass(frozen=True, slots=True)
 class LifecycleEvent:
     uuid: str
     name: str
@@ -104,7 +112,9 @@ class LibvirtHost:
         self._conn = conn
         self._retry_s = retry_s
         self.events: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
+        self.agent_events: asyncio.Queue[AgentEvent] = asyncio.Queue()  # guest_agent.py
         self._callback_id: int | None = None
+        self._agent_callback_id: int | None = None
         self._connected = asyncio.Event()
         self._connected.set()
         self._lost = asyncio.Event()
@@ -139,6 +149,9 @@ class LibvirtHost:
         """Lifecycle events, the close callback and keepalive on a new connection."""
         self._callback_id = conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+        with contextlib.suppress(libvirt.libvirtError):  # drivers without a guest agent
+            self._agent_callback_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self._on_agent, None)
         with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._on_close, None)
         with contextlib.suppress(libvirt.libvirtError):  # local drivers have no keepalive
@@ -152,6 +165,10 @@ class LibvirtHost:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(self._callback_id)
             self._callback_id = None
+        if self._agent_callback_id is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventDeregisterAny(self._agent_callback_id)
+            self._agent_callback_id = None
         with contextlib.suppress(libvirt.libvirtError):
             conn.close()
 
@@ -241,6 +258,22 @@ class LibvirtHost:
                       _opaque: Any) -> None:
         # Runs on the event loop (libvirtaio); UUIDString and name are local, no RPC.
         self.events.put_nowait(LifecycleEvent(dom.UUIDString(), dom.name(), event, detail))
+
+    def _on_agent(self, _conn: Any, dom: libvirt.virDomain, state: int, _reason: int,
+                  _opaque: Any) -> None:
+        # Runs on the event loop (libvirtaio), like _on_lifecycle.
+        connected = state == libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
+        self.agent_events.put_nowait(AgentEvent(dom.UUIDString(), connected))
+
+    async def agent_call(self, what: str, dom_uuid: str,
+                         op: Callable[[libvirt.virDomain], T]) -> T | None:
+        """``op(domain)`` in a worker thread for the guest agent's work (guest_agent.py); None
+        when no domain has this UUID. ``op`` turns the agent's own errors into typed ones
+        itself (``_call`` keeps only libvirt's message)."""
+        def run() -> T | None:
+            dom = self._lookup(dom_uuid)
+            return None if dom is None else op(dom)
+        return await self._call(what, run, uuid=dom_uuid)
 
     @property
     def is_test_driver(self) -> bool:

@@ -26,6 +26,8 @@ from limiquantix.node_agent import reconcile
 from limiquantix.node_agent.consumer import SHUTDOWN_GRACE_S, CommandConsumer
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.failpoints import Failpoints
+from limiquantix.node_agent.guest_agent import GuestAgents
+from limiquantix.node_agent.guest_ops import GuestOps
 from limiquantix.node_agent.guest_watch import GuestWatch
 from limiquantix.node_agent.heartbeat import Heartbeat
 from limiquantix.node_agent.host_checks import host_warnings
@@ -75,7 +77,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             settings=settings, node_id=node_id, virt_type=kind,
             host=host, store=store, recorder=recorder,
             images=ImageSource(cache, settings.host_image_roots), activity=VmActivity(),
-            guests=GuestWatch(recorder, enabled=kind != "test"), failpoints=failpoints,
+            guests=GuestWatch(recorder, enabled=kind != "test", ssh_host=settings.console_host),
+            failpoints=failpoints,
             overlays=OverlayFactory(settings.data_path / OVERLAY_TEMPLATES),
         )
         await asyncio.to_thread(ctx.overlays.reset)
@@ -86,6 +89,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         host.on_change(heartbeat.nudge)  # libvirt lost or back: say so at once
         await stack.enter_async_context(
             NodeRpc(store, node_id=node_id, data_dir=settings.data_path).serving(nc))
+        await stack.enter_async_context(GuestOps(host, store, node_id=node_id).serving(nc))
         await stack.enter_async_context(
             metrics_serving(settings.node_metrics_host, settings.node_metrics_port))
         log.info("node agent starting", libvirt_uri=settings.libvirt_uri, virt_type=kind,
@@ -114,6 +118,7 @@ async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: H
             group.create_task(heartbeat.run()),
             group.create_task(reconcile.run_periodic(ctx, records)),
             group.create_task(reconcile.follow_events(ctx, records)),
+            *_guest_agent_tasks(group, GuestAgents(ctx, records.vm_for_domain, records.all)),
             # Events were missed while libvirt was away: reconcile once it is back.
             group.create_task(ctx.host.supervise(lambda: reconcile.reconcile_once(ctx, records))),
         ]
@@ -130,6 +135,12 @@ async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: H
         for task in background:
             task.cancel()
         ctx.guests.cancel_all()
+
+
+def _guest_agent_tasks(group: asyncio.TaskGroup,
+                       agents: GuestAgents) -> list[asyncio.Task[None]]:
+    """Follow guest agents: libvirt's (dis)connect events, and a periodic re-read."""
+    return [group.create_task(agents.follow_events()), group.create_task(agents.run_periodic())]
 
 
 def main() -> None:

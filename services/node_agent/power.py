@@ -1,5 +1,7 @@
-"""Power commands: start, stop (ACPI, then off after the timeout, as Nova does), force-stop,
-reboot, pause and resume. The API recorded the transitional state; these record the outcome."""
+"""Power commands: start, stop (the guest agent's shutdown when one is connected, then ACPI,
+then off after the timeout, as Nova does; ``stopped_by`` on the record says which worked),
+force-stop, reboot, pause and resume. The API recorded the transitional state; these record the
+outcome."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import structlog
 
 from limiquantix.common.commands import PauseVm, RebootVm, ResumeVm, StartVm, StopVm
 from limiquantix.common.vms import GuestInfo, VmRecord, VmState
+from limiquantix.node_agent import guest_phases
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.domain_boot import boot, ensure_defined
 from limiquantix.node_agent.errors import DomainMissing, DomainNotRunning
+from limiquantix.node_agent.guest_agent import channel_connected
 from limiquantix.node_agent.guest_watch import mark_boot
 
 log = structlog.get_logger()
@@ -49,26 +53,57 @@ async def _powered_off(ctx: AgentContext, dom_uuid: str, timeout_s: float) -> bo
         await asyncio.sleep(STOP_POLL_S)
 
 
+async def agent_shutdown(ctx: AgentContext, dom_uuid: str) -> bool:
+    """Ask the guest agent to power the guest off (guest-shutdown); False when no agent is
+    connected or it refused."""
+    def op(dom: libvirt.virDomain) -> bool:
+        if not dom.isActive() or not channel_connected(dom.XMLDesc(0)):
+            return False
+        try:
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+        except libvirt.libvirtError as exc:
+            log.info("guest agent shutdown refused; ACPI next", uuid=dom_uuid,
+                     error=exc.get_error_message())
+            return False
+        return True
+    if ctx.host.is_test_driver:
+        return False
+    return bool(await ctx.host.agent_call("agent shutdown", dom_uuid, op))
+
+
+async def _shut_down(ctx: AgentContext, dom_uuid: str, timeout_s: float) -> tuple[str, str]:
+    """Agent, then ACPI, then power off: (stopped_by, reason)."""
+    deadline = time.monotonic() + timeout_s
+    if await agent_shutdown(ctx, dom_uuid):
+        share = min(timeout_s, ctx.settings.guest_agent_shutdown_s)
+        if await _powered_off(ctx, dom_uuid, share):
+            return "agent", "shut down by the guest agent"
+    await ctx.host.shutdown(dom_uuid)
+    if await _powered_off(ctx, dom_uuid, max(0.0, deadline - time.monotonic())):
+        return "acpi", "shut down by the guest"
+    await ctx.host.destroy(dom_uuid)
+    return "power_off", "powered off after the shutdown timeout"
+
+
 async def stop_vm(ctx: AgentContext, command: StopVm) -> None:
     record = await _record(ctx, command.vm_id)
     ctx.guests.cancel(record.id)
     dom_uuid = ctx.domain_uuid(record.id)
     info = await ctx.host.info(dom_uuid)
-    reason = "already off"
+    reason, stopped_by = "already off", ""
     if info is not None and info.active:
         if command.force or info.state == libvirt.VIR_DOMAIN_PAUSED:
             await ctx.host.destroy(dom_uuid)
-            reason = "powered off"
+            reason, stopped_by = "powered off", "power_off"
         else:
-            await ctx.host.shutdown(dom_uuid)
-            if await _powered_off(ctx, dom_uuid, stop_timeout(ctx, command)):
-                reason = "shut down by the guest"
-            else:
-                await ctx.host.destroy(dom_uuid)
-                reason = "powered off after the shutdown timeout"
+            stopped_by, reason = await _shut_down(ctx, dom_uuid, stop_timeout(ctx, command))
+    log.info("stopped", vm_id=record.id, stopped_by=stopped_by or "-")
     await ctx.recorder.transition(
         record.id, VmState.STOPPED, reason=reason,
-        change=lambda r: msgspec.structs.replace(r, vnc=None))
+        change=lambda r: msgspec.structs.replace(
+            r, vnc=None, stopped_by=stopped_by,
+            guest=msgspec.structs.replace(r.guest, agent=msgspec.structs.replace(
+                r.guest.agent, connected=False))))
 
 
 async def _require_running(ctx: AgentContext, vm_id: str) -> str:
@@ -88,7 +123,8 @@ async def reboot_vm(ctx: AgentContext, command: RebootVm) -> None:
     await ctx.host.reboot(dom_uuid)
     updated = await ctx.recorder.transition(
         record.id, VmState.RUNNING, reason="rebooted",
-        change=lambda r: msgspec.structs.replace(r, guest=GuestInfo()))
+        change=lambda r: msgspec.structs.replace(
+            r, guest=guest_phases.booted_guest(GuestInfo(), boot_mark.started_at)))
     if updated is not None:
         ctx.guests.watch(updated, ctx.files(record.id).serial_log, boot_mark)
 

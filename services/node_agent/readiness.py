@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -30,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from limiquantix.common.vms import GuestInfo
+from limiquantix.common.vms import GuestAddress, GuestInfo
 from limiquantix.node_agent.errors import NodeAgentError
 
 log = structlog.get_logger()
@@ -119,6 +120,7 @@ class ConsoleScan:
     fatal: str = ""
     host_keys: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
+    interfaces: dict[str, str] = field(default_factory=dict)  # address -> device
     scanned: int = 0  # characters examined so far: linear in the input, whatever its shape
     _block: list[str] | None = None
     _in_net_table: bool = False
@@ -211,6 +213,7 @@ class ConsoleScan:
             if (len(self.addresses) < MAX_ADDRESSES and len(address) <= MAX_ADDRESS_LEN
                     and address not in self.addresses):
                 self.addresses.append(address)
+                self.interfaces[address] = match["dev"][:MAX_ADDRESS_LEN]
 
     def problem(self) -> str:
         """Why this boot is not a success, or "" if it is."""
@@ -226,7 +229,12 @@ class ConsoleScan:
         boot = None if ready_at is None else round((ready_at - started_at).total_seconds(), 2)
         return GuestInfo(ready_at=ready_at, boot_seconds=boot,
                          ssh_host_keys=tuple(self.host_keys), addresses=tuple(self.addresses),
-                         cloud_init_error=error)
+                         ip_addresses=self.address_details(), cloud_init_error=error)
+
+    def address_details(self) -> tuple[GuestAddress, ...]:
+        """The ``ci-info`` addresses with their device, as the serial log's."""
+        return tuple(GuestAddress(address=a, interface=self.interfaces.get(a, ""),
+                                  source="serial") for a in self.addresses)
 
 
 def _read_tail(path: Path, end: int, length: int) -> bytes:
@@ -316,11 +324,14 @@ def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
 
 async def wait_for_guest_ready(serial_log: Path, *, started_at: datetime, timeout_s: float,
                                start_offset: int | None = None, poll_s: float = POLL_S,
-                               settle_s: float = SETTLE_S) -> GuestInfo:
+                               settle_s: float = SETTLE_S,
+                               on_network: Callable[[ConsoleScan], Awaitable[None]] | None = None,
+                               ) -> GuestInfo:
     """Follow ``serial_log`` until cloud-init finished in the boot begun at ``started_at``.
 
     Returns the guest's host keys, addresses and boot time; raises GuestNotReady when cloud-init
-    reports a failure, GuestReadyTimeout after ``timeout_s``.
+    reports a failure, GuestReadyTimeout after ``timeout_s``. ``on_network`` is awaited once,
+    when the log first shows an address (the ``network`` phase).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -334,6 +345,9 @@ async def wait_for_guest_ready(serial_log: Path, *, started_at: datetime, timeou
     while True:
         data, offset = await asyncio.to_thread(_read_from, serial_log, offset)
         scan.feed(data)
+        if on_network is not None and scan.addresses:
+            await on_network(scan)
+            on_network = None
         if scan.fatal:
             raise _failed(scan, started_at)
         if scan.finished and ready_at is None:
