@@ -1,8 +1,10 @@
-"""Typed records in a JetStream KV bucket, changed only by compare-and-set on the revision.
+"""Typed records in a JetStream KV bucket: the one way services read and write a bucket.
 
-The one implementation of read / create / CAS-update / purge / list that the VM store and the
-image store share: a write that lost a race re-reads and re-applies its change, so no write is
-ever lost or applied to a stale record.
+The one implementation of read / create / CAS-update / purge / list that every store shares (VMs,
+images, API tokens, webhooks, console tickets, idempotency keys, heartbeats): a write that lost a
+race re-reads and re-applies its change, so no write is ever lost or applied to a stale record.
+Services never call a ``KeyValue`` themselves (tests/test_nats_plumbing.py); watching a bucket is
+``kv_view.KvView``.
 """
 
 from __future__ import annotations
@@ -12,15 +14,22 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
-from limiquantix.common.errors import Conflict, LimiquantixError
+from limiquantix.common.errors import Conflict, LimiquantixError, NotFound
 from limiquantix.common.model import utcnow
 
 T = TypeVar("T", bound=msgspec.Struct)
 
 CAS_ATTEMPTS = 20
+WRONG_LAST_SEQUENCE = 10071  # JetStream's "wrong last sequence" (a compare-and-set lost)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,15 +54,19 @@ async def bucket_keys(kv: KeyValue) -> list[str]:
     return [subject[len(prefix):] for subject in (info.state.subjects or {})]
 
 
+def _not_found(key: str) -> NotFound:
+    return NotFound(f"{key!r} does not exist", key=key)
+
+
 class KvRecords(Generic[T]):
     """Records of type ``T`` (a Struct with an ``updated_at`` field) keyed by id."""
 
     def __init__(self, kv: KeyValue, record_type: type[T],
-                 not_found: Callable[[str], LimiquantixError]) -> None:
+                 not_found: Callable[[str], LimiquantixError] | None = None) -> None:
         self.kv = kv
         self._encoder = msgspec.json.Encoder()
         self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(record_type)
-        self._not_found = not_found
+        self._not_found = not_found or _not_found
 
     def encode(self, record: T) -> bytes:
         return self._encoder.encode(record)
@@ -106,8 +119,40 @@ class KvRecords(Generic[T]):
             return Updated(before=current, after=new, revision=int(revision))
         raise Conflict(f"{key!r} is being changed by many writers; retry", key=key)
 
+    async def put(self, key: str, record: T) -> int:
+        """Store ``record`` whatever is there (a value only its writer changes: a heartbeat,
+        a log line); the new revision."""
+        return int(await self.kv.put(key, self.encode(record)))
+
+    async def replace(self, key: str, record: T, revision: int) -> int | None:
+        """Store ``record`` if ``key`` is still at ``revision``; None when it changed."""
+        try:
+            return int(await self.kv.update(key, self.encode(record), last=revision))
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def delete(self, key: str, *, revision: int | None = None) -> bool:
+        """Delete ``key`` (if still at ``revision`` when given); False when it changed."""
+        try:
+            await self.kv.delete(key, last=revision)
+        except APIError as exc:
+            # nats-py raises the stream's own error here, not KeyWrongLastSequenceError.
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                return False
+            raise
+        return True
+
     async def purge(self, key: str) -> None:
         await self.kv.purge(key)
+
+    async def history(self, key: str) -> list[T]:
+        """The values the bucket keeps for ``key``, oldest first (deletes left out)."""
+        try:
+            entries = await self.kv.history(key)
+        except (NotFoundError, NoKeysError):  # KeyNotFoundError is a NotFoundError
+            return []
+        return [self._decoder.decode(e.value) for e in entries
+                if e.value and e.operation is None]
 
     async def all(self) -> list[T]:
         """Every record (hot paths keep a watched view instead)."""

@@ -1,5 +1,5 @@
-"""The one way to publish to JetStream: events (``publish_event``) and node commands
-(``send_command``).
+"""The one way to publish: events (``publish_event``) and node commands (``send_command``) to
+JetStream, a rejected command to its node's dead-letter subject (``dead_letter``, core NATS).
 
 One timeout, the stream always named (a subject outside it fails instead of going nowhere), and
 one failure policy chosen by the caller:
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import nats.errors
 import structlog
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from limiquantix.common import metrics, subjects
@@ -59,3 +60,12 @@ async def send_command(js: JetStreamContext, node: str, command: Command) -> Non
         timeout=PUBLISH_TIMEOUT_S, stream=subjects.COMMANDS_STREAM,
         headers={"Nats-Msg-Id": command.command_id},
     )
+
+
+async def dead_letter(nc: Client, node: str, data: bytes, *, reason: str, stream_seq: int,
+                      rejected: int) -> None:
+    """Republish a command the node terminated on ``lq.dlq.cmd.<node>`` (core NATS: kept by
+    whoever listens), its payload untouched; the reason as one header line of <= 300 chars."""
+    await nc.publish(subjects.node_dead_letters(node), data, headers={
+        "Lq-Reason": " ".join(reason.split())[:300], "Lq-Stream-Seq": str(stream_seq),
+        "Lq-Rejected-Count": str(rejected)})

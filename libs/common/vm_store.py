@@ -13,7 +13,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from limiquantix.common.errors import Conflict, NotFound
-from limiquantix.common.kv_records import KvRecords
+from limiquantix.common.kv_records import KvRecords, bucket_keys
 from limiquantix.common.vms import VmRecord
 
 _encoder = msgspec.json.Encoder()
@@ -33,8 +33,24 @@ class VmStore:
 
     @property
     def names(self) -> KeyValue:
-        """The unique-name index (name -> VM id); the gateway's sweeper frees orphans in it."""
+        """The unique-name index (name -> VM id), raw: for tests (services use the methods)."""
         return self._names
+
+    async def name_claims(self) -> list[tuple[str, str, int]]:
+        """Every (name, VM id, revision) of the unique-name index."""
+        claims = []
+        for name in await bucket_keys(self._names):
+            try:
+                entry = await self._names.get(name)
+            except KeyNotFoundError:
+                continue  # freed meanwhile (or only its delete marker is left)
+            if entry.value:
+                claims.append((name, entry.value.decode(), int(entry.revision or 0)))
+        return claims
+
+    async def free_name(self, name: str, revision: int) -> bool:
+        """Free ``name`` if it is still at ``revision``; False when it was taken again."""
+        return await KvRecords(self._names, VmRecord).delete(name, revision=revision)
 
     async def get(self, vm_id: str) -> tuple[VmRecord, int]:
         """The record and its revision; NotFound when absent."""

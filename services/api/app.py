@@ -58,6 +58,8 @@ from limiquantix.api.metrics import metrics_middleware
 from limiquantix.api.openapi import OPENAPI_DOC, OpenApiPart, build_document
 from limiquantix.api.problems import problems_middleware
 from limiquantix.common import nats_client, subjects
+from limiquantix.common.api_tokens import ApiTokenRecord
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.library_tokens import load_or_create_secret
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
@@ -127,7 +129,8 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
         app[app_keys.JETSTREAM] = js
         app[app_keys.VM_STORE] = VmStore(records, names)
         app[app_keys.IDEMPOTENCY_KV] = await nats_client.bucket(js, subjects.IDEMPOTENCY_BUCKET)
-        app[app_keys.TOKENS_KV] = await nats_client.bucket(js, subjects.TOKENS_BUCKET)
+        app[app_keys.TOKENS] = KvRecords(await nats_client.bucket(js, subjects.TOKENS_BUCKET),
+                                         ApiTokenRecord)
         nodes_info = await js.stream_info(f"KV_{subjects.NODES_BUCKET}")
         ttl_s = float(nodes_info.config.max_age or 3 * settings.heartbeat_interval_s)
         vm_view = VmView(js, subjects.VMS_BUCKET)

@@ -15,6 +15,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from limiquantix.api.kv_view import NodeView, VmView
+from limiquantix.common.api_tokens import ApiTokenRecord
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.settings import Settings
 from limiquantix.common.vm_store import VmStore
 
@@ -26,7 +28,8 @@ VM_STORE = web.AppKey("vm_store", VmStore)
 VM_VIEW = web.AppKey("vm_view", VmView)  # watched lq_vms, also fed by our own writes
 NODE_VIEW = web.AppKey("node_view", NodeView)  # watched lq_nodes (liveness by TTL)
 IDEMPOTENCY_KV = web.AppKey("idempotency_kv", KeyValue)
-TOKENS_KV = web.AppKey("tokens_kv", KeyValue)  # lq_tokens: named API tokens (hashes only)
+# lq_tokens: named API tokens (hashes only)
+TOKENS: web.AppKey[KvRecords[ApiTokenRecord]] = web.AppKey("tokens")
 LIBRARY_SECRET = web.AppKey("library_secret", bytes)  # signs image library requests
 # Set when the server begins shutting down: long-lived responses (SSE) end on it.
 STOPPING = web.AppKey("stopping", asyncio.Event)

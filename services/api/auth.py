@@ -31,12 +31,11 @@ from pathlib import Path
 
 import msgspec
 from aiohttp import web
-from nats.js.errors import KeyNotFoundError
 
 from limiquantix.api import app_keys
 from limiquantix.api.errors import Forbidden, NotReady, Unauthorized
 from limiquantix.api.openapi import Operation, openapi_path
-from limiquantix.common.api_tokens import ROLE_RANK, Role, token_decoder
+from limiquantix.common.api_tokens import ROLE_RANK, Role
 from limiquantix.common.settings import Settings
 
 TOKEN_FILE = "api-token"
@@ -150,15 +149,14 @@ async def authenticate(app: web.Application, given: str) -> Principal:
     token_id = given.removeprefix(TOKEN_PREFIX).partition("_")[0]
     if not given.startswith(TOKEN_PREFIX) or not is_token_id(token_id):
         raise Unauthorized("invalid bearer token")
-    kv = app.get(app_keys.TOKENS_KV)
-    if kv is None:
+    tokens = app.get(app_keys.TOKENS)
+    if tokens is None:
         raise NotReady("the API is not connected to NATS yet; named tokens cannot be checked")
     try:
-        entry = await kv.get(token_id)
-        record = token_decoder.decode(entry.value or b"")
-    except (KeyNotFoundError, msgspec.DecodeError):
-        raise Unauthorized("invalid bearer token") from None
-    if not hmac.compare_digest(record.sha256, token_sha256(given)):
+        record = await tokens.find(token_id)
+    except msgspec.DecodeError:
+        record = None
+    if record is None or not hmac.compare_digest(record.sha256, token_sha256(given)):
         raise Unauthorized("invalid bearer token")
     return Principal(id=record.id, name=record.name, role=record.role)
 

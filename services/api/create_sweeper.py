@@ -29,11 +29,9 @@ from collections.abc import AsyncIterator
 import nats.errors
 import structlog
 from aiohttp import web
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from limiquantix.api import app_keys
 from limiquantix.common.commands import CreateVm
-from limiquantix.common.kv_records import bucket_keys
 from limiquantix.common.model import utcnow
 from limiquantix.common.publish import send_command
 from limiquantix.common.vms import VmRecord, VmState
@@ -78,23 +76,15 @@ class CreateSweeper:
     async def _free_orphaned_names(self) -> None:
         view = self._app[app_keys.VM_VIEW]
         store = self._app[app_keys.VM_STORE]
-        names = store.names
         seen: dict[str, tuple[int, float]] = {}
-        for name in await bucket_keys(names):
-            try:
-                entry = await names.get(name)
-            except KeyNotFoundError:
-                continue
-            vm_id = (entry.value or b"").decode()
-            revision = int(entry.revision or 0)
+        for name, vm_id, revision in await store.name_claims():
             if view.get(vm_id) is not None or await store.find(vm_id) is not None:
                 continue
             first = self._orphans.get(name)
             since = first[1] if first is not None and first[0] == revision else time.monotonic()
             seen[name] = (revision, since)
             if time.monotonic() - since >= self._stale_after_s:
-                with contextlib.suppress(KeyWrongLastSequenceError):  # re-taken meanwhile
-                    await names.delete(name, last=revision)
+                if await store.free_name(name, revision):  # False: re-taken meanwhile
                     log.warning("name freed: its VM record was never written", name=name,
                                 vm_id=vm_id)
                 seen.pop(name, None)

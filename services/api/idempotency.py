@@ -10,18 +10,17 @@ id, once it ran out with no VM made.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from limiquantix.api.errors import IdempotencyKeyReused
-from limiquantix.common.errors import InvalidRequest
+from limiquantix.common.errors import InvalidRequest, NotFound
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.model import Model, utcnow
 
 MAX_KEY_LENGTH = 255
@@ -45,7 +44,6 @@ class Claim(Model, frozen=True, kw_only=True):
 
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(IdempotencyEntry)
 
 
 def storage_key(key: str) -> str:
@@ -76,7 +74,7 @@ class IdempotencyKeys:
     """Claims and releases keys in the idempotency bucket."""
 
     def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+        self._entries = KvRecords(kv, IdempotencyEntry)
 
     async def claim(self, key: str, digest: str, new_vm_id: str, *,
                     vm_exists: Callable[[str], Awaitable[bool]]) -> Claim:
@@ -85,18 +83,12 @@ class IdempotencyKeys:
         stored = storage_key(key)
         entry = IdempotencyEntry(vm_id=new_vm_id, body_hash=digest, claimed_at=utcnow())
         for _ in range(CLAIM_ATTEMPTS):
-            try:
-                await self._kv.create(stored, _encoder.encode(entry))
+            if await self._entries.create(stored, entry) is not None:
                 return Claim(vm_id=new_vm_id, owned=True)
-            except KeyWrongLastSequenceError:
-                pass
             try:
-                existing = await self._kv.get(stored)
-            except KeyNotFoundError:
+                found, revision = await self._entries.get(stored)
+            except NotFound:
                 continue  # released in between: try to claim again
-            if not existing.value:
-                continue
-            found = _decoder.decode(existing.value)
             if found.body_hash != digest:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used with a different request body",
@@ -104,10 +96,7 @@ class IdempotencyKeys:
                 )
             if _lease_ran_out(found) and not await vm_exists(found.vm_id):
                 renewed = msgspec.structs.replace(found, claimed_at=utcnow())
-                try:
-                    await self._kv.update(stored, _encoder.encode(renewed),
-                                          last=existing.revision)
-                except KeyWrongLastSequenceError:
+                if await self._entries.replace(stored, renewed, revision) is None:
                     continue  # another retry took it over first
                 return Claim(vm_id=found.vm_id, owned=True)
             return Claim(vm_id=found.vm_id, owned=False)
@@ -115,12 +104,7 @@ class IdempotencyKeys:
 
     async def release(self, key: str) -> None:
         """Forget a claim whose VM was never created."""
-        with contextlib.suppress(KeyNotFoundError):
-            await self._kv.delete(storage_key(key))
+        await self._entries.delete(storage_key(key))
 
     async def still_claimed(self, key: str) -> bool:
-        try:
-            entry = await self._kv.get(storage_key(key))
-        except KeyNotFoundError:
-            return False
-        return bool(entry.value)
+        return await self._entries.find(storage_key(key)) is not None

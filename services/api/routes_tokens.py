@@ -10,8 +10,6 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
-from nats.js.errors import KeyNotFoundError, NoKeysError
-from nats.js.kv import KeyValue
 
 from limiquantix.api import app_keys
 from limiquantix.api.auth import is_token_id, new_token, principal_of, token_sha256
@@ -24,26 +22,8 @@ from limiquantix.common.api_tokens import (
     TokenCreated,
     TokenInfo,
     TokenList,
-    token_decoder,
-    token_encoder,
 )
 from limiquantix.common.model import utcnow
-
-
-async def _records(kv: KeyValue) -> list[ApiTokenRecord]:
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
-    records = []
-    for key in keys:
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            continue  # deleted meanwhile
-        if entry.value:
-            records.append(token_decoder.decode(entry.value))
-    return records
 
 
 def _info(record: ApiTokenRecord) -> TokenInfo:
@@ -54,15 +34,15 @@ def _info(record: ApiTokenRecord) -> TokenInfo:
 async def create_token(request: web.Request) -> web.Response:
     """POST /v1/tokens: a new named token; the secret is in this answer only."""
     body = await decode_body(request, CreateTokenRequest)
-    kv = request.app[app_keys.TOKENS_KV]
-    if any(r.name == body.name for r in await _records(kv)):
+    tokens = request.app[app_keys.TOKENS]
+    if any(r.name == body.name for r in await tokens.all()):
         raise TokenNameTaken(f"a token named {body.name!r} exists", name=body.name)
     token_id = uuid.uuid4().hex
     token = new_token(token_id)
     record = ApiTokenRecord(id=token_id, name=body.name, role=body.role,
                             sha256=token_sha256(token), created_at=utcnow(),
                             created_by=principal_of(request).name)
-    await kv.create(token_id, token_encoder.encode(record))
+    await tokens.create(token_id, record)
     created = TokenCreated(id=token_id, name=record.name, role=record.role, token=token,
                            created_at=record.created_at)
     return json_response(created, status=201, headers={
@@ -72,7 +52,7 @@ async def create_token(request: web.Request) -> web.Response:
 
 async def list_tokens(request: web.Request) -> web.Response:
     """GET /v1/tokens: every named token, without secrets."""
-    records = await _records(request.app[app_keys.TOKENS_KV])
+    records = await request.app[app_keys.TOKENS].all()
     return json_response(TokenList(tokens=tuple(
         _info(r) for r in sorted(records, key=lambda r: (r.name, r.id)))))
 
@@ -80,16 +60,10 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def delete_token(request: web.Request) -> web.Response:
     """DELETE /v1/tokens/{id}: the token stops working at once."""
     token_id = request.match_info["id"]
-    kv = request.app[app_keys.TOKENS_KV]
-    if not is_token_id(token_id):
+    tokens = request.app[app_keys.TOKENS]
+    if not is_token_id(token_id) or await tokens.find(token_id) is None:
         raise TokenNotFound(f"no token with id {token_id!r}")
-    try:
-        entry = await kv.get(token_id)
-    except KeyNotFoundError:
-        raise TokenNotFound(f"no token with id {token_id!r}") from None
-    if not entry.value:
-        raise TokenNotFound(f"no token with id {token_id!r}")
-    await kv.purge(token_id)
+    await tokens.purge(token_id)
     return web.Response(status=204)
 
 

@@ -10,11 +10,12 @@ holds the secret. No answer ever carries the secret. Deliveries: webhook_deliver
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from limiquantix.api import app_keys
 from limiquantix.api.auth import principal_of
@@ -28,6 +29,7 @@ from limiquantix.api.webhook_delivery import (
 )
 from limiquantix.api.webhook_errors import WEBHOOK_URL_HINT, UnknownEventType, WebhookNotFound
 from limiquantix.common import nats_client, subjects
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.model import utcnow
 from limiquantix.common.outbound import OutboundRefused
 from limiquantix.common.webhooks import (
@@ -38,13 +40,21 @@ from limiquantix.common.webhooks import (
     WebhookInfo,
     WebhookList,
     WebhookRecord,
-    attempt_decoder,
     check_patterns,
     filter_subjects,
-    webhook_encoder,
 )
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookStores:
+    """The gateway's two webhook buckets: the records and the delivery logs."""
+
+    webhooks: KvRecords[WebhookRecord]
+    deliveries: KvRecords[DeliveryAttempt]
+
+
 DELIVERER = web.AppKey("webhook_deliverer", Deliverer)
+STORES = web.AppKey("webhook_stores", WebhookStores)
 _ID_LENGTH = 32
 
 
@@ -90,9 +100,8 @@ async def create_webhook(request: web.Request) -> web.Response:
     # The consumer first: from here on every matching event is kept for this webhook.
     await js.add_consumer(subjects.EVENTS_STREAM, consumer_config(
         webhook_id, filter_subjects(patterns), timeout_s=settings.webhook_timeout_s))
-    kv = await nats_client.bucket(js, subjects.WEBHOOKS_BUCKET)
     try:
-        await kv.create(webhook_id, webhook_encoder.encode(record))
+        await request.app[STORES].webhooks.create(webhook_id, record)
     except BaseException:
         with contextlib.suppress(Exception):
             await js.delete_consumer(subjects.EVENTS_STREAM, subjects.webhook_consumer(webhook_id))
@@ -119,13 +128,12 @@ async def delete_webhook(request: web.Request) -> web.Response:
     """DELETE /v1/webhooks/{id}: no delivery after this answer; its log goes too."""
     record = _record(request)
     js = request.app[app_keys.JETSTREAM]
-    kv = await nats_client.bucket(js, subjects.WEBHOOKS_BUCKET)
-    await kv.purge(record.id)
+    stores = request.app[STORES]
+    await stores.webhooks.purge(record.id)
     request.app[DELIVERER].view.forget(record.id)
     with contextlib.suppress(NotFoundError):
         await js.delete_consumer(subjects.EVENTS_STREAM, subjects.webhook_consumer(record.id))
-    deliveries = await nats_client.bucket(js, subjects.WEBHOOK_DELIVERIES_BUCKET)
-    await deliveries.purge(record.id)
+    await stores.deliveries.purge(record.id)
     return web.Response(status=204)
 
 
@@ -139,21 +147,18 @@ async def test_webhook(request: web.Request) -> web.Response:
 async def webhook_deliveries(request: web.Request) -> web.Response:
     """GET /v1/webhooks/{id}/deliveries: the last attempts, newest first."""
     record = _record(request)
-    kv = await nats_client.bucket(request.app[app_keys.JETSTREAM],
-                                  subjects.WEBHOOK_DELIVERIES_BUCKET)
-    try:
-        entries = await kv.history(record.id)
-    except (KeyNotFoundError, NoKeysError, NotFoundError):
-        entries = []
-    attempts: list[DeliveryAttempt] = [attempt_decoder.decode(e.value) for e in entries
-                                       if e.value and e.operation is None]
+    attempts = await request.app[STORES].deliveries.history(record.id)
     return json_response(DeliveryLog(deliveries=tuple(reversed(attempts))))
 
 
 async def _deliverer_ctx(app: web.Application) -> AsyncIterator[None]:
     js = app[app_keys.JETSTREAM]
-    deliveries = await nats_client.bucket(js, subjects.WEBHOOK_DELIVERIES_BUCKET)
-    deliverer = Deliverer(js, app[app_keys.SETTINGS], Sender(app[app_keys.SETTINGS], deliveries))
+    deliveries_kv = await nats_client.bucket(js, subjects.WEBHOOK_DELIVERIES_BUCKET)
+    app[STORES] = WebhookStores(
+        webhooks=KvRecords(await nats_client.bucket(js, subjects.WEBHOOKS_BUCKET), WebhookRecord),
+        deliveries=KvRecords(deliveries_kv, DeliveryAttempt))
+    deliverer = Deliverer(js, app[app_keys.SETTINGS],
+                          Sender(app[app_keys.SETTINGS], deliveries_kv))
     app[DELIVERER] = deliverer
     await deliverer.start()
     try:

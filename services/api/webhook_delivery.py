@@ -33,6 +33,7 @@ from nats.js.kv import KeyValue
 
 from limiquantix.common import outbound, subjects
 from limiquantix.common.errors import LimiquantixError
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.kv_view import KvView
 from limiquantix.common.model import utcnow
 from limiquantix.common.settings import Settings
@@ -48,7 +49,6 @@ from limiquantix.common.webhooks import (
     head_decoder,
     sign,
     webhook_decoder,
-    webhook_encoder,
 )
 
 log = structlog.get_logger()
@@ -127,7 +127,7 @@ class Sender:
     def __init__(self, settings: Settings, deliveries: KeyValue) -> None:
         self._policy = webhook_policy(settings)
         self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_s)
-        self._deliveries = deliveries
+        self._deliveries = KvRecords(deliveries, DeliveryAttempt)
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -162,7 +162,7 @@ class Sender:
     async def record(self, webhook_id: str, attempt: DeliveryAttempt) -> None:
         """Append to the webhook's delivery log (the bucket keeps the last attempts)."""
         try:
-            await self._deliveries.put(webhook_id, webhook_encoder.encode(attempt))
+            await self._deliveries.put(webhook_id, attempt)
         except Exception as exc:  # the log is best effort: the delivery itself went on
             log.warning("webhook delivery log write failed", webhook_id=webhook_id,
                         error=str(exc))

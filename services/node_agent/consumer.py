@@ -37,6 +37,7 @@ from limiquantix.common.commands import Command, command_decoder
 from limiquantix.common.ids import is_vm_id
 from limiquantix.common.metrics import CONSUMER_PENDING, CONSUMER_REDELIVERIES
 from limiquantix.common.model import Model
+from limiquantix.common.publish import dead_letter
 from limiquantix.common.vms import VmError
 from limiquantix.node_agent import metrics as node_metrics
 from limiquantix.node_agent.context import AgentContext
@@ -223,10 +224,8 @@ class CommandConsumer:
         except Exception as exc:
             log.warning("terminating a command failed", seq=seq, error=str(exc))
         try:
-            await self._nc.publish(
-                subjects.node_dead_letters(self._ctx.node_id), msg.data,
-                headers={"Lq-Reason": " ".join(problem.split())[:300],
-                         "Lq-Stream-Seq": str(seq), "Lq-Rejected-Count": str(self.rejected)})
+            await dead_letter(self._nc, self._ctx.node_id, msg.data, reason=problem,
+                              stream_seq=seq, rejected=self.rejected)
         except Exception as exc:
             log.warning("dead-lettering a command failed", seq=seq, error=str(exc))
 

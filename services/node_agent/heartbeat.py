@@ -15,8 +15,9 @@ from pathlib import Path
 import structlog
 from nats.js.kv import KeyValue
 
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.model import utcnow
-from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity, node_encoder, vm_digest
+from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity, vm_digest
 from limiquantix.common.runner import package_version
 from limiquantix.common.settings import Settings
 from limiquantix.node_agent import metrics
@@ -73,7 +74,7 @@ class Heartbeat:
                  warnings: tuple[NodeWarning, ...] = (),
                  live_warnings: Callable[[], tuple[NodeWarning, ...]] = tuple) -> None:
         self._settings = settings
-        self._bucket = bucket
+        self._beats = KvRecords(bucket, NodeStatus)
         self._records = records
         self._node_id = node_id
         self._virt_type = virt_type
@@ -109,7 +110,7 @@ class Heartbeat:
 
     async def beat(self) -> None:
         status = await self.status()
-        await self._bucket.put(self._node_id, node_encoder.encode(status))
+        await self._beats.put(self._node_id, status)
         metrics.record_status(status)
 
     async def run(self) -> None:
@@ -135,6 +136,6 @@ class Heartbeat:
     async def remove(self) -> None:
         """Withdraw this node at once (a clean stop), instead of waiting for the TTL."""
         try:
-            await self._bucket.delete(self._node_id)
+            await self._beats.delete(self._node_id)
         except Exception as exc:
             log.warning("could not remove the heartbeat", error=str(exc))

@@ -39,7 +39,7 @@ from limiquantix.api.console.tickets import ConsoleTicket, TicketResponse, Ticke
 from limiquantix.api.console.vm_watch import VmWatch
 from limiquantix.api.console.vnc_handshake import VncHandshakeFailed
 from limiquantix.api.errors import VmNotFound
-from limiquantix.common import subjects
+from limiquantix.common import nats_client, subjects
 from limiquantix.common.errors import NotFound
 from limiquantix.common.events import ConsoleSessionEnded, ConsoleSessionStarted
 from limiquantix.common.library_tokens import node_key
@@ -105,7 +105,7 @@ class ConsoleGateway:
         return cls(
             settings=app[app_keys.SETTINGS], nc=app[app_keys.NATS], js=js,
             vm_store=app[app_keys.VM_STORE],
-            tickets_kv=await js.key_value(subjects.CONSOLE_TOKENS_BUCKET),
+            tickets_kv=await nats_client.bucket(js, subjects.CONSOLE_TOKENS_BUCKET),
             vnc_key=node_key(app[app_keys.LIBRARY_SECRET]),
         )
 

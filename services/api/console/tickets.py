@@ -12,11 +12,10 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import msgspec
-from nats.js.errors import APIError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from limiquantix.api.console.errors import TicketExpired, TicketInvalid
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.model import Model, utcnow
 
 WS_PATH = "/v1/console/ws"
@@ -43,8 +42,8 @@ class TicketResponse(Model, frozen=True, kw_only=True):
     vm_id: str
 
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(ConsoleTicket)
+def _unknown(key: str) -> TicketInvalid:
+    return TicketInvalid("console token unknown or already used")
 
 
 def token_key(token: str) -> str:
@@ -63,7 +62,7 @@ class TicketStore:
     def __init__(
         self, kv: KeyValue, *, ttl_s: float, clock: Callable[[], datetime] = utcnow
     ) -> None:
-        self._kv = kv
+        self._tickets = KvRecords(kv, ConsoleTicket, _unknown)
         self._ttl = timedelta(seconds=ttl_s)
         self._clock = clock
 
@@ -74,7 +73,8 @@ class TicketStore:
         ticket = ConsoleTicket(
             vm_id=vm_id, node=node, user=user, created=now, expires_at=now + self._ttl
         )
-        await self._kv.create(token_key(token), _encoder.encode(ticket))
+        if await self._tickets.create(token_key(token), ticket) is None:
+            raise RuntimeError("a fresh 256-bit token collided")  # never: it is random
         return token, ticket
 
     async def consume(self, token: str) -> ConsoleTicket:
@@ -82,18 +82,10 @@ class TicketStore:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TicketInvalid("console token missing or malformed")
         key = token_key(token)
-        try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:
-            raise TicketInvalid("console token unknown or already used") from None
-        if not entry.value:
-            raise TicketInvalid("console token unknown or already used")
-        try:
-            # CAS on the revision: a second consumer holding the same revision loses here.
-            await self._kv.delete(key, last=entry.revision)
-        except APIError:
-            raise TicketInvalid("console token already used") from None
-        ticket = _decoder.decode(entry.value)
+        ticket, revision = await self._tickets.get(key)
+        # CAS on the revision: a second consumer holding the same revision loses here.
+        if not await self._tickets.delete(key, revision=revision):
+            raise TicketInvalid("console token already used")
         if ticket.expires_at <= self._clock():
             raise TicketExpired(
                 "console ticket expired", expired_at=ticket.expires_at.isoformat()
