@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
 
 from limiquantix.common import nats_auth, nats_client, subjects
 from limiquantix.common.errors import NotFound
@@ -49,3 +51,28 @@ async def test_five_thousand_listings_leave_the_consumer_count_flat(nc: Client) 
 async def test_an_empty_bucket_lists_nothing(nc: Client) -> None:
     kv = await nats_client.bucket(nc.jetstream(), subjects.VMS_BUCKET)
     assert await KvRecords(kv, VmRecord, lambda key: NotFound(key)).all() == []
+
+
+async def test_writes_conditional_on_a_revision_lose_to_a_newer_write(nc: Client) -> None:
+    kv = await nats_client.bucket(nc.jetstream(), subjects.VMS_BUCKET)
+    records = KvRecords(kv, VmRecord)
+    first = await records.create("vm-1", _vm("vm-1"))
+    assert first is not None
+    second = await records.put("vm-1", _vm("vm-1"))
+    assert await records.replace("vm-1", _vm("vm-1"), first) is None  # stale
+    assert await records.delete("vm-1", revision=first) is False  # stale: kept
+    assert await records.find("vm-1") is not None
+    assert await records.replace("vm-1", _vm("vm-1"), second) is not None
+    assert await records.delete("vm-1") is True and await records.find("vm-1") is None
+    with pytest.raises(NotFound):
+        await records.get("vm-1")  # the default NotFound when none is given
+
+
+async def test_history_lists_the_kept_values_oldest_first(nc: Client) -> None:
+    js = nc.jetstream()
+    kv = await js.create_key_value(KeyValueConfig(bucket="lq_test_history", history=5))
+    records = KvRecords(kv, VmRecord)
+    assert await records.history("vm-1") == []
+    for name in ("a", "b", "c"):
+        await records.put("vm-1", msgspec.structs.replace(_vm("vm-1"), name=name))
+    assert [r.name for r in await records.history("vm-1")] == ["a", "b", "c"]
