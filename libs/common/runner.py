@@ -38,17 +38,21 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def parse_arguments(prog: str, description: str,
-                    argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_arguments(prog: str, description: str, argv: Sequence[str] | None = None, *,
+                    options: Callable[[argparse.ArgumentParser], None] | None = None,
+                    ) -> argparse.Namespace:
     """``--help`` and ``--version``; anything else is refused (exit 2) before a thing starts.
 
-    Services are configured by ``LQ_*`` variables only, so a typo'd flag is never ignored.
+    Services are configured by ``LQ_*`` variables only, so a typo'd flag is never ignored;
+    ``options`` adds a command's own flags (``lq-local --nats-cluster``).
     """
     parser = argparse.ArgumentParser(
         prog=prog, description=description,
         epilog="Configured by LQ_* environment variables; "
                "`python -m limiquantix.common.settings` lists them with their defaults.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    if options is not None:
+        options(parser)
     return parser.parse_args(argv)
 
 

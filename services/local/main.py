@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -41,7 +42,15 @@ def passed_settings(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k.startswith("LQ_") and k not in STACK_OWNED}
 
 
-async def _run() -> int:
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nats-cluster", type=int, default=1, metavar="N",
+        help="run N nats-servers as one cluster (routes on loopback, one JetStream store "
+             "each; streams and buckets get min(N, 3) replicas): kill one and the system "
+             "keeps going. The first listens on LQ_NATS_URL's port, the others on free ports.")
+
+
+async def _run(nats_cluster: int = 1) -> int:
     settings = settings_mod.load()
     data = settings.data_path
     nats_port = urlparse(settings.nats_url.split(",")[0]).port or 4222
@@ -50,6 +59,7 @@ async def _run() -> int:
         shared_data_dir=data, api_port=settings.api_port,
         image_library_port=settings.image_library_port, nats_port=nats_port,
         api_token=settings.api_token, extra_env=passed_settings(os.environ),
+        nats_cluster=nats_cluster,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -79,10 +89,14 @@ async def _serve(stack: Stack, settings: settings_mod.Settings, stop: asyncio.Ev
 
 def main() -> None:
     """Entry point of ``lq-local``."""
-    parse_arguments("lq-local", "The whole Limiquantix system on this machine (NATS, image "
-                    "library, a node agent, the API), in the foreground until Ctrl-C.")
+    args = parse_arguments("lq-local", "The whole Limiquantix system on this machine (NATS, "
+                           "image library, a node agent, the API), in the foreground until "
+                           "Ctrl-C.", options=_options)
+    if args.nats_cluster < 1:
+        print("error: --nats-cluster needs at least 1 server", file=sys.stderr)
+        sys.exit(2)
     try:
-        sys.exit(asyncio.run(_run()))
+        sys.exit(asyncio.run(_run(args.nats_cluster)))
     except (TimeoutError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

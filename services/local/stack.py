@@ -25,7 +25,7 @@ from limiquantix.common.library_tokens import (
     load_or_create_secret_file,
     write_node_key_file,
 )
-from limiquantix.common.nats_server import NatsServer, free_port
+from limiquantix.common.nats_server import NatsCluster, NatsServer, free_port
 from limiquantix.common.process import stop_process
 
 READY_TIMEOUT_S = 60.0
@@ -91,6 +91,7 @@ class Stack:
         nats_port: int = 0,
         shared_data_dir: Path | None = None,
         api_token: str | None = None,
+        nats_cluster: int = 1,
     ) -> None:
         self.root = root
         self.libvirt_uri = libvirt_uri
@@ -102,10 +103,19 @@ class Stack:
         self.api_token = api_token if api_token is not None else secrets.token_urlsafe(24)
         # NATS as in production: one identity per service (seeds kept in <data>/nats/, 0600),
         # permissions per identity, anonymous clients refused.
-        self.nats = NatsServer(
-            self._data("nats") / "jetstream", nats_port, log_file=self.root / "logs" / "nats.log",
-            auth_dir=(shared_data_dir or root) / "nats", nodes=nodes,
-        )
+        auth_dir = (shared_data_dir or root) / "nats"
+        self.nats: NatsServer | NatsCluster
+        if nats_cluster > 1:
+            # N servers routed on loopback, one JetStream store each; every stream and bucket
+            # gets min(N, 3) copies unless LQ_JETSTREAM_REPLICAS says otherwise (extra_env).
+            self.nats = NatsCluster(self._data("nats") / "cluster", nats_cluster,
+                                    auth_dir=auth_dir, nodes=nodes, log_dir=self.root / "logs",
+                                    ports=(nats_port,))
+        else:
+            self.nats = NatsServer(
+                self._data("nats") / "jetstream", nats_port,
+                log_file=self.root / "logs" / "nats.log", auth_dir=auth_dir, nodes=nodes,
+            )
         self.extra_env = dict(extra_env or {})
         self.services: dict[str, ServiceProcess] = {}
 
@@ -155,6 +165,8 @@ class Stack:
             "LQ_LIBVIRT_URI": self.libvirt_uri,
             "LQ_IMAGE_LIBRARY_SECRET_FILE": str(self.library_secret_file),
         })
+        if isinstance(self.nats, NatsCluster):
+            env["LQ_JETSTREAM_REPLICAS"] = str(min(len(self.nats.members), 3))
         if self.api_token and identity == nats_auth.API:
             env["LQ_API_TOKEN"] = self.api_token
         env.update(self.extra_env)

@@ -11,7 +11,8 @@ reported with what to do next, and the supervisor returns 1 so ``lq-local`` stop
 The test harness ``Stack`` does not supervise (tests kill processes on purpose); only ``lq-local``
 wraps it in a ``Supervisor``. Each child's PID is kept in ``<data_dir>/run/<name>.pid``
 (``nats``, ``image-library``, ``api``, ``node-<id>``), rewritten at every restart and removed
-when ``lq-local`` stops.
+when ``lq-local`` stops. With ``--nats-cluster N`` each server is its own child (``nats-1`` ...
+``nats-N``): the others go on as long as one of them runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from limiquantix.common.nats_server import NatsServer
 from limiquantix.local.stack import ServiceProcess, Stack
 
 NATS = "nats"
@@ -137,7 +139,8 @@ class Supervisor:
     async def run(self, stop: asyncio.Event) -> int:
         """Tend the children until ``stop`` is set (returns 0) or one keeps dying (returns 1)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_pid(NATS, self.stack.nats.process)
+        for name, server in self._nats_members():
+            self._write_pid(name, server.process)
         for name, service in self.stack.services.items():
             self._write_pid(name, service.process)
         try:
@@ -155,9 +158,12 @@ class Supervisor:
                 pid_file.unlink(missing_ok=True)
 
     async def _tend(self, stop: asyncio.Event) -> None:
-        """One pass: NATS first; the others only once NATS runs."""
-        nats = self.stack.nats
-        if not await self._tend_one(NATS, nats.process, nats.log_file, self._restart_nats, stop):
+        """One pass: NATS first; the others only once NATS runs (in a cluster: once any
+        member runs, since clients move to the members that are up)."""
+        running = [await self._tend_one(name, server.process, server.log_file,
+                                        self._nats_restarter(name, server), stop)
+                   for name, server in self._nats_members()]
+        if not any(running):
             return
         for name, service in list(self.stack.services.items()):
             await self._tend_one(name, service.process, service.log,
@@ -203,11 +209,20 @@ class Supervisor:
                  f"(exit {len(backoff.exits)} in {self.policy.give_up_window_s:g} s; "
                  f"log: {log})\n{tail}".rstrip())
 
-    async def _restart_nats(self) -> None:
-        await self.stack.nats.start()
-        self._write_pid(NATS, self.stack.nats.process)
-        self.say(f"lq-local: nats restarted (pid {self._pid(self.stack.nats.process)}); "
-                 "the services reconnect by themselves")
+    def _nats_members(self) -> list[tuple[str, NatsServer]]:
+        """``nats`` alone, or ``nats-1`` ... ``nats-N`` for a cluster (``--nats-cluster N``)."""
+        members = self.stack.nats.members
+        if len(members) == 1:
+            return [(NATS, members[0])]
+        return [(f"{NATS}-{i}", m) for i, m in enumerate(members, start=1)]
+
+    def _nats_restarter(self, name: str, server: NatsServer) -> Callable[[], Awaitable[None]]:
+        async def restart() -> None:
+            await server.start()
+            self._write_pid(name, server.process)
+            self.say(f"lq-local: {name} restarted (pid {self._pid(server.process)}); "
+                     "the services reconnect by themselves")
+        return restart
 
     def _restarter(self, name: str, service: ServiceProcess) -> Callable[[], Awaitable[None]]:
         async def restart() -> None:

@@ -128,7 +128,9 @@ def test_config_map_values_parse_as_settings() -> None:
     from limiquantix.common.settings import load
 
     settings = load(dict(data))
-    assert settings.nats_url == "nats://nats:4222"
+    assert settings.nats_url.split(",") == [
+        f"nats://nats-{i}.nats-headless:4222" for i in range(3)]
+    assert settings.jetstream_replicas == 3
     assert settings.effective_image_library_url == "http://image-library:9292"
 
 
@@ -212,6 +214,41 @@ def test_nats_runs_jetstream_on_a_persistent_volume() -> None:
     ports = {p["name"]: p["containerPort"] for p in pod_spec(nats)["containers"][0]["ports"]}
     assert ports["monitor"] == int(monitor.group(1))
     assert ports["client"] == 4222
+
+
+def test_nats_is_a_three_server_cluster_one_per_host_with_a_disruption_budget() -> None:
+    """Three pods routed to each other (each by its stable name), started together, never two
+    on one host, at most one down by choice; every stream has a copy on each."""
+    nats = find("StatefulSet", "nats")
+    replicas = nats["spec"]["replicas"]
+    assert replicas == 3 and nats["spec"]["podManagementPolicy"] == "Parallel"
+    conf = find("ConfigMap", "nats-config")["data"]["nats.conf"]
+    cluster = re.search(r"^cluster \{(.*?)^\}", conf, re.S | re.M)
+    assert cluster, "no cluster block"
+    port = int(re.search(r"port:\s*(\d+)", cluster.group(1)).group(1))  # type: ignore[union-attr]
+    routes = re.findall(r"nats-route://(\S+)", cluster.group(1))
+    assert routes == [f"nats-{i}.{nats['spec']['serviceName']}:{port}" for i in range(replicas)]
+    ports = {p["name"]: p["containerPort"] for p in pod_spec(nats)["containers"][0]["ports"]}
+    assert ports["cluster"] == port
+    headless = find("Service", nats["spec"]["serviceName"])
+    assert {p["port"] for p in headless["spec"]["ports"]} >= {port, 4222}
+
+    labels = nats["spec"]["template"]["metadata"]["labels"]
+    terms = pod_spec(nats)["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]
+    assert [t["topologyKey"] for t in terms] == ["kubernetes.io/hostname"]
+    assert terms[0]["labelSelector"]["matchLabels"].items() <= labels.items()
+
+    budget = find("PodDisruptionBudget", "nats")
+    assert budget["spec"]["maxUnavailable"] == 1  # two of three keep the JetStream quorum
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    data = find("ConfigMap", "limiquantix-config")["data"]
+    assert int(data["LQ_JETSTREAM_REPLICAS"]) == replicas
+    policy = find("NetworkPolicy", "nats")["spec"]["ingress"]
+    route_rules = [r for r in policy if {p["port"] for p in r["ports"]} == {port}]
+    assert [r["from"] for r in route_rules] == [[{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "nats"}}}]]
 
 
 def test_image_library_keeps_its_files_on_a_persistent_volume() -> None:
@@ -447,7 +484,8 @@ def test_network_policies_deny_by_default_and_open_nats_and_the_library_to_us_on
     for name, (pods, port) in expected.items():
         spec = _policy(name)["spec"]
         assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
-        (rule,) = spec["ingress"]
+        rule, *others = spec["ingress"]
+        assert not others or name == "nats"  # and its routes, from NATS pods only (above)
         assert _from_pods(rule) == pods
         blocks = [peer["ipBlock"] for peer in rule["from"] if "ipBlock" in peer]
         assert len(blocks) == 1, "one ipBlock: the hypervisors (hostNetwork node agents)"

@@ -40,6 +40,10 @@ async def test_one_server_gets_single_replica_streams_and_set_up_twice_changes_n
 
 async def test_single_replica_deployment_is_upgraded_to_three_in_place(
         nats_cluster: NatsCluster) -> None:
+    """A cluster whose streams were laid out with one replica (LQ_JETSTREAM_REPLICAS=1): the
+    gateway's next set-up with 3 copies everything to the other servers -- records, queued
+    commands and the node's durable consumer kept."""
+    durable = subjects.node_consumer("node-a")
     nc = await nats.connect(**nats_cluster.connect_options(nats_auth.API))
     js = nc.jetstream(timeout=5.0)
     try:
@@ -48,39 +52,41 @@ async def test_single_replica_deployment_is_upgraded_to_three_in_place(
         vms = await js.key_value(subjects.VMS_BUCKET)
         for i in range(20):
             await vms.put(f"vm-{i}", b"record %d" % i)
-        await js.publish(subjects.node_commands("node-a"), b"queued",
-                         stream=subjects.COMMANDS_STREAM)
-        durable = subjects.node_consumer("node-a")
         await js.add_consumer(subjects.COMMANDS_STREAM, ConsumerConfig(
             durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
             filter_subject=subjects.node_commands("node-a")))
+        await js.publish(subjects.node_commands("node-a"), b"queued",
+                         stream=subjects.COMMANDS_STREAM)
 
         started = time.monotonic()
         await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=3)
         upgrade_s = time.monotonic() - started
         assert await _replicas(js) == dict.fromkeys(ALL_STREAMS, 3)
-        await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=3)  # no-op
-        assert await _replicas(js) == dict.fromkeys(ALL_STREAMS, 3)
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=3)
+        assert await _replicas(js) == dict.fromkeys(ALL_STREAMS, 3)  # idempotent
 
-        # Nothing lost, and the node's durable consumer followed its stream to three copies.
+        # Nothing lost, and the node's durable consumer followed its stream to 3 copies.
         assert [(await vms.get(f"vm-{i}")).value for i in range(20)] == [
             b"record %d" % i for i in range(20)]
         consumer = await js.consumer_info(subjects.COMMANDS_STREAM, durable)
         assert consumer.num_pending == 1
+        assert nats_client.copies(consumer.cluster) == 3
         await _wait_all_current(nats_cluster)
-        consumer = await js.consumer_info(subjects.COMMANDS_STREAM, durable)
-        assert consumer.cluster is not None and len(consumer.cluster.replicas or []) == 2
 
-        # Three copies: the cluster keeps serving with any one server gone (here the leader
-        # of the VM records).
+        # Three copies: the cluster keeps serving with any one server gone (here the leader of
+        # the VM records); services ride the election out with retry.py.
         leader = await nats_cluster.stream_leader(nats_client.kv_stream(subjects.VMS_BUCKET))
         await nats_cluster.member(leader).kill()
-        # Services go through the election with the one retry policy (retry.py).
-        got = await retry.retry_transient(lambda: vms.get("vm-7"), what="kv get", deadline_s=20)
+        got = await retry.retry_transient(lambda: vms.get("vm-7"), what="kv get",
+                                          deadline_s=20)
         assert got.value == b"record 7"
-        await retry.retry_transient(lambda: vms.put("vm-after", b"written with a server down"),
+        await retry.retry_transient(lambda: vms.put("vm-after", b"one server down"),
                                     what="kv put", deadline_s=20)
-        print(f"\nreplicas 1 -> 3 upgrade of {len(ALL_STREAMS)} streams: {upgrade_s:.2f} s")
+        sub = await js.pull_subscribe_bind(durable, stream=subjects.COMMANDS_STREAM)
+        (command,) = await retry.retry_transient(lambda: sub.fetch(1, timeout=2),
+                                                 what="fetch", deadline_s=20)
+        assert command.data == b"queued"
+        print(f"\nreplicas 1 -> 3 in place: set-up {upgrade_s:.2f} s")
     finally:
         await nc.close()
 

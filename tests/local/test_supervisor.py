@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -61,7 +62,7 @@ def test_an_exit_by_signal_is_named() -> None:
 class LqLocal:
     """``lq-local`` as the user runs it, its output in a file (a full pipe would block it)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *args: str) -> None:
         self.data = root / "data"
         self.output = root / "lq-local.out"
         self.api_port, self.library_port = free_port(), free_port()
@@ -74,7 +75,7 @@ class LqLocal:
         })
         with open(self.output, "wb") as out:
             # Its own process group, as in a terminal, so ``stop`` is a real Ctrl-C.
-            self.process = subprocess.Popen([str(BIN / "lq-local")], env=env, stdout=out,
+            self.process = subprocess.Popen([str(BIN / "lq-local"), *args], env=env, stdout=out,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
 
@@ -144,9 +145,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def lq_local(tmp_path: Path) -> Iterator[LqLocal]:
-    system = LqLocal(tmp_path)
+def _running(system: LqLocal) -> Iterator[LqLocal]:
     try:
         system.wait_output("Limiquantix is running.")
         yield system
@@ -155,6 +154,17 @@ def lq_local(tmp_path: Path) -> Iterator[LqLocal]:
         system.stop()
         for name, pid in pids.items():  # nothing outlives lq-local, even after a failure
             assert not alive(pid), f"{name} (pid {pid}) outlived lq-local"
+
+
+@pytest.fixture
+def lq_local(tmp_path: Path) -> Iterator[LqLocal]:
+    yield from _running(LqLocal(tmp_path))
+
+
+@pytest.fixture
+def lq_local_cluster(tmp_path: Path) -> Iterator[LqLocal]:
+    """``lq-local --nats-cluster 3``."""
+    yield from _running(LqLocal(tmp_path, "--nats-cluster", "3"))
 
 
 @pytest.mark.stack
@@ -227,3 +237,28 @@ def test_a_json_log_line_is_shown_with_the_cause_of_its_traceback() -> None:
                               "OSError: [Errno 98] address already in use")
     plain = "[1] 2026/11/29 19:23:39.123 [INF] Server is ready"  # nats-server's log
     assert readable(plain) == plain
+
+
+@pytest.mark.stack
+def test_nats_cluster_of_three_keeps_the_system_working_while_a_server_is_killed(
+        lq_local_cluster: LqLocal) -> None:
+    """``lq-local --nats-cluster 3``: three routed servers, every stream and bucket on all
+    three; with one killed, creates still complete, and the supervisor brings it back."""
+    pids = lq_local_cluster.pids()
+    assert {"nats-1", "nats-2", "nats-3"} <= set(pids) and "nats" not in pids
+    banner_urls = re.search(r"NATS +(\S+)", lq_local_cluster.text())
+    assert banner_urls is not None and banner_urls.group(1).count("nats://127.0.0.1:") == 3
+    lq_local_cluster.poll("GET", "/v1/nodes/n1", 200)
+    os.kill(pids["nats-2"], signal.SIGKILL)
+    vm = lq_local_cluster.poll(
+        "POST", "/v1/vms", 202,
+        {"name": f"cluster-{os.getpid()}", "memory_mib": 256, "disk_gib": 1})
+    deadline = time.monotonic() + 60
+    while lq_local_cluster.call("GET", f"/v1/vms/{vm['id']}")[1].get("state") != "running":
+        assert time.monotonic() < deadline, lq_local_cluster.call("GET", f"/v1/vms/{vm['id']}")
+        time.sleep(0.2)
+    lq_local_cluster.wait_restarted("nats-2", pids["nats-2"])
+    lq_local_cluster.wait_output("nats-2 killed by SIGKILL; restarting it in 0.5 s")
+    others = {n: p for n, p in pids.items() if not n.startswith("nats")}
+    assert {n: p for n, p in lq_local_cluster.pids().items() if not n.startswith("nats")} == others
+    assert lq_local_cluster.stop() == 0, lq_local_cluster.text()
