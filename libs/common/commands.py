@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from limiquantix.common.ids import CommandId, ImageId, VmId
+from limiquantix.common.ids import UUID_PATTERN, CommandId, ImageId, VmId
 from limiquantix.common.model import Model, utcnow
 from limiquantix.common.vms import CloudInitSpec
 
@@ -106,8 +106,40 @@ class PublishVm(_Command, frozen=True, kw_only=True, tag="vm.publish"):
     # temporary snapshot)
 
 
+DiskId = Annotated[str, msgspec.Meta(pattern=UUID_PATTERN, description="disk id: a UUID")]
+
+
+class ResizeVm(_Command, frozen=True, kw_only=True, tag="vm.resize"):
+    """Make the domain match the record's vcpus, memory_mib and disk_gib (the gateway wrote
+    them): its definition always, a running domain too (hot-plug, block resize)."""
+
+
+class AttachDisk(_Command, frozen=True, kw_only=True, tag="vm.disk_attach"):
+    """Make the record's extra disk ``disk_id`` (its file once) and attach it."""
+
+    disk_id: DiskId
+
+
+class DetachDisk(_Command, frozen=True, kw_only=True, tag="vm.disk_detach"):
+    """Detach the extra disk ``disk_id``, delete its file, drop it from the record."""
+
+    disk_id: DiskId
+
+
+class InsertMedia(_Command, frozen=True, kw_only=True, tag="vm.media_insert"):
+    """Put the record's ``media`` ISO (fetched into the node's cache) in the media drive."""
+
+
+class EjectMedia(_Command, frozen=True, kw_only=True, tag="vm.media_eject"):
+    """Empty the media drive and clear the record's ``media``."""
+
+
+# Day-2 device commands (docs/day2.md): each converges the domain to the record.
+DeviceCommand = ResizeVm | AttachDisk | DetachDisk | InsertMedia | EjectMedia
+
 Command = (
     CreateVm | StartVm | StopVm | RebootVm | PauseVm | ResumeVm | DeleteVm | UpdateCloudInit
+    | DeviceCommand
     | CreateSnapshot | RevertSnapshot | DeleteSnapshot | PublishVm
 )
 

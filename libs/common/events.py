@@ -11,7 +11,7 @@ from datetime import datetime
 import msgspec
 
 from limiquantix.common.model import Model, utcnow
-from limiquantix.common.vms import GuestInfo, VmError, VmSnapshot, VmState
+from limiquantix.common.vms import GuestInfo, VmDisk, VmError, VmMedia, VmSnapshot, VmState
 
 
 class _Event(Model, frozen=True, kw_only=True, tag_field="type"):
@@ -92,6 +92,58 @@ class VmPublishProgress(_Event, frozen=True, kw_only=True, tag="vm.publish_progr
     bytes_done: int = 0
     bytes_total: int | None = None
     message: str = ""
+
+
+class VmResized(_Event, frozen=True, kw_only=True, tag="vm.resized"):
+    """The VM's domain now has these figures; ``live``: the running domain got them at once
+    (hot-plug, block resize), else they apply at its next start."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    live: bool = False
+
+
+class VmDiskAttached(_Event, frozen=True, kw_only=True, tag="vm.disk_attached"):
+    """An extra disk was made and attached (``live``: to the running domain too)."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    disk: VmDisk
+    live: bool = False
+
+
+class VmDiskDetached(_Event, frozen=True, kw_only=True, tag="vm.disk_detached"):
+    """An extra disk was detached and its file deleted."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    disk_id: str
+    disk_name: str = ""
+
+
+class VmMediaInserted(_Event, frozen=True, kw_only=True, tag="vm.media_inserted"):
+    """An ISO is in the VM's media drive (``live``: the running domain sees it now)."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    media: VmMedia
+    live: bool = False
+
+
+class VmMediaEjected(_Event, frozen=True, kw_only=True, tag="vm.media_ejected"):
+    """The VM's media drive is empty again."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+    image: str = ""
 
 
 class NodeStateChanged(_Event, frozen=True, kw_only=True, tag="node.state_changed"):
@@ -188,6 +240,7 @@ Event = (
     VmStateChanged | VmGuestReady | VmActionFailed | VmDeleted | VmSnapshotChanged | VmCloned
     | VmPublishProgress | NodeStateChanged
     | ImageStateChanged | ImageProgress | ConsoleSessionStarted | ConsoleSessionEnded
+    | VmResized | VmDiskAttached | VmDiskDetached | VmMediaInserted | VmMediaEjected
     | VmPhaseReached | VmAddressesChanged | VmAgentChanged | VmGuestAccess
 )
 
@@ -205,6 +258,9 @@ def event_subject(event: Event) -> str:
               | VmSnapshotChanged() | VmCloned() | VmPublishProgress()):
             return subjects.vm_event(event.vm_id, kind)
         case VmPhaseReached() | VmAddressesChanged() | VmAgentChanged() | VmGuestAccess():
+            return subjects.vm_event(event.vm_id, kind)
+        case (VmResized() | VmDiskAttached() | VmDiskDetached() | VmMediaInserted()
+              | VmMediaEjected()):
             return subjects.vm_event(event.vm_id, kind)
         case NodeStateChanged():
             return subjects.node_event(event.node, kind)

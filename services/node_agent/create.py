@@ -33,6 +33,7 @@ from limiquantix.node_agent.domain_xml import (
     render,
 )
 from limiquantix.node_agent.errors import WrongNode
+from limiquantix.node_agent.extra_disks import defined_disks
 from limiquantix.node_agent.forwards import bind_forwards, ssh_command, wanted_forwards
 from limiquantix.node_agent.guest_phases import defined_guest
 from limiquantix.node_agent.images.local import LocalImage
@@ -103,8 +104,9 @@ async def create_vm(ctx: AgentContext, command: CreateVm) -> None:
 
 
 def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None,
-                vnc_key: str | None = None, drivers: LocalImage | None = None) -> DomainSpec:
-    """The typed domain of a VM on this node."""
+                vnc_key: str | None = None, drivers: LocalImage | None = None,
+                media: LocalImage | None = None) -> DomainSpec:
+    """The typed domain of a VM on this node (``media``: the ISO in its media drive)."""
     files = ctx.files(record.id)
     host = ctx.settings.console_host
     drivers_iso = str(drivers.path) if drivers is not None else None
@@ -122,6 +124,9 @@ def domain_spec(ctx: AgentContext, record: VmRecord, image: LocalImage | None,
         serial_log=str(files.serial_log), console_host=host, nic=nic, vnc_password=vnc_key,
         os_type=record.os_type, drivers_iso=drivers_iso,
         secure_boot=record.windows is not None and record.windows.secure_boot,
+        max_vcpus=record.max_vcpus, max_memory_mib=record.max_memory_mib,
+        extra_disks=defined_disks(files, record),
+        media_iso=str(media.path) if media is not None else None,
     )
 
 

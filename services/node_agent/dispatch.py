@@ -13,14 +13,19 @@ import msgspec
 import structlog
 
 from limiquantix.common.commands import (
+    AttachDisk,
     Command,
     CreateSnapshot,
     CreateVm,
     DeleteSnapshot,
     DeleteVm,
+    DetachDisk,
+    EjectMedia,
+    InsertMedia,
     PauseVm,
     PublishVm,
     RebootVm,
+    ResizeVm,
     ResumeVm,
     RevertSnapshot,
     StartVm,
@@ -33,6 +38,7 @@ from limiquantix.common.vms import VmError, VmState
 from limiquantix.node_agent.clone import prepare_clone_disk
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.create import create_vm
+from limiquantix.node_agent.device_commands import run_device_command
 from limiquantix.node_agent.power import pause_vm, reboot_vm, resume_vm, start_vm, stop_vm
 from limiquantix.node_agent.publish import publish_vm
 from limiquantix.node_agent.reconcile_state import observed_state
@@ -67,6 +73,8 @@ async def _run(ctx: AgentContext, command: Command) -> None:
             await delete_vm(ctx, command)
         case UpdateCloudInit():
             await update_cloud_init(ctx, command)
+        case ResizeVm() | AttachDisk() | DetachDisk() | InsertMedia() | EjectMedia():
+            await run_device_command(ctx, command)
         case CreateSnapshot():
             await create_snapshot(ctx, command)
         case RevertSnapshot():

@@ -27,6 +27,14 @@ docs/guest-agent.md): harmless without an agent in the guest, and libvirt then r
 connection (lifecycle events) and relays its commands. libvirt picks the host socket's path.
 CD-ROM targets are fixed (seed ``sda``, install ISO ``sdb``, drivers ``sdc``; a SATA system disk
 ``sdd``), so the seed is ``sda`` on every domain (re-inserted live by that name).
+
+Day-2 devices (docs/day2.md): every domain has an empty media CD-ROM (SATA ``sde``: QEMU cannot
+hot-plug a SATA drive, but it changes the medium of one live) and, when virtio-capable, a
+virtio-scsi controller for extra disks (SCSI disks attach and detach live without the guest's
+help and need no free PCIe port; each has a fixed SCSI unit). Hot-plug ceilings: ``<vcpu
+current=N>MAX`` (QEMU hot-plugs CPUs on q35, TCG included) and, for memory, ``<maxMemory
+slots=16>`` with one NUMA cell holding the boot memory (DIMMs are hot-plugged into it); both only
+when the ceiling is above the current figure, so a domain without headroom is unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from typing import Literal
 
 import msgspec
 
-from limiquantix.common.vms import NetworkMode, OsType, PortForward
+from limiquantix.common.vms import MEDIA_TARGET, NetworkMode, OsType, PortForward
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 NIC_PCI_ADDRESS = "0x0a"
@@ -59,6 +67,17 @@ class NicSpec(msgspec.Struct, frozen=True, kw_only=True):
     model: NicModel = "virtio"
 
 
+MEMORY_SLOTS = 16  # DIMM slots for memory hot-plug (each live grow takes one until restart)
+
+
+class ExtraDiskSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """An extra qcow2 disk on the virtio-scsi controller, at a fixed SCSI ``unit``."""
+
+    path: str
+    target: str
+    unit: int
+
+
 class DomainSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the domain XML depends on."""
 
@@ -78,6 +97,10 @@ class DomainSpec(msgspec.Struct, frozen=True, kw_only=True):
     os_type: OsType = "linux"
     secure_boot: bool = False  # windows only
     drivers_iso: str | None = None  # windows only: virtio-win; its presence selects virtio
+    max_vcpus: int = 0  # hot-plug ceiling; <= vcpus: none
+    max_memory_mib: int = 0  # hot-plug ceiling; <= memory_mib: none
+    extra_disks: tuple[ExtraDiskSpec, ...] = ()
+    media_iso: str | None = None  # the ISO in the media drive (sde); None: the drive is empty
 
 
 def domain_name(vm_name: str) -> str:
@@ -129,6 +152,59 @@ def _storage(devices: ET.Element, spec: DomainSpec) -> None:
     if spec.drivers_iso and spec.os_type == "windows":
         _disk(devices, device="cdrom", fmt="raw", source=spec.drivers_iso, target="sdc",
               bus="sata", boot=None)
+    devices.append(media_cdrom(spec.media_iso))
+    if virtio_capable(spec):
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+        for extra in spec.extra_disks:
+            devices.append(extra_disk(extra))
+
+
+def media_cdrom(iso: str | None) -> ET.Element:
+    """The media CD-ROM drive (``sde``), with ``iso`` in it or empty; also the XML of a live
+    medium change."""
+    disk = ET.Element("disk", type="file", device="cdrom")
+    _sub(disk, "driver", name="qemu", type="raw")
+    if iso is not None:
+        _sub(disk, "source", file=iso)
+    _sub(disk, "target", dev=MEDIA_TARGET, bus="sata")
+    _sub(disk, "readonly")
+    return disk
+
+
+def extra_disk(extra: ExtraDiskSpec) -> ET.Element:
+    """An extra disk's element; also the XML of its live attach and detach."""
+    disk = ET.Element("disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type="qcow2")
+    _sub(disk, "source", file=extra.path)
+    _sub(disk, "target", dev=extra.target, bus="scsi")
+    _sub(disk, "address", type="drive", controller="0", bus="0", target="0", unit=str(extra.unit))
+    return disk
+
+
+def device_xml(element: ET.Element) -> str:
+    """One device element as libvirt's device APIs take it."""
+    return ET.tostring(element, encoding="unicode")
+
+
+def _cpu_and_memory(root: ET.Element, spec: DomainSpec) -> None:
+    """vCPUs and memory, with their hot-plug ceilings when above the current figures."""
+    max_vcpus = max(spec.max_vcpus, spec.vcpus)
+    if spec.max_memory_mib > spec.memory_mib:
+        _sub(root, "maxMemory", str(spec.max_memory_mib), slots=str(MEMORY_SLOTS), unit="MiB")
+    _sub(root, "memory", str(spec.memory_mib), unit="MiB")
+    if max_vcpus > spec.vcpus:
+        _sub(root, "vcpu", str(max_vcpus), current=str(spec.vcpus))
+    else:
+        _sub(root, "vcpu", str(spec.vcpus))
+
+
+def _numa(cpu: ET.Element, spec: DomainSpec) -> None:
+    """Memory hot-plug needs a NUMA cell for the DIMMs: one, holding every vCPU."""
+    if spec.max_memory_mib <= spec.memory_mib:
+        return
+    numa = _sub(cpu, "numa")
+    _sub(numa, "cell", id="0", cpus=f"0-{max(spec.max_vcpus, spec.vcpus) - 1}",
+         memory=str(spec.memory_mib), unit="MiB")
 
 
 def _consoles(devices: ET.Element, spec: DomainSpec) -> None:
@@ -227,8 +303,7 @@ def render(spec: DomainSpec) -> str:
     root = ET.Element("domain", type=spec.virt_type)
     _sub(root, "name", spec.name)
     _sub(root, "uuid", spec.uuid)
-    _sub(root, "memory", str(spec.memory_mib), unit="MiB")
-    _sub(root, "vcpu", str(spec.vcpus))
+    _cpu_and_memory(root, spec)
     os_ = _sub(root, "os")
     _sub(os_, "type", "hvm", arch="x86_64", machine="q35")
     if windows:
@@ -239,7 +314,9 @@ def render(spec: DomainSpec) -> str:
     if windows:
         _windows_features(features, spec)
     if spec.virt_type == "kvm":
-        _sub(root, "cpu", mode="host-passthrough")
+        _numa(_sub(root, "cpu", mode="host-passthrough"), spec)
+    elif spec.max_memory_mib > spec.memory_mib:
+        _numa(_sub(root, "cpu"), spec)
     _clock(root, spec)
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")

@@ -354,6 +354,15 @@ class LibvirtHost:
             return True
         return await self._call(what, run, uuid=dom_uuid)
 
+    async def with_domain(self, what: str, dom_uuid: str,
+                          op: Callable[[libvirt.virDomain], T]) -> T | None:
+        """``op(domain)`` in a worker thread, like every call here (a lost connection waited
+        for); None when there is no such domain. For device changes (node_agent/devices.py)."""
+        def run() -> T | None:
+            dom = self._lookup(dom_uuid)
+            return None if dom is None else op(dom)
+        return await self._call(what, run, uuid=dom_uuid)
+
     async def start(self, dom_uuid: str) -> bool:
         """Start the domain unless it already runs (resume it when paused)."""
         def op(dom: libvirt.virDomain) -> None:

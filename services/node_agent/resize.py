@@ -1,0 +1,96 @@
+"""``vm.resize``: make the VM's domain match the record's vcpus, memory_mib and disk_gib.
+
+The gateway checked the request and wrote the new figures (docs/day2.md). Here: a stopped VM's
+disk file grows (``qemu-img resize``) and its definition is rendered again, applied at its next
+start; a running VM is also changed live, only where it differs: vCPUs hot-plugged
+(``setVcpusFlags``), memory as one more DIMM, the disk grown with ``blockResize`` (the guest's
+root partition follows at its next boot: cloud-init's growpart). Reading the live domain before
+each change makes a redelivered command after a crash change nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import structlog
+
+from limiquantix.common import qemu_img
+from limiquantix.common.commands import ResizeVm
+from limiquantix.common.events import VmResized
+from limiquantix.common.process import run_tool
+from limiquantix.common.vms import VmRecord, VmState
+from limiquantix.node_agent import devices
+from limiquantix.node_agent.context import AgentContext
+from limiquantix.node_agent.domain_redefine import redefine
+from limiquantix.node_agent.errors import WrongNode
+from limiquantix.node_agent.overlay import GIB, QEMU_IMG_TIMEOUT_S
+
+log = structlog.get_logger()
+
+KIB = 1024
+
+
+async def grow_disk_file(path: Path, disk_gib: int) -> bool:
+    """Grow a stopped VM's disk file to ``disk_gib`` (never shrink it); True when it grew."""
+    if not await asyncio.to_thread(path.exists):
+        return False
+    current = (await qemu_img.info(path, fmt="qcow2")).virtual_size
+    if current >= disk_gib * GIB:
+        return False
+    await run_tool(["qemu-img", "resize", "-q", "-f", "qcow2", str(path), str(disk_gib * GIB)],
+                   timeout_s=QEMU_IMG_TIMEOUT_S)
+    log.info("disk grown", disk=str(path), disk_gib=disk_gib)
+    return True
+
+
+async def resize_vm(ctx: AgentContext, command: ResizeVm) -> None:
+    record = await ctx.recorder.find(command.vm_id)
+    if record is None or record.state == VmState.DELETING:
+        return
+    if record.node and record.node != ctx.node_id:
+        raise WrongNode(f"VM {record.name} is placed on node {record.node}", node=record.node)
+    files = ctx.files(record.id)
+    dom_uuid = ctx.domain_uuid(record.id)
+    info = await ctx.host.info(dom_uuid)
+    running = info is not None and info.active
+    if not running:
+        await grow_disk_file(files.disk, record.disk_gib)
+    await ctx.failpoints.hit("resize_before_define")
+    await redefine(ctx, record)
+    live = running and not ctx.host.is_test_driver and await _apply_live(ctx, dom_uuid, record)
+    await ctx.recorder.publish(VmResized(
+        vm_id=record.id, name=record.name, node=ctx.node_id, vcpus=record.vcpus,
+        memory_mib=record.memory_mib, disk_gib=record.disk_gib, live=live))
+    log.info("vm resized", vm_id=record.id, vcpus=record.vcpus, memory_mib=record.memory_mib,
+             disk_gib=record.disk_gib, live=live)
+
+
+async def _apply_live(ctx: AgentContext, dom_uuid: str, record: VmRecord) -> bool:
+    """Hot-plug what the running domain lacks; False when it could not take it all (then the
+    definition brings it at the next start)."""
+    root = await devices.live_xml(ctx.host, dom_uuid)
+    if root is None:
+        return False
+    complete = True
+    current, maximum = devices.live_vcpus(root)
+    if current < record.vcpus <= maximum:
+        await devices.set_vcpus(ctx.host, dom_uuid, record.vcpus)
+    elif record.vcpus != current:
+        complete = False
+    memory_kib, ceiling_kib = devices.live_memory_kib(root)
+    wanted_kib = record.memory_mib * KIB
+    if memory_kib < wanted_kib <= ceiling_kib:
+        await devices.plug_memory(ctx.host, dom_uuid, wanted_kib - memory_kib)
+    elif wanted_kib != memory_kib:
+        complete = False
+    system = devices.disk_by_source(root, str(ctx.files(record.id).disk))
+    target = system.find("target") if system is not None else None
+    if target is not None:
+        dev = target.get("dev", "vda")
+        if await devices.block_size(ctx.host, dom_uuid, dev) < record.disk_gib * GIB:
+            await devices.block_resize(ctx.host, dom_uuid, dev, record.disk_gib * GIB)
+    if not complete:
+        log.warning("running domain could not take the new size; it applies at the next start",
+                    vm_id=record.id, vcpus=record.vcpus, memory_mib=record.memory_mib)
+    return complete
