@@ -108,6 +108,8 @@ async def _update(app: web.Application, vm: VmRecord,
                   change: Callable[[VmRecord], VmRecord | None]) -> VmRecord:
     try:
         updated = await app[app_keys.VM_STORE].update(vm.id, change)
+    except SnapshotNotFound:
+        raise
     except NotFound:
         raise VmNotFound(f"VM {vm.id!r} no longer exists", vm=vm.id) from None
     assert updated is not None

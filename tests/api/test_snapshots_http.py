@@ -1,0 +1,89 @@
+"""Snapshot and clone routes over HTTP against a real NATS: entries on the record, commands in
+JetStream, problem+json refusals with their codes."""
+
+from __future__ import annotations
+
+import msgspec
+
+from limiquantix.common.commands import CreateSnapshot, CreateVm, DeleteSnapshot, RevertSnapshot
+from limiquantix.common.vms import SnapshotState, VmState
+from tests.api.test_vms_http import BODY, get, post, set_state, store
+from tests.support.api_gateway import Gateway
+
+
+async def _running_vm(gw: Gateway) -> dict[str, object]:
+    await gw.heartbeat("node-a")
+    status, vm = await post(gw, "/v1/vms", BODY)
+    assert status == 202
+    await set_state(gw, str(vm["id"]), VmState.RUNNING)
+    return vm
+
+
+async def _set_snapshot_state(gw: Gateway, vm_id: str, state: SnapshotState) -> None:
+    await (await store(gw)).update(vm_id, lambda r: msgspec.structs.replace(r, snapshots=tuple(
+        msgspec.structs.replace(s, state=state) for s in r.snapshots)))
+
+
+async def test_snapshot_is_listed_creating_and_its_command_queued(gw: Gateway) -> None:
+    vm = await _running_vm(gw)
+    status, snap = await post(gw, "/v1/vms/web-1/snapshots",
+                              {"name": "before", "description": "d", "memory": True})
+    assert status == 202 and snap["state"] == "creating" and snap["memory"] is True
+    command = (await gw.commands("node-a"))[-1]
+    assert isinstance(command, CreateSnapshot) and command.snapshot_id == snap["id"]
+    _, listed = await get(gw, f"/v1/vms/{vm['id']}/snapshots")
+    assert [s["name"] for s in listed["items"]] == ["before"]
+    _, record = await get(gw, "/v1/vms/web-1")
+    assert record["snapshots"][0]["id"] == snap["id"]
+    assert (await get(gw, "/v1/vms/web-1/snapshots/before"))[1]["id"] == snap["id"]
+
+
+async def test_snapshot_refusals_are_problems_with_codes(gw: Gateway) -> None:
+    vm = await _running_vm(gw)
+    assert (await post(gw, "/v1/vms/web-1/snapshots", {"name": "a"}))[0] == 202
+    status, problem = await post(gw, "/v1/vms/web-1/snapshots", {"name": "a"})
+    assert status == 409 and problem["code"] == "snapshot_name_taken"
+    await set_state(gw, str(vm["id"]), VmState.STOPPED)
+    status, problem = await post(gw, "/v1/vms/web-1/snapshots", {"name": "b", "memory": True})
+    assert status == 409 and problem["code"] == "snapshot_refused" and problem["hint"]
+    await set_state(gw, str(vm["id"]), VmState.STARTING)
+    status, problem = await post(gw, "/v1/vms/web-1/snapshots", {"name": "c"})
+    assert status == 409 and problem["code"] == "illegal_transition"
+    status, problem = await post(gw, "/v1/vms/web-1/snapshots", {"name": "bad name!"})
+    assert status == 422
+    await set_state(gw, str(vm["id"]), VmState.RUNNING)
+    status, problem = await post(gw, "/v1/vms/web-1/snapshots/a/revert")
+    assert status == 409 and problem["code"] == "snapshot_not_ready"
+    status, problem = await post(gw, "/v1/vms/web-1/snapshots/nope/revert")
+    assert status == 404 and problem["code"] == "snapshot_not_found"
+
+
+async def test_revert_and_delete_by_name_queue_their_commands(gw: Gateway) -> None:
+    vm = await _running_vm(gw)
+    _, snap = await post(gw, "/v1/vms/web-1/snapshots", {"name": "s1"})
+    await _set_snapshot_state(gw, str(vm["id"]), SnapshotState.READY)
+    status, reverting = await post(gw, "/v1/vms/web-1/snapshots/s1/revert")
+    assert status == 202 and reverting["state"] == "reverting"
+    command = (await gw.commands("node-a"))[-1]
+    assert isinstance(command, RevertSnapshot) and command.snapshot_id == snap["id"]
+    await _set_snapshot_state(gw, str(vm["id"]), SnapshotState.READY)
+    async with gw.client.delete("/v1/vms/web-1/snapshots/s1", headers=gw.auth) as response:
+        assert response.status == 202 and (await response.json())["state"] == "deleting"
+    command = (await gw.commands("node-a"))[-1]
+    assert isinstance(command, DeleteSnapshot) and command.snapshot_id == snap["id"]
+
+
+async def test_clone_is_a_new_vm_on_the_source_node_with_a_new_identity(gw: Gateway) -> None:
+    vm = await _running_vm(gw)
+    status, clone = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2"})
+    assert status == 202 and clone["state"] == "pending"
+    assert clone["id"] != vm["id"] and clone["instance_id"] == clone["id"]
+    assert clone["node"] == "node-a" and clone["cloud_init"]["hostname"] == "web-2"
+    assert clone["clone_of"] == {"vm_id": vm["id"], "snapshot_id": "", "linked": True}
+    command = (await gw.commands("node-a"))[-1]
+    assert isinstance(command, CreateVm) and command.vm_id == clone["id"]
+    status, problem = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2"})
+    assert status == 409 and problem["code"] == "name_taken"
+    status, problem = await post(gw, "/v1/vms/web-1/clone",
+                                 {"name": "web-3", "snapshot": "missing"})
+    assert status == 404 and problem["code"] == "snapshot_not_found"
