@@ -42,6 +42,7 @@ from limiquantix.api import (
     events_sse,
     metrics,
     openapi,
+    routes_guest,
     routes_health,
     routes_images,
     routes_nodes,
@@ -79,6 +80,7 @@ ROUTE_MODULES: tuple[ModuleType, ...] = (
     routes_images,
     routes_tokens,
     routes_webhooks,
+    routes_guest,
     metrics,
     asyncapi,
 )

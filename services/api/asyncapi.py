@@ -22,7 +22,7 @@ from aiohttp import web
 
 from limiquantix import __version__
 from limiquantix.api.openapi import OpenApiPart, Operation
-from limiquantix.common import images, node_rpc, subjects
+from limiquantix.common import guest_rpc, images, node_rpc, subjects
 from limiquantix.common.commands import Command
 from limiquantix.common.errors import ErrorReply
 from limiquantix.common.events import Event
@@ -66,6 +66,14 @@ EVENT_FLOWS: dict[str, Flow] = {
                       "A clone's disk was made from its source VM"),
     "vm.publish_progress": Flow(_at(subjects.vm_event, "vm_id", "publish_progress"), _VM,
                                 (NODE,), (API,), "Publishing a VM as an image: phase, progress"),
+    "vm.phase": Flow(_at(subjects.vm_event, "vm_id", "phase"), _VM, (NODE,), (API,),
+                     "A boot reached a readiness phase (defined ... ssh, ready)"),
+    "vm.addresses_changed": Flow(_at(subjects.vm_event, "vm_id", "addresses_changed"), _VM,
+                                 (NODE,), (API,), "The guest's IP addresses changed"),
+    "vm.agent_changed": Flow(_at(subjects.vm_event, "vm_id", "agent_changed"), _VM, (NODE,),
+                             (API,), "The VM's QEMU guest agent connected or disconnected"),
+    "vm.guest_access": Flow(_at(subjects.vm_event, "vm_id", "guest_access"), _VM, (API,),
+                            (API,), "Audit: exec, file read/write or password set in a guest"),
     "node.state_changed": Flow(_at(subjects.node_event, "node_id", "state_changed"),
                                {"node_id": "The node's id"}, (NODE,), (API,),
                                "A node agent came online or is going away cleanly"),
@@ -116,6 +124,22 @@ RPCS: tuple[Rpc, ...] = (
     Rpc("nodeConsoleLog", _at(subjects.node_rpc, "node_id", node_rpc.CONSOLE_LOG),
         {"node_id": "The node that runs the VM"}, node_rpc.ConsoleLogRequest,
         node_rpc.ConsoleLogReply, (API,), NODE, "The tail of a VM's serial console log"),
+    *(Rpc(key, _at(subjects.node_rpc, "node_id", op), {"node_id": "The node that runs the VM"},
+          request, reply, (API,), NODE, what)
+      for key, op, request, reply, what in (
+          ("nodeGuestExec", guest_rpc.GUEST_EXEC, guest_rpc.GuestExecCall, guest_rpc.ExecResult,
+           "Run a program in a guest through its agent"),
+          ("nodeGuestFileOpen", guest_rpc.GUEST_FILE_OPEN, guest_rpc.FileOpenCall,
+           guest_rpc.FileOpened, "Open a file in a guest"),
+          ("nodeGuestFileRead", guest_rpc.GUEST_FILE_READ, guest_rpc.FileReadCall,
+           guest_rpc.FileChunk, "Read a chunk (<= 512 KiB, base64)"),
+          ("nodeGuestFileWrite", guest_rpc.GUEST_FILE_WRITE, guest_rpc.FileWriteCall,
+           guest_rpc.FileWrote, "Write a chunk (<= 512 KiB, base64)"),
+          ("nodeGuestFileClose", guest_rpc.GUEST_FILE_CLOSE, guest_rpc.FileCloseCall,
+           guest_rpc.Done, "Close a file (then chmod/chown when asked)"),
+          ("nodeGuestPassword", guest_rpc.GUEST_PASSWORD, guest_rpc.GuestPasswordCall,
+           guest_rpc.Done, "Set a guest user's password"),
+      )),
 )
 _RPC_ERROR = ("Errors: headers Nats-Service-Error / Nats-Service-Error-Code (as nats.py micro "
               "sends them) and an ErrorReply body.")

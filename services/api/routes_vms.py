@@ -32,6 +32,7 @@ from limiquantix.api.http_json import decode_body
 from limiquantix.api.idempotency import IdempotencyKeys, body_hash
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
 from limiquantix.api.schemas import VmList
+from limiquantix.api.vm_devices import check_ceilings
 from limiquantix.common import (
     cloud_init,
     forward_ports,
@@ -208,6 +209,7 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     os_type = windows.os_type_for(body.os_type, image.os)
     windows.check_minimums(os_type, vcpus=body.vcpus, memory_mib=body.memory_mib,
                            disk_gib=body.disk_gib)
+    check_ceilings(body.vcpus, body.memory_mib, body.max_vcpus, body.max_memory_mib)
     drivers = await vm_image.virtio_win(library) if os_type == "windows" else ""
     windows_spec = windows.prepare(body.windows, os_type, vm_id=vm_id, vm_name=body.name,
                                    node_key=node_key(app[app_keys.LIBRARY_SECRET]))
@@ -227,6 +229,8 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         id=vm_id, name=body.name, description=body.description, state=VmState.PENDING,
         node=node, image=image.ref,
         vcpus=body.vcpus, memory_mib=body.memory_mib, disk_gib=body.disk_gib, cloud_init=spec,
+        max_vcpus=body.max_vcpus or body.vcpus,
+        max_memory_mib=body.max_memory_mib or body.memory_mib,
         network=msgspec.convert(msgspec.to_builtins(body.network), NetworkSpec),
         instance_id=vm_id, created_at=now, updated_at=now, os_type=os_type,
         drivers_image=drivers, windows=windows_spec,
