@@ -49,6 +49,7 @@ from limiquantix.api import (
     routes_snapshots,
     routes_tokens,
     routes_ui,
+    routes_vm_devices,
     routes_vms,
     routes_webhooks,
 )
@@ -71,6 +72,7 @@ log = structlog.get_logger()
 ROUTE_MODULES: tuple[ModuleType, ...] = (
     routes_health,
     routes_vms,
+    routes_vm_devices,
     routes_snapshots,
     routes_nodes,
     events_sse,

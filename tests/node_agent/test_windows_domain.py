@@ -69,7 +69,7 @@ def test_windows_without_virtio_drivers_gets_sata_and_e1000e() -> None:
     args = [a.get("value") or "" for a in root.iter(f"{{{QEMU_NS}}}arg")]
     assert args[args.index("-device") + 1].startswith("e1000e,netdev=net0,")
     assert [t.get("dev") for t in root.findall("./devices/disk[@device='cdrom']/target")] == [
-        "sda", "sdb"]
+        "sda", "sdb", "sde"]  # seed, install ISO, the (empty) media drive
 
 
 def test_windows_with_virtio_win_gets_virtio_and_the_drivers_cdrom() -> None:
