@@ -106,7 +106,16 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
     await page.check("#win-secure-boot")
     await expect(page.locator("#win-version")).to_have_value("2k22")  # from the image's version
     await page.fill("#win-first-logon", "echo one\necho two")
-    await expect(page.locator(".warning")).to_have_count(0)
+    await page.get_by_text("Join an Active Directory domain").click()
+    await page.check("#win-join")
+    await page.fill("#win-join-domain", "corp.example.com")
+    await page.fill("#win-join-user", "CORP\\joiner")
+    await page.fill("#win-join-password", "J0in-secret")
+    await page.fill("#win-join-ou", "Servers")
+    await page.click("#wizard-next")
+    await expect(page.locator("#win-join-ou-error")).to_contain_text("starting with OU= or CN=")
+    await page.fill("#win-join-ou", "OU=Servers,DC=corp,DC=example,DC=com")
+    await expect(page.locator(".warning")).to_have_text([re.compile("join password in plain text")])
     await shoot(page, screenshots, "wizard-windows-5-setup")
     await page.click("#wizard-next")
 
@@ -124,13 +133,18 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
                          "--windows-password-prompt --windows-timezone 'W. Europe Standard Time' "
                          "--windows-locale de-DE --windows-product-key ABCDE-FGHIJ-KLMNO-PQRST-UVWXY "
                          "--windows-winrm --windows-secure-boot --windows-first-logon 'echo one' "
-                         "--windows-first-logon 'echo two' --windows windows.yaml"), lq
-    assert lq.endswith("--wait running") and "Passw0rd" not in lq
+                         "--windows-first-logon 'echo two' --windows-join-domain corp.example.com "
+                         "--windows-join-user 'CORP\\joiner' --windows-join-ou "
+                         "'OU=Servers,DC=corp,DC=example,DC=com' --windows windows.yaml"), lq
+    assert lq.endswith("--wait running") and "Passw0rd" not in lq and "J0in" not in lq
+    assert await review_value(page, "Domain join") == (
+        "corp.example.com as CORP\\joiner in OU=Servers,DC=corp,DC=example,DC=com")
     await expect(page.locator("#review-windows-file")).to_have_text('windows_version: "2k22"')
     curl = await page.locator("#review-curl").inner_text()
     body = json.loads(re.search(r"-d '(.*)'$", curl, re.DOTALL).group(1))  # type: ignore[union-attr]
     assert body["os_type"] == "windows" and "cloud_init" not in body
     assert body["windows"]["admin_password"] == "<password>"
+    assert body["windows"]["domain_join"]["password"] == "<password>"
     await shoot(page, screenshots, "wizard-windows-6-review")
 
     await page.click("#wizard-create")
@@ -146,7 +160,9 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
     assert windows["enable_winrm"] is True and windows["secure_boot"] is True
     assert windows["first_logon_commands"] == ["echo one", "echo two"]
     assert windows["windows_version"] == "2k22" and windows["locale"] == "de-DE"
-    assert "Passw0rd" not in json.dumps(record)
+    assert windows["domain_join"]["domain"] == "corp.example.com"
+    assert windows["domain_join"]["user"] == "CORP\\joiner"
+    assert "Passw0rd" not in json.dumps(record) and "J0in" not in json.dumps(record)
     async with ui_api.delete(f"/v1/vms/{vm_id}") as response:
         assert response.status == 202
 

@@ -184,3 +184,28 @@ describe("the review", () => {
     expect(iso["Provisioning method"]).toBe("ISO image (unattended Windows install: Autounattend.xml)");
   });
 });
+
+describe("the domain join", () => {
+  const join = { ...NEW_WINDOWS, join: true, joinDomain: "corp.example.com", joinUser: "CORP\\joiner", joinPassword: "j0in" };
+
+  it("is checked like the gateway's schema", () => {
+    expect(validateWindows(join, "web-2")).toEqual({});
+    const errors = validateWindows({ ...join, joinDomain: "corp", joinUser: "", joinPassword: "", joinOu: "DC=corp" }, "web-2");
+    expect(Object.keys(errors).sort()).toEqual(["win.joinDomain", "win.joinOu", "win.joinPassword", "win.joinUser"]);
+    // Off: its fields are not asked for.
+    expect(validateWindows({ ...join, join: false, joinDomain: "x" }, "web-2")).toEqual({});
+  });
+
+  it("goes in the section, with lq flags and the password only as a placeholder in curl", () => {
+    const section = windowsSection({ ...join, joinOu: "OU=Servers,DC=corp,DC=example,DC=com" }, "web-2");
+    expect(section.domain_join).toEqual({ domain: "corp.example.com", user: "CORP\\joiner", password: "j0in",
+                                          ou: "OU=Servers,DC=corp,DC=example,DC=com" });
+    expect(windowsArgs(section).join(" ")).toContain(
+      "--windows-join-domain corp.example.com --windows-join-user CORP\\joiner --windows-join-ou OU=Servers");
+    const curl = curlCommand({ ...NEW_DRAFT, name: "web-2", imageId: "win-1", osType: "windows", win: join }, "http://gw");
+    expect(curl).not.toContain("j0in");
+    expect(curl).toContain(`"domain_join":{"domain":"corp.example.com","user":"CORP\\\\joiner","password":"<password>"}`);
+    expect(lqCommand({ ...NEW_DRAFT, name: "web-2", imageId: "win-1", osType: "windows", win: join }, ctx)).toContain(
+      "--windows-join-user 'CORP\\joiner'");
+  });
+});

@@ -21,6 +21,11 @@ export interface WindowsDraft {
   firstLogon: string; // one command a line
   version: string;
   secureBoot: boolean;
+  join: boolean; // join an Active Directory domain
+  joinDomain: string;
+  joinUser: string;
+  joinPassword: string;
+  joinOu: string;
 }
 
 export const NEW_WINDOWS: WindowsDraft = {
@@ -36,6 +41,11 @@ export const NEW_WINDOWS: WindowsDraft = {
   firstLogon: "",
   version: "w11",
   secureBoot: false,
+  join: false,
+  joinDomain: "",
+  joinUser: "",
+  joinPassword: "",
+  joinOu: "",
 };
 
 // Windows 11 / Server 2022 setup refuses less (the gateway answers 422 windows_too_small).
@@ -64,6 +74,8 @@ const ADMIN_USER = /^[A-Za-z][A-Za-z0-9_.-]{0,19}$/;
 const LOCALE = /^[a-z]{2,3}-[A-Za-z]{2,4}$/;
 const PRODUCT_KEY = /^([A-Z0-9]{5}-){4}[A-Z0-9]{5}$/;
 const NETBIOS = /^[A-Za-z0-9-]+$/;
+const DOMAIN = /^(?=.{1,255}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
+const OU = /^(OU|CN)=/;
 const MAX_COMMANDS = 32;
 const MAX_COMMAND = 1024;
 
@@ -123,6 +135,21 @@ export function validateWindows(win: WindowsDraft, vmName: string): Partial<Reco
     if (long >= 0) errors["win.firstLogon"] = `Command ${long + 1} is longer than ${MAX_COMMAND} characters.`;
   }
   if (!WINDOWS_VERSIONS.some((v) => v.value === win.version)) errors["win.version"] = "Choose a Windows version.";
+  if (win.join) Object.assign(errors, validateJoin(win));
+  return errors;
+}
+
+function validateJoin(win: WindowsDraft): Partial<Record<string, string>> {
+  const errors: Partial<Record<string, string>> = {};
+  if (!DOMAIN.test(win.joinDomain)) errors["win.joinDomain"] = "The domain's DNS name, e.g. corp.example.com.";
+  if (!win.joinUser || win.joinUser.length > 104) {
+    errors["win.joinUser"] = "An account allowed to join computers: user, DOMAIN\\user or user@domain.";
+  }
+  if (!win.joinPassword) errors["win.joinPassword"] = "The join account's password.";
+  else if (win.joinPassword.length > 127) errors["win.joinPassword"] = "At most 127 characters.";
+  if (win.joinOu && (!OU.test(win.joinOu) || win.joinOu.length > 1024)) {
+    errors["win.joinOu"] = "A distinguished name starting with OU= or CN=, e.g. OU=Servers,DC=corp,DC=example,DC=com.";
+  }
   return errors;
 }
 
@@ -174,6 +201,10 @@ export function windowsSection(win: WindowsDraft, vmName: string): WindowsSectio
   if (commands.length) section.first_logon_commands = commands;
   if (win.version !== NEW_WINDOWS.version) section.windows_version = win.version as WindowsVersion;
   if (win.secureBoot) section.secure_boot = true;
+  if (win.join) {
+    section.domain_join = { domain: win.joinDomain, user: win.joinUser, password: win.joinPassword,
+                            ...(win.joinOu ? { ou: win.joinOu } : {}) };
+  }
   return section;
 }
 
@@ -202,6 +233,10 @@ export function windowsArgs(section: WindowsSection): string[] {
   if (section.enable_rdp === false) args.push("--windows-no-rdp");
   if (section.secure_boot) args.push("--windows-secure-boot");
   for (const command of section.first_logon_commands ?? []) args.push("--windows-first-logon", command);
+  const join = section.domain_join;
+  // The join password is prompted for by lq (never a flag).
+  if (join) args.push("--windows-join-domain", join.domain, "--windows-join-user", join.user);
+  if (join?.ou) args.push("--windows-join-ou", join.ou);
   if (Object.keys(windowsFileFields(section)).length) args.push("--windows", "windows.yaml");
   return args;
 }
@@ -223,5 +258,6 @@ export function windowsReviewRows(win: WindowsDraft, vmName: string): { label: s
     { label: "First-logon commands", value: String(commands.length) },
     { label: "Windows version", value: `${versionLabel(win.version)} (drivers ${win.version})` },
     { label: "Secure Boot", value: win.secureBoot ? "on" : "off" },
+    { label: "Domain join", value: win.join ? `${win.joinDomain} as ${win.joinUser}${win.joinOu ? ` in ${win.joinOu}` : ""}` : "none" },
   ];
 }

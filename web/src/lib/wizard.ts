@@ -355,6 +355,7 @@ export function curlCommand(draft: Draft, origin: string, ctx?: WizardContext): 
   const body = requestBody(draft, ctx);
   if (body.cloud_init?.password) body.cloud_init = { ...body.cloud_init, password: "<password>" };
   if (body.windows?.admin_password) body.windows = { ...body.windows, admin_password: "<password>" };
+  if (body.windows?.domain_join) body.windows = { ...body.windows, domain_join: { ...body.windows.domain_join, password: "<password>" } };
   return [
     `curl -X POST ${shellQuote(`${origin}/v1/vms`)}`,
     `  -H "Authorization: Bearer $LQ_TOKEN"`,

@@ -83,6 +83,37 @@ export function WindowsSetup({ draft, update, errors }: {
                   aria-invalid={invalid("firstLogon")} placeholder="powershell -Command Set-ExecutionPolicy RemoteSigned"
                   onChange={(e) => set({ firstLogon: e.target.value })} />
       </Field>
+      <details className="advanced" open={win.join}>
+        <summary>Join an Active Directory domain</summary>
+        <label className="check">
+          <input type="checkbox" id="win-join" checked={win.join} onChange={(e) => set({ join: e.target.checked })} />
+          Join a domain at setup (specialize pass)
+        </label>
+        {win.join && (
+          <>
+            <div className="grid-fields">
+              <Field label="Domain" htmlFor="win-join-domain" error={errors["win.joinDomain"]} hint="Its DNS name, e.g. corp.example.com.">
+                <input id="win-join-domain" value={win.joinDomain} autoComplete="off" spellCheck={false}
+                       aria-invalid={invalid("joinDomain")} onChange={(e) => set({ joinDomain: e.target.value.trim() })} />
+              </Field>
+              <Field label="Join account" htmlFor="win-join-user" error={errors["win.joinUser"]} hint="user, DOMAIN\user or user@domain">
+                <input id="win-join-user" value={win.joinUser} autoComplete="off" spellCheck={false}
+                       aria-invalid={invalid("joinUser")} onChange={(e) => set({ joinUser: e.target.value.trim() })} />
+              </Field>
+              <Field label="Join password" htmlFor="win-join-password" error={errors["win.joinPassword"]}>
+                <input id="win-join-password" type="password" autoComplete="new-password" value={win.joinPassword}
+                       aria-invalid={invalid("joinPassword")} onChange={(e) => set({ joinPassword: e.target.value })} />
+              </Field>
+              <Field label="OU (optional)" htmlFor="win-join-ou" error={errors["win.joinOu"]} hint="Default: the domain's Computers container.">
+                <input id="win-join-ou" value={win.joinOu} autoComplete="off" spellCheck={false} placeholder="OU=Servers,DC=corp,DC=example,DC=com"
+                       aria-invalid={invalid("joinOu")} onChange={(e) => set({ joinOu: e.target.value.trim() })} />
+              </Field>
+            </div>
+            <p className="warning">Windows needs the join password in plain text in the answer file on the seed media: use an
+              account that may only join computers.</p>
+          </>
+        )}
+      </details>
       {windowsWarnings(win).map((warning) => <p key={warning} className="warning" role="status">{warning}</p>)}
     </div>
   );
