@@ -3,21 +3,28 @@ headers the way nats.py's ``micro`` does it.
 
 How to add an RPC
 =================
-1. Subject: a function in ``subjects.py`` (e.g. ``subjects.node_rpc(node, op)``), never a
-   string built in place; a node's subject must be allowed in its NATS permissions
-   (``nats_auth.py``).
-2. Schemas: a request Struct and a reply Struct in ``libs/common`` (the service's module, e.g.
-   ``node_rpc.py``, ``images.py``), every field with a default.
-3. Server: an ``async def handler(msg) -> reply`` that decodes ``msg.data`` (raise
-   ``InvalidRequest`` on a bad body), does the work and returns the reply Struct (or bytes
-   already encoded); failures are ``LimiquantixError`` subclasses. Subscribe it with
-   ``await rpc.serve(nc, subject, handler, queue=..., what=...)``; unsubscribe the returned
-   subscription when the service stops.
-4. Client: ``reply = await rpc.request(nc, subject, body, ReplyType, timeout_s=5)``. It raises
-   ``RemoteError`` (the server's error: code, message, hint, details, HTTP status) or
-   ``Unavailable`` (nobody answered in time); catch ``Unavailable`` to name the peer.
-5. Test: server and client against a real nats-server (fixture ``nats_server``), one success
-   and one error reply.
+::
+
+    # 1. libs/common (e.g. node_rpc.py): the subject is a subjects.py function, the bodies are
+    #    Structs whose fields all have defaults (a node's subject: allow it in nats_auth.py).
+    class UptimeRequest(Model, frozen=True, kw_only=True):
+        vm_id: str = ""
+    class Uptime(Model, frozen=True, kw_only=True):
+        seconds: float = 0.0
+
+    # 2. The server: decode (a bad body is InvalidRequest), work, return the reply or raise a
+    #    LimiquantixError subclass; unsubscribe the returned subscription when stopping.
+    async def uptime(msg: Msg) -> Uptime:
+        request = rpc.decode(msg.data, UptimeRequest)
+        return Uptime(seconds=await seconds_up(request.vm_id))
+    sub = await rpc.serve(nc, subjects.node_rpc(node, "uptime"), uptime, what="node rpc")
+
+    # 3. The client: RemoteError (the server's typed error) or Unavailable (no answer in time).
+    reply = await rpc.request(nc, subjects.node_rpc(node, "uptime"), UptimeRequest(vm_id=vm),
+                              Uptime, timeout_s=5)
+
+4. A test: server and client on a real nats-server (fixture ``nats_server``), one success and
+   one error reply (tests/common/test_rpc.py shows both).
 
 Wire format
 ===========
@@ -43,7 +50,13 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from limiquantix.common.errors import ErrorReply, LimiquantixError, RemoteError, Unavailable
+from limiquantix.common.errors import (
+    ErrorReply,
+    InvalidRequest,
+    LimiquantixError,
+    RemoteError,
+    Unavailable,
+)
 
 log = structlog.get_logger()
 
@@ -85,6 +98,14 @@ async def request(nc: Client, subject: str, body: msgspec.Struct, reply_type: ty
     if msg.headers and ERROR_CODE_HEADER in msg.headers:
         raise RemoteError(_error_reply(msg))
     return msgspec.json.decode(msg.data, type=reply_type)
+
+
+def decode(data: bytes, request_type: type[T]) -> T:
+    """A request body as ``request_type``; InvalidRequest (answered 422) when it is not one."""
+    try:
+        return msgspec.json.decode(data, type=request_type)
+    except msgspec.DecodeError as exc:  # validation errors included
+        raise InvalidRequest(f"invalid {request_type.__name__}: {exc}") from None
 
 
 def _error_reply(msg: Msg) -> ErrorReply:

@@ -1,4 +1,4 @@
-"""``vm.update_cloud_init``: store the new config and instance-id, rebuild the seed ISO.
+"""``vm.update_cloud_init``: rebuild the seed ISO from the record's new config and instance-id.
 
 A new instance-id makes cloud-init treat the next boot as a first boot. A running domain gets the
 new ISO re-inserted, so even a reboot from inside the guest sees it.
@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
 import structlog
 
 from limiquantix.common.commands import UpdateCloudInit
 from limiquantix.common.library_tokens import load_or_create_secret, node_key
-from limiquantix.common.vms import VmRecord
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import LibvirtFailed
 from limiquantix.node_agent.seed.iso import write_seed_iso
@@ -25,11 +23,10 @@ SEED_TARGET = "sda"
 
 
 async def update_cloud_init(ctx: AgentContext, command: UpdateCloudInit) -> None:
-    def apply(record: VmRecord) -> VmRecord:
-        return msgspec.structs.replace(record, cloud_init=command.cloud_init,
-                                       instance_id=command.instance_id)
-
-    record = await ctx.recorder.patch(command.vm_id, apply)
+    # The gateway wrote ``cloud_init`` and ``instance_id`` on the record before it queued this
+    # command (one writer per record field: docs/architecture.md); the seed is rebuilt from the
+    # record, so a later update that overtook this one wins here too.
+    record = await ctx.store.find(command.vm_id)
     if record is None:
         return
     files = ctx.files(record.id)

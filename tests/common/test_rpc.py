@@ -49,7 +49,7 @@ async def test_a_reply_is_decoded_as_its_type(clients: tuple[Client, Client]) ->
     asker, server = clients
 
     async def echo(msg: Msg) -> ImageRef:
-        return ImageRef(id=msgspec.json.decode(msg.data, type=ImageRef).id + "-seen")
+        return ImageRef(id=rpc.decode(msg.data, ImageRef).id + "-seen")
 
     sub = await rpc.serve(server, SUBJECT, echo, queue="q")
     await server.flush()
@@ -101,3 +101,20 @@ async def test_nobody_answering_is_unavailable(clients: tuple[Client, Client]) -
     asker, _ = clients
     with pytest.raises(Unavailable):
         await rpc.request(asker, SUBJECT, ImageRef(id="x"), ImageRef, timeout_s=0.5)
+
+
+async def test_a_body_that_is_not_the_request_type_is_answered_invalid_request(
+        clients: tuple[Client, Client]) -> None:
+    asker, server = clients
+
+    async def echo(msg: Msg) -> ImageRef:
+        return rpc.decode(msg.data, ImageRef)
+
+    await rpc.serve(server, SUBJECT, echo)
+    await server.flush()
+    await until_answered(asker)
+    for body in (b"not json", b'{"id": 5}'):
+        reply = await asker.request(SUBJECT, body, timeout=5)
+        assert reply.headers is not None and reply.headers[rpc.ERROR_CODE_HEADER] == "422"
+        error = msgspec.json.decode(reply.data)
+        assert error["code"] == "invalid_request" and "ImageRef" in error["message"]

@@ -263,10 +263,11 @@ async def test_update_cloud_init_rebuilds_the_seed_with_the_new_instance_id(
     from limiquantix.common.vms import CloudInitSpec
     vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
     await harness.wait_state(vm.id, VmState.RUNNING)
+    spec = CloudInitSpec(user="ops")
+    await harness.store.update(vm.id, lambda r: msgspec.structs.replace(  # as the gateway does
+        r, cloud_init=spec, instance_id="iid-2"))
     await harness.send(UpdateCloudInit(command_id=cid(), vm_id=vm.id, instance_id="iid-2",
-                                       cloud_init=CloudInitSpec(user="ops")))
-    record = await harness.wait_record(vm.id, lambda r: r is not None and r.instance_id == "iid-2")
-    assert record is not None and record.cloud_init.user == "ops"
+                                       cloud_init=spec))
     async with asyncio.timeout(5):
         while True:
             iso = pycdlib.PyCdlib()

@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from limiquantix.common.commands import DeleteVm, StartVm, StopVm, UpdateCloudInit
@@ -158,9 +159,11 @@ async def test_new_cloud_init_reaches_a_running_domain_without_a_restart(
     vm = await h.new_vm(image, memory_mib=256)
     await h.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
     assert _open_seed_files(vm.id) and not any("(deleted)" in t for t in _open_seed_files(vm.id))
+    spec = CloudInitSpec(user="ops")
+    await h.store.update(vm.id, lambda r: msgspec.structs.replace(  # as the gateway does
+        r, cloud_init=spec, instance_id="iid-2"))
     await h.send(UpdateCloudInit(command_id=uuid.uuid4().hex, vm_id=vm.id, instance_id="iid-2",
-                                 cloud_init=CloudInitSpec(user="ops")))
-    await h.wait_record(vm.id, lambda r: r is not None and r.instance_id == "iid-2")
+                                 cloud_init=spec))
     async with asyncio.timeout(10):
         while True:  # the ISO was renamed over: QEMU must hold the new file, not the old
             targets = _open_seed_files(vm.id)
