@@ -6,7 +6,9 @@ node's command; here a test plays the node by moving the record's state.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -15,7 +17,7 @@ import pytest
 from limiquantix.common import subjects
 from limiquantix.common.commands import AttachDisk, DetachDisk, EjectMedia, ResizeVm
 from limiquantix.common.vm_store import VmStore
-from limiquantix.common.vms import VmState
+from limiquantix.common.vms import VmMedia, VmState
 from tests.support.api_gateway import Gateway
 
 BODY = {"name": "web-1", "image": "/images/base.qcow2", "vcpus": 1, "memory_mib": 1024,
@@ -38,7 +40,18 @@ async def vm_in(gw: Gateway, state: VmState, body: dict[str, Any] | None = None
     status, vm = await call(gw, "POST", "/v1/vms", body or BODY)
     assert status == 202, vm
     await (await store(gw)).update(vm["id"], lambda r: msgspec.structs.replace(r, state=state))
+    await seen(gw, lambda record: record["state"] == state)
     return dict(vm)
+
+
+async def seen(gw: Gateway, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The record once the gateway's watched view shows what a test (the node) wrote."""
+    async with asyncio.timeout(5):
+        while True:
+            record = (await call(gw, "GET", "/v1/vms/web-1"))[1]
+            if predicate(record):
+                return dict(record)
+            await asyncio.sleep(0.02)
 
 
 async def test_create_records_the_hot_plug_ceilings(gw: Gateway) -> None:
@@ -141,6 +154,7 @@ async def test_a_windows_vm_without_virtio_drivers_gets_no_extra_disk(gw: Gatewa
     vm = await vm_in(gw, VmState.STOPPED)
     await (await store(gw)).update(vm["id"], lambda r: msgspec.structs.replace(
         r, os_type="windows", drivers_image=""))
+    await seen(gw, lambda record: record["os_type"] == "windows")
     status, problem = await call(gw, "POST", "/v1/vms/web-1/disks", {"name": "d", "size_gib": 1})
     assert status == 409 and problem["code"] == "disks_need_virtio"
 
@@ -150,10 +164,9 @@ async def test_eject_of_an_empty_drive_is_409_and_of_a_full_one_queues_the_eject
     vm = await vm_in(gw, VmState.STOPPED)
     status, problem = await call(gw, "DELETE", "/v1/vms/web-1/media")
     assert status == 409 and problem["code"] == "no_media"
-    from limiquantix.common.vms import VmMedia
-
     await (await store(gw)).update(vm["id"], lambda r: msgspec.structs.replace(
         r, media=VmMedia(image=str(uuid.uuid4()), name="tools.iso", state="inserted")))
+    await seen(gw, lambda record: record.get("media") is not None)
     status, updated = await call(gw, "DELETE", "/v1/vms/web-1/media")
     assert status == 202 and updated["media"]["state"] == "ejecting"
     assert isinstance((await gw.commands("node-a"))[-1], EjectMedia)

@@ -311,7 +311,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Nodes: online, and offline ones with VMs */
+        /** Nodes: online, and offline ones with VMs (a page, by id) */
         get: operations["get_v1_nodes"];
         put?: never;
         post?: never;
@@ -400,7 +400,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List VMs */
+        /** List VMs (a page, in creation order) */
         get: operations["get_v1_vms"];
         put?: never;
         /**
@@ -429,7 +429,11 @@ export interface paths {
         delete: operations["delete_v1_vms_vm"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Resize: vCPUs, memory, disk (live up to the VM's ceilings)
+         * @description A stopped VM gets the new figures at its next start; a running one gets more vCPUs and memory live up to max_vcpus / max_memory_mib, else 409 `resize_needs_stop`. The disk grows live; shrinking it is 422 `disk_shrink_refused`. 409 `no_capacity` when the node has no room for the growth. Reported by the event `vm.resized`.
+         */
+        patch: operations["patch_v1_vms_vm"];
         trace?: never;
     };
     "/v1/vms/{vm}/clone": {
@@ -510,6 +514,90 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/vms/{vm}/disks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Add an extra disk (a new qcow2; attached live when running)
+         * @description The record lists it in `disks` (`attaching`, then `attached` with `vm.disk_attached`). The same name and size again answers the same disk; 409 `disk_name_taken`, `too_many_disks`, `disks_need_virtio`.
+         */
+        post: operations["post_v1_vms_vm_disks"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/disks/{disk}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Detach an extra disk (by id or name) and delete it
+         * @description Marked `detaching`, then gone from `disks` with `vm.disk_detached`.
+         */
+        delete: operations["delete_v1_vms_vm_disks_disk"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/exec": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run a program in the guest through its agent and wait for it
+         * @description No shell: `command` is the program and its arguments. Output is bounded (256 KiB; `truncated`); 504 `guest_exec_timeout` after `timeout_s`. 409 `agent_unavailable` when the VM's guest agent is not connected (guest.agent.connected).
+         */
+        post: operations["post_v1_vms_vm_exec"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a file from the guest (streamed back; needs operator)
+         * @description 404 `guest_file_not_found`. 409 `agent_unavailable` when the VM's guest agent is not connected (guest.agent.connected).
+         */
+        get: operations["get_v1_vms_vm_files"];
+        /**
+         * Write a file in the guest (body = the bytes, streamed)
+         * @description Body: application/octet-stream, at most LQ_GUEST_FILE_MAX_BYTES (413 `guest_file_too_large`). 409 `agent_unavailable` when the VM's guest agent is not connected (guest.agent.connected).
+         */
+        put: operations["put_v1_vms_vm_files"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/vms/{vm}/force-stop": {
         parameters: {
             query?: never;
@@ -521,6 +609,50 @@ export interface paths {
         put?: never;
         /** force-stop the VM */
         post: operations["post_v1_vms_vm_force_stop"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/media": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Insert an ISO from the library into the media CD-ROM drive
+         * @description Replaces what is in the drive (never the seed drive). `media` on the record: `inserting`, then `inserted` with `vm.media_inserted`. 422 `not_an_iso`, 409 `image_not_ready`.
+         */
+        post: operations["post_v1_vms_vm_media"];
+        /**
+         * Eject the media drive
+         * @description `media` goes `ejecting`, then null with `vm.media_ejected`; 409 `no_media` when the drive is empty.
+         */
+        delete: operations["delete_v1_vms_vm_media"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Set a guest user's password through the agent
+         * @description The password is hashed by the guest; it is not stored, logged or put in events. 409 `agent_unavailable` when the VM's guest agent is not connected (guest.agent.connected).
+         */
+        post: operations["post_v1_vms_vm_password"];
         delete?: never;
         options?: never;
         head?: never;
@@ -826,6 +958,15 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * AddDiskRequest
+         * @description Body of ``POST /v1/vms/{vm}/disks``: a new empty qcow2 disk.
+         */
+        AddDiskRequest: {
+            /** @description DNS label: lower-case letters, digits and '-' */
+            name: string;
+            size_gib: number;
+        };
+        /**
          * CloneSource
          * @description Where a cloned VM's disk comes from (its create copies it instead of an overlay).
          */
@@ -996,6 +1137,13 @@ export interface components {
             disk_gib?: number;
             /** @default null */
             image?: string | null;
+            /**
+             * @description tags to find the VM by (GET /v1/vms?label=key=value)
+             * @default {}
+             */
+            labels?: {
+                [key: string]: string;
+            };
             /** @default null */
             max_memory_mib?: number | null;
             /** @default null */
@@ -1085,6 +1233,48 @@ export interface components {
             ou?: string;
             password_sealed: string;
             user: string;
+        };
+        /**
+         * ExecRequest
+         * @description Body of ``POST /v1/vms/{vm}/exec``: run a program in the guest through its agent.
+         */
+        ExecRequest: {
+            /** @description program and arguments, no shell (e.g. ["cat", "/etc/hostname"]; use ["sh", "-c", "..."] for one) */
+            command: string[];
+            /**
+             * @description text given on the program's stdin
+             * @default
+             */
+            input?: string;
+            /** @default 30 */
+            timeout_s?: number;
+        };
+        /**
+         * ExecResult
+         * @description What the program did (output decoded as UTF-8, undecodable bytes replaced).
+         */
+        ExecResult: {
+            /** @default 0 */
+            duration_s?: number;
+            /** @default null */
+            exit_code?: number | null;
+            /** @default null */
+            signal?: number | null;
+            /** @default  */
+            stderr?: string;
+            /** @default  */
+            stdout?: string;
+            /** @default false */
+            truncated?: boolean;
+        };
+        /**
+         * FileWritten
+         * @description Answer of ``PUT /v1/vms/{vm}/files``.
+         */
+        FileWritten: {
+            path: string;
+            sha256: string;
+            size: number;
         };
         /**
          * GuestAddress
@@ -1258,6 +1448,14 @@ export interface components {
          * @enum {unknown}
          */
         ImageState: "active" | "available" | "deleting" | "downloading" | "error" | "queued" | "remote" | "uploading" | "verifying";
+        /**
+         * InsertMediaRequest
+         * @description Body of ``POST /v1/vms/{vm}/media``.
+         */
+        InsertMediaRequest: {
+            /** @description an ISO image's id or unique name in the library */
+            image: string;
+        };
         /** NetworkRequest */
         NetworkRequest: {
             /** @default [] */
@@ -1346,10 +1544,13 @@ export interface components {
         };
         /**
          * NodeList
-         * @description ``GET /v1/nodes``: online nodes and offline nodes still referenced by VMs.
+         * @description ``GET /v1/nodes``: one page of the online nodes and offline nodes still referenced by
+         *     VMs, sorted by id.
          */
         NodeList: {
             items: components["schemas"]["NodeInfo"][];
+            /** @default null */
+            next_cursor?: string | null;
         };
         /**
          * NodeWarning
@@ -1367,6 +1568,18 @@ export interface components {
          * @enum {unknown}
          */
         Outcome: "delivered" | "failed" | "gave_up" | "retrying";
+        /**
+         * PasswordRequest
+         * @description Body of ``POST /v1/vms/{vm}/password``: set a guest user's password through the agent.
+         */
+        PasswordRequest: {
+            password: string;
+            user: string;
+        };
+        /** PasswordResult */
+        PasswordResult: {
+            user: string;
+        };
         /**
          * PortForward
          * @description A host TCP port (bound to the node's console/forward address) forwarded into the guest.
@@ -1417,6 +1630,22 @@ export interface components {
             snapshot?: string | null;
             /** @default  */
             version?: string;
+        };
+        /**
+         * ResizeVmRequest
+         * @description Body of ``PATCH /v1/vms/{vm}``: only the fields given change.
+         */
+        ResizeVmRequest: {
+            /** @default null */
+            disk_gib?: number | null;
+            /** @default null */
+            max_memory_mib?: number | null;
+            /** @default null */
+            max_vcpus?: number | null;
+            /** @default null */
+            memory_mib?: number | null;
+            /** @default null */
+            vcpus?: number | null;
         };
         /**
          * Role
@@ -1509,10 +1738,12 @@ export interface components {
         };
         /**
          * VmList
-         * @description ``GET /v1/vms``: records sorted by creation time (secrets removed).
+         * @description ``GET /v1/vms``: one page of records sorted by creation time (secrets removed).
          */
         VmList: {
             items: components["schemas"]["VmRecord"][];
+            /** @default null */
+            next_cursor?: string | null;
         };
         /**
          * VmMedia
@@ -1564,6 +1795,10 @@ export interface components {
             image_progress?: number | null;
             /** @default  */
             instance_id?: string;
+            /** @default {} */
+            labels?: {
+                [key: string]: string;
+            };
             /** @default 0 */
             max_memory_mib?: number;
             /** @default 0 */
@@ -2649,7 +2884,12 @@ export interface operations {
     };
     get_v1_nodes: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description at most this many (default 1000) */
+                limit?: number;
+                /** @description the `next_cursor` of the previous page (opaque) */
+                cursor?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2667,6 +2907,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2927,10 +3176,16 @@ export interface operations {
     get_v1_vms: {
         parameters: {
             query?: {
-                /** @description only VMs in this state */
+                /** @description only VMs in this state (as answered: `unknown` while their node is offline) */
                 state?: string;
                 /** @description only VMs on this node */
                 node?: string;
+                /** @description only VMs with this label: `key` or `key=value`; repeat to require several */
+                label?: string[];
+                /** @description at most this many (default 1000) */
+                limit?: number;
+                /** @description the `next_cursor` of the previous page (opaque) */
+                cursor?: string;
             };
             header?: never;
             path?: never;
@@ -2949,6 +3204,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3131,6 +3395,68 @@ export interface operations {
             };
             /** @description Internal Server Error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    patch_v1_vms_vm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ResizeVmRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3414,6 +3740,414 @@ export interface operations {
             };
         };
     };
+    post_v1_vms_vm_disks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AddDiskRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_v1_vms_vm_disks_disk: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+                disk: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_exec: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExecRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExecResult"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gateway Timeout */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_vms_vm_files: {
+        parameters: {
+            query?: {
+                /** @description absolute path in the guest, e.g. /etc/hostname */
+                path?: string;
+            };
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_v1_vms_vm_files: {
+        parameters: {
+            query?: {
+                /** @description absolute path in the guest, e.g. /etc/hostname */
+                path?: string;
+                /** @description octal mode set after writing, e.g. 0600 */
+                mode?: string;
+                /** @description user[:group] set after writing */
+                owner?: string;
+            };
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileWritten"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     post_v1_vms_vm_force_stop: {
         parameters: {
             query?: never;
@@ -3463,6 +4197,206 @@ export interface operations {
             };
             /** @description Internal Server Error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_media: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InsertMediaRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_v1_vms_vm_media: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_password: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasswordResult"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
