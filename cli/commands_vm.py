@@ -102,7 +102,8 @@ def create(ctx: Context) -> int:
 
 
 def list_vms(ctx: Context) -> int:
-    records = ctx.client.api.vms.list(state=ctx.args.state, node=ctx.args.node)
+    records = ctx.client.api.vms.list(state=ctx.args.state, node=ctx.args.node,
+                                      label=ctx.args.label)
     if ctx.args.json:
         ctx.print(_json.encode(records).decode())
         return EXIT_OK

@@ -72,11 +72,18 @@ def image_ref(value: str) -> str:
     return value
 
 
+def labels(values: list[str]) -> dict[str, str]:
+    """``--label KEY=VALUE`` options as the request's ``labels`` (a bare KEY: empty value)."""
+    return dict(value.partition("=")[::2] for value in values)
+
+
 def create_body(args: Any) -> dict[str, Any]:
     """The request body from parsed ``vm create`` arguments (only what was given)."""
     body: dict[str, Any] = {"name": args.name}
     if getattr(args, "description", None):
         body["description"] = args.description
+    if getattr(args, "label", None):
+        body["labels"] = labels(args.label)
     if args.image is not None:
         body["image"] = image_ref(args.image)
     if args.cpus is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -27,14 +27,13 @@ from limiquantix.client.errors import (
     WaitTimeout,
     from_problem,
 )
-from limiquantix.client.snapshots import AsyncSnapshots
 from limiquantix.client.sse import DEFAULT_RETRY_S, RECONNECT_ATTEMPTS, Message, Parser
 from limiquantix.client.transport import (
     REQUEST_TIMEOUT_S,
     USER_AGENT,
     Response,
     decode,
-    decode_list,
+    decode_page,
     query_string,
     reason_of,
     seg,
@@ -118,7 +117,15 @@ class AsyncTransport:
 
     async def get_list(self, path: str, type: type[T], query: Mapping[str, Any] | None = None
                        ) -> list[T]:
-        return decode_list((await self.request("GET", path, query=query)).body, type)
+        """Every item of a collection, page after page (``next_cursor``)."""
+        items: list[T] = []
+        cursor: str | None = None
+        while True:
+            answer = await self.request("GET", path, query={**(query or {}), "cursor": cursor})
+            page, cursor = decode_page(answer.body, type)
+            items += page
+            if cursor is None:
+                return items
 
 
 class _Closed:
@@ -240,9 +247,11 @@ class AsyncVms:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return await self._t.post("/v1/vms", VmRecord, request, headers=headers)
 
-    async def list(self, *, state: str | VmState | None = None, node: str | None = None
-                   ) -> list[VmRecord]:
-        return await self._t.get_list("/v1/vms", VmRecord, {"state": state, "node": node})
+    async def list(self, *, state: str | VmState | None = None, node: str | None = None,
+                   label: Sequence[str] = ()) -> list[VmRecord]:
+        """Every VM (all pages); ``label``: ``key`` or ``key=value`` filters, all must match."""
+        return await self._t.get_list("/v1/vms", VmRecord,
+                                      {"state": state, "node": node, "label": list(label)})
 
     async def get(self, vm: str) -> VmRecord:
         return await self._t.get(f"/v1/vms/{seg(vm)}", VmRecord)
@@ -412,7 +421,6 @@ class AsyncClient:
         self.images = AsyncImages(self)
         self.nodes = AsyncNodes(self)
         self.events = AsyncEvents(self)
-        self.snapshots = AsyncSnapshots(self)  # snapshots, clones, publish (docs/day2.md)
 
     async def close(self) -> None:
         await self.transport.close()

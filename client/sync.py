@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from limiquantix.api.console.tickets import TicketResponse
 from limiquantix.api.schemas import NodeInfo
 from limiquantix.client import bodies as rq
 from limiquantix.client.errors import NotFound, WaitTimeout
-from limiquantix.client.snapshots import Snapshots
 from limiquantix.client.sse import EventStream
 from limiquantix.client.transport import REQUEST_TIMEOUT_S, Transport, seg
 from limiquantix.client.waiting import GONE, RESYNC_AFTER_S, reached, targets_of, verdict
@@ -33,9 +32,11 @@ class Vms:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self._t.post("/v1/vms", VmRecord, request, headers=headers)
 
-    def list(self, *, state: str | VmState | None = None, node: str | None = None
-             ) -> list[VmRecord]:
-        return self._t.get_list("/v1/vms", VmRecord, {"state": state, "node": node})
+    def list(self, *, state: str | VmState | None = None, node: str | None = None,
+             label: Sequence[str] = ()) -> list[VmRecord]:
+        """Every VM (all pages); ``label``: ``key`` or ``key=value`` filters, all must match."""
+        return self._t.get_list("/v1/vms", VmRecord,
+                                {"state": state, "node": node, "label": list(label)})
 
     def get(self, vm: str) -> VmRecord:
         """One VM by id or name; :class:`NotFound` when there is none."""
@@ -206,7 +207,6 @@ class Client:
         self.images = Images(self)
         self.nodes = Nodes(self)
         self.events = Events(self)
-        self.snapshots = Snapshots(self)  # snapshots, clones, publish (docs/day2.md)
 
     @classmethod
     def over(cls, transport: Transport) -> Client:

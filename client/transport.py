@@ -49,8 +49,8 @@ def seg(value: str) -> str:
 
 def query_string(query: Mapping[str, Any] | None) -> str:
     """``?a=b`` without the empty and None values (an unset filter is no filter)."""
-    clean = {k: v for k, v in (query or {}).items() if v is not None and v != ""}
-    return f"?{urlencode(clean)}" if clean else ""
+    clean = {k: v for k, v in (query or {}).items() if v is not None and v != "" and v != []}
+    return f"?{urlencode(clean, doseq=True)}" if clean else ""  # a list: the key repeated
 
 
 def reason_of(exc: BaseException) -> str:
@@ -74,14 +74,22 @@ def decode(body: bytes, type: type[T]) -> T:
 
 def decode_list(body: bytes, type: type[T]) -> list[T]:
     """A collection, whether the API answers a bare array or ``{"items": [...]}``."""
+    return decode_page(body, type)[0]
+
+
+def decode_page(body: bytes, type: type[T]) -> tuple[list[T], str | None]:
+    """One page of a collection and the cursor of the next (None: the last page)."""
     try:
         value = msgspec.json.decode(body or b"null")
+        cursor = None
         if isinstance(value, dict):  # {"items": [...]} or another single list-valued key
+            cursor = value.get("next_cursor")
             lists = [v for v in value.values() if isinstance(v, list)]
             value = value.get("items", lists[0] if len(lists) == 1 else [])
-        return msgspec.convert(value, list[type])  # type: ignore[valid-type]
+        items = msgspec.convert(value, list[type])  # type: ignore[valid-type]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise BadResponse(f"unexpected answer from the API: {exc}") from None
+    return items, cursor if isinstance(cursor, str) and cursor else None
 
 
 class Transport:
@@ -182,4 +190,12 @@ class Transport:
 
     def get_list(self, path: str, type: type[T], query: Mapping[str, Any] | None = None
                  ) -> list[T]:
-        return decode_list(self.request("GET", path, query=query).body, type)
+        """Every item of a collection, page after page (``next_cursor``)."""
+        items: list[T] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = decode_page(
+                self.request("GET", path, query={**(query or {}), "cursor": cursor}).body, type)
+            items += page
+            if cursor is None:
+                return items

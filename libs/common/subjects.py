@@ -22,6 +22,7 @@ CONSOLE_TOKENS_BUCKET = "lq_console_tokens"  # sha256(token) -> ConsoleTicket, T
 TOKENS_BUCKET = "lq_tokens"  # API token id -> ApiTokenRecord (sha256 of the token)
 WEBHOOKS_BUCKET = "lq_webhooks"  # webhook id -> WebhookRecord (holds its secret: gateway only)
 WEBHOOK_DELIVERIES_BUCKET = "lq_webhook_deliveries"  # webhook id -> attempts (per-key history)
+ALLOCATIONS_BUCKET = "lq_allocations"  # node id -> NodeAllocation (capacity reserved, CAS)
 
 IMAGE_LIBRARY_QUEUE = "image-library"
 

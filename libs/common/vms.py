@@ -15,6 +15,15 @@ DnsLabel = Annotated[
                       description="DNS label: lower-case letters, digits and '-'")
 ]
 
+# Labels: small key/value tags for finding VMs (GET /v1/vms?label=team=web), like Kubernetes'.
+LabelKey = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$", max_length=63,
+                      description="lower-case letters, digits, '.', '_', '/', '-'")
+]
+LabelValue = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{0,63}$", max_length=63)]
+Labels = Annotated[dict[LabelKey, LabelValue], msgspec.Meta(
+    max_length=64, description="tags to find the VM by (GET /v1/vms?label=key=value)")]
+
 
 class VmState(enum.StrEnum):
     """Where a VM is in its life. See docs/architecture.md for the transition table."""
@@ -237,6 +246,7 @@ class CreateVmRequest(RequestBody, frozen=True, kw_only=True):
     name: DnsLabel
     description: Annotated[str, msgspec.Meta(
         max_length=1024, description="free text for people (what the VM is for)")] = ""
+    labels: Labels = {}
     image: Annotated[str, msgspec.Meta(
         min_length=1, max_length=4096,
         description="image id or unique name from the library (`lq image list`); a path on "
@@ -452,6 +462,7 @@ class VmRecord(Model, frozen=True, kw_only=True):
     id: str
     name: str
     description: str = ""
+    labels: dict[str, str] = {}
     state: VmState = VmState.PENDING
     node: str = ""
     image: str = ""  # library image id (or an allowed node path); "": a blank disk, no seed

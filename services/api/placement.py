@@ -16,9 +16,22 @@ memory (``LQ_CPU_ALLOCATION_RATIO`` 4.0, ``LQ_MEMORY_ALLOCATION_RATIO`` 1.0,
 A node's allocation is the sum of the VM records placed on it, whatever their state (a stopped
 VM keeps its reservation, as in Nova) except a failed create that left nothing on the node
 (``holds_resources`` false): the records are the truth of what was placed, while a
-heartbeat can lag a burst of creates. The gateway holds a placed VM in its view before it awaits
-anything, so concurrent requests in one process see each other; across gateway replicas a node
-may be briefly over-committed by a few VMs until the KV watch delivers the other's records.
+heartbeat can lag a burst of creates.
+
+Ranking reads views (cheap, maybe a moment behind); the decision is a reservation by
+compare-and-set on the chosen node's allocation record (``allocation_store``): a candidate whose
+record says it is full after all is skipped for the next one. So any number of gateways placing
+at once never over-commit a node (tests/fleet/test_two_gateways_placement.py). A gateway counts
+its own reservations in flight before it awaits anything, so its concurrent requests spread.
+
+The API other routes use (all async, all take the app):
+
+- :func:`place_and_reserve` — choose a node for a new VM and reserve its share there;
+- :func:`reserve` — give a VM exactly this share of its node (a retried create; a resize calls
+  it with the new size: only growth is checked against the free room);
+- :func:`change` — the same with deltas (``vcpus_delta``, ``memory_mib_delta``) on what the VM
+  holds now;
+- :func:`release` — the VM no longer holds anything on its node (idempotent).
 """
 
 from __future__ import annotations
@@ -26,6 +39,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
+from aiohttp import web
+
+from limiquantix.api.allocation_store import ALLOCATIONS, Allocation
 from limiquantix.api.errors import NoCapacity, UnknownNode
 from limiquantix.common.nodes import NodeStatus
 from limiquantix.common.vms import VmRecord
@@ -56,7 +72,6 @@ class NodeLoad:
         return any(w.code in DEGRADING_WARNINGS for w in self.node.warnings)
 
 
-Allocation = tuple[int, int]  # (vCPUs, memory MiB) of the VMs placed on a node
 # Node warnings that keep automatic placement away (an explicit node still gets the VM: its
 # command waits for the node to recover).
 DEGRADING_WARNINGS = frozenset({"libvirt_disconnected"})
@@ -87,6 +102,15 @@ def place(
     explicit: str | None = None,
 ) -> str:
     """The id of the node the VM goes to (raises UnknownNode or NoCapacity)."""
+    return ranked(vcpus=vcpus, memory_mib=memory_mib, nodes=nodes, used=used,
+                  explicit=explicit)[0]
+
+
+def ranked(
+    *, vcpus: int, memory_mib: int, nodes: Iterable[NodeStatus], used: Mapping[str, Allocation],
+    explicit: str | None = None,
+) -> list[str]:
+    """Every node the VM fits on, best first (raises UnknownNode or NoCapacity)."""
     by_node = loads(nodes, used)
     if explicit:
         load = by_node.get(explicit)
@@ -103,17 +127,69 @@ def place(
                 node=explicit, free_memory_mib=load.free_memory_mib,
                 free_vcpus=load.free_vcpus,
             )
-        return explicit
+        return [explicit]
     fitting = [load for load in by_node.values()
                if load.fits(vcpus, memory_mib) and not load.degraded]
     if not fitting:
         raise _no_capacity(by_node, vcpus, memory_mib)
-    # max() returns the first of equals: sorting by id first makes ties deterministic.
-    best = max(
-        sorted(fitting, key=lambda load: load.node.id),
-        key=lambda load: (load.free_memory_mib - memory_mib, load.free_vcpus - vcpus),
-    )
-    return best.node.id
+    # Most free memory after, then most free vCPUs after, then the id (deterministic ties).
+    fitting.sort(key=lambda load: (-(load.free_memory_mib - memory_mib),
+                                   -(load.free_vcpus - vcpus), load.node.id))
+    return [load.node.id for load in fitting]
+
+
+# --- reservations (compare-and-set on the node's allocation record) -------------------------
+
+MAX_CANDIDATES = 8  # nodes tried, best first, before answering no_capacity
+
+
+async def place_and_reserve(
+    app: web.Application, *, vm_id: str, vcpus: int, memory_mib: int,
+    nodes: Iterable[NodeStatus], explicit: str | None = None,
+) -> str:
+    """Choose a node for ``vm_id`` among ``nodes`` (the live ones) and reserve its share
+    there; the node's id. NoCapacity / UnknownNode as :func:`ranked`, or when every candidate
+    filled up meanwhile (its record, not the view, said so)."""
+    store = app[ALLOCATIONS]
+    live = {node.id: node for node in nodes}
+    candidates = ranked(vcpus=vcpus, memory_mib=memory_mib, nodes=live.values(),
+                        used=store.view.used(), explicit=explicit)
+    refused: NoCapacity | None = None
+    for node_id in candidates[:MAX_CANDIDATES]:
+        store.view.hold(node_id, vcpus, memory_mib)  # before any await: our next request sees it
+        try:
+            await store.reserve(live[node_id], vm_id, vcpus, memory_mib)
+            return node_id
+        except NoCapacity as exc:  # another gateway (or request) took the room meanwhile
+            refused = exc
+        finally:
+            store.view.unhold(node_id, vcpus, memory_mib)
+    assert refused is not None
+    if explicit:
+        raise refused
+    raise _no_capacity(loads(live.values(), store.view.used()), vcpus, memory_mib)
+
+
+async def reserve(app: web.Application, *, node: NodeStatus, vm_id: str, vcpus: int,
+                  memory_mib: int) -> None:
+    """Give ``vm_id`` exactly this share of ``node`` (NoCapacity when growing past its room;
+    repeating it changes nothing)."""
+    await app[ALLOCATIONS].reserve(node, vm_id, vcpus, memory_mib)
+
+
+async def change(app: web.Application, *, node: NodeStatus, vm: VmRecord, vcpus_delta: int = 0,
+                 memory_mib_delta: int = 0) -> None:
+    """Grow or shrink what ``vm`` holds on ``node`` by these deltas (a resize). Its current
+    share is the base, else its record's size. NoCapacity when growing past the free room."""
+    store = app[ALLOCATIONS]
+    share = store.share(node.id, vm.id)
+    vcpus, memory = (share.vcpus, share.memory_mib) if share else (vm.vcpus, vm.memory_mib)
+    await store.reserve(node, vm.id, vcpus + vcpus_delta, memory + memory_mib_delta)
+
+
+async def release(app: web.Application, *, node_id: str, vm_id: str) -> None:
+    """``vm_id`` holds nothing on ``node_id`` any more (nothing happens when it held nothing)."""
+    await app[ALLOCATIONS].release(node_id, vm_id)
 
 
 def _no_capacity(by_node: dict[str, NodeLoad], vcpus: int, memory_mib: int) -> NoCapacity:

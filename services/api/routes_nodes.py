@@ -7,30 +7,50 @@ VMs never point at a node the API does not show.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
-from limiquantix.api import app_keys, placement
+from limiquantix.api import allocation_store, app_keys, paging, placement
 from limiquantix.api.errors import NodeNotFound
 from limiquantix.api.http_json import json_response
-from limiquantix.api.openapi import OpenApiPart, Operation
+from limiquantix.api.openapi import OpenApiPart, Operation, Param
 from limiquantix.api.schemas import NodeInfo, NodeList
 from limiquantix.common.nodes import NodeStatus
 
 
-def node_infos(app: web.Application) -> list[NodeInfo]:
-    """Every online node, then every offline node still referenced by a VM, sorted by id."""
-    vms = app[app_keys.VM_VIEW].values()
-    node_view = app[app_keys.NODE_VIEW]
-    live = node_view.live()
-    loads = placement.loads(live, app[app_keys.VM_VIEW].allocations())
+def _index(app: web.Application) -> tuple[dict[str, NodeStatus], dict[str, list[str]]]:
+    """The live nodes by id, and the VM ids each node id is named by."""
+    live = {status.id: status for status in app[app_keys.NODE_VIEW].live()}
     vm_ids: dict[str, list[str]] = {}
-    for vm in vms:
+    for vm in app[app_keys.VM_VIEW].values():
         vm_ids.setdefault(vm.node, []).append(vm.id)
-    infos = [_online(status, loads[status.id], vm_ids.get(status.id, [])) for status in live]
-    online = {status.id for status in live}
-    for node_id in sorted(set(vm_ids) - online - {""}):
-        infos.append(_offline(node_id, node_view.last_seen(node_id), vm_ids[node_id]))
-    return sorted(infos, key=lambda info: info.id)
+    vm_ids.pop("", None)
+    return live, vm_ids
+
+
+def _info(app: web.Application, node_id: str, live: dict[str, NodeStatus],
+          vm_ids: dict[str, list[str]]) -> NodeInfo:
+    status = live.get(node_id)
+    if status is None:
+        return _offline(node_id, app[app_keys.NODE_VIEW].last_seen(node_id), vm_ids[node_id])
+    load = placement.loads([status], app[app_keys.VM_VIEW].allocations())[node_id]
+    return _online(status, load, vm_ids.get(node_id, []))
+
+
+def node_infos(app: web.Application, *, after: str | None = None,
+               limit: int | None = None) -> tuple[list[NodeInfo], bool]:
+    """Every online node, then every offline node still referenced by a VM, sorted by id:
+    those after ``after``, at most ``limit``; and whether more follow. Only the page's nodes
+    are built (a fleet of 1,000 nodes answers a page of 100 without building 1,000)."""
+    live, vm_ids = _index(app)
+    ids = sorted(set(live) | set(vm_ids))
+    start = 0 if after is None else bisect.bisect_right(ids, after)
+    end = len(ids) if limit is None else start + limit
+    return [_info(app, node_id, live, vm_ids) for node_id in ids[start:end]], end < len(ids)
 
 
 def _online(status: NodeStatus, load: placement.NodeLoad, vm_ids: list[str]) -> NodeInfo:
@@ -61,27 +81,59 @@ def _offline(node_id: str, last: NodeStatus | None, vm_ids: list[str]) -> NodeIn
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    """GET /v1/nodes."""
-    return json_response(NodeList(items=tuple(node_infos(request.app))))
+    """GET /v1/nodes?limit=&cursor= (one page, by id)."""
+    limit = paging.limit_of(request.query)
+    after = paging.decode_cursor(request.query.get("cursor"))
+    infos, more = node_infos(request.app, after=after[0] if after else None, limit=limit)
+    next_cursor = paging.encode_cursor((infos[-1].id,)) if more and infos else None
+    return json_response(NodeList(items=tuple(infos), next_cursor=next_cursor))
 
 
 async def get_node(request: web.Request) -> web.Response:
     """GET /v1/nodes/{node}."""
     node_id = request.match_info["node"]
-    for info in node_infos(request.app):
-        if info.id == node_id:
-            return json_response(info)
-    raise NodeNotFound(f"no node {node_id!r} is online or referenced by a VM", node=node_id)
+    live, vm_ids = _index(request.app)
+    if node_id not in live and node_id not in vm_ids:
+        raise NodeNotFound(f"no node {node_id!r} is online or referenced by a VM", node=node_id)
+    return json_response(_info(request.app, node_id, live, vm_ids))
 
 
 OPENAPI = OpenApiPart(tag="nodes", operations=(
-    Operation(method="GET", path="/v1/nodes", summary="Nodes: online, and offline ones with VMs",
-              response=NodeList),
+    Operation(method="GET", path="/v1/nodes",
+              summary="Nodes: online, and offline ones with VMs (a page, by id)",
+              response=NodeList, errors=(422,),
+              params=(Param(name="limit", schema={"type": "integer", "minimum": 1,
+                                                  "maximum": paging.MAX_LIMIT},
+                            description=f"at most this many (default {paging.DEFAULT_LIMIT})"),
+                      Param(name="cursor", description="the `next_cursor` of the previous "
+                                                       "page (opaque)"))),
     Operation(method="GET", path="/v1/nodes/{node}", summary="One node", response=NodeInfo,
               errors=(404,)),
 ))
 
 
+async def allocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The allocation records (bucket, watched view, store), reconciled with the VM records
+    once before the first request and then every few seconds; VM record changes release."""
+    js = app[app_keys.JETSTREAM]
+    kv = await allocation_store.ensure_bucket(js)
+    view = allocation_store.AllocationView(js)
+    await view.start()
+    store = allocation_store.AllocationStore(kv, view)
+    app[allocation_store.ALLOCATIONS] = store
+    vms = app[app_keys.VM_VIEW]
+    vms.listeners.append(store.on_record_change)
+    await store.reconcile(vms, app[app_keys.VM_STORE])
+    task = asyncio.create_task(store.run(vms, app[app_keys.VM_STORE]), name="allocations")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await store.close()
+    await view.stop()
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/v1/nodes", list_nodes)
     app.router.add_get("/v1/nodes/{node}", get_node)
+    app.cleanup_ctx.append(allocations_ctx)

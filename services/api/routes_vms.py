@@ -19,7 +19,8 @@ import nats.errors
 import structlog
 from aiohttp import web
 
-from limiquantix.api import app_keys, placement, vm_image
+from limiquantix.api import app_keys, paging, placement, vm_image, vm_listing
+from limiquantix.api.allocation_store import ALLOCATIONS
 from limiquantix.api.create_sweeper import sweeper_ctx
 from limiquantix.api.errors import (
     IdempotencyInProgress,
@@ -80,6 +81,7 @@ from limiquantix.image_library.client import ImageLibraryClient
 log = structlog.get_logger()
 
 IDEMPOTENCY = web.AppKey("idempotency_keys", IdempotencyKeys)
+VM_ORDER = web.AppKey("vm_order", vm_listing.VmOrder)  # the VM list's sorted order
 # How long a repeated request waits for the VM its twin is creating.
 IDEMPOTENT_WAIT_S = 5.0
 PUBLISH_ATTEMPTS = 3
@@ -216,17 +218,19 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     spec = await _prepare_cloud_init(body.cloud_init, body.name)
     placement.place(  # refused here, before a download is started for nothing
         vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
-        nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations(),
+        nodes=app[app_keys.NODE_VIEW].live(), used=app[ALLOCATIONS].view.used(),
     )
     await vm_image.start_download(library, image)
     now = utcnow()
-    # Placed again after the awaits: concurrent creates may have taken the room meanwhile.
-    node = placement.place(
-        vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
-        nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations(),
+    # The decision: a compare-and-set reservation on the node's allocation record, so
+    # concurrent creates (here or on another gateway) never over-commit a node.
+    node = await placement.place_and_reserve(
+        app, vm_id=vm_id, vcpus=body.vcpus, memory_mib=body.memory_mib, explicit=body.node,
+        nodes=app[app_keys.NODE_VIEW].live(),
     )
     record = VmRecord(
-        id=vm_id, name=body.name, description=body.description, state=VmState.PENDING,
+        id=vm_id, name=body.name, description=body.description, labels=body.labels,
+        state=VmState.PENDING,
         node=node, image=image.ref,
         vcpus=body.vcpus, memory_mib=body.memory_mib, disk_gib=body.disk_gib, cloud_init=spec,
         max_vcpus=body.max_vcpus or body.vcpus,
@@ -235,15 +239,14 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         instance_id=vm_id, created_at=now, updated_at=now, os_type=os_type,
         drivers_image=drivers, windows=windows_spec,
     )
-    # No await between place() and reserve(): concurrent creates see this VM's allocation.
     view.reserve(record)
     try:
         revision = await app[app_keys.VM_STORE].create(record)
-    except Conflict as exc:
+    except BaseException as exc:
         view.release(vm_id)
-        raise NameTaken(exc.message, name=body.name) from None
-    except BaseException:
-        view.release(vm_id)
+        await _release_quietly(app, node, vm_id)
+        if isinstance(exc, Conflict):
+            raise NameTaken(exc.message, name=body.name) from None
         raise
     view.put(record, revision)
     # From here the record is the create's outbox: the VM will be made even if what follows
@@ -259,6 +262,16 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
                     error=repr(exc))
     log.info("vm accepted", vm_id=vm_id, name=record.name, node=node)
     return record
+
+
+async def _release_quietly(app: web.Application, node: str, vm_id: str) -> None:
+    """Give back a reservation whose VM was not made (the allocation reconciler drops it
+    anyway after a while if this fails)."""
+    try:
+        await asyncio.shield(placement.release(app, node_id=node, vm_id=vm_id))
+    except Exception as exc:
+        log.warning("reservation not released; the reconciler will", vm_id=vm_id,
+                    error=repr(exc))
 
 
 async def _queue_or_fail(app: web.Application, record: VmRecord, command: Command) -> None:
@@ -285,22 +298,15 @@ async def _queue_or_fail(app: web.Application, record: VmRecord, command: Comman
 # --- read ------------------------------------------------------------------------------------
 
 async def list_vms(request: web.Request) -> web.Response:
-    """GET /v1/vms?state=&node=."""
-    state = request.query.get("state")
-    node = request.query.get("node")
-    if state is not None and state not in VmState.__members__.values():
-        raise InvalidRequest(
-            f"unknown state {state!r}", hint=f"Use one of: {', '.join(VmState)}.",
-        )
-    view = request.app[app_keys.VM_VIEW]
-    items = sorted(
-        (vm for vm in view.values()
-         if (state is None or vm.state == state) and (node is None or vm.node == node)),
-        key=lambda vm: (vm.created_at, vm.id),
-    )
+    """GET /v1/vms?limit=&cursor=&node=&state=&label= (one page, in creation order)."""
+    app = request.app
+    items, next_cursor = vm_listing.list_page(
+        app[VM_ORDER], request.query, request.query.getall("label", []),
+        lambda vm: presented(app, vm))
     # Same bytes as encode(VmList(...)), joined from each record's cached JSON.
-    body = b'{"items":[' + b",".join(view.public_json(presented(request.app, vm))
-                                     for vm in items) + b"]}"
+    view = app[app_keys.VM_VIEW]
+    body = (b'{"items":[' + b",".join(view.public_json(vm) for vm in items)
+            + b'],"next_cursor":' + msgspec.json.encode(next_cursor) + b"}")
     return web.Response(body=body, content_type="application/json")
 
 
@@ -339,9 +345,9 @@ async def _transition(app: web.Application, ref: str, action: VmAction) -> VmRec
     vm = await resolve(app, ref)
     recreate = action == VmAction.START and not vm.holds_resources
     if recreate:  # its create failed and released its room: it needs that room again
-        view = app[app_keys.VM_VIEW]
-        placement.place(vcpus=vm.vcpus, memory_mib=vm.memory_mib, explicit=vm.node,
-                        nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations())
+        await placement.place_and_reserve(
+            app, vm_id=vm.id, vcpus=vm.vcpus, memory_mib=vm.memory_mib, explicit=vm.node,
+            nodes=app[app_keys.NODE_VIEW].live())
     legal, target = TRANSITIONS[action]
 
     def illegal(current: VmRecord) -> IllegalTransition:
@@ -362,8 +368,12 @@ async def _transition(app: web.Application, ref: str, action: VmAction) -> VmRec
             only_from=legal, refuse=illegal, error=None if clears_error else vm_transition.KEEP,
             change=change, reason=f"{action} requested", announce=True,
         )
-    except NotFound:
-        raise VmNotFound(f"VM {ref!r} no longer exists", vm=ref) from None
+    except (NotFound, IllegalTransition) as exc:
+        if recreate:
+            await _release_quietly(app, vm.node, vm.id)
+        if isinstance(exc, NotFound):
+            raise VmNotFound(f"VM {ref!r} no longer exists", vm=ref) from None
+        raise
     assert done is not None  # a change is always written; a refusal raises
     app[app_keys.VM_VIEW].put_unrevisioned(done.after)
     return done.after
@@ -503,9 +513,19 @@ OPENAPI = OpenApiPart(tag="vms", operations=(
                             description="Same key and body: the same VM, never a second"),),
               description="Answers 202 with the record (state `pending`) and a Location "
                           "header; 409 `no_capacity` / `name_taken`, 422 `unknown_node`."),
-    Operation(method="GET", path="/v1/vms", summary="List VMs", response=VmList,
-              params=(Param(name="state", description="only VMs in this state"),
-                      Param(name="node", description="only VMs on this node"))),
+    Operation(method="GET", path="/v1/vms", summary="List VMs (a page, in creation order)",
+              response=VmList, errors=(422,),
+              params=(Param(name="state", description="only VMs in this state (as answered: "
+                                                      "`unknown` while their node is offline)"),
+                      Param(name="node", description="only VMs on this node"),
+                      Param(name="label", description="only VMs with this label: `key` or "
+                                                      "`key=value`; repeat to require several",
+                            schema={"type": "array", "items": {"type": "string"}}),
+                      Param(name="limit", schema={"type": "integer", "minimum": 1,
+                                                  "maximum": paging.MAX_LIMIT},
+                            description=f"at most this many (default {paging.DEFAULT_LIMIT})"),
+                      Param(name="cursor", description="the `next_cursor` of the previous "
+                                                       "page (opaque)"))),
     Operation(method="GET", path="/v1/vms/{vm}", summary="One VM, by id or name",
               response=VmRecord, errors=(404,)),
     Operation(method="DELETE", path="/v1/vms/{vm}", summary="Delete a VM (202; then gone)",
@@ -532,6 +552,7 @@ OPENAPI = OpenApiPart(tag="vms", operations=(
 
 async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
     app[IDEMPOTENCY] = IdempotencyKeys(app[app_keys.IDEMPOTENCY_KV])
+    app[VM_ORDER] = vm_listing.VmOrder(app[app_keys.VM_VIEW])
     yield
 
 

@@ -11,9 +11,10 @@ from limiquantix.common.vms import VmRecord
 
 
 class VmList(Model, frozen=True, kw_only=True):
-    """``GET /v1/vms``: records sorted by creation time (secrets removed)."""
+    """``GET /v1/vms``: one page of records sorted by creation time (secrets removed)."""
 
     items: tuple[VmRecord, ...]
+    next_cursor: str | None = None  # present when there is a next page: pass it as ?cursor=
 
 
 class NodeInfo(Model, frozen=True, kw_only=True):
@@ -44,6 +45,8 @@ class NodeInfo(Model, frozen=True, kw_only=True):
 
 
 class NodeList(Model, frozen=True, kw_only=True):
-    """``GET /v1/nodes``: online nodes and offline nodes still referenced by VMs."""
+    """``GET /v1/nodes``: one page of the online nodes and offline nodes still referenced by
+    VMs, sorted by id."""
 
     items: tuple[NodeInfo, ...]
+    next_cursor: str | None = None  # present when there is a next page: pass it as ?cursor=

@@ -7,6 +7,19 @@ import { EventStream, type StreamState } from "../api/sse";
 import { type ImageRecord, type LqEvent, type NodeInfo, normImage, normVm, type VmRecord } from "../api/types";
 
 const NODE_POLL_MS = 5000;
+
+/** Every item of a paged list (`next_cursor`), as the API answers it. */
+async function allPages<T>(path: string): Promise<T[]> {
+  const items: T[] = [];
+  let cursor: string | undefined;
+  do {
+    const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
+    const page = await getJson<{ items: T[]; next_cursor?: string }>(`${path}${query}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
 const MAX_EVENTS = 500;
 const REFRESH_COALESCE_MS = 150;
 
@@ -74,8 +87,8 @@ export class LiveStore {
   }
 
   async refreshVms(): Promise<void> {
-    const list = await getJson<{ items: VmRecord[] }>("/v1/vms");
-    const alive = list.items.filter((vm) => !this.deletedVms.has(vm.id));
+    const items = await allPages<VmRecord>("/v1/vms");
+    const alive = items.filter((vm) => !this.deletedVms.has(vm.id));
     this.set({ vms: new Map(alive.map((vm) => [vm.id, normVm(vm)])) });
   }
 
@@ -86,8 +99,7 @@ export class LiveStore {
 
   async refreshNodes(): Promise<void> {
     try {
-      const list = await getJson<{ items: NodeInfo[] }>("/v1/nodes");
-      this.set({ nodes: list.items });
+      this.set({ nodes: await allPages<NodeInfo>("/v1/nodes") });
     } catch {
       // a failed poll keeps the last view; the next one retries (401s reopen sign-in)
     }
