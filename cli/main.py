@@ -13,6 +13,7 @@ from limiquantix.cli import (
     commands_events,
     commands_image,
     commands_node,
+    commands_snapshot,
     commands_token,
     commands_vm,
     commands_vm_access,
@@ -218,6 +219,58 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
                "lq vm log web-1 --follow")
     p.add_argument("vm", metavar="NAME|ID")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+
+    _snapshot_commands(b, vm)
+
+
+def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None:
+    """lq vm snapshot create|list|revert|delete, lq vm clone, lq vm publish (docs/day2.md)."""
+    snap = _group(vm, "snapshot", "Snapshots of a VM's disk (and memory)",
+                  "lq vm snapshot create web-1 before-upgrade --memory --wait")
+    p = b.leaf(snap, "create", commands_snapshot.create, "Take a snapshot",
+               "lq vm snapshot create web-1 before-upgrade --memory --wait")
+    p.add_argument("vm", metavar="VM")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--description", default="", help="free text for people")
+    p.add_argument("--memory", action="store_true",
+                   help="running VM: RAM and devices too (a revert resumes it where it was)")
+    p.add_argument("--wait", action="store_true", help="until the snapshot is ready")
+    _wait_options(p, "10m")
+    p = b.leaf(snap, "list", commands_snapshot.list_snapshots, "List a VM's snapshots",
+               "lq vm snapshot list web-1")
+    p.add_argument("vm", metavar="VM")
+    p.add_argument("--json", action="store_true", help="the snapshots as a JSON array")
+    for name, handler, summary in (
+            ("revert", commands_snapshot.revert, "Revert the VM to a snapshot"),
+            ("delete", commands_snapshot.delete, "Delete a snapshot")):
+        p = b.leaf(snap, name, handler, summary, f"lq vm snapshot {name} web-1 before-upgrade")
+        p.add_argument("vm", metavar="VM")
+        p.add_argument("snapshot", metavar="SNAPSHOT", help="name or id")
+        p.add_argument("--wait", action="store_true", help="until it is done")
+        _wait_options(p, "10m")
+
+    p = b.leaf(vm, "clone", commands_snapshot.clone,
+               "Clone a VM (new id, MAC, hostname; cloud-init runs as a new instance)",
+               "lq vm clone web-1 web-2 --snapshot before-upgrade --wait running")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--snapshot", help="clone at this snapshot (default: the current disk)")
+    p.add_argument("--full", action="store_true",
+                   help="a full, flattened copy (default: linked to the source's image)")
+    p.add_argument("--description", default="", help="free text for people")
+    p.add_argument("--wait", nargs="?", const="running", choices=("running", "ready"),
+                   help="until the clone runs (or is ready: cloud-init done)")
+    _wait_options(p, "15m")
+
+    p = b.leaf(vm, "publish", commands_snapshot.publish,
+               "Publish a VM's disk as a new image (a template), with progress",
+               "lq vm publish web-1 web-template")
+    p.add_argument("vm", metavar="VM")
+    p.add_argument("image_name", metavar="IMAGE_NAME")
+    p.add_argument("--snapshot", help="publish this snapshot (default: the current disk)")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="return once the publish is queued")
+    _wait_options(p, "1h")
 
 
 def _image_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:

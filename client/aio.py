@@ -27,6 +27,7 @@ from limiquantix.client.errors import (
     WaitTimeout,
     from_problem,
 )
+from limiquantix.client.snapshots import AsyncSnapshots
 from limiquantix.client.sse import DEFAULT_RETRY_S, RECONNECT_ATTEMPTS, Message, Parser
 from limiquantix.client.transport import (
     REQUEST_TIMEOUT_S,
@@ -421,6 +422,7 @@ class AsyncClient:
         self.images = AsyncImages(self)
         self.nodes = AsyncNodes(self)
         self.events = AsyncEvents(self)
+        self.snapshots = AsyncSnapshots(self)  # snapshots, clones, publish (docs/day2.md)
 
     async def close(self) -> None:
         await self.transport.close()

@@ -10,6 +10,7 @@ from limiquantix.api.console.tickets import TicketResponse
 from limiquantix.api.schemas import NodeInfo
 from limiquantix.client import bodies as rq
 from limiquantix.client.errors import NotFound, WaitTimeout
+from limiquantix.client.snapshots import Snapshots
 from limiquantix.client.sse import EventStream
 from limiquantix.client.transport import REQUEST_TIMEOUT_S, Transport, seg
 from limiquantix.client.waiting import GONE, RESYNC_AFTER_S, reached, targets_of, verdict
@@ -207,6 +208,7 @@ class Client:
         self.images = Images(self)
         self.nodes = Nodes(self)
         self.events = Events(self)
+        self.snapshots = Snapshots(self)  # snapshots, clones, publish (docs/day2.md)
 
     @classmethod
     def over(cls, transport: Transport) -> Client:

@@ -429,6 +429,30 @@ export interface paths {
         delete: operations["delete_v1_vms_vm"];
         options?: never;
         head?: never;
+        /**
+         * Resize: vCPUs, memory, disk (live up to the VM's ceilings)
+         * @description A stopped VM gets the new figures at its next start; a running one gets more vCPUs and memory live up to max_vcpus / max_memory_mib, else 409 `resize_needs_stop`. The disk grows live; shrinking it is 422 `disk_shrink_refused`. 409 `no_capacity` when the node has no room for the growth. Reported by the event `vm.resized`.
+         */
+        patch: operations["patch_v1_vms_vm"];
+        trace?: never;
+    };
+    "/v1/vms/{vm}/clone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Clone a VM (new id, MAC, hostname; cloud-init runs as a new instance)
+         * @description 202 with the clone's record (`pending`), on the source's node.
+         */
+        post: operations["post_v1_vms_vm_clone"];
+        delete?: never;
+        options?: never;
+        head?: never;
         patch?: never;
         trace?: never;
     };
@@ -490,6 +514,90 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/vms/{vm}/disks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Add an extra disk (a new qcow2; attached live when running)
+         * @description The record lists it in `disks` (`attaching`, then `attached` with `vm.disk_attached`). The same name and size again answers the same disk; 409 `disk_name_taken`, `too_many_disks`, `disks_need_virtio`.
+         */
+        post: operations["post_v1_vms_vm_disks"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/disks/{disk}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Detach an extra disk (by id or name) and delete it
+         * @description Marked `detaching`, then gone from `disks` with `vm.disk_detached`.
+         */
+        delete: operations["delete_v1_vms_vm_disks_disk"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/exec": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run a program in the guest through its agent and wait for it
+         * @description No shell: `command` is the program and its arguments. Output is bounded (256 KiB; `truncated`); 504 `guest_exec_timeout` after `timeout_s`. 409 `agent_unavailable` when the VM's guest agent is not connected (guest.agent.connected).
+         */
+        post: operations["post_v1_vms_vm_exec"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a file from the guest (streamed back; needs operator)
+         * @description 404 `guest_file_not_found`. 409 `agent_unavailable` when the VM's guest agent is not connected (guest.agent.connected).
+         */
+        get: operations["get_v1_vms_vm_files"];
+        /**
+         * Write a file in the guest (body = the bytes, streamed)
+         * @description Body: application/octet-stream, at most LQ_GUEST_FILE_MAX_BYTES (413 `guest_file_too_large`). 409 `agent_unavailable` when the VM's guest agent is not connected (guest.agent.connected).
+         */
+        put: operations["put_v1_vms_vm_files"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/vms/{vm}/force-stop": {
         parameters: {
             query?: never;
@@ -507,6 +615,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/vms/{vm}/media": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Insert an ISO from the library into the media CD-ROM drive
+         * @description Replaces what is in the drive (never the seed drive). `media` on the record: `inserting`, then `inserted` with `vm.media_inserted`. 422 `not_an_iso`, 409 `image_not_ready`.
+         */
+        post: operations["post_v1_vms_vm_media"];
+        /**
+         * Eject the media drive
+         * @description `media` goes `ejecting`, then null with `vm.media_ejected`; 409 `no_media` when the drive is empty.
+         */
+        delete: operations["delete_v1_vms_vm_media"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Set a guest user's password through the agent
+         * @description The password is hashed by the guest; it is not stored, logged or put in events. 409 `agent_unavailable` when the VM's guest agent is not connected (guest.agent.connected).
+         */
+        post: operations["post_v1_vms_vm_password"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/vms/{vm}/pause": {
         parameters: {
             query?: never;
@@ -518,6 +670,26 @@ export interface paths {
         put?: never;
         /** pause the VM */
         post: operations["post_v1_vms_vm_pause"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/publish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Publish the VM's disk as a new image (a template)
+         * @description 202 with the image (`queued`); it is `active` once the node uploaded and the library verified it (`vm.publish_progress`, `image.*` events).
+         */
+        post: operations["post_v1_vms_vm_publish"];
         delete?: never;
         options?: never;
         head?: never;
@@ -569,6 +741,65 @@ export interface paths {
         put?: never;
         /** Try again what failed (the create, or a start) for a VM in error */
         post: operations["post_v1_vms_vm_retry"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/snapshots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The VM's snapshots */
+        get: operations["get_v1_vms_vm_snapshots"];
+        put?: never;
+        /**
+         * Take a snapshot (disk; with memory: true also RAM and devices)
+         * @description 202 with the snapshot (`creating`); `vm.snapshot` events say when it is `ready`. 409 `illegal_transition` (VM not running/stopped), `snapshot_refused` (memory of a stopped VM; a running UEFI VM), `snapshot_name_taken`.
+         */
+        post: operations["post_v1_vms_vm_snapshots"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/snapshots/{snap}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One snapshot, by name or id */
+        get: operations["get_v1_vms_vm_snapshots_snap"];
+        put?: never;
+        post?: never;
+        /** Delete a snapshot */
+        delete: operations["delete_v1_vms_vm_snapshots_snap"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/snapshots/{snap}/revert": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revert the VM to a snapshot
+         * @description A memory snapshot resumes the guest where it was; a disk-only one restores the disk and boots the VM again if it was running.
+         */
+        post: operations["post_v1_vms_vm_snapshots_snap_revert"];
         delete?: never;
         options?: never;
         head?: never;
@@ -727,6 +958,15 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * AddDiskRequest
+         * @description Body of ``POST /v1/vms/{vm}/disks``: a new empty qcow2 disk.
+         */
+        AddDiskRequest: {
+            /** @description DNS label: lower-case letters, digits and '-' */
+            name: string;
+            size_gib: number;
+        };
+        /**
          * CloneSource
          * @description Where a cloned VM's disk comes from (its create copies it instead of an overlay).
          */
@@ -736,6 +976,23 @@ export interface components {
             /** @default  */
             snapshot_id?: string;
             vm_id: string;
+        };
+        /**
+         * CloneVmRequest
+         * @description Body of ``POST /v1/vms/{vm}/clone``.
+         */
+        CloneVmRequest: {
+            /** @default  */
+            description?: string;
+            /**
+             * @description true: copy only what the source changed over its image and keep that image as backing file (fast, small); false: a full, flattened copy
+             * @default true
+             */
+            linked?: boolean;
+            /** @description DNS label: lower-case letters, digits and '-' */
+            name: string;
+            /** @default null */
+            snapshot?: string | null;
         };
         /**
          * CloudInitRequest
@@ -838,6 +1095,21 @@ export interface components {
             source_url?: string;
             /** @default  */
             version?: string;
+        };
+        /**
+         * CreateSnapshotRequest
+         * @description Body of ``POST /v1/vms/{vm}/snapshots``.
+         */
+        CreateSnapshotRequest: {
+            /** @default  */
+            description?: string;
+            /**
+             * @description a running VM's memory and device state too: a revert resumes the guest exactly where it was (the guest pauses while its RAM is saved)
+             * @default false
+             */
+            memory?: boolean;
+            /** @description 1-63 letters, digits, '_', '.' or '-'; unique among the VM's snapshots */
+            name: string;
         };
         /**
          * CreateTokenRequest
@@ -961,6 +1233,48 @@ export interface components {
             ou?: string;
             password_sealed: string;
             user: string;
+        };
+        /**
+         * ExecRequest
+         * @description Body of ``POST /v1/vms/{vm}/exec``: run a program in the guest through its agent.
+         */
+        ExecRequest: {
+            /** @description program and arguments, no shell (e.g. ["cat", "/etc/hostname"]; use ["sh", "-c", "..."] for one) */
+            command: string[];
+            /**
+             * @description text given on the program's stdin
+             * @default
+             */
+            input?: string;
+            /** @default 30 */
+            timeout_s?: number;
+        };
+        /**
+         * ExecResult
+         * @description What the program did (output decoded as UTF-8, undecodable bytes replaced).
+         */
+        ExecResult: {
+            /** @default 0 */
+            duration_s?: number;
+            /** @default null */
+            exit_code?: number | null;
+            /** @default null */
+            signal?: number | null;
+            /** @default  */
+            stderr?: string;
+            /** @default  */
+            stdout?: string;
+            /** @default false */
+            truncated?: boolean;
+        };
+        /**
+         * FileWritten
+         * @description Answer of ``PUT /v1/vms/{vm}/files``.
+         */
+        FileWritten: {
+            path: string;
+            sha256: string;
+            size: number;
         };
         /**
          * GuestAddress
@@ -1134,6 +1448,14 @@ export interface components {
          * @enum {unknown}
          */
         ImageState: "active" | "available" | "deleting" | "downloading" | "error" | "queued" | "remote" | "uploading" | "verifying";
+        /**
+         * InsertMediaRequest
+         * @description Body of ``POST /v1/vms/{vm}/media``.
+         */
+        InsertMediaRequest: {
+            /** @description an ISO image's id or unique name in the library */
+            image: string;
+        };
         /** NetworkRequest */
         NetworkRequest: {
             /** @default [] */
@@ -1247,6 +1569,18 @@ export interface components {
          */
         Outcome: "delivered" | "failed" | "gave_up" | "retrying";
         /**
+         * PasswordRequest
+         * @description Body of ``POST /v1/vms/{vm}/password``: set a guest user's password through the agent.
+         */
+        PasswordRequest: {
+            password: string;
+            user: string;
+        };
+        /** PasswordResult */
+        PasswordResult: {
+            user: string;
+        };
+        /**
          * PortForward
          * @description A host TCP port (bound to the node's console/forward address) forwarded into the guest.
          */
@@ -1284,11 +1618,48 @@ export interface components {
             type: string;
         };
         /**
+         * PublishVmRequest
+         * @description Body of ``POST /v1/vms/{vm}/publish``.
+         */
+        PublishVmRequest: {
+            /** @description the new image's name in the library */
+            name: string;
+            /** @default  */
+            os?: string;
+            /** @default null */
+            snapshot?: string | null;
+            /** @default  */
+            version?: string;
+        };
+        /**
+         * ResizeVmRequest
+         * @description Body of ``PATCH /v1/vms/{vm}``: only the fields given change.
+         */
+        ResizeVmRequest: {
+            /** @default null */
+            disk_gib?: number | null;
+            /** @default null */
+            max_memory_mib?: number | null;
+            /** @default null */
+            max_vcpus?: number | null;
+            /** @default null */
+            memory_mib?: number | null;
+            /** @default null */
+            vcpus?: number | null;
+        };
+        /**
          * Role
          * @description What a token may do: each role includes the ones below it.
          * @enum {unknown}
          */
         Role: "admin" | "operator" | "viewer";
+        /**
+         * SnapshotList
+         * @description ``GET /v1/vms/{vm}/snapshots``: oldest first.
+         */
+        SnapshotList: {
+            items: components["schemas"]["VmSnapshot"][];
+        };
         /**
          * SnapshotState
          * @description Where a snapshot is: the API records ``creating``/``reverting``/``deleting``, the node
@@ -3033,6 +3404,130 @@ export interface operations {
             };
         };
     };
+    patch_v1_vms_vm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ResizeVmRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_clone: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CloneVmRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     post_v1_vms_vm_cloud_init: {
         parameters: {
             query?: never;
@@ -3245,6 +3740,414 @@ export interface operations {
             };
         };
     };
+    post_v1_vms_vm_disks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AddDiskRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_v1_vms_vm_disks_disk: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+                disk: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_exec: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExecRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExecResult"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gateway Timeout */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_vms_vm_files: {
+        parameters: {
+            query?: {
+                /** @description absolute path in the guest, e.g. /etc/hostname */
+                path?: string;
+            };
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_v1_vms_vm_files: {
+        parameters: {
+            query?: {
+                /** @description absolute path in the guest, e.g. /etc/hostname */
+                path?: string;
+                /** @description octal mode set after writing, e.g. 0600 */
+                mode?: string;
+                /** @description user[:group] set after writing */
+                owner?: string;
+            };
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileWritten"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     post_v1_vms_vm_force_stop: {
         parameters: {
             query?: never;
@@ -3303,6 +4206,206 @@ export interface operations {
             };
         };
     };
+    post_v1_vms_vm_media: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InsertMediaRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_v1_vms_vm_media: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_password: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasswordResult"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     post_v1_vms_vm_pause: {
         parameters: {
             query?: never;
@@ -3352,6 +4455,68 @@ export interface operations {
             };
             /** @description Internal Server Error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_publish: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PublishVmRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3495,6 +4660,285 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_vms_vm_snapshots: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SnapshotList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_snapshots: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateSnapshotRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmSnapshot"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_vms_vm_snapshots_snap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+                snap: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmSnapshot"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_v1_vms_vm_snapshots_snap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+                snap: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmSnapshot"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_snapshots_snap_revert: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+                snap: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmSnapshot"];
                 };
             };
             /** @description Unauthorized */
