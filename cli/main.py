@@ -10,6 +10,7 @@ from typing import NoReturn, TextIO
 
 from limiquantix import __version__
 from limiquantix.cli import (
+    commands_devices,
     commands_events,
     commands_image,
     commands_node,
@@ -221,6 +222,7 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
 
     _snapshot_commands(b, vm)
+    _device_commands(b, vm)
 
 
 def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None:
@@ -271,6 +273,56 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="return once the publish is queued")
     _wait_options(p, "1h")
+
+
+def _device_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None:
+    """lq vm resize, lq vm disk add|list|remove, lq vm media insert|eject (docs/day2.md)."""
+    p = b.leaf(vm, "resize", commands_devices.resize,
+               "Resize a VM: at the next start when stopped, live (up to its maxima) when running",
+               "lq vm resize web-1 --vcpus 2 --memory 1536M --disk 20G --wait")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("--vcpus", "--cpus", type=int, help="vCPUs")
+    p.add_argument("--memory", metavar="SIZE", help="memory, e.g. 1536M, 2G (bare: MiB)")
+    p.add_argument("--disk", metavar="SIZE", help="system disk, e.g. 20G; grows only")
+    p.add_argument("--max-vcpus", type=int, help="hot-plug ceiling (stopped VMs only)")
+    p.add_argument("--max-memory", metavar="SIZE", help="hot-plug ceiling (stopped VMs only)")
+    _device_wait(p)
+
+    disk = _group(vm, "disk", "Extra disks of a VM", "lq vm disk add web-1 data 10G --wait")
+    p = b.leaf(disk, "add", commands_devices.disk_add,
+               "Add an empty extra disk (attached live when the VM runs)",
+               "lq vm disk add web-1 data 10G --wait")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("name", metavar="DISK")
+    p.add_argument("size", metavar="SIZE", help="e.g. 10G (bare number: GiB)")
+    _device_wait(p)
+    p = b.leaf(disk, "list", commands_devices.disk_list, "List a VM's extra disks",
+               "lq vm disk list web-1")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("--json", action="store_true", help="the disks as a JSON array")
+    p = b.leaf(disk, "remove", commands_devices.disk_remove,
+               "Detach an extra disk and delete it", "lq vm disk remove web-1 data --wait")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("disk", metavar="DISK", help="name or id")
+    _device_wait(p)
+
+    media = _group(vm, "media", "The VM's CD-ROM media drive (ISOs from the library)",
+                   "lq vm media insert web-1 tools.iso --wait")
+    p = b.leaf(media, "insert", commands_devices.media_insert,
+               "Insert an ISO from the library (replaces what is in the drive)",
+               "lq vm media insert web-1 tools.iso --wait")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("image", metavar="IMAGE", help="ISO image id or name (`lq image list`)")
+    _device_wait(p)
+    p = b.leaf(media, "eject", commands_devices.media_eject, "Empty the media drive",
+               "lq vm media eject web-1")
+    p.add_argument("vm", metavar="NAME|ID")
+    _device_wait(p)
+
+
+def _device_wait(p: Parser) -> None:
+    p.add_argument("--wait", action="store_true", help="until the node reports it done")
+    _wait_options(p, "5m")
 
 
 def _image_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:

@@ -19,6 +19,7 @@ import msgspec
 from limiquantix.api.console.tickets import TicketResponse
 from limiquantix.api.schemas import NodeInfo
 from limiquantix.client import bodies as rq
+from limiquantix.client.devices import AsyncDevices
 from limiquantix.client.errors import (
     BadResponse,
     ClientError,
@@ -423,6 +424,7 @@ class AsyncClient:
         self.nodes = AsyncNodes(self)
         self.events = AsyncEvents(self)
         self.snapshots = AsyncSnapshots(self)  # snapshots, clones, publish (docs/day2.md)
+        self.devices = AsyncDevices(self)  # resize, extra disks, media (docs/day2.md)
 
     async def close(self) -> None:
         await self.transport.close()

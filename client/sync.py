@@ -9,6 +9,7 @@ from typing import Any
 from limiquantix.api.console.tickets import TicketResponse
 from limiquantix.api.schemas import NodeInfo
 from limiquantix.client import bodies as rq
+from limiquantix.client.devices import Devices
 from limiquantix.client.errors import NotFound, WaitTimeout
 from limiquantix.client.snapshots import Snapshots
 from limiquantix.client.sse import EventStream
@@ -209,6 +210,7 @@ class Client:
         self.nodes = Nodes(self)
         self.events = Events(self)
         self.snapshots = Snapshots(self)  # snapshots, clones, publish (docs/day2.md)
+        self.devices = Devices(self)  # resize, extra disks, media (docs/day2.md)
 
     @classmethod
     def over(cls, transport: Transport) -> Client:
