@@ -150,6 +150,10 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--cpus", type=int, help="vCPUs (API default 1)")
     p.add_argument("--memory", metavar="SIZE", help="memory, e.g. 2G, 2048M, 512MiB (bare: MiB)")
     p.add_argument("--disk", metavar="SIZE", help="disk, e.g. 20G (bare number: GiB)")
+    p.add_argument("--max-cpus", type=int, metavar="N",
+                   help="vCPUs the running VM can be hot-plugged up to (default: --cpus)")
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="memory the running VM can be hot-plugged up to (default: --memory)")
     p.add_argument("--user", help="login user made by cloud-init (API default admin)")
     p.add_argument("--ssh-key", action="append", metavar="FILE",
                    help="public key file (or a literal key) for the user; repeatable")

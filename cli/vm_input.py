@@ -92,6 +92,10 @@ def create_body(args: Any) -> dict[str, Any]:
         body["memory_mib"] = to_mib(args.memory)
     if args.disk is not None:
         body["disk_gib"] = to_gib(args.disk)
+    if getattr(args, "max_cpus", None) is not None:  # hot-plug ceilings (docs/day2.md)
+        body["max_vcpus"] = args.max_cpus
+    if getattr(args, "max_memory", None) is not None:
+        body["max_memory_mib"] = to_mib(args.max_memory)
     if args.node:
         body["node"] = args.node
     cloud_init: dict[str, Any] = {}
