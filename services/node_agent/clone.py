@@ -36,7 +36,13 @@ from limiquantix.common.process import ToolFailed, run_tool
 from limiquantix.common.vms import SnapshotState, VmRecord, VmState
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import NodeAgentError
-from limiquantix.node_agent.snapshots import _qemu_snapshot_names, _qmp, entry, main_disk
+from limiquantix.node_agent.snapshots import (
+    _qemu_snapshot_names,
+    _qmp,
+    entry,
+    main_disk,
+    quiesced,
+)
 from limiquantix.node_agent.vm_files import restrict_file, temp_path
 
 log = structlog.get_logger()
@@ -101,9 +107,11 @@ async def readable_state(ctx: AgentContext, source: VmRecord, snapshot_id: str,
     dom_uuid = ctx.domain_uuid(source.id)
     took = False
     if not ctx.host.is_test_driver:
-        took = bool(await ctx.host.run_on_domain(
-            "temporary snapshot", dom_uuid,
-            lambda dom: _temp_snapshot(dom, temp_name, delete=False)))
+        info = await ctx.host.info(dom_uuid)
+        async with quiesced(ctx, dom_uuid, wanted=info is not None and info.active):
+            took = bool(await ctx.host.run_on_domain(
+                "temporary snapshot", dom_uuid,
+                lambda dom: _temp_snapshot(dom, temp_name, delete=False)))
     try:
         yield temp_name if took else None
     finally:

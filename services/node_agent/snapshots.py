@@ -8,7 +8,8 @@ snapshot not supported yet"), and internal ones revert, delete and carry memory 
   guest pauses while its RAM is written into the qcow2);
 - running VM, disk only: libvirt 9.0 refuses it ("internal snapshot of a running VM must
   include the memory state"), so the node asks QEMU itself (``blockdev-snapshot-internal-sync``
-  on the disk's format node, file systems frozen through the guest agent when one answers)
+  on the disk's format node, file systems frozen through the guest agent when one answers:
+  ``quiesced: true``)
   and then gives libvirt the metadata with ``REDEFINE`` as a ``shutoff`` snapshot: reverting
   it stops the domain, libvirt runs ``qemu-img snapshot -a``, and the node boots it again.
 
@@ -22,10 +23,11 @@ from the record and the saved domain XML).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -47,6 +49,7 @@ from limiquantix.common.vms import (
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.domain_boot import boot, ensure_defined, vnc_endpoint
 from limiquantix.node_agent.errors import LibvirtFailed, NodeAgentError
+from limiquantix.node_agent.guest_ops import freeze_filesystems, thaw_filesystems
 from limiquantix.node_agent.vm_files import path_inside, write_atomic
 
 log = structlog.get_logger()
@@ -185,6 +188,29 @@ def _take(dom: libvirt.virDomain, snap: VmSnapshot, *, test_driver: bool) -> tup
     return existing.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE), running
 
 
+@contextlib.asynccontextmanager
+async def quiesced(ctx: AgentContext, dom_uuid: str, *, wanted: bool) -> AsyncIterator[bool]:
+    """Freeze the guest's file systems through its agent for the block (True when frozen);
+    without a connected agent the snapshot is taken anyway, crash-consistent (False). The
+    thaw always follows, even when the snapshot failed."""
+    frozen = False
+    if wanted and not ctx.host.is_test_driver:
+        try:
+            frozen = await freeze_filesystems(ctx.host, dom_uuid) > 0
+        except LimiquantixError as exc:
+            log.info("file systems not frozen; snapshot is crash-consistent", uuid=dom_uuid,
+                     reason=exc.message)
+    try:
+        yield frozen
+    finally:
+        if frozen:
+            try:
+                await thaw_filesystems(ctx.host, dom_uuid)
+            except LimiquantixError as exc:
+                log.error("thawing the guest's file systems failed", uuid=dom_uuid,
+                          error=exc.message)
+
+
 async def _memory_size(disk: Path, snapshot_id: str) -> int | None:
     """Bytes of saved memory state qemu-img reports for the snapshot (None when unknown)."""
     from limiquantix.common.process import ToolFailed, run_tool
@@ -233,9 +259,13 @@ async def create_snapshot(ctx: AgentContext, command: CreateSnapshot) -> None:
         await ensure_defined(ctx, record)
         await restore_metadata(ctx, record)
         started = time.monotonic()
-        taken = await ctx.host.run_on_domain(
-            "snapshot", ctx.domain_uuid(record.id),
-            lambda dom: _take(dom, snap, test_driver=ctx.host.is_test_driver))
+        dom_uuid = ctx.domain_uuid(record.id)
+        info = await ctx.host.info(dom_uuid)
+        live_disk_only = info is not None and info.active and not snap.memory
+        async with quiesced(ctx, dom_uuid, wanted=live_disk_only) as frozen:
+            taken = await ctx.host.run_on_domain(
+                "snapshot", dom_uuid,
+                lambda dom: _take(dom, snap, test_driver=ctx.host.is_test_driver))
         if taken is None:
             raise SnapshotFailed(f"VM {record.name} has no domain on node {ctx.node_id}")
         xml, running = taken
@@ -249,7 +279,7 @@ async def create_snapshot(ctx: AgentContext, command: CreateSnapshot) -> None:
         await _fail(ctx, record.id, snap.id, "vm.snapshot.create", exc)
         return
     done = msgspec.structs.replace(
-        snap, state=SnapshotState.READY, memory=snap.memory and running, quiesced=False,
+        snap, state=SnapshotState.READY, memory=snap.memory and running, quiesced=frozen,
         vm_state="running" if running else "stopped", size_bytes=size, error="")
     updated = await ctx.recorder.patch(record.id, lambda r: with_entry(r, snap.id,
                                                                         lambda _: done))
