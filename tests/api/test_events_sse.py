@@ -25,6 +25,7 @@ from limiquantix.common.process import stop_process
 from limiquantix.common.vms import GuestInfo, VmState
 from tests.support.api_gateway import TOKEN, Gateway
 from tests.support.flows import sse_events
+from tests.support.waits import eventually
 
 Frame = tuple[str, str, dict[str, Any]]
 
@@ -47,6 +48,15 @@ async def take(stream: AsyncIterator[Frame], n: int) -> list[Frame]:
 async def publish_state(gw: Gateway, vm_id: str, state: VmState) -> None:
     event = VmStateChanged(vm_id=vm_id, state=state)
     await gw.js.publish(event_subject(event), event_encoder.encode(event))
+
+
+async def streaming(gw: Gateway, n: int = 1) -> None:
+    """Wait until ``n`` streams have their JetStream consumer: from then on they get every new
+    event."""
+    async def reached() -> bool:
+        return await _consumers(gw.js) >= n
+
+    await eventually(reached, what=f"{n} SSE consumer(s)")
 
 
 async def test_replay_since_with_vm_filter_gives_ids_types_and_data(gw: Gateway) -> None:
@@ -73,7 +83,7 @@ async def test_without_since_only_new_events_arrive_live(gw: Gateway) -> None:
     await publish_state(gw, "vm-old", VmState.CREATING)
     stream = frames(gw)
     reader = asyncio.create_task(take(stream, 1))
-    await asyncio.sleep(0.3)  # the consumer is in place
+    await streaming(gw)
     await publish_state(gw, "vm-new", VmState.RUNNING)
     (frame,) = await asyncio.wait_for(reader, 10)
     assert frame[2]["vm_id"] == "vm-new" and frame[0] == "2"
@@ -91,10 +101,10 @@ async def test_live_events_reach_an_idle_stream_at_once(gw: Gateway) -> None:
                 return
 
     reader = asyncio.create_task(read())
-    await asyncio.sleep(0.3)  # the consumer is in place
+    await streaming(gw)
     sent = []
     for n in range(5):
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)  # deliberate: each event reaches a stream idle for a while
         sent.append(time.monotonic())
         await publish_state(gw, f"vm-{n}", VmState.RUNNING)
     await asyncio.wait_for(reader, 10)
@@ -133,7 +143,7 @@ async def test_the_consumer_is_removed_when_the_client_disconnects(gw: Gateway) 
     from limiquantix.common import subjects
 
     reader = asyncio.create_task(take(frames(gw), 10))
-    await asyncio.sleep(0.3)
+    await streaming(gw)
     assert (await gw.js.stream_info(subjects.EVENTS_STREAM)).state.consumer_count == 1
     reader.cancel()
     for _ in range(50):  # the writer notices the closed transport within its poll interval

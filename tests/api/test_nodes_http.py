@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from limiquantix.common import subjects
 from tests.support.api_gateway import Gateway
+from tests.support.waits import eventually
 
 
 async def nodes(gw: Gateway) -> list[dict[str, Any]]:
@@ -42,9 +42,13 @@ async def test_a_node_gone_from_the_bucket_but_named_by_vms_is_offline(gw: Gatew
         assert response.status == 202
     kv = await (await gw.as_node("node-a")).jetstream().key_value(subjects.NODES_BUCKET)
     await kv.purge("node-a")  # as the node itself does when it stops
-    await asyncio.sleep(0.1)
-    (node,) = await nodes(gw)
-    assert node["id"] == "node-a" and node["status"] == "offline"
+
+    async def offline() -> dict[str, Any] | None:
+        (node,) = await nodes(gw)
+        return node if node["status"] == "offline" else None
+
+    node = await eventually(offline, what="node-a offline")
+    assert node["id"] == "node-a"
     assert node["vm_count"] == 1
 
 
@@ -53,11 +57,13 @@ async def test_a_node_that_stops_heartbeating_goes_offline_after_the_ttl(gw: Gat
     await gw.heartbeat("node-a")
     await gw.heartbeat("node-b")
     assert [n["status"] for n in await nodes(gw)] == ["online", "online"]
-    for _ in range(8):
-        await asyncio.sleep(0.5)
+
+    async def only_b_listed() -> bool:  # node-b keeps beating while node-a's entry ages
         await gw.heartbeat("node-b")
-    listed = {n["id"]: n["status"] for n in await nodes(gw)}
-    assert listed == {"node-b": "online"}  # node-a expired and no VM names it
+        return {n["id"]: n["status"] for n in await nodes(gw)} == {"node-b": "online"}
+
+    await eventually(only_b_listed, timeout_s=10.0, interval_s=0.5,
+                     what="node-a expired (and no VM names it)")
     async with gw.client.post("/v1/vms", headers=gw.auth,
                               json={"name": "x", "image": "/i.qcow2", "node": "node-a"}) as r:
         assert r.status == 422 and (await r.json())["code"] == "unknown_node"

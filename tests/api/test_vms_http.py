@@ -12,6 +12,7 @@ from limiquantix.common.commands import CreateVm, DeleteVm, StartVm, StopVm, Upd
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord, VmState
 from tests.support.api_gateway import Gateway
+from tests.support.waits import eventually
 
 BODY = {"name": "web-1", "image": "/images/base.qcow2", "vcpus": 2, "memory_mib": 1024}
 
@@ -129,8 +130,12 @@ async def test_list_filters_by_state_and_node(gw: Gateway) -> None:
     await post(gw, "/v1/vms", {**BODY, "name": "a", "node": "node-a"})
     _, b = await post(gw, "/v1/vms", {**BODY, "name": "b", "node": "node-b"})
     await set_state(gw, b["id"], VmState.RUNNING)
-    await asyncio.sleep(0.1)  # the watch carries the node's write into the view
     names = lambda listed: [vm["name"] for vm in listed["items"]]  # noqa: E731
+
+    async def b_running() -> bool:  # the watch carries the node's write into the view
+        return names((await get(gw, "/v1/vms?state=running"))[1]) == ["b"]
+
+    await eventually(b_running, what="b running in the view")
     assert names((await get(gw, "/v1/vms"))[1]) == ["a", "b"]
     assert names((await get(gw, "/v1/vms?node=node-b"))[1]) == ["b"]
     assert names((await get(gw, "/v1/vms?state=pending"))[1]) == ["a"]
@@ -180,7 +185,11 @@ async def test_delete_marks_deleting_and_queues_delete(gw: Gateway) -> None:
     # The node removes the record: the VM is gone from the API.
     record, _ = await (await store(gw)).get(vm["id"])
     await (await store(gw)).delete(record)
-    await asyncio.sleep(0.1)
+
+    async def gone() -> bool:
+        return (await get(gw, f"/v1/vms/{vm['id']}"))[0] == 404
+
+    await eventually(gone, what="the VM gone from the view")
     status, problem = await get(gw, f"/v1/vms/{vm['id']}")
     assert status == 404 and problem["code"] == "vm_not_found"
     assert (await get(gw, "/v1/vms"))[1]["items"] == []

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
 from nats.aio.client import Client
 
 from limiquantix.common import nats_auth, nats_client
@@ -31,6 +30,7 @@ from tests.support.counting_proxy import CountingProxy, start_proxy
 from tests.support.disks import make_qcow2_with_data, sha256_file
 from tests.support.images import Library, LibraryProcess, wait_image
 from tests.support.origin import Origin
+from tests.support.waits import eventually
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ async def test_over_the_limit_the_least_recently_used_unused_image_is_evicted(
                     str(first.path), str(vm_dir / "disk.qcow2"), "1G"], check=True)
     assert qcow2_backing_file(vm_dir / "disk.qcow2") == first.path
     second = await cache.ensure(ids[1])
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # deliberate: a later use time, which LRU eviction orders by
     third = await cache.ensure(ids[2])  # over the limit now: second goes, first is in use
     assert first.path.exists() and third.path.exists()
     assert not second.path.exists()
@@ -159,54 +159,6 @@ async def test_after_a_reboot_a_cached_image_is_reverified_once_and_a_damaged_on
     again = await make_cache(tmp_path, nc, proxy).ensure(image_id)
     assert proxy.hits[f"/images/{image_id}/file"] == 2
     assert sha256_file(again.path) == again.sha256 == local.sha256
-
-
-class ThrottledProxy(CountingProxy):
-    """A CountingProxy that passes at most ``rate`` bytes/s and answers 502 while its upstream
-    is down (as a load balancer in front of a restarting library would)."""
-
-    def __init__(self, upstream: str, rate: int) -> None:
-        super().__init__(upstream)
-        self.rate = rate
-        self.ranges: list[str] = []
-
-    async def forward(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
-        if "Range" in request.headers:
-            self.ranges.append(request.headers["Range"])
-        headers = {n: request.headers[n] for n in ("Range", "Authorization")
-                   if n in request.headers}
-        try:
-            async with aiohttp.ClientSession() as http, http.get(
-                self.upstream + request.path_qs, headers=headers,
-            ) as upstream:
-                response = web.StreamResponse(status=upstream.status)
-                for name in ("Content-Length", "Content-Range", "X-Checksum-Sha256", "ETag"):
-                    if name in upstream.headers:
-                        response.headers[name] = upstream.headers[name]
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(64 << 10):
-                    await response.write(chunk)
-                    await asyncio.sleep(len(chunk) / self.rate)
-                await response.write_eof()
-                return response
-        except aiohttp.ClientConnectorError:
-            return web.Response(status=502, text="upstream down")
-
-
-async def start_throttled(upstream: str, rate: int) -> AsyncIterator[ThrottledProxy]:
-    proxy = ThrottledProxy(upstream, rate)
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", proxy.forward)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    proxy.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
-        yield proxy
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -240,13 +192,15 @@ async def test_a_library_killed_mid_download_and_restarted_costs_time_not_the_im
     made while the library is down waits for it too."""
     big = await imported(client, origin, "big.qcow2", mib=12)
     small = await imported(client, origin, "small.qcow2", mib=1)
-    async for proxy in start_throttled(f"http://127.0.0.1:{library_process.port}", 2 << 20):
+    async for proxy in start_proxy(f"http://127.0.0.1:{library_process.port}", rate=2 << 20):
         cache = make_cache(tmp_path, nc, proxy, retry_s=60)
         download = asyncio.ensure_future(cache.ensure(big))
         cut_at = await _wait_partial(cache, 3 << 20)
         await library_process.kill()
         later = asyncio.ensure_future(cache.ensure(small))  # its catalog get finds no library
-        await asyncio.sleep(2.0)
+        await eventually(functools.partial(proxy.requested, f"/images/{big}/file", 2),
+                         timeout_s=10.0,
+                         what="a retry of the download while the library is down")
         assert not download.done() and not later.done()  # waiting, not failed
         await library_process.start()
         local = await asyncio.wait_for(download, 60)
@@ -300,7 +254,7 @@ async def test_eviction_counts_downloads_in_flight_and_removes_orphaned_ones(
     cache._flights["c" * 64] = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
     orphan = cache.root / ".partial" / f"{'d' * 64}.part"
     orphan.write_bytes(os.urandom(4 << 20))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # deliberate: a later use time, which LRU eviction orders by
     second = await cache.ensure(ids[1])  # 2 + 2 cached + 2 in flight > 5: the oldest goes
     assert not orphan.exists()  # a partial file nobody downloads is an orphan
     assert in_flight.exists() and second.path.exists()

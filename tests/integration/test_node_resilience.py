@@ -6,6 +6,7 @@ and no name leaked."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +20,10 @@ from limiquantix.common import nats_auth
 from limiquantix.common.kv_records import bucket_keys
 from limiquantix.common.vm_store import VmStore
 from limiquantix.local.stack import Stack
-from tests.image_library.test_node_cache import start_throttled
+from tests.support.counting_proxy import start_proxy
 from tests.support.disks import make_qcow2_with_data
 from tests.support.flows import FAST_ENV, create_until_answered, get_vm, unique_name, wait_state
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -78,7 +80,7 @@ async def test_a_vm_whose_image_download_is_cut_by_a_library_kill_reaches_runnin
         stack: Stack, api: aiohttp.ClientSession, tmp_path: Path) -> None:
     """Issue 11 row 7: the node retries (and resumes) the download once the library is back."""
     image = await upload(api, make_qcow2_with_data(tmp_path / "big.qcow2", mib=12))
-    async for proxy in start_throttled(stack.image_library_url, 2 << 20):  # ~6 s for 12 MiB
+    async for proxy in start_proxy(stack.image_library_url, rate=2 << 20):  # ~6 s for 12 MiB
         await stack.start_node(NODE, LQ_IMAGE_LIBRARY_URL=proxy.url)
         async with api.post("/v1/vms", json={"name": unique_name(), "image": image,
                                              "memory_mib": 64, "disk_gib": 1}) as response:
@@ -86,7 +88,9 @@ async def test_a_vm_whose_image_download_is_cut_by_a_library_kill_reaches_runnin
             vm = await response.json()
         await wait_progress(api, vm["id"], 0.25)
         await kill_library(stack)
-        await asyncio.sleep(3.0)
+        # A retry met the library down (502): the node is waiting for it.
+        await eventually(functools.partial(proxy.requested, f"/images/{image}/file", 2),
+                         timeout_s=20.0, what="a retry of the download while the library is down")
         _, waiting = await get_vm(api, vm["id"])
         assert waiting["state"] == "creating" and waiting.get("error") is None, waiting
         await start_library(stack)
@@ -99,9 +103,9 @@ async def _burst_with_a_kill(api: aiohttp.ClientSession, bodies: list[dict[str, 
     keys = [str(uuid.uuid4()) if i % 2 == 0 else None for i in range(len(bodies))]
 
     async def kill_and_restart() -> None:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # deliberate: the kill lands in the middle of the burst
         await kill()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # deliberate: down for a while, as a crash would be
         await restart()
 
     results = await asyncio.gather(
