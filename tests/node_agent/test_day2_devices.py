@@ -181,3 +181,29 @@ async def test_a_disk_image_in_the_media_drive_is_refused_with_an_event(
     assert failed.error.code == "unsupported_image"
     record = await harness.store.find(vm.id)
     assert record is not None and record.state == VmState.STOPPED  # its real state
+
+
+async def test_an_attach_cut_short_by_a_crash_is_finished_with_one_disk(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    """The agent dies after making the disk's file, before the domain has it: the redelivered
+    command finishes the attach with that file, and no second disk appears."""
+    vm = await stopped_vm(harness, tmp_path)
+    await harness.shutdown()
+    await harness.start(failpoints="disk_after_file=sleep:30")
+    disk = VmDisk(id=str(uuid.uuid4()), name="data", size_gib=1, target="sdf")
+    await change(harness, vm.id, disks=(disk,))
+    await harness.send(AttachDisk(command_id=cid(), vm_id=vm.id, disk_id=disk.id))
+    path = harness.vm_dir(vm.id) / f"disk-{disk.id}.qcow2"
+    async with asyncio.timeout(10):
+        while not path.exists():
+            await asyncio.sleep(0.05)
+    inode = path.stat().st_ino
+    await harness.crash()
+    await harness.start(failpoints="")
+    record = await harness.wait_record(
+        vm.id, lambda r: r is not None and r.disks[0].state == "attached", timeout_s=20)
+    assert record is not None
+    assert path.stat().st_ino == inode
+    assert list(harness.vm_dir(vm.id).glob("disk-*.qcow2")) == [path]
+    assert len(definition(vm.id).findall("./devices/disk[@device='disk']")) == 2
+    assert len(harness.events_of(vm.id, VmDiskAttached)) == 1
