@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from limiquantix.common.commands import DeleteVm, RevertSnapshot
+from limiquantix.common.commands import DeleteSnapshot, DeleteVm, RevertSnapshot
 from limiquantix.common.events import VmDeleted
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import NetworkSpec, SnapshotState, VmState
@@ -80,7 +80,7 @@ async def test_real_snapshots_revert_clone_and_delete(qemu_harness: AgentHarness
 
         mem = await _snapshot(h, vm, "with-memory", memory=True)
         record = await _wait_snapshot(h, vm.id, mem.id, SnapshotState.READY)
-        with_memory = [s for s in record.snapshots if s.id == mem.id][0]
+        with_memory = next(s for s in record.snapshots if s.id == mem.id)
         assert with_memory.memory and (with_memory.size_bytes or 0) > 0
         assert _disk_snapshots(disk) == [live.id, mem.id]
 
@@ -88,7 +88,7 @@ async def test_real_snapshots_revert_clone_and_delete(qemu_harness: AgentHarness
         await _mark(h, vm.id, mem.id, SnapshotState.REVERTING)
         await h.send(RevertSnapshot(command_id=uuid.uuid4().hex, vm_id=vm.id,
                                     snapshot_id=mem.id))
-        record = await _wait_snapshot(h, vm.id, mem.id, SnapshotState.READY, )
+        record = await _wait_snapshot(h, vm.id, mem.id, SnapshotState.READY)
         assert record.state == VmState.RUNNING and record.vnc is not None
         # Disk-only revert of a running VM: stopped, disk restored, booted again.
         await _mark(h, vm.id, live.id, SnapshotState.REVERTING)
@@ -107,7 +107,6 @@ async def test_real_snapshots_revert_clone_and_delete(qemu_harness: AgentHarness
 
         for snap in (live, mem):
             await _mark(h, vm.id, snap.id, SnapshotState.DELETING)
-            from limiquantix.common.commands import DeleteSnapshot
             await h.send(DeleteSnapshot(command_id=uuid.uuid4().hex, vm_id=vm.id,
                                         snapshot_id=snap.id))
             await _wait_snapshot(h, vm.id, snap.id, None)
