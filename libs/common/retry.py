@@ -43,11 +43,13 @@ class Backoff:
 
 def is_nats_transient(exc: BaseException) -> bool:
     """A NATS failure that goes away on its own: no answer in time, no responder yet,
-    reconnecting, JetStream temporarily unavailable."""
+    reconnecting, JetStream temporarily unavailable, or a stream with no leader for a moment
+    (a publish answered "no response from stream" while a cluster elects one)."""
     return isinstance(exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError,
                             nats.errors.ConnectionReconnectingError,
                             nats.errors.OutboundBufferLimitError,
-                            nats.js.errors.ServiceUnavailableError, TimeoutError))
+                            nats.js.errors.ServiceUnavailableError,
+                            nats.js.errors.NoStreamResponseError, TimeoutError))
 
 
 async def retry_transient(

@@ -6,18 +6,25 @@ what really happened. Both go through :meth:`VmStore.update`, so no write is eve
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import msgspec
+import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from limiquantix.common import retry
 from limiquantix.common.errors import Conflict, NotFound
 from limiquantix.common.kv_records import KvRecords, bucket_keys
 from limiquantix.common.vms import VmRecord
 
+log = structlog.get_logger()
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(VmRecord)
+# Long enough for a JetStream leader election (seconds), short for a request waiting on it.
+ORPHAN_NAME_RETRY_S = 10.0
 
 
 def _not_found(vm_id: str) -> NotFound:
@@ -67,18 +74,53 @@ class VmStore:
         return entry.value.decode() if entry.value else None
 
     async def create(self, record: VmRecord) -> int:
-        """Store a new record; Conflict when the name is taken."""
+        """Store a new record; Conflict when the name is taken.
+
+        A failure between the name and the record (NATS electing a leader: a timeout whose
+        write may or may not have landed) frees the name again when it is this VM's and no
+        record was made, so the client's retry is not refused its own name (issue 16).
+        """
         try:
             await self._names.create(record.name, record.id.encode())
         except KeyWrongLastSequenceError:
-            raise Conflict(
-                f"a VM named {record.name!r} already exists",
-                hint="Choose another name, or delete the existing VM first.", name=record.name,
-            ) from None
-        revision = await self.records.create(record.id, record)
+            # Ours when an earlier attempt for this VM id landed without its answer.
+            if await self.id_for_name(record.name) != record.id:
+                raise Conflict(
+                    f"a VM named {record.name!r} already exists",
+                    hint="Choose another name, or delete the existing VM first.",
+                    name=record.name,
+                ) from None
+        except BaseException:
+            await self._free_orphan_name(record)
+            raise
+        try:
+            revision = await self.records.create(record.id, record)
+        except BaseException:
+            await self._free_orphan_name(record)
+            raise
         if revision is None:  # ids are fresh UUIDs: only a bug gets here
             raise Conflict(f"VM id {record.id!r} exists already", vm_id=record.id)
         return revision
+
+    async def _free_orphan_name(self, record: VmRecord) -> None:
+        """Free ``record``'s name if it points at this VM and the record does not exist;
+        retried through a NATS election, then left to the gateway's create sweeper."""
+        async def free() -> None:
+            try:
+                entry = await self._names.get(record.name)
+            except KeyNotFoundError:
+                return
+            if entry.value != record.id.encode() or await self.records.find(record.id):
+                return
+            await self.free_name(record.name, int(entry.revision or 0))
+
+        try:
+            await asyncio.shield(retry.retry_transient(
+                free, what="free the name of a VM not created", deadline_s=ORPHAN_NAME_RETRY_S,
+                vm_id=record.id))
+        except Exception as exc:
+            log.warning("name of a VM not created left to the sweeper", vm_id=record.id,
+                        error=repr(exc))
 
     async def update(
         self, vm_id: str, change: Callable[[VmRecord], VmRecord | None]

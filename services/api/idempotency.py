@@ -5,7 +5,9 @@ for it and a hash of the canonical body. The first request claims the key with a
 of two racing identical requests exactly one creates the VM; the other answers with its record.
 If the claimant fails before the VM exists it releases the key, so a retry can succeed; if it
 dies instead, its claim is a lease (``CLAIM_LEASE_S``) that a retry takes over, with the same VM
-id, once it ran out with no VM made.
+id, once it ran out with no VM made. A released key keeps its VM id too (marked ``released``):
+a retry of the same body makes the VM under that id, so whatever the failed attempt left behind
+-- its name, when NATS lost the answer during a leader election -- is this VM's, not a conflict.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class IdempotencyEntry(Model, frozen=True, kw_only=True):
     vm_id: str
     body_hash: str
     claimed_at: datetime | None = None
+    released: bool = False  # its claimant failed with no VM made: the next request takes it
 
 
 class Claim(Model, frozen=True, kw_only=True):
@@ -88,7 +91,13 @@ class IdempotencyKeys:
             try:
                 found, revision = await self._entries.get(stored)
             except NotFound:
-                continue  # released in between: try to claim again
+                continue  # expired in between: try to claim again
+            if found.released:
+                vm_id = found.vm_id if found.body_hash == digest else new_vm_id
+                taken = msgspec.structs.replace(entry, vm_id=vm_id)
+                if await self._entries.replace(stored, taken, revision) is None:
+                    continue  # another retry took it first
+                return Claim(vm_id=vm_id, owned=True)
             if found.body_hash != digest:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used with a different request body",
@@ -103,8 +112,15 @@ class IdempotencyKeys:
         raise InvalidRequest("Idempotency-Key keeps changing; retry")
 
     async def release(self, key: str) -> None:
-        """Forget a claim whose VM was never created."""
-        await self._entries.delete(storage_key(key))
+        """Give up a claim whose VM was never created (the next request takes it over)."""
+        stored = storage_key(key)
+        try:
+            found, revision = await self._entries.get(stored)
+        except NotFound:
+            return
+        released = msgspec.structs.replace(found, released=True)
+        await self._entries.replace(stored, released, revision)
 
     async def still_claimed(self, key: str) -> bool:
-        return await self._entries.find(storage_key(key)) is not None
+        found = await self._entries.find(storage_key(key))
+        return found is not None and not found.released
