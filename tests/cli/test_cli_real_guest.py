@@ -8,6 +8,7 @@ isolated``); its SSH forward listens on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import pytest
 from limiquantix.local.stack import Stack
 from tests.support.cli import LQ, Lq, SlowFiles, base_env
 from tests.support.flows import unique_name
+from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
 
@@ -107,12 +109,19 @@ async def test_lq_creates_a_real_guest_and_sshes_in_with_a_verified_host_key(
                 stderr=subprocess.PIPE)
             stopped = await lq("vm", "stop", name, "--wait", "--timeout", "6m", timeout_s=400)
             assert stopped.code == 0 and stopped.out.strip() == f"{name}: stopped", stopped.err
-            await asyncio.sleep(3)  # more than one poll: the follower has seen the last bytes
+            final = (await lq("vm", "log", name)).out  # the guest is off: the log is final
+            assert follower.stdout is not None
+            output = bytearray()
+
+            async def caught_up() -> bool:
+                with contextlib.suppress(TimeoutError):
+                    output.extend(await asyncio.wait_for(follower.stdout.read(1 << 16), 0.5))
+                return output.decode(errors="replace").endswith(final[-4000:])
+
+            await eventually(caught_up, timeout_s=30.0, what="the follower at the log's end")
             follower.terminate()
-            followed, follow_err = await follower.communicate()
-            final = (await lq("vm", "log", name)).out
-            assert "Power down" in followed.decode(errors="replace"), follow_err
-            assert followed.decode(errors="replace").endswith(final[-4000:])
+            _, follow_err = await follower.communicate()
+            assert "Power down" in output.decode(errors="replace"), follow_err
             print(created.out)  # shown with -rA: how long create took
         finally:
             deleted = await lq("vm", "delete", name, "--wait", "--timeout", "3m", timeout_s=200)

@@ -77,7 +77,7 @@ async def test_a_gateway_killed_during_a_burst_of_creates_leaves_nothing_behind(
     keys = [str(uuid.uuid4()) if i % 2 == 0 else None for i in range(len(bodies))]
 
     async def kill_and_restart() -> None:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # deliberate: the kill lands in the middle of the burst
         await stack.kill_api()
         await stack.start_api()
 

@@ -37,8 +37,7 @@ async def test_create_makes_overlay_seed_and_running_domain(
     assert dom is not None and dom.isActive() and dom.name() == f"lq-{vm.name}"
     states = [e.state for e in harness.events_of(vm.id, VmStateChanged)]  # type: ignore[attr-defined]
     assert states == [VmState.CREATING, VmState.STARTING, VmState.RUNNING]
-    await asyncio.sleep(0.5)
-    assert await harness.pending_commands() == 0
+    await harness.until_acked()
 
 
 async def test_stop_then_start_records_each_outcome(harness: AgentHarness, tmp_path: Path) -> None:
@@ -86,8 +85,7 @@ async def test_redelivered_create_makes_no_second_disk_or_domain(
     domains_before = len(driver_domains())
     # The same create again, as JetStream redelivers it after a crash (new message id).
     await harness.send(CreateVm(command_id=cid(), vm_id=vm.id))
-    await asyncio.sleep(1.0)
-    assert await harness.pending_commands() == 0
+    await harness.until_acked()
     after = disk.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert len(driver_domains()) == domains_before
@@ -106,9 +104,7 @@ async def test_agent_cancelled_before_ack_is_finished_by_the_next_one(
     disk_inode = (harness.vm_dir(vm.id) / "disk.qcow2").stat().st_ino
     await harness.crash()
     await harness.start(failpoints="")
-    async with asyncio.timeout(10):
-        while await harness.pending_commands():
-            await asyncio.sleep(0.1)
+    await harness.until_acked()
     assert (harness.vm_dir(vm.id) / "disk.qcow2").stat().st_ino == disk_inode
     record = await harness.store.find(vm.id)
     assert record is not None and record.state == VmState.RUNNING and record.error is None
@@ -122,10 +118,9 @@ async def test_unknown_image_path_is_an_error_and_the_command_is_acked(
     record = await harness.wait_state(vm.id, VmState.ERROR)
     assert record.error is not None and record.error.code == "image_not_found"
     assert record.error.hint
-    await asyncio.sleep(0.3)
+    await harness.until_acked()  # the failure is published before the ack
     failures = harness.events_of(vm.id, VmActionFailed)
     assert [f.action for f in failures] == ["vm.create"]  # type: ignore[attr-defined]
-    assert await harness.pending_commands() == 0
 
 
 async def test_image_with_backing_file_is_refused(harness: AgentHarness, tmp_path: Path) -> None:
@@ -152,8 +147,7 @@ async def test_invalid_command_is_recorded_and_not_redelivered(
     assert record is not None and record.error is not None
     assert record.error.code == "invalid_command"
     assert record.state == VmState.RUNNING  # the domain's real state is known
-    await asyncio.sleep(0.3)
-    assert await harness.pending_commands() == 0
+    await harness.until_acked()  # terminated: never redelivered
 
 
 async def test_isolated_network_binds_ssh_forward_and_command(
@@ -307,10 +301,10 @@ async def test_periodic_reconcile_corrects_a_record_that_missed_an_event(
     await harness.wait_state(vm.id, VmState.RUNNING)
     await harness.send(StopVm(command_id=cid(), vm_id=vm.id, force=True))
     await harness.wait_state(vm.id, VmState.STOPPED)
-    await asyncio.sleep(0.3)  # late libvirt events of the stop are handled by now
+    await asyncio.sleep(0.3)  # deliberate: late libvirt events of the stop are handled by now
     await harness.store.update(vm.id, lambda r: msgspec.structs.replace(r, state=VmState.RUNNING))
     # Not at once (a fresh record may be a transitional state the API just wrote)...
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # deliberate: an absence of change
     record = await harness.store.find(vm.id)
     assert record is not None and record.state == VmState.RUNNING
     # ...but after the ack wait (2 s here) and a reconcile interval (1 s).
@@ -331,7 +325,7 @@ async def test_a_failed_start_keeps_its_error_visible(harness: AgentHarness,
     record = await harness.wait_record(vm.id, lambda r: r is not None and r.error is not None)
     assert record is not None and record.error is not None
     assert record.error.code == "vm_files_missing" and record.state == VmState.ERROR
-    await asyncio.sleep(3.5)  # several reconcile passes
+    await asyncio.sleep(2.5)  # deliberate: an absence of change over two reconcile passes (1 s)
     record = await harness.store.find(vm.id)
     assert record is not None and record.state == VmState.ERROR
     assert record.error is not None and record.error.code == "vm_files_missing"
@@ -372,9 +366,7 @@ async def test_long_work_is_kept_alive_and_never_redelivered(harness: AgentHarne
         # A second command for the same VM waits behind the first (order per VM) all along.
         await harness.send(PauseVm(command_id=cid(), vm_id=vm.id))
         await harness.wait_state(vm.id, VmState.PAUSED, timeout_s=20)
-        async with asyncio.timeout(15):
-            while await harness.pending_commands():
-                await asyncio.sleep(0.1)
+        await harness.until_acked(timeout_s=15)
     info = await harness.js.consumer_info(subjects.COMMANDS_STREAM,
                                           subjects.node_consumer(harness.node_id))
     assert info.config.ack_wait == 2.0

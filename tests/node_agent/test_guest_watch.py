@@ -44,7 +44,7 @@ async def test_cloud_init_finished_in_the_serial_log_makes_the_vm_ready(
         record = await harness.store.find(vm.id)
         assert record is not None
         watch.watch(record, serial, boot)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # deliberate: no `ready` from the earlier boot's lines
         assert (await harness.store.find(vm.id)).state == VmState.RUNNING  # type: ignore[union-attr]
         with serial.open("a") as log:  # the guest boots on while we follow
             log.write(FINGERPRINTS + finished_line(datetime.now(UTC)))
@@ -74,6 +74,6 @@ async def test_a_stopped_vm_is_not_made_ready_by_a_late_watcher(
         watch.cancel(vm.id)  # what stop and delete do
         serial.write_text(finished_line(datetime.now(UTC)))
     assert not watch.watching(vm.id)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # deliberate: nothing is recorded afterwards either
     record = await harness.store.find(vm.id)
     assert record is not None and record.state == VmState.RUNNING

@@ -111,7 +111,7 @@ async def test_a_lost_connection_is_reopened_and_a_create_made_meanwhile_complet
     _lose_connection(opens)
     await _wait_warning(agent, present=True)
     second = await agent.new_vm(image)  # arrives while libvirt is away: it waits
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # deliberate: libvirt stays away a while; the create must not fail
     waiting = await agent.store.find(second.id)
     assert waiting is not None and waiting.state != VmState.ERROR, waiting
     opens.down = False  # libvirtd is back

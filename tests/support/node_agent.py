@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,13 @@ class AgentHarness:
     async def pending_commands(self) -> int:
         info = await self.js.stream_info(subjects.COMMANDS_STREAM)
         return int(info.state.messages)
+
+    async def until_acked(self, timeout_s: float = 10.0) -> None:
+        """Poll until every command sent is acked (handled, or given up on and terminated)."""
+        deadline = time.monotonic() + timeout_s
+        while await self.pending_commands():
+            assert time.monotonic() < deadline, "commands still unacked"
+            await asyncio.sleep(0.02)
 
 
 def driver_domains() -> list[libvirt.virDomain]:
