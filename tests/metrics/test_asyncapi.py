@@ -85,6 +85,9 @@ def _required_extras(kind: type) -> dict[str, Any]:
                               "bytes_done": 0, "started_at": datetime.now(UTC)}
     if kind.__name__ == "ImageStateChanged":
         extras["state"] = "active"
+    from limiquantix.common.vms import VmDisk, VmMedia  # the day-2 device events
+    extras.update(vcpus=1, memory_mib=1024, disk_gib=1, disk_id="d", media=VmMedia(image="i"),
+                  disk=VmDisk(id="d", name="d", size_gib=1, target="sdf"))
     return {k: v for k, v in extras.items() if k in kind.__struct_fields__
             and k not in ("vm_id", "node", "image_id", "session_id")}
 
