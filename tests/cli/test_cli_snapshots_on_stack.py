@@ -1,0 +1,78 @@
+"""``lq vm snapshot ...``, ``lq vm clone`` and ``lq vm publish`` (and the typed client under
+them) against the real stack (NATS, image library, node agent on libvirt's test driver, API),
+with the API as the oracle. Real QEMU: tests/node_agent/test_snapshots_qemu.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from limiquantix.client import Client, Conflict, NotFound
+from limiquantix.common.vms import CreateVmRequest
+from limiquantix.local.stack import Stack
+from tests.cli.test_cli_on_stack import api_get, one_error_line
+from tests.support.cli import Lq
+from tests.support.disks import make_qcow2
+from tests.support.flows import unique_name
+
+pytestmark = pytest.mark.stack
+
+
+async def test_snapshots_clone_and_publish_with_lq(lq: Lq, stack: Stack, tmp_path: Path) -> None:
+    name = unique_name("snap")
+    created = await lq("vm", "create", name, "--image", str(make_qcow2(tmp_path / "b.qcow2")),
+                       "--memory", "256M", "--disk", "1G", "--wait", "running")
+    assert created.code == 0, created.err
+
+    taken = await lq("vm", "snapshot", "create", name, "first", "--memory", "--wait")
+    assert taken.code == 0, taken.err
+    assert taken.out.strip() == f"{name}: snapshot first ready (with memory)"
+    again = await lq("vm", "snapshot", "create", name, "first")
+    assert again.code == 1 and "(snapshot_name_taken)" in one_error_line(again.err)
+    listed = json.loads((await lq("vm", "snapshot", "list", name, "--json")).out)
+    assert [(s["name"], s["state"], s["memory"]) for s in listed] == [("first", "ready", True)]
+    table = (await lq("vm", "snapshot", "list", name)).out.splitlines()
+    assert table[0].split()[:4] == ["NAME", "STATE", "CREATED", "MEMORY"]
+    reverted = await lq("vm", "snapshot", "revert", name, "first", "--wait")
+    assert reverted.code == 0, reverted.err
+    assert reverted.out.strip().startswith(f"{name}: reverted to first, ")
+
+    clone_name = unique_name("clone")
+    cloned = await lq("vm", "clone", name, clone_name, "--full", "--wait")
+    assert cloned.code == 0, cloned.err
+    assert cloned.out.splitlines()[0].startswith(f"{clone_name}: full clone of {name} on ")
+    assert cloned.out.strip().endswith("running")
+    clone = api_get(stack, f"/v1/vms/{clone_name}")[1]
+    assert clone["clone_of"]["linked"] is False and clone["cloud_init"]["hostname"] == clone_name
+
+    published = await lq("vm", "publish", name, unique_name("tpl"))
+    assert published.code == 0, published.err
+    assert "is active: qcow2" in published.out
+    image_id = published.out.split()[4]
+    source_id = api_get(stack, f"/v1/vms/{name}")[1]["id"]
+    assert api_get(stack, f"/v1/images/{image_id}")[1]["labels"] == {"published-from": source_id}
+
+    deleted = await lq("vm", "snapshot", "delete", name, "first", "--wait")
+    assert deleted.code == 0, deleted.err
+    assert api_get(stack, f"/v1/vms/{name}")[1]["snapshots"] == []
+
+
+def test_typed_client_snapshots(stack: Stack, tmp_path: Path) -> None:
+    client = Client(stack.api_url, token=stack.api_token)
+    vm = client.vms.create(CreateVmRequest(name=unique_name("tc"),
+                                           image=str(make_qcow2(tmp_path / "c.qcow2")),
+                                           memory_mib=256, disk_gib=1))
+    client.vms.wait_for(vm.id, "running", timeout_s=60)
+    snap = client.snapshots.create(vm.id, "s1")
+    assert snap.state == "creating"
+    ready = client.snapshots.wait(vm.id, "s1", timeout_s=60)
+    assert ready is not None and ready.state == "ready" and ready.id == snap.id
+    assert [s.name for s in client.snapshots.list(vm.id)] == ["s1"]
+    with pytest.raises(Conflict):
+        client.snapshots.create(vm.id, "s1")
+    with pytest.raises(NotFound):
+        client.snapshots.get(vm.id, "nope")
+    assert client.snapshots.delete(vm.id, "s1").state == "deleting"
+    assert client.snapshots.wait(vm.id, "s1", ("gone",), timeout_s=60) is None
