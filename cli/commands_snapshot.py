@@ -7,16 +7,19 @@ import time
 
 import msgspec
 
-from limiquantix.cli.commands_image import _follow
+from limiquantix.cli.commands_image import image_failed
 from limiquantix.cli.context import Context
-from limiquantix.cli.errors import EXIT_OK, CliError, WaitTimeout
-from limiquantix.cli.output import StatusLine, table
+from limiquantix.cli.errors import EXIT_OK, CliError, ImageFailed, WaitTimeout
+from limiquantix.cli.output import Progress, StatusLine, table
 from limiquantix.cli.sizes import format_duration, parse_duration
 from limiquantix.cli.sse import EventStream
 from limiquantix.cli.waiting import VmWaiter
+from limiquantix.common.events import ImageProgress, ImageStateChanged, VmPublishProgress
+from limiquantix.common.images import ImageRecord, ImageState
 from limiquantix.common.vms import VmSnapshot, VmState
 
 POLL_S = 0.5
+RESYNC_AFTER_S = 10.0
 _json = msgspec.json.Encoder()
 
 
@@ -133,7 +136,52 @@ def publish(ctx: Context) -> int:
         if not args.wait:
             ctx.print(f"state: {image.state}  (follow: lq image show {image.id})")
             return EXIT_OK
-        final = _follow(ctx, stream, image, timeout_s)
+        final = _follow_publish(ctx, stream, image, timeout_s)
     ctx.print(f"{final.id} is active: {final.format}, file {final.file_size} bytes; "
               f"lq vm create NAME --image {final.name or final.id}")
     return EXIT_OK
+
+
+def _follow_publish(ctx: Context, stream: EventStream, image: ImageRecord, timeout_s: float
+                    ) -> ImageRecord:
+    """The node's phases (``vm.publish_progress``: convert, upload; a failure ends it) and the
+    image's own (uploading, verifying, active or error), until the image is final."""
+    label = f"{image.name}:"
+    bar = Progress(label, ctx.err)
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    record = ctx.client.api.images.get(image.id)
+    while True:
+        if record.state in (ImageState.ACTIVE, ImageState.ERROR):
+            bar.finish(f"{label} {record.state}" if record.state != shown else "")
+            if record.state == ImageState.ERROR:
+                raise image_failed(record)
+            return record
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            bar.finish()
+            raise WaitTimeout(f"{image.name} is still {record.state} after "
+                              f"{format_duration(timeout_s)}")
+        message = stream.get(timeout_s=min(remaining, RESYNC_AFTER_S))
+        if message is None:
+            record = ctx.client.api.images.get(image.id)
+            continue
+        match message.decoded():
+            case VmPublishProgress(image_id=image_id, phase="failed") as event if (
+                    image_id == image.id):
+                bar.finish()
+                raise ImageFailed(f"{image.name}: {event.message}",
+                                  hint=f"Fix the cause, then 'lq image delete {image.id}' and "
+                                       "publish again.")
+            case VmPublishProgress(image_id=image_id) as event if image_id == image.id:
+                if event.phase != shown and event.phase in ("convert", "upload"):
+                    shown = event.phase
+                    doing = "flattening the disk" if shown == "convert" else "uploading"
+                    bar.finish(f"{label} {doing} (node)")
+            case ImageProgress(image_id=image_id, node="") as event if image_id == image.id:
+                bar.update(event.bytes_done, event.bytes_total, event.bytes_per_second)
+            case ImageStateChanged(image_id=image_id) as event if image_id == image.id:
+                if event.state != shown:
+                    shown = event.state
+                    bar.finish(f"{label} {event.state}")
+                record = ctx.client.api.images.get(image.id)

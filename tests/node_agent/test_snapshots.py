@@ -16,14 +16,17 @@ from limiquantix.common.commands import (
     CreateSnapshot,
     CreateVm,
     DeleteSnapshot,
+    PublishVm,
     RevertSnapshot,
 )
-from limiquantix.common.events import VmCloned, VmSnapshotChanged
+from limiquantix.common.events import VmActionFailed, VmCloned, VmPublishProgress, VmSnapshotChanged
 from limiquantix.common.model import utcnow
+from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.snapshots import CloneVmRequest
 from limiquantix.common.vms import SnapshotState, VmRecord, VmSnapshot, VmState
 from tests.support.disks import make_qcow2
-from tests.support.node_agent import AgentHarness, find_domain
+from tests.support.guest_vm import free_port
+from tests.support.node_agent import AgentHarness, agent_settings, find_domain, running_agent
 
 
 async def _snapshot(harness: AgentHarness, vm: VmRecord, name: str, *,
@@ -219,3 +222,28 @@ async def test_agent_killed_mid_clone_makes_exactly_one_clone(
     assert sorted(p.name for p in harness.vm_dir(clone.id).iterdir()
                   if p.name.endswith(".qcow2")) == ["disk.qcow2"]
     assert find_domain(clone.id) is not None
+
+
+async def test_failed_publish_is_the_images_failure_not_the_vms(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    """The library cannot be reached: phase ``failed`` with the reason, ``vm.action_failed``
+    for ``vm.publish``, the VM still running, no flattened file left behind."""
+    settings = agent_settings(nats_server.url, tmp_path / "node",
+                              image_library_url=f"http://127.0.0.1:{free_port()}")
+    async with running_agent(nats_server, settings) as harness:
+        vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+        await harness.wait_state(vm.id, VmState.RUNNING)
+        image_id = str(uuid.uuid4())
+        await harness.send(PublishVm(command_id=uuid.uuid4().hex, vm_id=vm.id,
+                                     image_id=image_id, upload_token="t"))
+        failed = await harness.wait_event(
+            lambda e: isinstance(e, VmPublishProgress) and e.phase == "failed")
+        assert isinstance(failed, VmPublishProgress) and "upload" in failed.message
+        phases = [e.phase for e in harness.events_of(vm.id, VmPublishProgress)
+                  if isinstance(e, VmPublishProgress)]
+        assert phases[0] == "convert" and "upload" in phases and phases[-1] == "failed"
+        await harness.wait_event(lambda e: isinstance(e, VmActionFailed)
+                                 and e.action == "vm.publish")
+        record = await harness.store.find(vm.id)
+        assert record is not None and record.state == VmState.RUNNING and record.error is None
+        assert not (harness.vm_dir(vm.id) / f"publish-{image_id}.qcow2").exists()
