@@ -208,9 +208,11 @@ async def revert_snapshot(request: web.Request) -> web.Response:
 
 async def delete_snapshot(request: web.Request) -> web.Response:
     """DELETE /v1/vms/{vm}/snapshots/{snap}: 202 (``deleting``), then gone from the list."""
+    # ``creating`` too: a create whose command was lost can be cleared (commands of a VM run
+    # in order on its node, so a create still queued runs before this delete).
     vm, snap = await _mark(request, "delete", SnapshotState.DELETING,
                            frozenset({SnapshotState.READY, SnapshotState.ERROR,
-                                      SnapshotState.DELETING}))
+                                      SnapshotState.CREATING, SnapshotState.DELETING}))
     await _send(request.app, vm.node, DeleteSnapshot(
         command_id=str(uuid.uuid4()), vm_id=vm.id, snapshot_id=snap.id))
     return _snapshot_response(vm, snap)

@@ -30,9 +30,11 @@ class SnapshotRefused(Conflict):
     """The VM's state (or firmware) does not allow this snapshot operation now."""
 
     code = "snapshot_refused"
+    default_hint = "Stop the VM (or start it, for a memory snapshot), then try again."
 
 
 class CloneRefused(InvalidRequest):
     """This VM cannot be cloned or published (e.g. a Windows guest needs sysprep)."""
 
     code = "clone_refused"
+    default_hint = "Generalize the guest (sysprep) and upload its disk as an image instead."
