@@ -37,11 +37,14 @@ def frames(gw: Gateway, query: str = "", headers: dict[str, str] | None = None
 
 
 async def take(stream: AsyncIterator[Frame], n: int) -> list[Frame]:
+    """The first ``n`` frames; the stream is closed after them, or when cancelled (a reader left
+    open keeps its server handler streaming until the app's shutdown timeout)."""
     out: list[Frame] = []
-    async for frame in stream:
-        out.append(frame)
-        if len(out) == n:
-            break
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        async for frame in stream:
+            out.append(frame)
+            if len(out) == n:
+                break
     return out
 
 
