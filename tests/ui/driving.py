@@ -91,7 +91,7 @@ async def follow_progress_to_running(page: Page, name: str) -> str:
     await expect(progress).to_be_visible()
     await expect(progress).to_have_attribute("data-state", re.compile("running|ready"),
                                              timeout=STATE_TIMEOUT_MS)
-    running = page.locator(".phase[data-phase='running']")
+    running = page.locator("#create-progress .phase[data-phase='running']")
     await expect(running).to_have_class(re.compile("done"))
     await page.get_by_role("link", name=f"Open {name}").click()
     vm_page = page.locator(".vm-page")

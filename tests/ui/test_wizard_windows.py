@@ -149,7 +149,7 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
 
     await page.click("#wizard-create")
     # No "Ready" phase for Windows: the node cannot tell when Windows is set up.
-    await expect(page.locator(".phase[data-phase='ready']")).to_have_count(0)
+    await expect(page.locator("#create-progress .phase[data-phase='ready']")).to_have_count(0)
     vm_id = await follow_progress_to_running(page, name)
     await expect(page.locator(".vm-page")).to_contain_text("Windows (computer name WINWEB-01)")
     async with ui_api.get(f"/v1/vms/{vm_id}") as response:

@@ -70,7 +70,8 @@ async function problemOf(response: Response): Promise<ProblemError> {
 }
 
 export interface RequestOptions {
-  body?: unknown;
+  body?: unknown; // sent as JSON
+  rawBody?: Blob; // sent as it is (application/octet-stream)
   headers?: Record<string, string>;
   signal?: AbortSignal;
 }
@@ -82,6 +83,9 @@ export async function request(method: string, path: string, options: RequestOpti
   if (options.body !== undefined) {
     headers["Content-Type"] = "application/json";
     body = JSON.stringify(options.body);
+  } else if (options.rawBody !== undefined) {
+    headers["Content-Type"] = "application/octet-stream";
+    body = options.rawBody;
   }
   const response = await fetch(path, { method, headers, body, signal: options.signal, cache: "no-store" });
   if (!response.ok) {

@@ -205,7 +205,14 @@ export class LiveStore {
       case "node.state_changed":
         void this.refreshNodes();
         break;
+      case "vm.phase":
+        patch.announcement = `${event.name || vmId} reached ${String(event.phase ?? "").replace(/_/g, " ")}`;
+        if (vmId) this.refreshVm(vmId);
+        break;
       default:
+        // Every other VM event (agent, addresses, snapshots, devices, clones, publishing)
+        // changed the record: re-read it.
+        if (vmId && event.type.startsWith("vm.")) this.refreshVm(vmId);
         break;
     }
     this.set(patch);

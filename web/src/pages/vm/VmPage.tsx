@@ -11,11 +11,14 @@ import { findVm, live, useLive } from "../../state/live";
 import { CloudInitTab } from "./CloudInitTab";
 import { ConsoleTab } from "./ConsoleTab";
 import { EventsTab } from "./EventsTab";
+import { GuestCard } from "./GuestCard";
+import { GuestTab } from "./GuestTab";
 import { SerialLogTab } from "./SerialLogTab";
 
 const TABS = [
   { key: "overview", label: "Overview" },
   { key: "console", label: "Console" },
+  { key: "guest", label: "Guest agent" },
   { key: "log", label: "Serial log" },
   { key: "events", label: "Events" },
   { key: "cloud-init", label: "Cloud-init" },
@@ -60,6 +63,7 @@ export function VmPage({ vmRef, tab }: { vmRef: string; tab: string }) {
       </nav>
       {tab === "overview" && <Overview vm={vm} />}
       {tab === "console" && <ConsoleTab vm={vm} />}
+      {tab === "guest" && <GuestTab vm={vm} />}
       {tab === "log" && <SerialLogTab vm={vm} />}
       {tab === "events" && <EventsTab vm={vm} />}
       {tab === "cloud-init" && <CloudInitTab vm={vm} />}
@@ -171,6 +175,7 @@ function Overview({ vm }: { vm: VmRecord }) {
         ) : <p className="muted">Known once cloud-init has finished in the guest.</p>}
         {vm.guest?.cloud_init_error && <p className="warning">cloud-init: {vm.guest.cloud_init_error}</p>}
       </section>
+      <GuestCard vm={vm} />
     </div>
   );
 }

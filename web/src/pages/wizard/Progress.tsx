@@ -1,6 +1,8 @@
 // After Create: the VM's way to running (and ready, with cloud-init), followed live.
 import type { VmRecord } from "../../api/types";
+import { GuestPhases, useNow } from "../../components/GuestPhases";
 import { ProgressBar, StateBadge } from "../../components/bits";
+import { duration, PHASES, since } from "../../lib/guest";
 import { Link } from "../../lib/router";
 
 const ORDER = ["pending", "creating", "starting", "running", "ready"];
@@ -28,6 +30,12 @@ export function ProgressView({ vm, withCloudInit, onAnother }: { vm: VmRecord; w
   const failed = vm.state === "error";
   const done = withCloudInit ? vm.state === "ready" : at >= ORDER.indexOf("running");
   const waitingForGuest = withCloudInit && vm.state === "running";
+  // The clock runs until the guest is ready (or the VM fails); then it says how long it took.
+  const ready = vm.state === "ready" || vm.guest?.phase === "ready";
+  const now = useNow(!ready && !failed);
+  const readyAt = vm.guest?.ready_at ?? vm.guest?.phases?.ready ?? null;
+  const elapsed = ready && readyAt ? since(vm.created_at, Date.parse(readyAt)) : since(vm.created_at, now);
+  const phase = PHASES.find((p) => p.key === vm.guest?.phase);
   return (
     <section className="progress-view" aria-labelledby="progress-title">
       <h2 id="progress-title">
@@ -53,6 +61,16 @@ export function ProgressView({ vm, withCloudInit, onAnother }: { vm: VmRecord; w
           );
         })}
       </ol>
+      <p className="elapsed" id="create-elapsed" data-phase={vm.guest?.phase ?? ""}>
+        {phase ? <>Guest phase: <strong>{phase.title}</strong> · </> : null}
+        {elapsed !== null && (ready ? `ready ${duration(elapsed)} after Create` : `${duration(elapsed)} since Create`)}
+      </p>
+      {(vm.guest?.phase || at >= ORDER.indexOf("starting")) && (
+        <details className="guest-phases-box" open={at >= ORDER.indexOf("running")}>
+          <summary>Readiness phases</summary>
+          <GuestPhases vm={vm} withCloudInit={withCloudInit} id="create-phases" />
+        </details>
+      )}
       {failed && vm.error && (
         <p className="problem" role="alert"><strong>{vm.error.code}</strong>: {vm.error.message}{vm.error.hint && ` — ${vm.error.hint}`}</p>
       )}
