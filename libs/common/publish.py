@@ -9,18 +9,24 @@ one failure policy chosen by the caller:
 - ``best_effort=True``: the failure is logged and swallowed. Use it when the event only reports
   on work that must not fail because of it (console audit, image progress, image state).
 
-Retrying is the caller's (``common.retry.retry_transient``): pass the same ``msg_id`` on every
-attempt and JetStream stores the event once (the stream's duplicate window).
+Through a JetStream leader election (seconds, in a cluster) both wait rather than fail: a
+command (deduped by its ``command_id``) and an event (deduped by its ``msg_id``, one of its own
+when the caller gives none) are retried after any transient failure for up to
+``ELECTION_RETRY_S``; a best-effort event is not retried. Longer outages are the caller's
+(``common.retry.retry_transient``): pass the same ``msg_id`` on every attempt and JetStream
+stores the event once (the stream's duplicate window).
 """
 
 from __future__ import annotations
+
+import uuid
 
 import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from limiquantix.common import metrics, subjects
+from limiquantix.common import metrics, retry, subjects
 from limiquantix.common.commands import Command, command_encoder
 from limiquantix.common.events import Event, event_encoder, event_subject
 
@@ -28,6 +34,9 @@ log = structlog.get_logger()
 
 # Per publish: JetStream's acknowledgement normally comes in ~1 ms; 5 s means NATS is unwell.
 PUBLISH_TIMEOUT_S = 5.0
+# A stream's leader election in a three-server cluster took 4-6 s when its leader was killed
+# (tests/fleet/test_jetstream_failover.py); a publish waits that out rather than fail.
+ELECTION_RETRY_S = 10.0
 
 
 async def publish_event(js: JetStreamContext, event: Event, *, best_effort: bool = False,
@@ -38,11 +47,23 @@ async def publish_event(js: JetStreamContext, event: Event, *, best_effort: bool
     ``Nats-Msg-Id``, for a caller that retries the same event.
     """
     subject = event_subject(event)
+    if not msg_id and not best_effort:
+        # Its own id, so a retry after a timeout (stored or not, nobody knows) stores it once.
+        msg_id = uuid.uuid4().hex
     headers = {"Nats-Msg-Id": msg_id} if msg_id else None
     kind = str(type(event).__struct_config__.tag)
-    try:
+
+    async def publish() -> None:
         await js.publish(subject, event_encoder.encode(event), timeout=PUBLISH_TIMEOUT_S,
                          stream=subjects.EVENTS_STREAM, headers=headers)
+
+    try:
+        if best_effort:
+            await publish()
+        else:
+            # Through a leader election, deduped by the msg_id.
+            await retry.retry_transient(publish, what="event publish",
+                                        deadline_s=ELECTION_RETRY_S, subject=subject)
     except nats.errors.Error as exc:
         metrics.EVENT_PUBLISH_FAILURES.labels(kind, str(best_effort).lower()).inc()
         if not best_effort:
@@ -54,12 +75,17 @@ async def publish_event(js: JetStreamContext, event: Event, *, best_effort: bool
 
 
 async def send_command(js: JetStreamContext, node: str, command: Command) -> None:
-    """Queue ``command`` for ``node``; ``command_id`` dedupes a retried publish (Nats-Msg-Id)."""
-    await js.publish(
-        subjects.node_commands(node), command_encoder.encode(command),
-        timeout=PUBLISH_TIMEOUT_S, stream=subjects.COMMANDS_STREAM,
-        headers={"Nats-Msg-Id": command.command_id},
-    )
+    """Queue ``command`` for ``node``; ``command_id`` dedupes a retried publish (Nats-Msg-Id),
+    so transient failures (a leader election) are retried for up to ``ELECTION_RETRY_S``."""
+    async def publish() -> None:
+        await js.publish(
+            subjects.node_commands(node), command_encoder.encode(command),
+            timeout=PUBLISH_TIMEOUT_S, stream=subjects.COMMANDS_STREAM,
+            headers={"Nats-Msg-Id": command.command_id},
+        )
+
+    await retry.retry_transient(publish, what="command publish", deadline_s=ELECTION_RETRY_S,
+                                node=node, command_id=command.command_id)
 
 
 async def dead_letter(nc: Client, node: str, data: bytes, *, reason: str, stream_seq: int,
