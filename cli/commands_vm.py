@@ -15,13 +15,14 @@ from limiquantix.cli.errors import EXIT_OK, CliError
 from limiquantix.cli.output import StatusLine, key_values, table
 from limiquantix.cli.sizes import format_duration, format_mib, parse_duration
 from limiquantix.cli.sse import EventStream
-from limiquantix.cli.waiting import GONE, VmWaiter
+from limiquantix.cli.waiting import GONE, VmWaiter, phase_status
 from limiquantix.common.vms import VmRecord, VmState
 
 UP = (VmState.RUNNING, VmState.READY)
 WAIT_TARGETS: dict[str, tuple[str, ...]] = {
     "running": UP,
     "ready": (VmState.READY,),
+    "ssh": UP,  # and the readiness phase ssh (or ready): an SSH banner answered
     "start": UP,
     "stop": (VmState.STOPPED,),
     "force-stop": (VmState.STOPPED,),
@@ -90,8 +91,9 @@ def create(ctx: Context) -> int:
         record = ctx.client.post("/v1/vms", VmRecord, body)
         ctx.print(f"Creating {record.name} ({record.id}) on {record.node or 'a node'}")
         status = StatusLine(ctx.err)
-        final = VmWaiter(ctx.client, status).wait(record.id, record.name,
-                                                  WAIT_TARGETS[args.wait], timeout_s, stream)
+        final = VmWaiter(ctx.client, status).wait(
+            record.id, record.name, WAIT_TARGETS[args.wait], timeout_s, stream,
+            phase="ssh" if args.wait == "ssh" else "")
         status.done()
     assert final is not None
     final = get_vm(ctx.client, final.id)  # fresh: forwards and host keys are set by now
@@ -144,7 +146,13 @@ def show(ctx: Context) -> int:
         ("user", record.cloud_init.user),
         ("network", record.network.mode + (f":{record.network.source}"
                                            if record.network.source else "")),
-        ("addresses", ", ".join(guest.addresses)),
+        ("addresses", ", ".join(f"{a.address} ({a.interface or '?'}, {a.source})"
+                                  for a in guest.ip_addresses) or ", ".join(guest.addresses)),
+        ("agent", (f"connected {guest.agent.version}" if guest.agent.connected
+                   else "not connected" if record.state in UP else "")),
+        ("os", " ".join(filter(None, (guest.os.name, guest.os.kernel))) if guest.os else ""),
+        ("phase", phase_status(record) if guest.phase else ""),
+        ("stopped by", record.stopped_by if record.state == VmState.STOPPED else ""),
         ("ready in", f"{guest.boot_seconds:.1f}s" if guest.boot_seconds is not None else ""),
         ("cloud-init", guest.cloud_init_error),
         ("vnc", f"{record.vnc.host}:{record.vnc.port}" if record.vnc else ""),

@@ -18,6 +18,7 @@ from limiquantix.cli import (
     commands_token,
     commands_vm,
     commands_vm_access,
+    commands_vm_guest,
     commands_webhook,
     completion,
 )
@@ -170,9 +171,10 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--network", metavar="MODE",
                    help="none, user, isolated (SSH forward on 127.0.0.1), bridge:BR, network:NET")
     p.add_argument("--node", help="place on this node (default: the API chooses)")
-    p.add_argument("--wait", choices=("running", "ready"),
-                   help="follow the VM until it runs (or cloud-init is done), then print how "
-                        "to connect")
+    p.add_argument("--wait", choices=("running", "ready", "ssh"),
+                   help="follow the VM until it runs (or cloud-init is done, or SSH answers: "
+                        "the readiness phase and time since boot shown), then print how to "
+                        "connect")
     _wait_options(p, "15m")
     _seed_and_windows_options(p)
 
@@ -225,7 +227,38 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("vm", metavar="NAME|ID")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
 
+    _guest_commands(b, vm)
     _snapshot_commands(b, vm)
+
+
+def _guest_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None:
+    """lq vm exec|cp|passwd: through the QEMU guest agent (docs/guest-agent.md)."""
+    p = b.leaf(vm, "exec", commands_vm_guest.exec_command,
+               "Run a command in the VM through its guest agent (exit code = the command's)",
+               "lq vm exec web-1 -- cat /etc/hostname")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("--timeout", type=int, default=30, metavar="SECONDS",
+                   help="give up after this many seconds, 1-600 (default 30)")
+    p.add_argument("--stdin", action="store_true", help="send this command's stdin to it")
+    p.usage = "lq vm exec [-h] [--timeout SECONDS] [--stdin] NAME|ID -- COMMAND [ARG ...]"
+    p.set_defaults(takes_remote=True)
+
+    p = b.leaf(vm, "cp", commands_vm_guest.copy,
+               "Copy a file into or out of the VM through its guest agent",
+               "lq vm cp app.conf web-1:/etc/app.conf --mode 0644   (or: lq vm cp "
+               "web-1:/var/log/syslog .)")
+    p.add_argument("source", metavar="SRC", help="FILE, - (stdin) or NAME:/path")
+    p.add_argument("target", metavar="DEST", help="NAME:/path, or FILE, DIR or - (stdout)")
+    p.add_argument("--mode", default="", help="octal mode of the file written in the guest")
+    p.add_argument("--owner", default="", help="user[:group] of the file written in the guest")
+
+    p = b.leaf(vm, "passwd", commands_vm_guest.passwd,
+               "Set a guest user's password through the guest agent",
+               "lq vm passwd web-1 admin")
+    p.add_argument("vm", metavar="NAME|ID")
+    p.add_argument("user", metavar="USER")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of stdin (no prompt)")
     _device_commands(b, vm)
 
 

@@ -4,6 +4,10 @@ Order matters: the stream is opened first and the record read second, so a chang
 between the two is either in the record or arrives as an event; nothing slips through. If the
 stream is silent for a while the record is read again, a safety net for a lost event, not the
 driver of the status line.
+
+A readiness ``phase`` (``--wait ssh``, docs/guest-agent.md) is waited for the same way: the
+line shows the latest phase and the time since the boot began, a timeout names the phase not
+reached.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from limiquantix.common.events import (
     VmActionFailed,
     VmDeleted,
     VmGuestReady,
+    VmPhaseReached,
     VmStateChanged,
 )
 from limiquantix.common.vms import VmRecord, VmState
@@ -31,6 +36,9 @@ from limiquantix.common.vms import VmRecord, VmState
 RESYNC_AFTER_S = 10.0
 TICK_S = 1.0  # the live line's clock
 GONE = "gone"
+# A phase counts as reached when it, or a later one of these, is in ``guest.phases``.
+PHASES_AFTER = {"ssh": ("ssh", "ready"), "ready": ("ready",),
+                "cloud_init_done": ("cloud_init_done", "ssh", "ready")}
 
 
 def fetch_vm(client: ApiClient, vm: str) -> VmRecord | None:
@@ -50,11 +58,14 @@ class VmWaiter:
         self.client = client
         self.status = status
         self._fetching = ""  # the node's image download, while the VM is being created
+        self.phase = ""  # a readiness phase to wait for too (PHASES_AFTER), after a state
 
     def wait(self, vm_id: str, name: str, targets: Collection[str], timeout_s: float,
-             stream: EventStream | None = None) -> VmRecord | None:
+             stream: EventStream | None = None, *, phase: str = "") -> VmRecord | None:
         """Follow ``stream`` when given (opened before the request: nothing missed, image
-        progress included), else the VM's own filtered stream, opened now."""
+        progress included), else the VM's own filtered stream, opened now. With ``phase``,
+        until the VM is in ``targets`` *and* has reached that readiness phase."""
+        self.phase = phase
         if stream is not None:
             return self._follow(stream, vm_id, name, targets, timeout_s)
         with EventStream(self.client, {"vm": vm_id}) as own:
@@ -71,6 +82,10 @@ class VmWaiter:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 state = record.state if record else GONE
+                if self.phase and record is not None:
+                    raise WaitTimeout(
+                        f"{name} did not reach phase {self.phase} within "
+                        f"{format_duration(timeout_s)}; {phase_status(record)}")
                 raise WaitTimeout(
                     f"{name} is still {state} after {format_duration(timeout_s)}, "
                     f"not {' or '.join(targets)}")
@@ -89,6 +104,8 @@ class VmWaiter:
         text = f"{record.name}: {record.state}"
         if record.state in (VmState.PENDING, VmState.CREATING) and self._fetching:
             text += f" ({self._fetching})"
+        if self.phase and record.guest.phase:
+            text += f", {phase_status(record)}"
         return text
 
     def _apply(self, event: object, record: VmRecord | None, vm_id: str) -> VmRecord | None:
@@ -105,6 +122,8 @@ class VmWaiter:
                 if event.time < record.updated_at:
                     return record  # replayed from before the record was read: not news
                 return _with_state(record, event.state, event.error, event.time)
+            case VmPhaseReached(vm_id=event_vm) if event_vm == vm_id and self.phase:
+                return fetch_vm(self.client, vm_id)  # the record has every phase's time
             case VmGuestReady(vm_id=event_vm) if event_vm == vm_id:
                 return fetch_vm(self.client, vm_id)  # the record now has the host keys
             case VmDeleted(vm_id=event_vm) if event_vm == vm_id:
@@ -125,6 +144,9 @@ class VmWaiter:
             raise VmFailed(f"{name} was deleted while waiting", code="vm_deleted",
                            hint="Create it again.")
         self.status.update(self.describe(record))
+        if record.state in targets and self.phase:
+            return any(p in record.guest.phases for p in PHASES_AFTER.get(self.phase,
+                                                                          (self.phase,)))
         if record.state in targets:
             return True
         if record.state == VmState.ERROR:
@@ -132,6 +154,18 @@ class VmWaiter:
             raise VmFailed(f"{name} is in error: {error.message if error else 'unknown cause'}",
                            code=error.code if error else "", hint=error.hint if error else "")
         return False
+
+
+def phase_status(record: VmRecord) -> str:
+    """``phase network after 12s`` (the latest phase, seconds since the boot began)."""
+    guest = record.guest
+    if guest.phase is None:
+        return "no phase yet"
+    start = guest.phases.get("booting")
+    at = guest.phases.get(guest.phase)
+    if start is None or at is None:
+        return f"phase {guest.phase}"
+    return f"phase {guest.phase} after {format_duration((at - start).total_seconds())}"
 
 
 def _with_state(record: VmRecord, state: VmState, error: object, at: datetime) -> VmRecord:

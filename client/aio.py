@@ -28,6 +28,7 @@ from limiquantix.client.errors import (
     WaitTimeout,
     from_problem,
 )
+from limiquantix.client.guest import AsyncGuest
 from limiquantix.client.snapshots import AsyncSnapshots
 from limiquantix.client.sse import DEFAULT_RETRY_S, RECONNECT_ATTEMPTS, Message, Parser
 from limiquantix.client.transport import (
@@ -423,6 +424,7 @@ class AsyncClient:
         self.images = AsyncImages(self)
         self.nodes = AsyncNodes(self)
         self.events = AsyncEvents(self)
+        self.guest = AsyncGuest(self)  # exec, files, password through the guest agent
         self.snapshots = AsyncSnapshots(self)  # snapshots, clones, publish (docs/day2.md)
         self.devices = AsyncDevices(self)  # resize, extra disks, media (docs/day2.md)
 

@@ -11,6 +11,7 @@ from limiquantix.api.schemas import NodeInfo
 from limiquantix.client import bodies as rq
 from limiquantix.client.devices import Devices
 from limiquantix.client.errors import NotFound, WaitTimeout
+from limiquantix.client.guest import Guest
 from limiquantix.client.snapshots import Snapshots
 from limiquantix.client.sse import EventStream
 from limiquantix.client.transport import REQUEST_TIMEOUT_S, Transport, seg
@@ -209,6 +210,7 @@ class Client:
         self.images = Images(self)
         self.nodes = Nodes(self)
         self.events = Events(self)
+        self.guest = Guest(self)  # exec, files, password through the guest agent
         self.snapshots = Snapshots(self)  # snapshots, clones, publish (docs/day2.md)
         self.devices = Devices(self)  # resize, extra disks, media (docs/day2.md)
 

@@ -196,8 +196,8 @@ class VmPhaseReached(_Event, frozen=True, kw_only=True, tag="vm.phase"):
     vm_id: str
     name: str = ""
     node: str = ""
-    phase: str
-    at: datetime
+    phase: str = ""
+    at: datetime = msgspec.field(default_factory=utcnow)
     elapsed_s: float | None = None
 
 
@@ -217,7 +217,7 @@ class VmAgentChanged(_Event, frozen=True, kw_only=True, tag="vm.agent_changed"):
     vm_id: str
     name: str = ""
     node: str = ""
-    connected: bool
+    connected: bool = False
     version: str = ""
 
 
@@ -229,7 +229,7 @@ class VmGuestAccess(_Event, frozen=True, kw_only=True, tag="vm.guest_access"):
     name: str = ""
     node: str = ""
     user: str = ""  # the API token's name
-    action: str  # exec | file_write | file_read | password
+    action: str = ""  # exec | file_write | file_read | password
     target: str = ""  # program, path or guest user
     bytes: int = 0  # file size; exec: stdout + stderr
     exit_code: int | None = None

@@ -8,6 +8,7 @@ at most ~1 MiB (``max_payload``): a file moves in chunks of at most ``FILE_CHUNK
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Literal
 
 import msgspec
@@ -130,6 +131,26 @@ class GuestExecCall(Model, frozen=True, kw_only=True):
     command: Annotated[tuple[Argument, ...], msgspec.Meta(min_length=1, max_length=256)]
     input: Annotated[str, msgspec.Meta(max_length=MAX_EXEC_INPUT_BYTES)] = ""
     timeout_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_EXEC_TIMEOUT_S)] = 30
+
+
+class GuestExecReply(Model, frozen=True, kw_only=True):
+    """The node's answer to ``guest_exec``: output as base64 (JSON would escape a control
+    character into six bytes: 256 KiB of NULs would not fit one NATS message)."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout_b64: str = ""
+    stderr_b64: str = ""
+    truncated: bool = False
+    duration_s: float = 0.0
+
+    def result(self) -> ExecResult:
+        """As the API answers it: text (UTF-8, undecodable bytes replaced)."""
+        return ExecResult(
+            exit_code=self.exit_code, signal=self.signal, truncated=self.truncated,
+            duration_s=self.duration_s,
+            stdout=base64.b64decode(self.stdout_b64).decode("utf-8", errors="replace"),
+            stderr=base64.b64decode(self.stderr_b64).decode("utf-8", errors="replace"))
 
 
 class FileOpenCall(Model, frozen=True, kw_only=True):

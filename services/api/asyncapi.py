@@ -147,7 +147,8 @@ RPCS: tuple[Rpc, ...] = (
     *(Rpc(key, _at(subjects.node_rpc, "node_id", op), {"node_id": "The node that runs the VM"},
           request, reply, (API,), NODE, what)
       for key, op, request, reply, what in (
-          ("nodeGuestExec", guest_rpc.GUEST_EXEC, guest_rpc.GuestExecCall, guest_rpc.ExecResult,
+          ("nodeGuestExec", guest_rpc.GUEST_EXEC, guest_rpc.GuestExecCall,
+           guest_rpc.GuestExecReply,
            "Run a program in a guest through its agent"),
           ("nodeGuestFileOpen", guest_rpc.GUEST_FILE_OPEN, guest_rpc.FileOpenCall,
            guest_rpc.FileOpened, "Open a file in a guest"),

@@ -21,7 +21,7 @@ from aiohttp import web
 from limiquantix.api import app_keys
 from limiquantix.api.auth import principal_of
 from limiquantix.api.errors import Forbidden, NodeUnavailable
-from limiquantix.api.http_json import decode_body
+from limiquantix.api.http_json import decode_body, json_response
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
 from limiquantix.api.routes_vms import resolve
 from limiquantix.common import rpc, subjects
@@ -49,6 +49,7 @@ from limiquantix.common.guest_rpc import (
     FileWritten,
     FileWrote,
     GuestExecCall,
+    GuestExecReply,
     GuestFileTooLarge,
     GuestPasswordCall,
     PasswordRequest,
@@ -104,8 +105,7 @@ async def _vm(request: web.Request) -> VmRecord:
 
 
 def _json(value: Model, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(value), status=status,
-                        content_type="application/json")
+    return json_response(value, status=status)  # every field, defaults included
 
 
 # --- exec ------------------------------------------------------------------------------------
@@ -117,11 +117,12 @@ async def exec_command(request: web.Request) -> web.Response:
     call = GuestExecCall(vm_id=vm.id, command=body.command, input=body.input,
                          timeout_s=body.timeout_s)
     try:
-        result = await _ask(request.app, vm, GUEST_EXEC, call, ExecResult,
-                            timeout_s=body.timeout_s + EXEC_MARGIN_S)
+        reply = await _ask(request.app, vm, GUEST_EXEC, call, GuestExecReply,
+                           timeout_s=body.timeout_s + EXEC_MARGIN_S)
     except LimiquantixError as exc:
         await _audit(request, vm, "exec", target=body.command[0], error=exc.code)
         raise
+    result = reply.result()
     await _audit(request, vm, "exec", target=body.command[0], exit_code=result.exit_code,
                  size=len(result.stdout) + len(result.stderr))
     return _json(result)

@@ -53,6 +53,7 @@ MAX_USERS = 32
 MAX_FILESYSTEMS = 64
 MAX_ADDRESSES = 32
 MAX_COMMANDS = 256
+_SOURCE_ORDER = {"serial": 0, "agent": 1}  # ip_addresses: the serial log's first
 # libvirt's codes for "no agent to talk to" (not connected, not answering, not supported by the
 # driver, domain not running).
 _NO_AGENT = frozenset({libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED,
@@ -185,14 +186,15 @@ def read_report(dom: libvirt.virDomain) -> AgentReport:
 def merge_addresses(current: tuple[GuestAddress, ...], source: str,
                     new: tuple[GuestAddress, ...]) -> tuple[GuestAddress, ...]:
     """``current`` with ``source``'s addresses replaced by ``new`` (others' kept, no repeats of
-    the same address from the same source)."""
+    the same address from the same source). Serial first, then agent, each in its own order:
+    the same readings give the same list whichever source spoke last."""
     kept = [a for a in current if a.source != source]
     seen = {(a.address, a.source) for a in kept}
     for address in new:
         if (address.address, address.source) not in seen:
             seen.add((address.address, address.source))
             kept.append(address)
-    return tuple(kept)
+    return tuple(sorted(kept, key=lambda a: _SOURCE_ORDER.get(a.source, 2)))  # stable
 
 
 def address_list(details: tuple[GuestAddress, ...]) -> tuple[str, ...]:
@@ -292,7 +294,7 @@ class GuestAgents:
             await publish(VmAgentChanged(vm_id=record.id, name=record.name, node=record.node,
                                          connected=new.agent.connected,
                                          version=new.agent.version))
-        if new.addresses != old.addresses and old.addresses:
+        if set(new.addresses) != set(old.addresses) and old.addresses:
             log.info("guest addresses changed", vm_id=record.id, addresses=list(new.addresses),
                      previous=list(old.addresses))
             await publish(VmAddressesChanged(vm_id=record.id, name=record.name,

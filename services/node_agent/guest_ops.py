@@ -35,7 +35,6 @@ from limiquantix.common.guest_rpc import (
     MAX_EXEC_OUTPUT_BYTES,
     AgentUnavailable,
     Done,
-    ExecResult,
     FileChunk,
     FileCloseCall,
     FileOpenCall,
@@ -45,6 +44,7 @@ from limiquantix.common.guest_rpc import (
     FileWrote,
     GuestAgentError,
     GuestExecCall,
+    GuestExecReply,
     GuestExecTimeout,
     GuestPasswordCall,
 )
@@ -70,9 +70,9 @@ def _unb64(text: str | None) -> bytes:
 
 
 def exec_result(status: dict[str, Any], *, limit: int = MAX_EXEC_OUTPUT_BYTES,
-                duration_s: float = 0.0) -> ExecResult:
-    """An ended ``guest-exec-status`` as the reply: output decoded, at most ``limit`` bytes
-    of stdout and stderr together (stdout first)."""
+                duration_s: float = 0.0) -> GuestExecReply:
+    """An ended ``guest-exec-status`` as the reply: at most ``limit`` bytes of stdout and
+    stderr together (stdout first)."""
     out, err = _unb64(status.get("out-data")), _unb64(status.get("err-data"))
     truncated = bool(status.get("out-truncated") or status.get("err-truncated"))
     if len(out) + len(err) > limit:
@@ -80,10 +80,9 @@ def exec_result(status: dict[str, Any], *, limit: int = MAX_EXEC_OUTPUT_BYTES,
         out = out[:limit]
         err = err[:max(0, limit - len(out))]
     signal = status.get("signal")
-    return ExecResult(
+    return GuestExecReply(
         exit_code=None if signal is not None else status.get("exitcode"),
-        signal=signal, stdout=out.decode("utf-8", errors="replace"),
-        stderr=err.decode("utf-8", errors="replace"), truncated=truncated,
+        signal=signal, stdout_b64=_b64(out), stderr_b64=_b64(err), truncated=truncated,
         duration_s=round(duration_s, 3))
 
 
@@ -162,7 +161,7 @@ class GuestOps:
                                      lambda dom: agent_command(dom, execute, arguments) or {})
 
     # -- exec --------------------------------------------------------------------------------
-    async def run(self, call: GuestExecCall) -> ExecResult:
+    async def run(self, call: GuestExecCall) -> GuestExecReply:
         """Run ``call.command`` and wait for it, up to ``call.timeout_s``."""
         started = time.monotonic()
         deadline = started + call.timeout_s
@@ -211,7 +210,7 @@ class GuestOps:
                                                       command=(program, value, call.path)))
                 if result.exit_code != 0:
                     raise GuestAgentError(f"{program} {value} failed in the guest: "
-                                          f"{result.stderr.strip()[:300]}")
+                                          f"{result.result().stderr.strip()[:300]}")
         return Done()
 
     # -- password ----------------------------------------------------------------------------
