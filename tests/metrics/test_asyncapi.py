@@ -88,6 +88,9 @@ def _required_extras(kind: type) -> dict[str, Any]:
     from limiquantix.common.vms import VmDisk, VmMedia  # the day-2 device events
     extras.update(vcpus=1, memory_mib=1024, disk_gib=1, disk_id="d", media=VmMedia(image="i"),
                   disk=VmDisk(id="d", name="d", size_gib=1, target="sdf"))
+    from limiquantix.common.vms import VmSnapshot  # the snapshot, clone and publish events
+    extras.update(snapshot=VmSnapshot(id="s", name="s", created_at=datetime.now(UTC)),
+                  source_vm_id="v", phase="done")
     return {k: v for k, v in extras.items() if k in kind.__struct_fields__
             and k not in ("vm_id", "node", "image_id", "session_id")}
 
