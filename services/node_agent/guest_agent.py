@@ -267,9 +267,10 @@ class GuestAgents:
                 return None
             if report.problems:
                 log.info("guest agent answered in part", vm_id=vm_id, problems=report.problems)
-            return await self._record(vm_id, report)
+            return await self.record(vm_id, report)
 
-    async def _record(self, vm_id: str, report: AgentReport) -> VmRecord | None:
+    async def record(self, vm_id: str, report: AgentReport) -> VmRecord | None:
+        """Write what ``report`` changed on the record, then announce it (events, phases)."""
         before: list[GuestInfo] = []
 
         def change(record: VmRecord) -> VmRecord | None:
