@@ -9,7 +9,6 @@ so with ``vm.snapshot`` / ``vm.cloned`` / ``vm.publish_progress`` events.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -63,7 +62,6 @@ from limiquantix.common.vms import (
 
 log = structlog.get_logger()
 
-PUBLISH_ATTEMPTS = 3
 # The node converts the disk before it uploads: its PUT token must outlive that.
 PUBLISH_TOKEN_TTL_S = 6 * 3600.0
 _UP = frozenset({VmState.RUNNING, VmState.READY})
@@ -90,16 +88,12 @@ def _check_state(vm: VmRecord, action: str) -> None:
 
 
 async def _send(app: web.Application, node: str, command: Command) -> None:
-    """Queue ``command`` (retried: the command id is the Nats-Msg-Id, so it is stored once)."""
-    js = app[app_keys.JETSTREAM]
-    for attempt in range(PUBLISH_ATTEMPTS):
-        try:
-            await send_command(js, node, command)
-            return
-        except Exception as exc:
-            log.warning("command publish failed", vm_id=command.vm_id, attempt=attempt,
-                        error=str(exc))
-            await asyncio.sleep(0.2 * (attempt + 1))
+    """Queue ``command`` (``send_command`` retries transient failures itself)."""
+    try:
+        await send_command(app[app_keys.JETSTREAM], node, command)
+        return
+    except Exception as exc:
+        log.warning("command publish failed", vm_id=command.vm_id, error=str(exc))
     raise Unavailable(f"could not queue the command for VM {command.vm_id!r}",
                       hint="Check NATS/JetStream, then try again.", vm_id=command.vm_id)
 

@@ -84,7 +84,6 @@ IDEMPOTENCY = web.AppKey("idempotency_keys", IdempotencyKeys)
 VM_ORDER = web.AppKey("vm_order", vm_listing.VmOrder)  # the VM list's sorted order
 # How long a repeated request waits for the VM its twin is creating.
 IDEMPOTENT_WAIT_S = 5.0
-PUBLISH_ATTEMPTS = 3
 _REF = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -277,17 +276,14 @@ async def _release_quietly(app: web.Application, node: str, vm_id: str) -> None:
 async def _queue_or_fail(app: web.Application, record: VmRecord, command: Command) -> None:
     """Queue ``command``; if JetStream will not take it, leave the VM in ``error`` and say so.
 
-    Retrying is safe: the command id is the Nats-Msg-Id, so JetStream keeps one copy.
+    ``send_command`` retries transient failures itself (the command id is the Nats-Msg-Id, so
+    JetStream keeps one copy); what still fails is not going to work soon.
     """
-    js = app[app_keys.JETSTREAM]
-    for attempt in range(PUBLISH_ATTEMPTS):
-        try:
-            await send_command(js, record.node, command)
-            return
-        except Exception as exc:
-            log.warning("command publish failed", vm_id=record.id, attempt=attempt,
-                        error=str(exc))
-            await asyncio.sleep(0.2 * (attempt + 1))
+    try:
+        await send_command(app[app_keys.JETSTREAM], record.node, command)
+        return
+    except Exception as exc:
+        log.warning("command publish failed", vm_id=record.id, error=str(exc))
     error = VmError(code="command_not_queued", message="the command could not be queued",
                     hint="Check NATS/JetStream, then delete the VM and create it again.")
     await app[app_keys.VM_STORE].update(

@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 import msgspec
+import pytest
 
-from limiquantix.common import subjects
+from limiquantix.common import publish, subjects
 from limiquantix.common.commands import CreateVm, DeleteVm, StartVm, StopVm, UpdateCloudInit
 from limiquantix.common.vm_store import VmStore
 from limiquantix.common.vms import VmRecord, VmState
@@ -236,7 +237,10 @@ async def test_records_in_the_store_round_trip(gw: Gateway) -> None:
     assert record.network.mode == "user" and record.network.forwards[0].guest_port == 80
 
 
-async def test_a_command_jetstream_will_not_take_leaves_the_vm_in_error(gw: Gateway) -> None:
+async def test_a_command_jetstream_will_not_take_leaves_the_vm_in_error(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A leader election is waited out for 10 s; a deleted stream never comes back: 1 s here.
+    monkeypatch.setattr(publish, "ELECTION_RETRY_S", 1.0)
     await gw.heartbeat("node-a")
     _, vm = await post(gw, "/v1/vms", BODY)
     await set_state(gw, vm["id"], VmState.RUNNING)
