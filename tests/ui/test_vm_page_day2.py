@@ -17,7 +17,7 @@ from playwright.async_api import Page, expect
 from limiquantix.local.stack import Stack
 from tests.support.disks import make_qcow2
 from tests.support.flows import unique_name
-from tests.ui.driving import STATE_TIMEOUT_MS, shoot, sign_in, upload_image
+from tests.ui.driving import STATE_TIMEOUT_MS, make_iso, shoot, sign_in, upload_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -98,3 +98,135 @@ async def test_the_create_progress_view_shows_the_guest_phase_and_elapsed_time(
     phases = page.locator("#create-phases")
     await expect(phases.locator(".phase[data-phase='defined'] time")).to_have_count(1)
     await expect(phases.locator(".phase.current")).to_have_count(1)
+
+
+async def make_vm(api: aiohttp.ClientSession, image: dict[str, Any], prefix: str) -> dict[str, Any]:
+    async with api.post("/v1/vms", json={"name": unique_name(prefix), "image": image["id"],
+                                         "memory_mib": 256, "disk_gib": 2}) as response:
+        assert response.status == 202, await response.text()
+        return dict(await response.json())
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def iso_image(ui_api: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
+                    ) -> dict[str, Any]:
+    path = make_iso(tmp_path_factory.mktemp("iso") / "tools.iso")
+    return await upload_image(ui_api, path, "day2-tools", "iso")
+
+
+async def test_snapshots_taken_with_memory_reverted_and_deleted_from_the_vm_page(
+        ui_stack: Stack, ui_api: aiohttp.ClientSession, page: Page,
+        cloud_image: dict[str, Any], screenshots: Path) -> None:
+    vm = await make_vm(ui_api, cloud_image, "snap")
+    await open_vm(page, ui_stack, vm["name"], "snapshots")
+    await expect(page.locator("#snap-memory")).to_be_enabled()
+    await page.get_by_label("Name", exact=True).fill("before upgrade")
+    await expect(page.locator("#snap-name-error")).to_contain_text("letters, digits")
+    await page.get_by_label("Name", exact=True).fill("before-upgrade")
+    await page.get_by_label("Description (optional)").fill("taken by the UI test")
+    await page.check("#snap-memory")
+    await page.get_by_role("button", name="Take snapshot").click()
+    item = page.locator("#snapshots .snapshot[data-snapshot='before-upgrade']")
+    await expect(item).to_have_attribute("data-state", "ready", timeout=STATE_TIMEOUT_MS)
+    await expect(item).to_contain_text("disk and memory")
+    await expect(page.locator(".activity-snapshots .event[data-type='vm.snapshot']").first
+                 ).to_contain_text("snapshot before-upgrade created")
+    # The same name again is refused before any request.
+    await page.get_by_label("Name", exact=True).fill("before-upgrade")
+    await expect(page.locator("#snap-name-error")).to_have_text("before-upgrade exists already.")
+    await shoot(page, screenshots, "vm-snapshots")
+
+    await item.get_by_role("button", name="Revert to before-upgrade").click()
+    await page.locator("#confirm-dialog").get_by_role("button", name="Revert VM").click()
+    await expect(page.locator(".activity-snapshots")).to_contain_text(
+        "snapshot before-upgrade reverted", timeout=STATE_TIMEOUT_MS)
+    await expect(item).to_have_attribute("data-state", "ready")
+    await expect(page.locator(".vm-page")).to_have_attribute(
+        "data-state", re.compile("running|ready"), timeout=STATE_TIMEOUT_MS)
+
+    await item.get_by_role("button", name="Delete snapshot before-upgrade").click()
+    await page.locator("#confirm-dialog").get_by_role("button", name="Delete snapshot").click()
+    await expect(item).to_have_count(0, timeout=STATE_TIMEOUT_MS)
+    async with ui_api.get(f"/v1/vms/{vm['id']}/snapshots") as response:
+        assert (await response.json())["items"] == []
+    # Stopped, a memory snapshot is not offered (there is no memory to save).
+    async with ui_api.post(f"/v1/vms/{vm['id']}/force-stop") as response:
+        assert response.status == 202
+    await expect(page.locator(".vm-page")).to_have_attribute("data-state", "stopped",
+                                                             timeout=STATE_TIMEOUT_MS)
+    await expect(page.locator("#snap-memory")).to_be_disabled()
+    await expect(page.get_by_text("A stopped VM has no memory to save.")).to_be_visible()
+
+
+async def test_a_clone_runs_and_a_published_template_becomes_an_active_image(
+        ui_stack: Stack, ui_api: aiohttp.ClientSession, page: Page,
+        cloud_image: dict[str, Any], screenshots: Path) -> None:
+    vm = await make_vm(ui_api, cloud_image, "src")
+    await open_vm(page, ui_stack, vm["name"], "clone")
+    clone_name = unique_name("clone")
+    await page.get_by_label("Name of the clone").fill(vm["name"])
+    await expect(page.locator("#clone-name-error")).to_contain_text("exists already")
+    await page.get_by_label("Name of the clone").fill(clone_name)
+    await page.get_by_role("button", name="Clone", exact=True).click()
+    clone = page.locator("#clones li")
+    await expect(clone).to_contain_text(clone_name)
+    await expect(clone).to_have_attribute("data-state", re.compile("running|ready"),
+                                          timeout=STATE_TIMEOUT_MS)
+    await expect(page.locator(".activity-clone")).to_contain_text(f"cloned from {vm['id']}")
+
+    template = unique_name("tpl")
+    await page.get_by_label("Image name").fill(template)
+    await page.get_by_role("button", name="Publish").click()
+    published = page.locator("#published")
+    await expect(published).to_contain_text(template)
+    await expect(published).to_have_attribute("data-state", "active", timeout=STATE_TIMEOUT_MS)
+    await expect(published.get_by_role("link", name=f"Create a VM from {template}")).to_be_visible()
+    await expect(page.locator(".activity-clone")).to_contain_text("publish done")
+    await shoot(page, screenshots, "vm-clone-publish")
+    async with ui_api.get("/v1/images") as response:
+        images = (await response.json())["images"]
+    image = next(i for i in images if i["name"] == template)
+    assert image["labels"]["published-from"] == vm["id"]
+
+
+async def test_resize_disks_and_iso_media_from_the_hardware_tab(
+        ui_stack: Stack, ui_api: aiohttp.ClientSession, page: Page,
+        cloud_image: dict[str, Any], iso_image: dict[str, Any], screenshots: Path) -> None:
+    vm = await make_vm(ui_api, cloud_image, "hw")
+    await open_vm(page, ui_stack, vm["name"], "hardware")
+    # Running: more vCPUs than its ceiling and a smaller disk are refused before any request.
+    await page.fill("#resize-vcpus", "8")
+    await page.fill("#resize-disk", "1")
+    await page.get_by_role("button", name="Resize").click()
+    await expect(page.locator("#resize-vcpus-error")).to_contain_text("stop it for more")
+    await expect(page.locator("#resize-disk-error")).to_contain_text("never shrinks")
+    await page.fill("#resize-vcpus", str(vm["vcpus"]))
+    await page.fill("#resize-disk", "3")
+    await page.get_by_role("button", name="Resize").click()
+    await expect(page.locator(".activity-hardware .event[data-type='vm.resized']")).to_contain_text(
+        f"{vm['vcpus']} vCPUs, 256 MiB, 3 GiB", timeout=STATE_TIMEOUT_MS)
+
+    await page.get_by_label("Disk name").fill("data")
+    await page.get_by_label("Size (GiB)").fill("1")
+    await page.get_by_role("button", name="Add disk").click()
+    disk = page.locator("#disks tr[data-disk='data']")
+    await expect(disk).to_have_attribute("data-state", "attached", timeout=STATE_TIMEOUT_MS)
+    await page.get_by_label("Disk name").fill("data")
+    await expect(page.locator("#disk-name-error")).to_contain_text("has a disk named data")
+
+    await page.get_by_label("ISO image").select_option(label="day2-tools")
+    await page.get_by_role("button", name="Insert").click()
+    await expect(page.locator("#media")).to_have_attribute("data-state", "inserted",
+                                                           timeout=STATE_TIMEOUT_MS)
+    await expect(page.locator("#media")).to_contain_text("day2-tools")
+    await shoot(page, screenshots, "vm-hardware")
+
+    await page.get_by_role("button", name="Eject").click()
+    await expect(page.locator("#media")).to_have_attribute("data-state", "empty",
+                                                           timeout=STATE_TIMEOUT_MS)
+    await disk.get_by_role("button", name="Remove disk data").click()
+    await page.locator("#confirm-dialog").get_by_role("button", name="Remove disk").click()
+    await expect(disk).to_have_count(0, timeout=STATE_TIMEOUT_MS)
+    async with ui_api.get(f"/v1/vms/{vm['id']}") as response:
+        record = await response.json()
+    assert record["disk_gib"] == 3 and record.get("disks", []) == [] and not record.get("media")

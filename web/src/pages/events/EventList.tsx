@@ -1,5 +1,6 @@
 // Events as a timeline: newest first, each a one-line summary with its time.
 import type { LqEvent } from "../../api/types";
+import { day2Summary } from "../../lib/day2";
 import { clock, bytes } from "../../lib/format";
 
 export function summary(event: LqEvent): string {
@@ -24,7 +25,7 @@ export function summary(event: LqEvent): string {
     case "console.session_ended":
       return `console closed on ${event.vm_id} (${event.close_code}${event.reason ? ` ${event.reason}` : ""})`;
     default:
-      return event.type;
+      return day2Summary(event) ?? event.type;
   }
 }
 

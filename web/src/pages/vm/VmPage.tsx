@@ -8,17 +8,23 @@ import { mib, time } from "../../lib/format";
 import { Link, navigate } from "../../lib/router";
 import { ACTION_LABELS, canDo, imageName, runAction, type VmAction } from "../../lib/vmActions";
 import { findVm, live, useLive } from "../../state/live";
+import { ClonePublishTab } from "./ClonePublishTab";
 import { CloudInitTab } from "./CloudInitTab";
 import { ConsoleTab } from "./ConsoleTab";
 import { EventsTab } from "./EventsTab";
 import { GuestCard } from "./GuestCard";
 import { GuestTab } from "./GuestTab";
+import { HardwareTab } from "./HardwareTab";
+import { SnapshotsTab } from "./SnapshotsTab";
 import { SerialLogTab } from "./SerialLogTab";
 
 const TABS = [
   { key: "overview", label: "Overview" },
   { key: "console", label: "Console" },
   { key: "guest", label: "Guest agent" },
+  { key: "snapshots", label: "Snapshots" },
+  { key: "clone", label: "Clone & publish" },
+  { key: "hardware", label: "Hardware" },
   { key: "log", label: "Serial log" },
   { key: "events", label: "Events" },
   { key: "cloud-init", label: "Cloud-init" },
@@ -64,6 +70,9 @@ export function VmPage({ vmRef, tab }: { vmRef: string; tab: string }) {
       {tab === "overview" && <Overview vm={vm} />}
       {tab === "console" && <ConsoleTab vm={vm} />}
       {tab === "guest" && <GuestTab vm={vm} />}
+      {tab === "snapshots" && <SnapshotsTab vm={vm} />}
+      {tab === "clone" && <ClonePublishTab vm={vm} />}
+      {tab === "hardware" && <HardwareTab vm={vm} />}
       {tab === "log" && <SerialLogTab vm={vm} />}
       {tab === "events" && <EventsTab vm={vm} />}
       {tab === "cloud-init" && <CloudInitTab vm={vm} />}
