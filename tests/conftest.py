@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import nats
 import pytest
+from nats.aio.client import Client
 
+from limiquantix.common import nats_auth, nats_client
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.local.stack import Stack
 from tests.support.flows import FAST_ENV
@@ -58,6 +61,16 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
     async with NatsServer(tmp_path / "nats" / "jetstream", auth_dir=tmp_path / "nats",
                           log_file=tmp_path / "nats" / "nats.log") as server:
         yield server
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """A NATS connection as the gateway (identity ``api``), JetStream laid out as the gateway
+    does (heartbeat interval 1 s). Sub-folders may override it (the image library's tests)."""
+    client = await nats.connect(**nats_server.connect_options(nats_auth.API))
+    await nats_client.ensure_jetstream(client.jetstream(), heartbeat_interval_s=1.0)
+    yield client
+    await client.drain()
 
 
 @pytest.fixture

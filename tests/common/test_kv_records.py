@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
 
-from limiquantix.common import nats_auth, nats_client, subjects
+from limiquantix.common import nats_client, subjects
 from limiquantix.common.errors import NotFound
 from limiquantix.common.kv_records import KvRecords
-from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import VmRecord
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(**nats_server.connect_options(nats_auth.API))
-    await nats_client.ensure_jetstream(client.jetstream(), heartbeat_interval_s=1.0)
-    yield client
-    await client.drain()
 
 
 def _vm(vm_id: str) -> VmRecord:

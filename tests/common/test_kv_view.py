@@ -40,6 +40,7 @@ class EvenView(KvView[int]):
 
 @pytest.fixture
 async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """The root fixture's identity, reconnecting quickly (a test restarts NATS), no streams."""
     client = await nats.connect(**nats_server.connect_options(nats_auth.API),
                                 reconnect_time_wait=0.1, max_reconnect_attempts=-1)
     yield client

@@ -27,14 +27,6 @@ BROKEN = VmError(code="boom", message="it broke")
 
 
 @pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(**nats_server.connect_options(nats_auth.API))
-    await nats_client.ensure_jetstream(client.jetstream(), heartbeat_interval_s=1.0)
-    yield client
-    await client.drain()
-
-
-@pytest.fixture
 async def records(nc: Client) -> KvRecords[VmRecord]:
     kv = await nats_client.bucket(nc.jetstream(), subjects.VMS_BUCKET)
     records = KvRecords(kv, VmRecord, lambda key: NotFound(key))
