@@ -13,8 +13,8 @@ from collections.abc import Callable
 import msgspec
 from nats.js import JetStreamContext
 
+from limiquantix.api.allocation_store import Allocation
 from limiquantix.api.http_json import encode
-from limiquantix.api.placement import Allocation
 from limiquantix.common.kv_view import KvView
 from limiquantix.common.nodes import NodeStatus
 from limiquantix.common.vms import VmRecord, VmState, public_view
