@@ -8,8 +8,12 @@ In the same run, on the same machine and the same file:
   sha256 while streaming, verified against the catalog, atomic rename) into an empty cache,
   in its own process like a node agent (timed inside it, after its imports).
 Runs are interleaved, each after ``sync`` and a pause (no run pays for the previous one's
-dirty pages). Prints both throughputs (MiB/s, median), CPU seconds, and the ratio (target
->= 0.9). On a shared machine the wall times are noisy: read the CPU seconds too.
+dirty pages). ``--store local|jetstream|both`` (default both): the library's file store
+(``LQ_IMAGE_STORE``); with ``jetstream`` the import also puts the file into the replicated
+Object Store, and before each run the library's local copy is removed, so every node download
+is the case of an instance that never had the file: copied out of the Object Store, then
+served. Prints both throughputs (MiB/s, median), CPU seconds, and the ratio (target >= 0.9).
+On a shared machine the wall times are noisy: read the CPU seconds too.
 Everything started here (nats-server, image library, http.server) is stopped by its PID.
 """
 
@@ -123,7 +127,7 @@ async def curl_once(url: str, out: Path) -> tuple[float, float]:
     return elapsed, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
 
 
-async def main(size_gib: float, runs: int) -> None:
+async def main(size_gib: float, runs: int, store: str = "local") -> None:
     work = Path(tempfile.mkdtemp(prefix="lq-bench-images-", dir="/var/tmp"))
     files = work / "files"
     files.mkdir()
@@ -141,7 +145,9 @@ async def main(size_gib: float, runs: int) -> None:
             env.update(LQ_NATS_URL=nats_server.url, LQ_DATA_DIR=str(work / "library"),
                        LQ_IMAGE_LIBRARY_PORT=str(port), LQ_LOG_FORMAT="json",
                        LQ_IMPORT_ALLOWED_NETWORKS="127.0.0.0/8",  # the baseline origin
-                       LQ_IMAGE_LIBRARY_SECRET_FILE=str(work / "image-library.key"))
+                       LQ_IMAGE_LIBRARY_SECRET_FILE=str(work / "image-library.key"),
+                       LQ_IMAGE_STORE=store)
+            print(f"== image store: {store}", flush=True)
             library_bin = str(Path(sys.executable).parent / "lq-image-library")
             async with process([library_bin], env=env, log=work / "library.log"), \
                     baseline_server(files, work / "baseline.log") as (base, server_name):
@@ -150,7 +156,7 @@ async def main(size_gib: float, runs: int) -> None:
                 nc = await nats.connect(nats_server.url)
                 try:
                     await bench(nc, nats_server.url, base, server_name, library_url, work, size,
-                                runs)
+                                runs, cold=store == "jetstream")
                 finally:
                     await nc.drain()
     finally:
@@ -194,7 +200,7 @@ async def child(nats_url: str, library_url: str, node_dir: str, image_id: str) -
 
 
 async def bench(nc: nats.NATS, nc_url: str, base: str, server_name: str, library_url: str,
-                work: Path, size: int, runs: int) -> None:
+                work: Path, size: int, runs: int, *, cold: bool = False) -> None:
     client = ImageLibraryClient(nc, timeout_s=10)
     start = time.perf_counter()
     record = await client.import_image(CreateImageRequest(source_url=f"{base}/bench.qcow2",
@@ -214,6 +220,8 @@ async def bench(nc: nats.NATS, nc_url: str, base: str, server_name: str, library
         curl_times.append(elapsed)
         curl_cpu.append(cpu)
         node_dir = work / f"node-{run}"
+        if cold:  # the library copies the file out of the Object Store for this download
+            (work / "library" / "image-library" / "files" / record.id).unlink(missing_ok=True)
         await settle()
         elapsed, cpu = await ensure_in_child(nc_url, library_url, node_dir, record.id,
                                              record.sha256, size)
@@ -229,7 +237,8 @@ async def bench(nc: nats.NATS, nc_url: str, base: str, server_name: str, library
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"baseline  curl -o <- {server_name:22s} {curl_rate:6.0f} MiB/s  "
           f"{statistics.median(curl_cpu):.2f} s CPU  (no verification)")
-    print(f"ours      ImageCache <- image library  {ours_rate:6.0f} MiB/s  "
+    source = "Object Store" if cold else "library disk"
+    print(f"ours      ImageCache <- {source:14s}  {ours_rate:6.0f} MiB/s  "
           f"{statistics.median(ours_cpu):.2f} s CPU  (sha256 verified, atomic rename)")
     print(f"ratio     {ours_rate / curl_rate:.2f}x  (target >= 0.90x)")
     best_curl, best_ours = mib / min(curl_times), mib / min(ours_times)
@@ -244,5 +253,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--size-gib", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--store", choices=("local", "jetstream", "both"), default="both")
     args = parser.parse_args()
-    asyncio.run(main(args.size_gib, args.runs))
+    for chosen in ("local", "jetstream") if args.store == "both" else (args.store,):
+        asyncio.run(main(args.size_gib, args.runs, chosen))

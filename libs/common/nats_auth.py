@@ -93,11 +93,25 @@ def api_permissions(public_key: str) -> Permissions:
     )
 
 
+def _object_store(bucket: str) -> list[str]:
+    """What a client of the Object Store ``bucket`` needs to put, get and delete objects."""
+    stream = f"OBJ_{bucket}"
+    return [
+        *_js(f"STREAM.INFO.{stream}", f"STREAM.MSG.GET.{stream}", f"DIRECT.GET.{stream}",
+             f"DIRECT.GET.{stream}.>", f"STREAM.PURGE.{stream}", f"CONSUMER.CREATE.{stream}",
+             f"CONSUMER.CREATE.{stream}.>", f"CONSUMER.DELETE.{stream}.>",
+             f"CONSUMER.INFO.{stream}.*", "STREAM.NAMES"),
+        f"$JS.FC.{stream}.>", f"$O.{bucket}.>",
+    ]
+
+
 def image_library_permissions(public_key: str) -> Permissions:
-    """The image library: its bucket, image events, and the image RPC queue group."""
+    """The image library: its bucket, its files' Object Store (``LQ_IMAGE_STORE=jetstream``),
+    image events, and the image RPC queue group."""
     return Permissions(
         publish=(
             *_kv_read(subjects.IMAGES_BUCKET), f"$KV.{subjects.IMAGES_BUCKET}.>",
+            *_object_store(subjects.IMAGE_FILES_BUCKET),
             *_js(f"STREAM.INFO.{subjects.EVENTS_STREAM}"),
             subjects.image_events(),
         ),

@@ -20,6 +20,7 @@ from nats.js.api import (
     ClusterInfo,
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -175,6 +176,8 @@ async def ensure_jetstream(js: JetStreamContext, *, heartbeat_interval_s: float,
     )))
     for config in bucket_configs(heartbeat_interval_s=heartbeat_interval_s, replicas=replicas):
         await step(kv_stream(config.bucket), functools.partial(_ensure_bucket, js, config))
+    await step(object_stream(subjects.IMAGE_FILES_BUCKET),
+               functools.partial(_ensure_object_store, js, subjects.IMAGE_FILES_BUCKET, replicas))
     for stream in scaled:
         await retry.retry_transient(functools.partial(_scale_consumers, js, stream, replicas),
                                     what=f"jetstream set-up: {stream} consumers",
@@ -204,6 +207,11 @@ def bucket_configs(*, heartbeat_interval_s: float, replicas: int = 1) -> list[Ke
 def kv_stream(bucket: str) -> str:
     """The JetStream stream behind a KV bucket."""
     return f"KV_{bucket}"
+
+
+def object_stream(bucket: str) -> str:
+    """The JetStream stream behind an Object Store bucket."""
+    return f"OBJ_{bucket}"
 
 
 # What each service opens at start; the gateway creates them (ensure_jetstream).
@@ -248,6 +256,20 @@ async def _ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:
     log.info("jetstream bucket replicas changed", bucket=config.bucket,
              replicas_before=info.config.num_replicas or 1, replicas=config.replicas)
     await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
+    return True
+
+
+async def _ensure_object_store(js: JetStreamContext, name: str, replicas: int) -> bool:
+    """Create the Object Store bucket, or give it ``replicas`` copies; True when changed."""
+    try:
+        info = await js.stream_info(object_stream(name))
+    except NotFoundError:
+        await js.create_object_store(name, config=ObjectStoreConfig(
+            storage=StorageType.FILE, replicas=replicas))
+        return False
+    if (info.config.num_replicas or 1) == replicas:
+        return False
+    await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
     return True
 
 

@@ -79,6 +79,7 @@ class Settings(Model, frozen=True, kw_only=True):
     catalog_mirror: str = ""  # base URL serving <catalog id>.<format>
     host_image_dirs: str = ""  # comma-separated; empty: VMs use library images only
 
+    image_store: str = "local"  # local | jetstream: where the image library keeps its files
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
@@ -186,6 +187,9 @@ _DOCS: dict[str, str] = {
     "host_image_dirs": "Node directories whose files a VM may name as `image` (comma-separated; "
                        "empty, the default: library images only)",
 }
+    "image_store": "Where the image library keeps image files: `local` (its data dir, one "
+                   "instance) or `jetstream` (a NATS Object Store with the streams' replicas; "
+                   "every instance serves every file, its data dir a cache)",
 
 
 def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

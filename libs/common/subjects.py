@@ -18,6 +18,7 @@ VM_NAMES_BUCKET = "lq_vm_names"  # VM name -> VM id (names are unique)
 NODES_BUCKET = "lq_nodes"  # node id -> NodeStatus, TTL: gone when heartbeats stop
 IDEMPOTENCY_BUCKET = "lq_idempotency"  # sha256(key) -> VM id and body hash, 24 h TTL
 IMAGES_BUCKET = "lq_images"  # image id -> ImageRecord
+IMAGE_FILES_BUCKET = "lq_image_files"  # object store: image id -> its file (jetstream store)
 CONSOLE_TOKENS_BUCKET = "lq_console_tokens"  # sha256(token) -> ConsoleTicket, TTL
 TOKENS_BUCKET = "lq_tokens"  # API token id -> ApiTokenRecord (sha256 of the token)
 WEBHOOKS_BUCKET = "lq_webhooks"  # webhook id -> WebhookRecord (holds its secret: gateway only)

@@ -55,6 +55,8 @@ async def verify_and_activate(
 
     await asyncio.to_thread(publish_file)
     layout.discard_partial(image_id)
+    if layout.replica is not None:  # replicated before it is announced active
+        await layout.replica.put(image_id, target)
 
     def activate(current: ImageRecord) -> ImageRecord:
         return msgspec.structs.replace(

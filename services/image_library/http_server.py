@@ -67,6 +67,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     record = await service.get(request.match_info["image_id"])
     path = service.layout.file(record.id)
+    replica = service.layout.replica
+    if record.state == ImageState.ACTIVE and replica is not None and not path.exists():
+        await replica.ensure_local(record.id)  # another instance imported it
     if record.state != ImageState.ACTIVE or not path.exists():
         raise ImageNotActive(f"image {record.id!r} is {record.state}", state=record.state)
     metrics.IMAGE_FILES_SERVED.labels(request.method).inc()

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from limiquantix.image_library.file_store import ReplicatedFiles
 
 DIR_MODE = 0o700
 
@@ -20,6 +24,8 @@ class StoreLayout:
         self.root = data_dir / "image-library"
         self.files = self.root / "files"
         self.partial = self.root / "partial"
+        # LQ_IMAGE_STORE=jetstream: files/ is a cache of this Object Store (file_store.py).
+        self.replica: ReplicatedFiles | None = None
 
     def create(self) -> None:
         """Make the store's directories, reachable by this service's user only (0700)."""

@@ -130,6 +130,8 @@ class ImageService:
 
     async def _finish_delete(self, record: ImageRecord) -> ImageDeleted:
         self.layout.discard_all(record.id)
+        if self.layout.replica is not None:
+            await self.layout.replica.delete(record.id)
         entry = (catalog.find_entry(record.catalog_id, self.settings.catalog_mirror)
                  if record.catalog_id else None)
         if entry is not None:
@@ -167,7 +169,10 @@ class ImageService:
                            "upload interrupted by a restart of the image library; upload again")
             elif record.state == ImageState.DELETING:
                 await self._finish_delete(record)
-            elif record.state == ImageState.ACTIVE and not self.layout.file(record.id).exists():
+            elif (record.state == ImageState.ACTIVE
+                  and not self.layout.file(record.id).exists()
+                  and not (self.layout.replica is not None
+                           and await self.layout.replica.has(record.id))):
                 await self._mark_missing(record.id)
         known = {r.id for r in await self.store.all()}
         for path in self.layout.partial.iterdir():
