@@ -15,6 +15,7 @@ from limiquantix.common.nats_server import NatsCluster, NatsServer
 
 ALL_STREAMS = (
     subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM,
+    nats_client.object_stream(subjects.IMAGE_FILES_BUCKET),
     *(nats_client.kv_stream(c.bucket)
       for c in nats_client.bucket_configs(heartbeat_interval_s=1.0)),
 )
