@@ -1,0 +1,515 @@
+"""A simulated fleet: N real node agents against real gateways and a real NATS, on 127.0.0.1.
+
+    .venv/bin/python bench/fleet.py --nodes 1000 [--vms 10000] [--clients 50] [--gateways 2]
+                                    [--sse 100] [--max-seconds 900] [--json FILE]
+
+What is real and what is not:
+
+- NATS (``nats-server`` with JetStream and the production identities and permissions), the
+  gateways (``lq-api`` processes, ``--gateways`` of them, clients spread over them as a
+  round-robin Service would) and the node agents are the real code. Each agent is
+  ``limiquantix.node_agent.main.serve`` — consumer, heartbeat, record view, reconcile, RPC,
+  disk and domain XML — with its own NATS connection, identity, data directory and heartbeat.
+- The hypervisor is the one fake: each agent's ``LQ_LIBVIRT_URI`` is libvirt's test driver
+  with a host file (``test:///<root>/host.xml``), which gives every connection a private,
+  in-memory hypervisor (measured: 1,000 connections open in 0.23 s, ~33 MB). So the agents'
+  ``LibvirtHost`` (libvirt_host.py) runs unchanged over real libvirt calls; nothing boots.
+  Disks are real (``qemu-img create`` of a blank qcow2 per VM; no image, so no seed ISO).
+- All agents run in ONE child process (``bench/fleet.py agents``): on a 2-core machine a
+  thousand processes do not fit, one event loop with a thousand agents does. It is
+  therefore also the bottleneck the numbers show: every agent's work shares one core.
+
+Reports (and ``--json``): nodes seen online by the gateway (minimum over the run, sampled every
+2 s), gateway CPU (idle with every node heartbeating, and during creates), placement spread
+(VMs per node), creates/s and p50/p99 POST → ``running`` (the SSE event) with ``--clients``
+closed-loop clients, ``GET /v1/vms?limit=100`` and ``GET /v1/nodes`` latency at the final VM
+count, SSE fan-out to ``--sse`` subscribers (events each received, p50/p99 lag from the event's
+time). Then it checks the invariants: every node online throughout, every VM ``running`` on
+exactly one node (the one its record names: read from the agents' libvirt), no node allocated
+past its capacity. It stops by itself (``--max-seconds`` bounds the create phase) and removes
+its temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import itertools
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+NODE_VCPUS = 4  # x 4.0 allocation ratio: 16 vCPUs to place per node
+NODE_MEMORY_MIB = 8192
+VM_BODY = {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}  # no image: a blank disk, no seed
+HOST_XML = """<node>
+  <cpu><nodes>1</nodes><sockets>1</sockets><cores>4</cores><threads>1</threads>
+       <active>4</active><mhz>2000</mhz><model>x86_64</model></cpu>
+  <memory>8388608</memory>
+</node>
+"""
+ONLINE_SAMPLE_S = 2.0
+AGENT_START_BATCH = 50
+AGENT_THREADS = 64
+WAVE_WAIT_S = 30.0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the agents process -----------------------------------------------------------------------
+
+def agents_main(spec_file: Path) -> None:
+    """Run every agent of ``spec_file`` in this process until SIGTERM; then write, for each
+    node, the domains its libvirt runs (the invariants' ground truth)."""
+    from limiquantix.common import settings as settings_mod
+    from limiquantix.common.logging import configure_logging
+    from limiquantix.node_agent import main as agent_main
+    from limiquantix.node_agent.heartbeat import Heartbeat
+    from limiquantix.node_agent.libvirt_host import LibvirtHost
+
+    spec = json.loads(spec_file.read_text())
+    configure_logging("fleet-agents", fmt="json", level="warning")
+    hosts: dict[str, LibvirtHost] = {}
+    beaten: set[str] = set()
+    close_lock = asyncio.Lock()
+    host_node: contextvars.ContextVar[str] = contextvars.ContextVar("host_node")
+
+    class RecordedHost(LibvirtHost):
+        """The real wrapper; only remembered per node so the domains can be read at the end."""
+
+        @classmethod
+        @contextlib.asynccontextmanager
+        async def open(cls, uri: str, *, retry_s: float = 120.0) -> AsyncIterator[LibvirtHost]:
+            async with contextlib.AsyncExitStack() as stack:
+                host = await stack.enter_async_context(LibvirtHost.open(uri, retry_s=retry_s))
+                hosts[host_node.get()] = host
+                try:
+                    yield host
+                finally:
+                    # One libvirt event implementation per process: its drain() is not
+                    # reentrant, and here a thousand agents close at once.
+                    async with close_lock:
+                        await stack.aclose()
+
+    class RecordedHeartbeat(Heartbeat):
+        """The real heartbeat; its first beat tells the start-up that this agent is up."""
+
+        async def beat(self) -> None:
+            await super().beat()
+            beaten.add(self._node_id)
+
+    # Instrumentation, not a fake: the agents' own LibvirtHost, remembered per node.
+    agent_main.LibvirtHost = RecordedHost  # type: ignore[misc]
+    agent_main.Heartbeat = RecordedHeartbeat  # type: ignore[misc]
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # Each real agent has its own process and so its own worker threads (libvirt calls,
+        # file writes); a thousand agents sharing the default pool of 6 would queue behind
+        # each other's fsyncs, which no real fleet does.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=AGENT_THREADS))
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        agent_stop = asyncio.Event()
+        tasks = []
+        failures: list[str] = []
+
+        async def one(env: dict[str, str]) -> None:
+            settings = settings_mod.load(env)
+            host_node.set(settings.node_id)
+            try:
+                await agent_main.serve(settings, agent_stop)
+            except Exception:  # one agent failing must not end the others
+                failures.append(settings.node_id)
+                if len(failures) <= 3:
+                    print(f"agent {settings.node_id} failed:\n{traceback.format_exc()}",
+                          file=sys.stderr, flush=True)
+
+        # Start in waves, each once most of the previous one heartbeats: a real fleet's agents
+        # start on their own hosts; a thousand starting at once on one core time out.
+        for i, env in enumerate(spec["agents"]):
+            tasks.append(asyncio.create_task(one(env)))
+            if i % AGENT_START_BATCH == AGENT_START_BATCH - 1:
+                wave_deadline = time.monotonic() + WAVE_WAIT_S
+                while (len(beaten) + len(failures) < 0.9 * len(tasks)
+                       and time.monotonic() < wave_deadline):
+                    await asyncio.sleep(0.1)
+        await stop.wait()
+        domains: dict[str, list[str]] = {}
+        for node, host in hosts.items():
+            with contextlib.suppress(Exception):
+                domains[node] = [d.uuid for d in await host.list_domains() if d.active]
+        Path(spec["stats"]).write_text(json.dumps({"domains": domains, "failed": failures}))
+        agent_stop.set()
+        await asyncio.wait(tasks, timeout=30)
+
+    profile = os.environ.get("LQ_FLEET_PROFILE")  # a file: where the idle agents' CPU goes
+    if profile:
+        import cProfile
+        import pstats
+        profiler = cProfile.Profile()
+        profiler.enable()
+        asyncio.run(run())
+        profiler.disable()
+        with open(profile, "w") as out:
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(40)
+    else:
+        asyncio.run(run())
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+class Gateways:
+    """Processes' CPU time (the gateways', the agents'), read from /proc (ticks → seconds)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / self._tick
+        return total
+
+
+async def online_count(http: aiohttp.ClientSession, url: str) -> tuple[int, int]:
+    """(online, listed) nodes as the gateway answers, following every page."""
+    online = listed = 0
+    cursor = None
+    while True:
+        query = f"?limit=1000&cursor={cursor}" if cursor else "?limit=1000"
+        async with http.get(f"{url}/v1/nodes{query}") as response:
+            body = await response.json()
+        online += sum(1 for n in body["items"] if n["status"] == "online")
+        listed += len(body["items"])
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return online, listed
+
+
+async def sse(http: aiohttp.ClientSession, url: str, on_event: Any,
+              ready: asyncio.Event) -> None:
+    """Follow GET /v1/events from now; ``on_event(id, type, data, received_at)``."""
+    async with http.get(f"{url}/v1/events",
+                        timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
+        assert response.status == 200, await response.text()
+        ready.set()
+        event_id, kind, data = "", "", ""
+        async for raw in response.content:
+            line = raw.decode().rstrip("\r\n")
+            if not line:
+                if data:
+                    on_event(event_id, kind, json.loads(data), time.time())
+                event_id, kind, data = "", "", ""
+            elif line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:"):
+                data += line[5:].strip()
+
+
+def event_time(data: dict[str, Any]) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(data["time"].replace("Z", "+00:00")).timestamp()
+
+
+async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from limiquantix.common.nats_auth import node_identity
+    from limiquantix.local.stack import Stack
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.support.gateways import start_gateway
+
+    node_ids = [f"sim-{i:04d}" for i in range(args.nodes)]
+    host_xml = root / "host.xml"
+    host_xml.write_text(HOST_XML)
+    common_env = {"LQ_LOG_LEVEL": "warning", "LQ_HOST_IMAGE_DIRS": str(root)}
+    result: dict[str, Any] = {"nodes": args.nodes, "gateways": args.gateways,
+                              "clients": args.clients}
+    started = time.monotonic()
+    stack = Stack(root / "stack", nodes=tuple(node_ids), with_image_library=False,
+                  extra_env=common_env)
+    stack.initial_nodes = ()  # identities for all; no agent processes of its own
+    async with stack:
+        # (the Stack made every node's NATS identity; its agents run in one process below)
+        urls = [stack.api_url]
+        for i in range(2, args.gateways + 1):
+            urls.append(await start_gateway(stack, f"api-{i}"))
+        pids = [s.process.pid for name, s in stack.services.items()
+                if name.startswith("api") and s.process is not None]
+        gateways = Gateways(pids)
+        agents = []
+        for node in node_ids:
+            env = stack._env(root / "nodes" / node, node_identity(node), LQ_NODE_ID=node,
+                             LQ_IMAGE_LIBRARY_SECRET_FILE=str(stack.library_node_key_file),
+                             LQ_LIBVIRT_URI=f"test://{host_xml}",
+                             LQ_NODE_VCPUS=str(NODE_VCPUS), LQ_NODE_MEMORY_MIB=str(NODE_MEMORY_MIB))
+            agents.append(env)
+        spec = root / "agents.json"
+        stats = root / "agents-stats.json"
+        spec.write_text(json.dumps({"agents": agents, "stats": str(stats)}))
+        log = open(root / "agents.log", "wb")  # noqa: SIM115 - closed below
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "agents", "--spec", str(spec), stdout=log, stderr=log)
+        headers = stack.headers()
+        try:
+            async with aiohttp.ClientSession(headers=headers) as http:
+                t0 = time.monotonic()
+                last_note = 0.0
+                while (online := (await online_count(http, urls[0]))[0]) < args.nodes:
+                    if time.monotonic() - last_note > 10:
+                        last_note = time.monotonic()
+                        print(f"{online} of {args.nodes} nodes online after "
+                              f"{time.monotonic() - t0:.0f} s", flush=True)
+                    if proc.returncode is not None:
+                        tail = (root / "agents.log").read_text()[-2000:]
+                        raise RuntimeError(f"agents exited: {tail}")
+                    if time.monotonic() - t0 > args.start_timeout:
+                        raise TimeoutError(f"not every node came online in {args.start_timeout} s")
+                    await asyncio.sleep(1)
+                result["agents_online_after_s"] = round(time.monotonic() - t0, 1)
+                print(f"{args.nodes} nodes online after {result['agents_online_after_s']} s",
+                      flush=True)
+                result |= await measure(args, http, urls, gateways, Gateways([proc.pid]))
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 90)
+            domains = json.loads(stats.read_text())["domains"] if stats.exists() else {}
+            result |= await invariants(result.pop("_vms"), result.pop("_nodes"), domains)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            log.close()
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: list[str],
+                  gateways: Gateways, agents: Gateways) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    online_min = [args.nodes]
+    stop_sampling = asyncio.Event()
+
+    async def sample_online() -> None:
+        while not stop_sampling.is_set():
+            online, _ = await online_count(http, urls[0])
+            online_min[0] = min(online_min[0], online)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_sampling.wait(), ONLINE_SAMPLE_S)
+
+    sampler = asyncio.create_task(sample_online())
+    # Heartbeat handling: gateway CPU while every node beats and nothing else happens (and
+    # what the idle agents themselves cost: timers, long polls, watches, heartbeats).
+    cpu0, agents0, t0 = gateways.cpu_s(), agents.cpu_s(), time.monotonic()
+    await asyncio.sleep(args.idle_s)
+    idle = time.monotonic() - t0
+    out["gateway_cpu_idle_pct"] = round(100 * (gateways.cpu_s() - cpu0) / idle, 1)
+    out["agents_cpu_idle_pct"] = round(100 * (agents.cpu_s() - agents0) / idle, 1)
+    out["agent_idle_cpu_ms_per_s"] = round(
+        1000 * (agents.cpu_s() - agents0) / idle / args.nodes, 3)
+
+    # SSE subscribers (fan-out) and the watcher that sees each VM reach running.
+    running: dict[str, asyncio.Future[float]] = {}
+    lags: list[float] = []
+    received = [0] * args.sse
+
+    stages: dict[str, dict[str, float]] = {}
+
+    def watcher(_id: str, kind: str, data: dict[str, Any], at: float) -> None:
+        if kind == "vm.state_changed":
+            stages.setdefault(data["vm_id"], {}).setdefault(data["state"], event_time(data))
+        if kind == "vm.state_changed" and data.get("state") == "running":
+            future = running.setdefault(data["vm_id"], asyncio.get_running_loop().create_future())
+            if not future.done():
+                future.set_result(at)
+
+    def subscriber(index: int) -> Any:
+        def on(_id: str, kind: str, data: dict[str, Any], at: float) -> None:
+            received[index] += 1
+            if kind == "vm.state_changed":
+                lags.append(at - event_time(data))
+        return on
+
+    streams = []
+    for i in range(args.sse + 1):
+        ready = asyncio.Event()
+        on = watcher if i == 0 else subscriber(i - 1)
+        streams.append(asyncio.create_task(sse(http, urls[i % len(urls)], on, ready)))
+        await asyncio.wait_for(ready.wait(), 30)
+
+    latencies: list[float] = []
+    refused: dict[str, int] = {}
+    next_index = [0]
+    deadline = time.monotonic() + args.max_seconds
+
+    async def client(gateway: str) -> None:
+        async with aiohttp.ClientSession(headers=http.headers) as own:
+            while next_index[0] < args.vms and time.monotonic() < deadline:
+                index = next_index[0]
+                next_index[0] += 1
+                body = {**VM_BODY, "name": f"f{index:06d}"}
+                begin = time.time()
+                async with own.post(f"{gateway}/v1/vms", json=body) as response:
+                    answer = await response.json()
+                if response.status != 202:
+                    refused[answer.get("code", str(response.status))] = refused.get(
+                        answer.get("code", str(response.status)), 0) + 1
+                    continue
+                future = running.setdefault(answer["id"],
+                                            asyncio.get_running_loop().create_future())
+                try:
+                    at = await asyncio.wait_for(asyncio.shield(future), args.vm_timeout)
+                except TimeoutError:
+                    refused["not_running_in_time"] = refused.get("not_running_in_time", 0) + 1
+                    continue
+                latencies.append(at - begin)
+
+    cpu0, t0 = gateways.cpu_s(), time.monotonic()
+    await asyncio.gather(*(client(urls[i % len(urls)]) for i in range(args.clients)))
+    elapsed = time.monotonic() - t0
+    out["gateway_cpu_creates_pct"] = round(100 * (gateways.cpu_s() - cpu0) / elapsed, 1)
+    out["create_phase_s"] = round(elapsed, 1)
+    out["creates_per_s"] = round(len(latencies) / elapsed, 1)
+    out["create_p50_s"] = round(pct(latencies, 0.5), 3)
+    out["create_p99_s"] = round(pct(latencies, 0.99), 3)
+    out["create_failures"] = refused
+    # Where the time goes: event time of each state after the previous one (p50, seconds).
+    order = ["pending", "creating", "starting", "running"]
+    out["create_stages_p50_s"] = {
+        f"{a}->{b}": round(pct([t[b] - t[a] for t in stages.values() if a in t and b in t],
+                               0.5), 3) for a, b in itertools.pairwise(order)}
+    await asyncio.sleep(1)  # the last events reach every subscriber
+    out["sse_subscribers"] = args.sse
+    out["sse_events_min"] = min(received) if received else 0
+    out["sse_events_max"] = max(received) if received else 0
+    out["sse_lag_p50_ms"] = round(1000 * pct(lags, 0.5), 1)
+    out["sse_lag_p99_ms"] = round(1000 * pct(lags, 0.99), 1)
+    for task in streams:
+        task.cancel()
+
+    vms: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = f"?limit=1000&cursor={cursor}" if cursor else "?limit=1000"
+        async with http.get(f"{urls[0]}/v1/vms{query}") as response:
+            body = await response.json()
+        vms += body["items"]
+        if not (cursor := body.get("next_cursor")):
+            break
+    out["vms"] = len(vms)
+    out |= await list_latencies(http, urls[0])
+    stop_sampling.set()
+    await sampler
+    out["nodes_online_min"] = online_min[0]
+    nodes: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = f"?limit=1000&cursor={cursor}" if cursor else "?limit=1000"
+        async with http.get(f"{urls[0]}/v1/nodes{query}") as response:
+            body = await response.json()
+        nodes += body["items"]
+        if not (cursor := body.get("next_cursor")):
+            break
+    counts = [n["vm_count"] for n in nodes]
+    out["spread_vms_per_node"] = {"min": min(counts), "max": max(counts),
+                                  "stdev": round(statistics.pstdev(counts), 2)}
+    out["_vms"], out["_nodes"] = vms, nodes
+    return out
+
+
+async def list_latencies(http: aiohttp.ClientSession, url: str, rounds: int = 50
+                         ) -> dict[str, Any]:
+    async def timed(path: str) -> float:
+        begin = time.perf_counter()
+        async with http.get(url + path) as response:
+            await response.read()
+            assert response.status == 200
+        return time.perf_counter() - begin
+
+    first = [await timed("/v1/vms?limit=100") for _ in range(rounds)]
+    async with http.get(url + "/v1/vms?limit=100") as response:
+        cursor = (await response.json()).get("next_cursor")
+    deeper = [await timed(f"/v1/vms?limit=100&cursor={cursor}") for _ in range(rounds)] \
+        if cursor else []
+    nodes_page = [await timed("/v1/nodes?limit=100") for _ in range(rounds)]
+    nodes_all = [await timed("/v1/nodes") for _ in range(max(5, rounds // 5))]
+    return {
+        "list_vms_p50_ms": round(1000 * pct(first, 0.5), 1),
+        "list_vms_p99_ms": round(1000 * pct(first, 0.99), 1),
+        "list_vms_page2_p50_ms": round(1000 * pct(deeper, 0.5), 1) if deeper else None,
+        "list_nodes_p50_ms": round(1000 * pct(nodes_page, 0.5), 1),
+        "list_nodes_all_p50_ms": round(1000 * pct(nodes_all, 0.5), 1),
+    }
+
+
+async def invariants(vms: list[dict[str, Any]], nodes: list[dict[str, Any]],
+                     domains: dict[str, list[str]]) -> dict[str, Any]:
+    """Every VM running once, where its record says; no node past its capacity."""
+    where: dict[str, list[str]] = {}
+    for node, uuids in domains.items():
+        for uuid_ in uuids:
+            where.setdefault(uuid_, []).append(node)
+    not_running = [vm["name"] for vm in vms if vm["state"] != "running"]
+    misplaced = [vm["name"] for vm in vms if where.get(vm["id"]) != [vm["node"]]]
+    over = [n["id"] for n in nodes
+            if n["allocated_vcpus"] > n["vcpus_capacity"]
+            or n["allocated_memory_mib"] > n["memory_mib_capacity"]]
+    return {"vms_not_running": len(not_running), "vms_not_exactly_once": len(misplaced),
+            "domains_total": sum(len(v) for v in domains.values()),
+            "nodes_over_capacity": len(over), "examples": (not_running + misplaced)[:5]}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "agents":
+        parser = argparse.ArgumentParser(prog="fleet.py agents")
+        parser.add_argument("agents")
+        parser.add_argument("--spec", type=Path, required=True)
+        agents_main(parser.parse_args().spec)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--vms", type=int, default=10000, help="VMs to create (closed loop)")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--gateways", type=int, default=2)
+    parser.add_argument("--sse", type=int, default=100, help="SSE subscribers (fan-out)")
+    parser.add_argument("--idle-s", type=float, default=10.0,
+                        help="seconds of heartbeats alone (gateway CPU at idle)")
+    parser.add_argument("--max-seconds", type=float, default=900.0,
+                        help="bound of the create phase (the run reports what it reached)")
+    parser.add_argument("--vm-timeout", type=float, default=120.0)
+    parser.add_argument("--start-timeout", type=float, default=300.0)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lq-fleet-") as tmp:
+        result = asyncio.run(drive(args, Path(tmp)))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
