@@ -40,6 +40,7 @@ class Settings(Model, frozen=True, kw_only=True):
     http_header_timeout_s: float = 15.0  # API and image library: time to send a request head
     http_max_connections: int = 512  # per HTTP server; idle ones are closed first at the cap
     sse_max_clients: int = 100  # concurrent GET /v1/events streams per API process
+    sse_write_timeout_s: float = 10.0  # a stream whose client takes no byte this long is dropped
     webhook_allowed_networks: str = ""  # CIDRs webhooks may reach although not public
     webhook_timeout_s: float = 10.0
     webhook_retry_max_s: float = 60.0
@@ -78,8 +79,8 @@ class Settings(Model, frozen=True, kw_only=True):
     image_library_secret_file: str = ""  # default <data_dir>/image-library.key
     catalog_mirror: str = ""  # base URL serving <catalog id>.<format>
     host_image_dirs: str = ""  # comma-separated; empty: VMs use library images only
-
     image_store: str = "local"  # local | jetstream: where the image library keeps its files
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
@@ -136,6 +137,8 @@ _DOCS: dict[str, str] = {
     "the oldest idle one is closed, and a new one gets 503 when all are busy",
     "sse_max_clients": "Concurrent event streams (GET /v1/events) per API process; past it 503 "
     "with Retry-After",
+    "sse_write_timeout_s": "An event stream whose client takes no byte for this long is dropped "
+    "(it resumes with Last-Event-ID and loses nothing)",
     "webhook_allowed_networks": "Comma-separated CIDRs webhook URLs may reach although "
     "loopback/private/link-local (refused by default; separate from the imports' list)",
     "webhook_timeout_s": "Seconds a webhook receiver has to answer one delivery",
@@ -184,12 +187,12 @@ _DOCS: dict[str, str] = {
     "image file requests; default `<data_dir>/image-library.key` (created 0600 if missing)",
     "catalog_mirror": "Base URL of a mirror serving the catalog's images as `<id>.<format>` "
                       "(empty: the distributions' official URLs)",
-    "host_image_dirs": "Node directories whose files a VM may name as `image` (comma-separated; "
-                       "empty, the default: library images only)",
-}
     "image_store": "Where the image library keeps image files: `local` (its data dir, one "
                    "instance) or `jetstream` (a NATS Object Store with the streams' replicas; "
                    "every instance serves every file, its data dir a cache)",
+    "host_image_dirs": "Node directories whose files a VM may name as `image` (comma-separated; "
+                       "empty, the default: library images only)",
+}
 
 
 def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

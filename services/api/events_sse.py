@@ -6,7 +6,7 @@ else at ``?since=`` (RFC 3339 time or seconds ago), else at new events. Its writ
 batch, writes it, pulls the next: what a client can hold in the gateway is bounded by one batch
 (:data:`FETCH_BATCH` events) and the transport's write buffer (aiohttp pauses writing above its
 high-water mark), whatever the backlog or the client's speed. A client that takes no bytes for
-:data:`WRITE_TIMEOUT_S` is dropped; it reconnects with ``Last-Event-ID`` and loses nothing.
+``LQ_SSE_WRITE_TIMEOUT_S`` is dropped; it reconnects with ``Last-Event-ID`` and loses nothing.
 The number of streams is capped (``LQ_SSE_MAX_CLIENTS``): past it, ``503`` with
 ``Retry-After``.
 """
@@ -41,7 +41,6 @@ POLL_S = 1.0  # how often an idle stream checks for a gone client or a shutdown
 # Events are small (~0.5-2 KiB): a batch is at most ~0.25 MiB in the gateway.
 FETCH_BATCH = 128
 CONSUMER_INACTIVE_S = 30.0  # a consumer whose gateway vanished is removed by the server
-WRITE_TIMEOUT_S = 10.0  # buffers full and no byte taken for this long: stalled, dropped
 RETRY_AFTER_S = 5
 MAX_SEQUENCE = (1 << 63) - 1  # JetStream's stream sequences are 64-bit
 MAX_SINCE_S = 100 * 365 * 86400.0
@@ -175,6 +174,8 @@ class _Stream:
         self.subject = subject
         self.js = request.app[app_keys.JETSTREAM]
         self.stopping = request.app[app_keys.STOPPING]
+        # Buffers full and no byte taken for this long: the client is stalled, dropped.
+        self.write_timeout_s = request.app[app_keys.SETTINGS].sse_write_timeout_s
         self.last_seq = 0  # stream sequence of the last event written
         self.last_consumer_seq = 0
 
@@ -210,7 +211,7 @@ class _Stream:
                         break
                     if time.monotonic() - last_write >= KEEPALIVE_S:
                         await asyncio.wait_for(response.write(b": keep-alive\n\n"),
-                                               WRITE_TIMEOUT_S)
+                                               self.write_timeout_s)
                         last_write = time.monotonic()
                     continue
                 if msgs[0].metadata.sequence.consumer != self.last_consumer_seq + 1:
@@ -221,7 +222,7 @@ class _Stream:
                         self._resume_config() if self.last_seq else config)
                     continue
                 await asyncio.wait_for(response.write(b"".join(format_event(m) for m in msgs)),
-                                       WRITE_TIMEOUT_S)
+                                       self.write_timeout_s)
                 self.last_seq = msgs[-1].metadata.sequence.stream
                 self.last_consumer_seq = msgs[-1].metadata.sequence.consumer
                 last_write = time.monotonic()

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 from nats.js import JetStreamContext
 
-from limiquantix.api.events_sse import WRITE_TIMEOUT_S
 from limiquantix.common import subjects
 from limiquantix.common.events import VmGuestReady, VmStateChanged, event_encoder, event_subject
 from limiquantix.common.nats_server import NatsServer, free_port
@@ -166,6 +165,8 @@ PAYLOAD = 1024
 # keeps some of what it freed: measured 27-31 MiB for 40 readers. Bound: 64 MiB, twice that.
 # Unbounded (before), every reader held every event: 40 x 4000 x ~2 KiB = ~320 MiB.
 RSS_BOUND_MIB = 64
+# LQ_SSE_WRITE_TIMEOUT_S for the process (10 s by default): a stalled reader is dropped sooner.
+WRITE_TIMEOUT_S = 3.0
 
 
 def _rss_mib(pid: int) -> float:
@@ -246,7 +247,8 @@ async def _consumers(js: JetStreamContext) -> int:
 async def test_idle_readers_are_dropped_within_a_memory_bound_and_resume_without_loss(
     gw: Gateway, nats_server: NatsServer, tmp_path: Path,
 ) -> None:
-    async with api_process(nats_server, tmp_path) as (process, url):
+    async with api_process(nats_server, tmp_path,
+                           LQ_SSE_WRITE_TIMEOUT_S=str(WRITE_TIMEOUT_S)) as (process, url):
         port = int(url.rsplit(":", 1)[1])
         baseline = _rss_mib(process.pid)
         others = await _consumers(gw.js)  # the API's own (e.g. its dead-letter watch)
