@@ -7,6 +7,7 @@ what really happened. Both go through :meth:`VmStore.update`, so no write is eve
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 
 import msgspec
@@ -24,6 +25,7 @@ log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(VmRecord)
 # Long enough for a JetStream leader election (seconds), short for a request waiting on it.
+CREATE_STEP_RETRY_S = 10.0
 ORPHAN_NAME_RETRY_S = 10.0
 
 
@@ -76,10 +78,26 @@ class VmStore:
     async def create(self, record: VmRecord) -> int:
         """Store a new record; Conflict when the name is taken.
 
-        A failure between the name and the record (NATS electing a leader: a timeout whose
-        write may or may not have landed) frees the name again when it is this VM's and no
-        record was made, so the client's retry is not refused its own name (issue 16).
+        Each write rides a NATS leader election out (``retry.py``, up to
+        ``CREATE_STEP_RETRY_S``): a write whose answer the election lost is found stored as
+        this VM's on the next attempt, which counts as done. A failure past that frees the name
+        again when it is this VM's and no record was made, so the client's retry is not refused
+        its own name (issue 16).
         """
+        try:
+            await retry.retry_transient(functools.partial(self._claim_name, record),
+                                        what="vm name create", deadline_s=CREATE_STEP_RETRY_S,
+                                        vm_id=record.id)
+            return await retry.retry_transient(
+                functools.partial(self._create_record, record), what="vm record create",
+                deadline_s=CREATE_STEP_RETRY_S, vm_id=record.id)
+        except Conflict:
+            raise  # the name is another VM's: nothing of ours to undo
+        except BaseException:
+            await self._free_orphan_name(record)
+            raise
+
+    async def _claim_name(self, record: VmRecord) -> None:
         try:
             await self._names.create(record.name, record.id.encode())
         except KeyWrongLastSequenceError:
@@ -90,15 +108,14 @@ class VmStore:
                     hint="Choose another name, or delete the existing VM first.",
                     name=record.name,
                 ) from None
-        except BaseException:
-            await self._free_orphan_name(record)
-            raise
-        try:
-            revision = await self.records.create(record.id, record)
-        except BaseException:
-            await self._free_orphan_name(record)
-            raise
-        if revision is None:  # ids are fresh UUIDs: only a bug gets here
+
+    async def _create_record(self, record: VmRecord) -> int:
+        revision = await self.records.create(record.id, record)
+        if revision is not None:
+            return revision
+        # Ids are fresh UUIDs: an existing record is our own earlier attempt, or a bug.
+        found, revision = await self.records.get(record.id)
+        if found != record:
             raise Conflict(f"VM id {record.id!r} exists already", vm_id=record.id)
         return revision
 
