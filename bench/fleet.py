@@ -52,12 +52,12 @@ from typing import Any
 
 import aiohttp
 
-NODE_VCPUS = 4  # x 4.0 allocation ratio: 16 vCPUs to place per node
+NODE_VCPUS = 8  # x 4.0 allocation ratio: 32 vCPUs to place per node
 NODE_MEMORY_MIB = 8192
 VM_BODY = {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}  # no image: a blank disk, no seed
 HOST_XML = """<node>
-  <cpu><nodes>1</nodes><sockets>1</sockets><cores>4</cores><threads>1</threads>
-       <active>4</active><mhz>2000</mhz><model>x86_64</model></cpu>
+  <cpu><nodes>1</nodes><sockets>1</sockets><cores>8</cores><threads>1</threads>
+       <active>8</active><mhz>2000</mhz><model>x86_64</model></cpu>
   <memory>8388608</memory>
 </node>
 """
@@ -65,6 +65,8 @@ ONLINE_SAMPLE_S = 2.0
 AGENT_START_BATCH = 50
 AGENT_THREADS = 64
 WAVE_WAIT_S = 30.0
+RESTART_AFTER_S = 2.0
+SSE_OPEN_S = 60.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -135,13 +137,16 @@ def agents_main(spec_file: Path) -> None:
         async def one(env: dict[str, str]) -> None:
             settings = settings_mod.load(env)
             host_node.set(settings.node_id)
-            try:
-                await agent_main.serve(settings, agent_stop)
-            except Exception:  # one agent failing must not end the others
-                failures.append(settings.node_id)
-                if len(failures) <= 3:
-                    print(f"agent {settings.node_id} failed:\n{traceback.format_exc()}",
-                          file=sys.stderr, flush=True)
+            while not agent_stop.is_set():
+                try:
+                    await agent_main.serve(settings, agent_stop)
+                except Exception:  # one agent failing must not end the others
+                    failures.append(settings.node_id)
+                    if len(failures) <= 3:
+                        print(f"agent {settings.node_id} failed:\n{traceback.format_exc()}",
+                              file=sys.stderr, flush=True)
+                    # Restarted like a supervisor (systemd, Kubernetes) restarts a failed agent.
+                    await asyncio.sleep(RESTART_AFTER_S)
 
         # Start in waves, each once most of the previous one heartbeats: a real fleet's agents
         # start on their own hosts; a thousand starting at once on one core time out.
@@ -152,12 +157,21 @@ def agents_main(spec_file: Path) -> None:
                 while (len(beaten) + len(failures) < 0.9 * len(tasks)
                        and time.monotonic() < wave_deadline):
                     await asyncio.sleep(0.1)
+        parent = os.getppid()
+
+        async def orphaned() -> None:  # the driver died: stop, never outlive it
+            while os.getppid() == parent:
+                await asyncio.sleep(2)
+            stop.set()
+
+        watchdog = asyncio.create_task(orphaned())
         await stop.wait()
+        watchdog.cancel()
         domains: dict[str, list[str]] = {}
         for node, host in hosts.items():
             with contextlib.suppress(Exception):
                 domains[node] = [d.uuid for d in await host.list_domains() if d.active]
-        Path(spec["stats"]).write_text(json.dumps({"domains": domains, "failed": failures}))
+        Path(spec["stats"]).write_text(json.dumps({"domains": domains, "restarts": failures}))
         agent_stop.set()
         await asyncio.wait(tasks, timeout=30)
 
@@ -247,7 +261,8 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     host_xml.write_text(HOST_XML)
     common_env = {"LQ_LOG_LEVEL": "warning", "LQ_HOST_IMAGE_DIRS": str(root)}
     result: dict[str, Any] = {"nodes": args.nodes, "gateways": args.gateways,
-                              "clients": args.clients}
+                              "clients": args.clients, "agent_procs": args.agent_procs,
+                              "load_average_at_start": os.getloadavg()[0]}
     started = time.monotonic()
     stack = Stack(root / "stack", nodes=tuple(node_ids), with_image_library=False,
                   extra_env=common_env)
@@ -267,12 +282,16 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                              LQ_LIBVIRT_URI=f"test://{host_xml}",
                              LQ_NODE_VCPUS=str(NODE_VCPUS), LQ_NODE_MEMORY_MIB=str(NODE_MEMORY_MIB))
             agents.append(env)
-        spec = root / "agents.json"
-        stats = root / "agents-stats.json"
-        spec.write_text(json.dumps({"agents": agents, "stats": str(stats)}))
+        # The agents, split over --agent-procs processes (each one event loop).
+        procs = []
+        stats = [root / f"agents-{k}-stats.json" for k in range(args.agent_procs)]
         log = open(root / "agents.log", "wb")  # noqa: SIM115 - closed below
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "agents", "--spec", str(spec), stdout=log, stderr=log)
+        for k in range(args.agent_procs):
+            spec = root / f"agents-{k}.json"
+            spec.write_text(json.dumps({"agents": agents[k::args.agent_procs],
+                                        "stats": str(stats[k])}))
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "agents", "--spec", str(spec), stdout=log, stderr=log))
         headers = stack.headers()
         try:
             async with aiohttp.ClientSession(headers=headers) as http:
@@ -283,24 +302,39 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                         last_note = time.monotonic()
                         print(f"{online} of {args.nodes} nodes online after "
                               f"{time.monotonic() - t0:.0f} s", flush=True)
-                    if proc.returncode is not None:
+                    if any(proc.returncode is not None for proc in procs):
                         tail = (root / "agents.log").read_text()[-2000:]
                         raise RuntimeError(f"agents exited: {tail}")
                     if time.monotonic() - t0 > args.start_timeout:
-                        raise TimeoutError(f"not every node came online in {args.start_timeout} s")
+                        # Go on with the nodes that are up: the report says how many.
+                        print(f"only {online} of {args.nodes} nodes online after "
+                              f"{args.start_timeout:g} s; measuring anyway", flush=True)
+                        break
                     await asyncio.sleep(1)
                 result["agents_online_after_s"] = round(time.monotonic() - t0, 1)
-                print(f"{args.nodes} nodes online after {result['agents_online_after_s']} s",
-                      flush=True)
-                result |= await measure(args, http, urls, gateways, Gateways([proc.pid]))
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 90)
-            domains = json.loads(stats.read_text())["domains"] if stats.exists() else {}
+                result["nodes_online_at_start"] = (await online_count(http, urls[0]))[0]
+                print(f"{result['nodes_online_at_start']} nodes online after "
+                      f"{result['agents_online_after_s']} s", flush=True)
+                result |= await measure(args, http, urls, gateways,
+                                        Gateways([proc.pid for proc in procs]))
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                await asyncio.wait_for(proc.wait(), 90)
+            domains: dict[str, list[str]] = {}
+            restarts = 0
+            for file in stats:
+                if file.exists():
+                    data = json.loads(file.read_text())
+                    domains |= data["domains"]
+                    restarts += len(data["restarts"])
+            result["agent_restarts"] = restarts
             result |= await invariants(result.pop("_vms"), result.pop("_nodes"), domains)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
             log.close()
     result["wall_s"] = round(time.monotonic() - started, 1)
     return result
@@ -353,11 +387,19 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
         return on
 
     streams = []
+    readies = []
     for i in range(args.sse + 1):
         ready = asyncio.Event()
         on = watcher if i == 0 else subscriber(i - 1)
         streams.append(asyncio.create_task(sse(http, urls[i % len(urls)], on, ready)))
-        await asyncio.wait_for(ready.wait(), 30)
+        readies.append(ready)
+    opened_by = time.monotonic() + SSE_OPEN_S
+    while not all(r.is_set() for r in readies) and time.monotonic() < opened_by:
+        await asyncio.sleep(0.1)
+    if not readies[0].is_set():
+        raise TimeoutError("the watcher's event stream did not open")
+    out["sse_open_s"] = round(time.monotonic() - opened_by + SSE_OPEN_S, 2)
+    out["sse_subscribers_opened"] = sum(r.is_set() for r in readies[1:])
 
     latencies: list[float] = []
     refused: dict[str, int] = {}
@@ -402,8 +444,9 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
                                0.5), 3) for a, b in itertools.pairwise(order)}
     await asyncio.sleep(1)  # the last events reach every subscriber
     out["sse_subscribers"] = args.sse
-    out["sse_events_min"] = min(received) if received else 0
-    out["sse_events_max"] = max(received) if received else 0
+    opened = [n for n, ready in zip(received, readies[1:], strict=True) if ready.is_set()]
+    out["sse_events_min"] = min(opened) if opened else 0
+    out["sse_events_max"] = max(opened) if opened else 0
     out["sse_lag_p50_ms"] = round(1000 * pct(lags, 0.5), 1)
     out["sse_lag_p99_ms"] = round(1000 * pct(lags, 0.99), 1)
     for task in streams:
@@ -494,6 +537,8 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=10000, help="VMs to create (closed loop)")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--gateways", type=int, default=2)
+    parser.add_argument("--agent-procs", type=int, default=1,
+                        help="processes the agents are split over (one event loop each)")
     parser.add_argument("--sse", type=int, default=100, help="SSE subscribers (fan-out)")
     parser.add_argument("--idle-s", type=float, default=10.0,
                         help="seconds of heartbeats alone (gateway CPU at idle)")
