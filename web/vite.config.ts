@@ -17,6 +17,8 @@ export default defineConfig({
   },
   test: {
     environment: "jsdom",
+    // Logic tests (*.test.ts) need no DOM: Node is several times faster to set up than jsdom.
+    environmentMatchGlobs: [["src/**/*.test.ts", "node"]],
     globals: true,
     include: ["src/**/*.test.{ts,tsx}"],
     setupFiles: ["src/test/setup.ts"],

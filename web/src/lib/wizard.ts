@@ -2,6 +2,7 @@
 // equivalent `lq` command and curl call. Pure functions (component tests exercise them).
 import type { CreateVmRequest, ImageRecord, NetworkMode, NodeInfo } from "../api/types";
 import { sshKeyProblem } from "./sshKey";
+import { labelsText, parseLabels } from "./vmList";
 import {
   NEW_WINDOWS, type OsType, osTypeOf, validateWindows, WINDOWS_MIN, windowsArgs, windowsReviewRows, windowsSection,
   type WindowsDraft,
@@ -26,6 +27,7 @@ export const STEP_TITLES: Record<Step, string> = {
 export interface Draft {
   name: string;
   description: string;
+  labels: string; // "team=web, tier=db"
   node: string; // "" = automatic placement
   vcpus: string;
   memory: string;
@@ -50,6 +52,7 @@ export interface Draft {
 export const NEW_DRAFT: Draft = {
   name: "",
   description: "",
+  labels: "",
   node: "",
   vcpus: "1",
   memory: "1",
@@ -142,7 +145,8 @@ export function validateBasics(draft: Draft, ctx: WizardContext): Errors {
     return { name: "Lower-case letters, digits and '-' only, starting and ending with a letter or digit." };
   }
   if (ctx.takenNames.has(name)) return { name: `A VM named '${name}' exists already.` };
-  return {};
+  const labels = parseLabels(draft.labels).error;
+  return labels ? { labels } : {};
 }
 
 export function validatePlacement(draft: Draft, ctx: WizardContext): Errors {
@@ -286,6 +290,8 @@ export function requestBody(draft: Draft, ctx?: WizardContext): CreateVmRequest 
   };
   if (draft.node) body.node = draft.node;
   if (draft.description.trim()) body.description = draft.description.trim();
+  const labels = parseLabels(draft.labels).labels;
+  if (Object.keys(labels).length) body.labels = labels;
   if (usesCloudInit(draft)) {
     body.cloud_init = {
       user: draft.user,
@@ -341,6 +347,7 @@ export function lqCommand(draft: Draft, ctx: WizardContext): string {
   args.push("--network", network);
   if (draft.node) args.push("--node", draft.node);
   if (draft.description.trim()) args.push("--description", draft.description.trim());
+  for (const [key, value] of Object.entries(parseLabels(draft.labels).labels)) args.push("--label", `${key}=${value}`);
   // Only cloud-init says "ready" (a Windows guest never prints its finished line).
   args.push("--wait", usesCloudInit(draft) ? "ready" : "running");
   return args.map(shellQuote).join(" ");
@@ -382,6 +389,7 @@ export function reviewRows(draft: Draft, ctx: WizardContext): ReviewRow[] {
   const rows: ReviewRow[] = [
     { label: "Name", value: draft.name },
     ...(draft.description.trim() ? [{ label: "Description", value: draft.description.trim() }] : []),
+    ...(draft.labels.trim() ? [{ label: "Labels", value: labelsText(parseLabels(draft.labels).labels) }] : []),
     { label: "Placement", value: draft.node ? `node ${draft.node}` : "automatic" },
     { label: "vCPUs", value: String(Number(draft.vcpus)) },
     { label: "Memory", value: `${memoryMib(draft) ?? "?"} MiB` },

@@ -99,7 +99,14 @@ export class LiveStore {
 
   async refreshNodes(): Promise<void> {
     try {
-      this.set({ nodes: await allPages<NodeInfo>("/v1/nodes") });
+      const before = new Map(this.snapshot.nodes.map((n) => [n.id, n.status]));
+      const nodes = await allPages<NodeInfo>("/v1/nodes");
+      this.set({ nodes });
+      // The API answers a VM of an offline node as `unknown` (no event says so: a node that
+      // died publishes nothing): re-read the VMs of every node whose status changed.
+      const changed = new Set(nodes.filter((n) => before.has(n.id) && before.get(n.id) !== n.status).map((n) => n.id));
+      for (const id of before.keys()) if (!nodes.some((n) => n.id === id)) changed.add(id);
+      for (const vm of this.snapshot.vms.values()) if (vm.node && changed.has(vm.node)) this.refreshVm(vm.id);
     } catch {
       // a failed poll keeps the last view; the next one retries (401s reopen sign-in)
     }

@@ -5,6 +5,7 @@ import type { VmRecord } from "../../api/types";
 import { ConfirmDialog } from "../../components/Dialog";
 import { CopyButton, ProblemLine, StateBadge } from "../../components/bits";
 import { mib, time } from "../../lib/format";
+import { labelsText } from "../../lib/vmList";
 import { Link, navigate } from "../../lib/router";
 import { ACTION_LABELS, canDo, imageName, runAction, type VmAction } from "../../lib/vmActions";
 import { findVm, live, useLive } from "../../state/live";
@@ -61,6 +62,10 @@ export function VmPage({ vmRef, tab }: { vmRef: string; tab: string }) {
         <h1 id="vm-title">{vm.name} <StateBadge state={vm.state} /></h1>
         <Actions vm={vm} onDeleted={() => setDeletedName(vm.name)} />
       </div>
+      {vm.state === "unknown" && (
+        <p className="warning" role="status">Node {vm.node} is offline: {vm.name}'s real state is not known until the node
+          is back. Deleting it now removes the record at once (the node removes its files if it returns).</p>
+      )}
       <nav className="tabs" aria-label={`${vm.name} sections`}>
         {TABS.map((t) => (
           <Link key={t.key} href={t.key === "overview" ? base : `${base}/${t.key}`}
@@ -157,6 +162,7 @@ function Overview({ vm }: { vm: VmRecord }) {
           <div><dt>OS family</dt><dd>{vm.os_type === "windows" ? `Windows${vm.windows ? ` (computer name ${vm.windows.computer_name})` : ""}` : "Linux"}</dd></div>
           <div><dt>Network</dt><dd>{vm.network?.mode ?? "none"}{vm.network?.source ? ` ${vm.network.source}` : ""}</dd></div>
           <div><dt>Created</dt><dd>{time(vm.created_at)}</dd></div>
+          {vm.labels && Object.keys(vm.labels).length > 0 && <div className="wide-fact"><dt>Labels</dt><dd className="wrap">{labelsText(vm.labels)}</dd></div>}
           {vm.description && <div className="wide-fact"><dt>Description</dt><dd className="wrap">{vm.description}</dd></div>}
           <div><dt>ID</dt><dd><code>{vm.id}</code></dd></div>
         </dl>

@@ -40,6 +40,12 @@ export function BasicsStep({ draft, update, errors }: StepProps) {
                   aria-describedby={describedBy("vm-description", errors.description)}
                   onChange={(e) => update({ description: e.target.value })} />
       </Field>
+      <Field label="Labels (optional)" htmlFor="vm-labels" error={errors.labels}
+             hint="key=value words to find the VM by (e.g. team=web tier=db); the VM list filters by them.">
+        <input id="vm-labels" value={draft.labels} autoComplete="off" spellCheck={false}
+               aria-invalid={errors.labels ? true : undefined} aria-describedby={describedBy("vm-labels", errors.labels)}
+               onChange={(e) => update({ labels: e.target.value })} />
+      </Field>
     </fieldset>
   );
 }
