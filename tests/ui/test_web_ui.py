@@ -347,7 +347,9 @@ async def test_every_page_fits_390_px_without_sideways_scrolling(
         await sign_in(page, ui_stack, "/")
         pages = {"vms": "/", "images": "/images", "nodes": "/nodes", "events": "/events",
                  "vm": f"/vms/{name}", "vm-console": f"/vms/{name}/console",
-                 "vm-log": f"/vms/{name}/log", "wizard": "/vms/new"}
+                 "vm-log": f"/vms/{name}/log", "vm-guest": f"/vms/{name}/guest",
+                 "vm-snapshots": f"/vms/{name}/snapshots", "vm-clone": f"/vms/{name}/clone",
+                 "vm-hardware": f"/vms/{name}/hardware", "wizard": "/vms/new"}
         for label, path in pages.items():
             await page.goto(ui_stack.api_url + path)
             await expect(page.locator("main h1").first).to_be_visible()

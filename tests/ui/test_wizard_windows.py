@@ -66,7 +66,8 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
     await page.get_by_role("radio", name="win-server-2022").check()
     await expect(os_family.get_by_role("radio", name=re.compile("^Windows"))).to_be_checked()
     minimums = page.locator(".windows-minimums")
-    await expect(minimums).to_contain_text("Windows needs at least 2 vCPUs, 4 GiB of memory and a 64 GiB disk")
+    await expect(minimums).to_contain_text(
+        "Windows needs at least 2 vCPUs, 4 GiB of memory and a 64 GiB disk")
     await expect(minimums).to_contain_text("Raised to: 2 vCPUs, 4 GiB of memory, a 64 GiB disk.")
     await shoot(page, screenshots, "wizard-windows-4-boot-media")
 
@@ -78,7 +79,8 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
     await page.fill("#vm-disk", "40")
     await page.click("#wizard-next")
     await expect(page.locator("#vm-vcpus-error")).to_have_text("Windows needs at least 2 vCPUs.")
-    await expect(page.locator("#vm-disk-error")).to_have_text("Windows needs a disk of at least 64 GiB.")
+    await expect(page.locator("#vm-disk-error")).to_have_text(
+        "Windows needs a disk of at least 64 GiB.")
     await page.fill("#vm-vcpus", "2")
     await page.fill("#vm-disk", "64")
     await page.click("#wizard-next")
@@ -131,7 +133,8 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
     assert lq.startswith(f"lq vm create {name} --image win-server-2022 --cpus 2 --memory 4G "
                          "--disk 64G --os-type windows --windows-computer-name WINWEB-01 "
                          "--windows-password-prompt --windows-timezone 'W. Europe Standard Time' "
-                         "--windows-locale de-DE --windows-product-key ABCDE-FGHIJ-KLMNO-PQRST-UVWXY "
+                         "--windows-locale de-DE "
+                         "--windows-product-key ABCDE-FGHIJ-KLMNO-PQRST-UVWXY "
                          "--windows-winrm --windows-secure-boot --windows-first-logon 'echo one' "
                          "--windows-first-logon 'echo two' --windows-join-domain corp.example.com "
                          "--windows-join-user 'CORP\\joiner' --windows-join-ou "
@@ -156,7 +159,8 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
         record = await response.json()
     assert record["os_type"] == "windows"
     windows = record["windows"]
-    assert windows["computer_name"] == "WINWEB-01" and windows["timezone"] == "W. Europe Standard Time"
+    assert windows["computer_name"] == "WINWEB-01"
+    assert windows["timezone"] == "W. Europe Standard Time"
     assert windows["enable_winrm"] is True and windows["secure_boot"] is True
     assert windows["first_logon_commands"] == ["echo one", "echo two"]
     assert windows["windows_version"] == "2k22" and windows["locale"] == "de-DE"
