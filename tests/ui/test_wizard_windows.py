@@ -171,7 +171,7 @@ async def test_a_windows_vm_through_the_wizard_with_minimums_and_netbios_checked
         assert response.status == 202
 
 
-async def test_a_linux_vm_with_a_config_drive_through_the_wizard(
+async def test_a_linux_vm_with_a_config_drive_and_no_guest_agent_through_the_wizard(
         ui_stack: Stack, ui_api: aiohttp.ClientSession, page: Page,
         linux_image: dict[str, Any]) -> None:
     name = unique_name("cfgdrive")
@@ -186,7 +186,9 @@ async def test_a_linux_vm_with_a_config_drive_through_the_wizard(
     await page.fill("#ci-new-key", KEY)
     await page.click("#add-key")
     await page.get_by_label("Seed format").select_option("configdrive")
+    await page.uncheck("#ci-guest-agent")
     await page.click("#wizard-next")
+    assert await review_value(page, "Guest agent") == "not installed"
     assert await review_value(page, "Seed format") == "config drive (config-2)"
     assert await review_value(page, "OS family") == "Linux"
     lq = await page.locator("#review-lq").inner_text()
@@ -196,6 +198,7 @@ async def test_a_linux_vm_with_a_config_drive_through_the_wizard(
     async with ui_api.get(f"/v1/vms/{vm_id}") as response:
         record = await response.json()
     assert record["cloud_init"]["datasource"] == "configdrive"
+    assert record["cloud_init"]["guest_agent"] is False
     assert record.get("os_type", "linux") == "linux"
     async with ui_api.delete(f"/v1/vms/{vm_id}") as response:
         assert response.status == 202

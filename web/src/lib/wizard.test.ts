@@ -174,3 +174,12 @@ describe("review rows", () => {
     expect(none["SSH keys"]).toBeUndefined();
   });
 });
+
+describe("the guest agent opt-out", () => {
+  it("is sent only when the agent is not wanted, and shown on the review", () => {
+    const draft = { ...NEW_DRAFT, name: "web-1", imageId: "img-1" };
+    expect(requestBody(draft).cloud_init?.guest_agent).toBeUndefined();
+    expect(requestBody({ ...draft, guestAgent: false }).cloud_init?.guest_agent).toBe(false);
+    expect(reviewRows({ ...draft, guestAgent: false }, ctx).find((r) => r.label === "Guest agent")?.value).toBe("not installed");
+  });
+});

@@ -45,6 +45,7 @@ export interface Draft {
   customConfig: boolean;
   userData: string;
   datasource: Datasource;
+  guestAgent: boolean; // install qemu-guest-agent at first boot when the image lacks it
   osType: OsType;
   win: WindowsDraft;
 }
@@ -70,6 +71,7 @@ export const NEW_DRAFT: Draft = {
   customConfig: false,
   userData: "#cloud-config\npackages:\n  - htop\n",
   datasource: "nocloud",
+  guestAgent: true,
   osType: "linux",
   win: NEW_WINDOWS,
 };
@@ -300,6 +302,7 @@ export function requestBody(draft: Draft, ctx?: WizardContext): CreateVmRequest 
       ...(draft.hostname ? { hostname: draft.hostname } : {}),
       ...(draft.customConfig ? { user_data: draft.userData } : {}),
       ...(draft.datasource !== "nocloud" ? { datasource: draft.datasource } : {}),
+      ...(draft.guestAgent ? {} : { guest_agent: false }),
     };
   } else if (draft.boot === "cloud" && draft.datasource !== "nocloud") {
     // A Windows image with cloudbase-init reads the config drive.
@@ -413,6 +416,7 @@ export function reviewRows(draft: Draft, ctx: WizardContext): ReviewRow[] {
       { label: "Password", value: draft.password ? (draft.sshPwauth ? "set (SSH password login on)" : "set") : "none" },
       { label: "Hostname", value: draft.hostname || `${draft.name} (the VM name)` },
       { label: "Custom cloud-config", value: draft.customConfig ? "yes" : "no" },
+      { label: "Guest agent", value: draft.guestAgent ? "installed at first boot if the image lacks it" : "not installed" },
     );
   } else {
     rows.push({ label: "Cloud-init", value: "not used" });

@@ -27,6 +27,9 @@ export function ReviewStep({ draft, ctx, origin }: { draft: Draft; ctx: WizardCo
       )}
       <h3>The same with the CLI</h3>
       {custom && <p className="note">Save the custom cloud-config as <code>user-data.yaml</code> first.</p>}
+      {usesCloudInit(draft) && !draft.guestAgent && (
+        <p className="note">lq has no option to leave the guest agent out yet: the curl call below carries it.</p>
+      )}
       {needsWindowsFile && (
         <>
           <p className="note">Save these Windows settings as <code>windows.yaml</code> first:</p>

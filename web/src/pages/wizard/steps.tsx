@@ -320,6 +320,11 @@ export function CloudInitStep({ draft, update, errors, configError }: StepProps 
           )}
           {warnings.map((warning) => <p key={warning} className="warning" role="status">{warning}</p>)}
           <SeedFormatField draft={draft} update={update} windows={false} />
+          <label className="check">
+            <input type="checkbox" id="ci-guest-agent" checked={draft.guestAgent} onChange={(e) => update({ guestAgent: e.target.checked })} />
+            Install the QEMU guest agent at first boot when the image lacks it (needs the guest's package mirror; the VM page
+            then shows its OS, file systems and runs commands)
+          </label>
         </>
       )}
       <div className="grid-fields">
