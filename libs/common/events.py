@@ -105,6 +105,9 @@ class VmResized(_Event, frozen=True, kw_only=True, tag="vm.resized"):
     memory_mib: int
     disk_gib: int
     live: bool = False
+    # The guest's root partition and file system grew at once (through its agent), not at
+    # its next boot.
+    guest_grown: bool = False
 
 
 class VmDiskAttached(_Event, frozen=True, kw_only=True, tag="vm.disk_attached"):

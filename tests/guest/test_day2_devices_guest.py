@@ -5,7 +5,9 @@ ready -> stop -> PATCH 2 vCPUs, 1536 MiB, disk 4 -> 6 GiB -> start -> ``nproc`` 
 /proc/meminfo has the memory, the root file system grew (cloud-init's growpart and resizefs at
 boot) -> an extra 2 GiB disk appears in ``lsblk`` while the guest runs and goes away after its
 delete -> an ISO uploaded to the library shows up as a CD-ROM with its label and files, and is
-gone after the eject. Run under the machine-wide lock:
+gone after the eject -> the disk grown to 8 GiB while the guest runs: its root file system
+follows at once (cloud-init's growpart and resizefs run through the guest agent). Run under the
+machine-wide lock:
 ``flock /tmp/lq-guest.lock .venv/bin/python -m pytest tests/guest/test_day2_devices_guest.py``.
 """
 
@@ -190,3 +192,13 @@ async def _day2(api: aiohttp.ClientSession, vm_id: str, key: Path, tmp: Path,
     async def iso_gone() -> bool:
         return not await iso_device()
     await until(iso_gone, "the ISO ejected")
+
+    # The disk grows while the guest runs; its agent grows the root file system at once.
+    root_before = await root_bytes()
+    status, _ = await call(api, "PATCH", f"/v1/vms/{vm_id}", {"disk_gib": 8})
+    assert status == 202
+
+    async def root_grew() -> bool:
+        return await root_bytes() - root_before > 1.5 * GIB
+    await until(root_grew, "the root file system grown while running", timeout_s=240)
+    assert int(await out("lsblk -b -d -n -o SIZE /dev/vda")) == 8 * GIB
