@@ -229,6 +229,7 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
 
     _guest_commands(b, vm)
     _snapshot_commands(b, vm)
+    _device_commands(b, vm)
 
 
 def _guest_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None:
@@ -259,7 +260,6 @@ def _guest_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None
     p.add_argument("user", metavar="USER")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of stdin (no prompt)")
-    _device_commands(b, vm)
 
 
 def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None:
