@@ -1,6 +1,6 @@
 import type { LqEvent, VmRecord } from "../api/types";
 import {
-  day2Summary, memorySnapshotBlocked, resizeRequest, sectionEvents, snapshotBlocked, snapshotNameProblem,
+  day2Summary, latestFailure, memorySnapshotBlocked, resizeRequest, sectionEvents, snapshotBlocked, snapshotNameProblem,
   snapshotSummary, type VmSnapshot,
 } from "./day2";
 
@@ -66,11 +66,14 @@ describe("activity", () => {
     { id: "4", type: "vm.snapshot", vm_id: "vm-2", name: "other", action: "created", snapshot: snap({}) },
     { id: "5", type: "vm.action_failed", vm_id: "vm-1", name: "web-1", action: "vm.disk_attach",
       error: { code: "disk_failed", message: "no" } },
+    { id: "5b", type: "vm.state_changed", vm_id: "vm-1", name: "web-1", state: "running", reason: "vm.snapshot.create failed",
+      error: { code: "internal", message: "the node failed unexpectedly" } },
     { id: "6", type: "vm.cloned", vm_id: "vm-9", name: "web-1-copy", source_vm_id: "vm-1", linked: true, seconds: 1.25, disk_bytes: 1048576 },
   ];
 
   it("picks each section's events and failures for the VM (and the clones made from it)", () => {
-    expect(sectionEvents(events, "vm-1", "snapshots").map((e) => e.id)).toEqual(["1", "2"]);
+    expect(sectionEvents(events, "vm-1", "snapshots").map((e) => e.id)).toEqual(["1", "2", "5b"]);
+    expect(latestFailure(sectionEvents(events, "vm-1", "snapshots"))?.error?.code).toBe("internal");
     expect(sectionEvents(events, "vm-1", "hardware").map((e) => e.id)).toEqual(["3", "5"]);
     expect(sectionEvents(events, "vm-1", "clone", ["vm-9"]).map((e) => e.id)).toEqual(["6"]);
   });
@@ -78,7 +81,7 @@ describe("activity", () => {
   it("summarises day-2 events in one line", () => {
     expect(day2Summary(events[0])).toBe("web-1: snapshot before created");
     expect(day2Summary(events[2])).toBe("web-1: 2 vCPUs, 2048 MiB, 20 GiB (live)");
-    expect(day2Summary(events[5])).toBe("web-1-copy: cloned from vm-1 (linked copy, 1.3 s, 1.0 MiB)");
+    expect(day2Summary(events[6])).toBe("web-1-copy: cloned from vm-1 (linked copy, 1.3 s, 1.0 MiB)");
     expect(day2Summary({ id: "7", type: "vm.publish_progress", vm_id: "vm-1", name: "web-1", phase: "upload",
                          bytes_done: 524288, bytes_total: 1048576 })).toBe("web-1: publish upload 512 KiB of 1.0 MiB");
     expect(day2Summary({ id: "8", type: "vm.media_inserted", vm_id: "vm-1", name: "web-1", media: { image: "i", name: "tools.iso" } }))
