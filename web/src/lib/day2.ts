@@ -164,12 +164,10 @@ export function sectionEvents(events: readonly LqEvent[], vmId: string, section:
   const types = ACTIVITY[section] ?? [];
   const failed = FAILED_ACTIONS[section] ?? [];
   return events.filter((e) => e.vm_id !== undefined && ids.has(e.vm_id)
-    && (types.includes(e.type) || (e.type === "vm.action_failed" && failed.some((p) => String(e.action ?? "").startsWith(p)))
-        // A command that failed unexpectedly is said only by the state event's reason and error.
-        || (e.type === "vm.state_changed" && Boolean(e.error) && failed.some((p) => String(e.reason ?? "").startsWith(p)))));
+    && (types.includes(e.type) || (e.type === "vm.action_failed" && failed.some((p) => String(e.action ?? "").startsWith(p)))));
 }
 
 /** The latest failure among a section's events (its error carries the hint). */
 export function latestFailure(events: readonly LqEvent[]): LqEvent | undefined {
-  return [...events].reverse().find((e) => e.error && (e.type === "vm.action_failed" || e.type === "vm.state_changed"));
+  return [...events].reverse().find((e) => e.error && e.type === "vm.action_failed");
 }
