@@ -3,7 +3,9 @@ gateway and the node agent, asked on ``subjects.node_rpc(node, op)`` like ``node
 
 The QEMU guest agent carries file data base64-encoded; so do these messages. A NATS message is
 at most ~1 MiB (``max_payload``): a file moves in chunks of at most ``FILE_CHUNK_BYTES``
-(683 KiB once base64-encoded), and an exec's output is bounded by ``MAX_EXEC_OUTPUT_BYTES``.
+(342 KiB once base64-encoded; the agent parses each chunk's JSON in the guest, slow under TCG),
+and an exec's output is bounded by ``MAX_EXEC_OUTPUT_BYTES``. File chunks and password changes
+are waited for ``SLOW_OP_TIMEOUT_S`` (the node gives the agent less, so its answer comes first).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ GUEST_PASSWORD = "guest_password"
 OPERATIONS = (GUEST_EXEC, GUEST_FILE_OPEN, GUEST_FILE_READ, GUEST_FILE_WRITE, GUEST_FILE_CLOSE,
               GUEST_PASSWORD)
 
-FILE_CHUNK_BYTES = 512 * 1024
+FILE_CHUNK_BYTES = 256 * 1024
+SLOW_OP_TIMEOUT_S = 60.0
 # stdout and stderr together, in the reply (base64 inflates the agent's answer by 4/3 first).
 MAX_EXEC_OUTPUT_BYTES = 256 * 1024
 MAX_EXEC_TIMEOUT_S = 600

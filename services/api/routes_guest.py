@@ -36,6 +36,7 @@ from limiquantix.common.guest_rpc import (
     GUEST_FILE_READ,
     GUEST_FILE_WRITE,
     GUEST_PASSWORD,
+    SLOW_OP_TIMEOUT_S,
     AgentUnavailable,
     Done,
     ExecRequest,
@@ -63,7 +64,7 @@ log = structlog.get_logger()
 
 R = TypeVar("R")
 
-EXEC_MARGIN_S = 10.0  # the node's own polling and NATS on top of the command's timeout
+EXEC_MARGIN_S = 20.0  # the node's own polling and NATS on top of the command's timeout
 _UP = frozenset({VmState.RUNNING, VmState.READY})
 
 
@@ -78,8 +79,10 @@ def _agent_ready(vm: VmRecord) -> None:
 
 
 async def _ask(app: web.Application, vm: VmRecord, op: str, body: Model, reply: type[R], *,
-               timeout_s: float | None = None) -> R:
-    timeout = timeout_s or app[app_keys.SETTINGS].request_timeout_s
+               timeout_s: float = SLOW_OP_TIMEOUT_S) -> R:
+    """Ask the VM's node; file chunks and passwords wait longer than a query (the agent works
+    in the guest, slowly under TCG), exec its own timeout plus a margin."""
+    timeout = max(timeout_s, app[app_keys.SETTINGS].request_timeout_s)
     try:
         return await rpc.request(app[app_keys.NATS], subjects.node_rpc(vm.node, op), body, reply,
                                  timeout_s=timeout)

@@ -47,7 +47,14 @@ if TYPE_CHECKING:  # context.py imports guest_watch.py, which imports this modul
 
 log = structlog.get_logger()
 
-COMMAND_TIMEOUT_S = 10  # one agent command (guest-exec polls, file chunks: each its own)
+COMMAND_TIMEOUT_S = 10  # one agent command: info, guest-exec and its status polls
+# One file chunk or password change: the agent parses a chunk's JSON and base64 in the guest
+# (slow under TCG on a busy host); below the gateway's wait for these (common.guest_rpc).
+SLOW_COMMAND_TIMEOUT_S = 45
+# What a refresh asks libvirt's guestInfo for (not disks, interfaces, time zone: cost, unused).
+GUEST_INFO_TYPES = (libvirt.VIR_DOMAIN_GUEST_INFO_USERS | libvirt.VIR_DOMAIN_GUEST_INFO_OS
+                    | libvirt.VIR_DOMAIN_GUEST_INFO_HOSTNAME
+                    | libvirt.VIR_DOMAIN_GUEST_INFO_FILESYSTEM)
 MAX_TEXT = 256
 MAX_USERS = 32
 MAX_FILESYSTEMS = 64
@@ -114,6 +121,7 @@ class AgentReport:
     filesystems: tuple[GuestFilesystem, ...] = ()
     addresses: tuple[GuestAddress, ...] = ()
     problems: list[str] = field(default_factory=list)
+    stale: bool = False  # connected, but nothing could be read this time: change nothing
 
 
 def parse_guest_info(info: dict[str, Any]) -> tuple[GuestOsInfo, tuple[str, ...],
@@ -167,12 +175,15 @@ def read_report(dom: libvirt.virDomain) -> AgentReport:
         report.version = _text(info.get("version"))
         report.commands = tuple(_text(c.get("name")) for c in info.get("supported_commands", ())
                                 if c.get("enabled"))[:MAX_COMMANDS]
-    except AgentUnavailable:
-        return AgentReport(connected=False)
+    except AgentUnavailable as exc:
+        # Connected but not answering in time (busy with a file chunk, or still starting):
+        # no new reading, and no reason to call it disconnected.
+        return AgentReport(connected=True, stale=True, problems=[str(exc)])
     except GuestAgentError as exc:
         report.problems.append(str(exc))
     try:
-        report.os, report.users, report.filesystems = parse_guest_info(dom.guestInfo(0, 0))
+        report.os, report.users, report.filesystems = parse_guest_info(
+            dom.guestInfo(GUEST_INFO_TYPES, 0))
     except libvirt.libvirtError as exc:
         report.problems.append(f"guestInfo: {exc.get_error_message()}")
     try:
@@ -274,7 +285,7 @@ class GuestAgents:
         before: list[GuestInfo] = []
 
         def change(record: VmRecord) -> VmRecord | None:
-            if record.state not in _UP and report.connected:
+            if report.stale or (record.state not in _UP and report.connected):
                 return None
             guest = apply_report(record.guest, report)
             if _same(guest, record.guest):

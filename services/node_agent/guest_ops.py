@@ -49,7 +49,12 @@ from limiquantix.common.guest_rpc import (
     GuestPasswordCall,
 )
 from limiquantix.common.vm_store import VmStore
-from limiquantix.node_agent.guest_agent import agent_command, agent_error
+from limiquantix.node_agent.guest_agent import (
+    COMMAND_TIMEOUT_S,
+    SLOW_COMMAND_TIMEOUT_S,
+    agent_command,
+    agent_error,
+)
 from limiquantix.node_agent.libvirt_host import LibvirtHost, domain_uuid
 
 log = structlog.get_logger()
@@ -156,9 +161,10 @@ class GuestOps:
         return result
 
     async def _command(self, vm_id: str, execute: str, arguments: dict[str, Any] | None = None,
-                       ) -> Any:
-        return await self._on_agent(vm_id, execute,
-                                     lambda dom: agent_command(dom, execute, arguments) or {})
+                       *, slow: bool = False) -> Any:
+        timeout_s = SLOW_COMMAND_TIMEOUT_S if slow else COMMAND_TIMEOUT_S
+        return await self._on_agent(vm_id, execute, lambda dom: agent_command(
+            dom, execute, arguments, timeout_s=timeout_s) or {})
 
     # -- exec --------------------------------------------------------------------------------
     async def run(self, call: GuestExecCall) -> GuestExecReply:
@@ -187,23 +193,24 @@ class GuestOps:
     # -- files -------------------------------------------------------------------------------
     async def open(self, call: FileOpenCall) -> FileOpened:
         handle = await self._on_agent(call.vm_id, "guest-file-open", lambda dom: agent_command(
-            dom, "guest-file-open", {"path": call.path, "mode": call.mode + "b"}))
+            dom, "guest-file-open", {"path": call.path, "mode": call.mode + "b"},
+            timeout_s=SLOW_COMMAND_TIMEOUT_S))
         if not isinstance(handle, int):
             raise GuestAgentError("guest-file-open answered no handle")
         return FileOpened(handle=handle)
 
     async def read(self, call: FileReadCall) -> FileChunk:
         answer = await self._command(call.vm_id, "guest-file-read",
-                                     {"handle": call.handle, "count": call.count})
+                                     {"handle": call.handle, "count": call.count}, slow=True)
         return FileChunk(data_b64=answer.get("buf-b64", ""), eof=bool(answer.get("eof")))
 
     async def write(self, call: FileWriteCall) -> FileWrote:
         answer = await self._command(call.vm_id, "guest-file-write",
-                                     {"handle": call.handle, "buf-b64": call.data_b64})
+                                     {"handle": call.handle, "buf-b64": call.data_b64}, slow=True)
         return FileWrote(count=int(answer.get("count", 0)))
 
     async def close(self, call: FileCloseCall) -> Done:
-        await self._command(call.vm_id, "guest-file-close", {"handle": call.handle})
+        await self._command(call.vm_id, "guest-file-close", {"handle": call.handle}, slow=True)
         for program, value in (("chmod", call.mode), ("chown", call.owner)):
             if value and call.path:
                 result = await self.run(GuestExecCall(vm_id=call.vm_id, timeout_s=30,
@@ -215,13 +222,10 @@ class GuestOps:
 
     # -- password ----------------------------------------------------------------------------
     async def set_password(self, call: GuestPasswordCall) -> Done:
-        def op(dom: libvirt.virDomain) -> bool:
-            try:
-                dom.setUserPassword(call.user, call.password, 0)
-            except libvirt.libvirtError as exc:
-                raise agent_error(exc, "guest-set-user-password") from None
-            return True
-        await self._on_agent(call.vm_id, "setUserPassword", op)
+        # The agent's own command (what libvirt's setUserPassword sends), with our timeout.
+        await self._command(call.vm_id, "guest-set-user-password", {
+            "username": call.user, "password": _b64(call.password.encode()), "crypted": False,
+        }, slow=True)
         log.info("guest password set", vm_id=call.vm_id, user=call.user)  # never the password
         return Done()
 

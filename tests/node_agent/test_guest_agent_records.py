@@ -41,8 +41,9 @@ async def test_an_agent_reading_fills_the_record_and_announces_changes(
                              and e.connected)
     await harness.wait_event(lambda e: isinstance(e, VmPhaseReached) and e.vm_id == vm.id
                              and e.phase == "network")
-    # The same reading again writes nothing.
+    # The same reading again writes nothing; nor does a busy agent that answered nothing.
     assert await agents.record(vm.id, _report("10.0.2.15")) is None
+    assert await agents.record(vm.id, AgentReport(connected=True, stale=True)) is None
     # A new lease is an event with the old and new addresses.
     await agents.record(vm.id, _report("10.0.2.16"))
     changed = await harness.wait_event(lambda e: isinstance(e, VmAddressesChanged)
