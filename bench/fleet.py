@@ -280,7 +280,8 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             env = stack._env(root / "nodes" / node, node_identity(node), LQ_NODE_ID=node,
                              LQ_IMAGE_LIBRARY_SECRET_FILE=str(stack.library_node_key_file),
                              LQ_LIBVIRT_URI=f"test://{host_xml}",
-                             LQ_NODE_VCPUS=str(NODE_VCPUS), LQ_NODE_MEMORY_MIB=str(NODE_MEMORY_MIB))
+                             LQ_NODE_VCPUS=str(args.node_vcpus),
+                             LQ_NODE_MEMORY_MIB=str(args.node_memory_mib))
             agents.append(env)
         # The agents, split over --agent-procs processes (each one event loop).
         procs = []
@@ -348,8 +349,12 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
 
     async def sample_online() -> None:
         while not stop_sampling.is_set():
-            online, _ = await online_count(http, urls[0])
-            online_min[0] = min(online_min[0], online)
+            try:
+                online, _ = await online_count(http, urls[0])
+            except (aiohttp.ClientError, TimeoutError) as exc:  # a missed sample, not a stop
+                print(f"online sample failed: {exc!r}", flush=True)
+            else:
+                online_min[0] = min(online_min[0], online)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_sampling.wait(), ONLINE_SAMPLE_S)
 
@@ -386,12 +391,16 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
                 lags.append(at - event_time(data))
         return on
 
+    # Their own session without a connection limit: aiohttp's default of 100 per session
+    # would leave no connection for the other requests while 101 streams are open.
+    sse_http = aiohttp.ClientSession(headers=http.headers,
+                                     connector=aiohttp.TCPConnector(limit=0))
     streams = []
     readies = []
     for i in range(args.sse + 1):
         ready = asyncio.Event()
         on = watcher if i == 0 else subscriber(i - 1)
-        streams.append(asyncio.create_task(sse(http, urls[i % len(urls)], on, ready)))
+        streams.append(asyncio.create_task(sse(sse_http, urls[i % len(urls)], on, ready)))
         readies.append(ready)
     opened_by = time.monotonic() + SSE_OPEN_S
     while not all(r.is_set() for r in readies) and time.monotonic() < opened_by:
@@ -451,6 +460,8 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
     out["sse_lag_p99_ms"] = round(1000 * pct(lags, 0.99), 1)
     for task in streams:
         task.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
+    await sse_http.close()
 
     vms: list[dict[str, Any]] = []
     cursor = None
@@ -537,6 +548,9 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=10000, help="VMs to create (closed loop)")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--gateways", type=int, default=2)
+    parser.add_argument("--node-vcpus", type=int, default=NODE_VCPUS,
+                        help="each simulated node's vCPUs (x 4.0 to place)")
+    parser.add_argument("--node-memory-mib", type=int, default=NODE_MEMORY_MIB)
     parser.add_argument("--agent-procs", type=int, default=1,
                         help="processes the agents are split over (one event loop each)")
     parser.add_argument("--sse", type=int, default=100, help="SSE subscribers (fan-out)")

@@ -28,7 +28,7 @@ def fleet_module() -> ModuleType:
 async def test_fifty_simulated_nodes_run_every_vm_once_and_stay_online(tmp_path: Path) -> None:
     fleet = fleet_module()
     args = argparse.Namespace(nodes=50, vms=200, clients=10, gateways=2, sse=5, idle_s=1.0,
-                              agent_procs=1,
+                              agent_procs=1, node_vcpus=8, node_memory_mib=8192,
                               max_seconds=60.0, vm_timeout=60.0, start_timeout=60.0)
     result = await fleet.drive(args, tmp_path)
     assert result["nodes_online_min"] == 50, result
