@@ -243,8 +243,8 @@ Event = (
     VmStateChanged | VmGuestReady | VmActionFailed | VmDeleted | VmSnapshotChanged | VmCloned
     | VmPublishProgress | NodeStateChanged
     | ImageStateChanged | ImageProgress | ConsoleSessionStarted | ConsoleSessionEnded
-    | VmResized | VmDiskAttached | VmDiskDetached | VmMediaInserted | VmMediaEjected
     | VmPhaseReached | VmAddressesChanged | VmAgentChanged | VmGuestAccess
+    | VmResized | VmDiskAttached | VmDiskDetached | VmMediaInserted | VmMediaEjected
 )
 
 event_encoder = msgspec.json.Encoder()
@@ -260,10 +260,10 @@ def event_subject(event: Event) -> str:
         case (VmStateChanged() | VmGuestReady() | VmActionFailed() | VmDeleted()
               | VmSnapshotChanged() | VmCloned() | VmPublishProgress()):
             return subjects.vm_event(event.vm_id, kind)
-        case VmPhaseReached() | VmAddressesChanged() | VmAgentChanged() | VmGuestAccess():
-            return subjects.vm_event(event.vm_id, kind)
         case (VmResized() | VmDiskAttached() | VmDiskDetached() | VmMediaInserted()
               | VmMediaEjected()):
+            return subjects.vm_event(event.vm_id, kind)
+        case VmPhaseReached() | VmAddressesChanged() | VmAgentChanged() | VmGuestAccess():
             return subjects.vm_event(event.vm_id, kind)
         case NodeStateChanged():
             return subjects.node_event(event.node, kind)
