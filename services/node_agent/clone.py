@@ -109,7 +109,7 @@ async def readable_state(ctx: AgentContext, source: VmRecord, snapshot_id: str,
     if not ctx.host.is_test_driver:
         info = await ctx.host.info(dom_uuid)
         async with quiesced(ctx, dom_uuid, wanted=info is not None and info.active):
-            took = bool(await ctx.host.run_on_domain(
+            took = bool(await ctx.host.with_domain(
                 "temporary snapshot", dom_uuid,
                 lambda dom: _temp_snapshot(dom, temp_name, delete=False)))
     try:
@@ -117,7 +117,7 @@ async def readable_state(ctx: AgentContext, source: VmRecord, snapshot_id: str,
     finally:
         if took:
             try:
-                await ctx.host.run_on_domain(
+                await ctx.host.with_domain(
                     "temporary snapshot delete", dom_uuid,
                     lambda dom: _temp_snapshot(dom, temp_name, delete=True))
             except NodeAgentError as exc:

@@ -357,7 +357,9 @@ class LibvirtHost:
     async def with_domain(self, what: str, dom_uuid: str,
                           op: Callable[[libvirt.virDomain], T]) -> T | None:
         """``op(domain)`` in a worker thread, like every call here (a lost connection waited
-        for); None when there is no such domain. For device changes (node_agent/devices.py)."""
+        for); None when there is no such domain. For modules with their own libvirt work
+        (devices.py, snapshots.py, clone.py): ``op`` must be idempotent, it may run again after
+        a reconnection."""
         def run() -> T | None:
             dom = self._lookup(dom_uuid)
             return None if dom is None else op(dom)

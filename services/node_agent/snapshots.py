@@ -263,7 +263,7 @@ async def create_snapshot(ctx: AgentContext, command: CreateSnapshot) -> None:
         info = await ctx.host.info(dom_uuid)
         live_disk_only = info is not None and info.active and not snap.memory
         async with quiesced(ctx, dom_uuid, wanted=live_disk_only) as frozen:
-            taken = await ctx.host.run_on_domain(
+            taken = await ctx.host.with_domain(
                 "snapshot", dom_uuid,
                 lambda dom: _take(dom, snap, test_driver=ctx.host.is_test_driver))
         if taken is None:
@@ -318,11 +318,11 @@ async def revert_snapshot(ctx: AgentContext, command: RevertSnapshot) -> None:
         was_running = info is not None and info.active
         ctx.guests.cancel(record.id)
         if snap.memory:
-            await ctx.host.run_on_domain("revert", dom_uuid,
+            await ctx.host.with_domain("revert", dom_uuid,
                                          lambda dom: _revert(dom, snap.id, 0))
         else:
             await ctx.host.destroy(dom_uuid)
-            await ctx.host.run_on_domain("revert", dom_uuid,
+            await ctx.host.with_domain("revert", dom_uuid,
                                          lambda dom: _revert(dom, snap.id, 0))
             # The snapshot carries the domain config of its time; the VM's own is the one
             # the node saved last (a resize since must not be undone by the revert).
@@ -372,7 +372,7 @@ async def delete_snapshot(ctx: AgentContext, command: DeleteSnapshot) -> None:
     try:
         await ensure_defined(ctx, record)
         await restore_metadata(ctx, record)
-        await ctx.host.run_on_domain("snapshot-delete", ctx.domain_uuid(record.id),
+        await ctx.host.with_domain("snapshot-delete", ctx.domain_uuid(record.id),
                                      lambda dom: _delete(dom, snap.id))
     except LimiquantixError as exc:
         await _fail(ctx, record.id, snap.id, "vm.snapshot.delete", exc)
@@ -422,7 +422,7 @@ async def restore_metadata(ctx: AgentContext, record: VmRecord) -> int:
 
     wanted = await asyncio.to_thread(load)
     try:
-        count = await ctx.host.run_on_domain(
+        count = await ctx.host.with_domain(
             "snapshot-redefine", ctx.domain_uuid(record.id),
             lambda dom: _redefine_missing(dom, wanted))
     except LibvirtFailed as exc:
