@@ -121,7 +121,8 @@ async def test_an_extra_disk_is_made_once_attached_and_then_detached_and_deleted
     targets = [t.attrib for t in definition(vm.id).findall("./devices/disk[@device='disk']/target")]
     assert {"dev": "sdf", "bus": "scsi"} in targets
     assert definition(vm.id).find("./devices/controller[@model='virtio-scsi']") is not None
-    attached = [e for e in harness.events_of(vm.id, VmDiskAttached)]
+    await harness.wait_event(lambda e: isinstance(e, VmDiskAttached) and e.vm_id == vm.id)
+    attached = harness.events_of(vm.id, VmDiskAttached)
     assert len(attached) == 1 and attached[0].disk.id == disk.id  # type: ignore[attr-defined]
     # A redelivered attach makes no second disk.
     inode = path.stat().st_ino
@@ -206,4 +207,6 @@ async def test_an_attach_cut_short_by_a_crash_is_finished_with_one_disk(
     assert path.stat().st_ino == inode
     assert list(harness.vm_dir(vm.id).glob("disk-*.qcow2")) == [path]
     assert len(definition(vm.id).findall("./devices/disk[@device='disk']")) == 2
+    # The record is written before the event is published: wait for the event, then count.
+    await harness.wait_event(lambda e: isinstance(e, VmDiskAttached) and e.vm_id == vm.id)
     assert len(harness.events_of(vm.id, VmDiskAttached)) == 1
