@@ -101,6 +101,11 @@ async def _audit(request: web.Request, vm: VmRecord, action: str, *, target: str
     await publish_event(request.app[app_keys.JETSTREAM], event, best_effort=True)
 
 
+def _code(exc: LimiquantixError) -> str:
+    """The stable code, also of an error the node answered (RemoteError keeps it in reply)."""
+    return exc.to_reply().code
+
+
 async def _vm(request: web.Request) -> VmRecord:
     vm = await resolve(request.app, request.match_info["vm"])
     _agent_ready(vm)
@@ -123,7 +128,7 @@ async def exec_command(request: web.Request) -> web.Response:
         reply = await _ask(request.app, vm, GUEST_EXEC, call, GuestExecReply,
                            timeout_s=body.timeout_s + EXEC_MARGIN_S)
     except LimiquantixError as exc:
-        await _audit(request, vm, "exec", target=body.command[0], error=exc.code)
+        await _audit(request, vm, "exec", target=body.command[0], error=_code(exc))
         raise
     result = reply.result()
     await _audit(request, vm, "exec", target=body.command[0], exit_code=result.exit_code,
@@ -184,7 +189,7 @@ async def put_file(request: web.Request) -> web.Response:
             await _write(app, vm, opened.handle, bytes(buffer))
     except LimiquantixError as exc:
         await _close_quietly(app, vm, opened.handle)
-        await _audit(request, vm, "file_write", target=path, size=size, error=exc.code)
+        await _audit(request, vm, "file_write", target=path, size=size, error=_code(exc))
         raise
     await _ask(app, vm, GUEST_FILE_CLOSE, msgspec.structs.replace(
         close, vm_id=vm.id, handle=opened.handle), Done)
@@ -203,7 +208,7 @@ async def _close_quietly(app: web.Application, vm: VmRecord, handle: int) -> Non
     try:
         await _ask(app, vm, GUEST_FILE_CLOSE, FileCloseCall(vm_id=vm.id, handle=handle), Done)
     except LimiquantixError as exc:
-        log.warning("guest file not closed", vm_id=vm.id, handle=handle, error=exc.code)
+        log.warning("guest file not closed", vm_id=vm.id, handle=handle, error=_code(exc))
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
@@ -240,7 +245,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
                 break
     except LimiquantixError as exc:
         await _close_quietly(app, vm, opened.handle)
-        await _audit(request, vm, "file_read", target=path, size=size, error=exc.code)
+        await _audit(request, vm, "file_read", target=path, size=size, error=_code(exc))
         if response is not None:  # headers sent: cut the stream
             raise ConnectionResetError(str(exc)) from None
         raise
@@ -267,7 +272,7 @@ async def set_password(request: web.Request) -> web.Response:
         await _ask(request.app, vm, GUEST_PASSWORD,
                    GuestPasswordCall(vm_id=vm.id, user=body.user, password=body.password), Done)
     except LimiquantixError as exc:
-        await _audit(request, vm, "password", target=body.user, error=exc.code)
+        await _audit(request, vm, "password", target=body.user, error=_code(exc))
         raise
     await _audit(request, vm, "password", target=body.user)
     return _json(PasswordResult(user=body.user))

@@ -102,10 +102,8 @@ async def guest(guest_image: Path) -> AsyncIterator[Guest]:
                 (tmp / "known_hosts").write_text(known)
                 yield Guest(stack, api, vm["id"], name,
                             Ssh(forward["host_port"], key, tmp / "known_hosts"), ready)
-            except BaseException:
-                keep_evidence(stack, name)
-                raise
             finally:
+                keep_evidence(stack, name)  # always: later tests' failures need the node's log
                 await remove_vm(api, vm["id"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
