@@ -165,6 +165,8 @@ def _vm_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--user-data", metavar="FILE",
                    help="custom #cloud-config (or script), merged with the generated one")
     p.add_argument("--hostname", help="guest host name (default: the VM name)")
+    p.add_argument("--no-guest-agent", action="store_true",
+                   help="do not install qemu-guest-agent at first boot when the image lacks it")
     p.add_argument("--description", help="free text for people: what the VM is for")
     p.add_argument("--label", action="append", metavar="KEY=VALUE",
                    help="a label to find the VM by (repeat for more)")

@@ -112,6 +112,8 @@ def create_body(args: Any) -> dict[str, Any]:
         cloud_init["user_data"] = read_text(args.user_data, "user-data file")
     if args.hostname:
         cloud_init["hostname"] = args.hostname
+    if getattr(args, "no_guest_agent", False):
+        cloud_init["guest_agent"] = False  # docs/guest-agent.md
     if cloud_init:
         body["cloud_init"] = cloud_init
     net = network(args.network)

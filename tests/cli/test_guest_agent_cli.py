@@ -58,3 +58,18 @@ async def test_create_wait_ssh_names_the_phase_it_did_not_reach(lq: Lq) -> None:
     assert result.code == 3, result.err
     line = one_error_line(result.err)
     assert f"{name} did not reach phase ssh within 4.0s; phase booting after 0.0s" in line
+
+
+def test_create_can_opt_out_of_the_guest_agent_install() -> None:
+    import msgspec
+
+    from limiquantix.cli import vm_input
+    from limiquantix.cli.main import build_parser
+    from limiquantix.common.vms import CreateVmRequest
+    base = ["vm", "create", "web-1", "--image", "debian-12"]
+    plain = msgspec.convert(vm_input.create_body(build_parser().parse_args(base)),
+                            CreateVmRequest)
+    assert plain.cloud_init.guest_agent is True
+    opted = msgspec.convert(vm_input.create_body(build_parser().parse_args(
+        [*base, "--no-guest-agent"])), CreateVmRequest)
+    assert opted.cloud_init.guest_agent is False
