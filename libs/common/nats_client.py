@@ -92,6 +92,14 @@ async def connect(url: str, *, name: str, creds: str = "", ca_file: str = ""
             await nc.close()
 
 
+# nats-server 2.15 gives every stream a default limit of 1,000 consumers unless the stream sets
+# its own (0 and -1 mean that default, not "unlimited"). A fleet needs more: LQ_COMMANDS has one
+# durable consumer per node, KV_lq_vms an ordered one per node and per gateway, LQ_EVENTS one per
+# SSE client and webhook; at 1,000 nodes the 1,001st was refused (10026, bench/fleet.py). Every
+# stream and bucket is laid out with this limit (raised in place on an older deployment).
+MAX_CONSUMERS = 100_000
+
+
 async def _add_or_update_stream(js: JetStreamContext, config: StreamConfig) -> bool:
     """True when the stream's replica count was changed."""
     try:
@@ -166,13 +174,13 @@ async def ensure_jetstream(js: JetStreamContext, *, heartbeat_interval_s: float,
     await step(subjects.COMMANDS_STREAM, lambda: _add_or_update_stream(js, StreamConfig(
         name=subjects.COMMANDS_STREAM, subjects=[subjects.all_commands()],
         retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
-        duplicate_window=120.0, num_replicas=replicas,
+        duplicate_window=120.0, num_replicas=replicas, max_consumers=MAX_CONSUMERS,
     )))
     await step(subjects.EVENTS_STREAM, lambda: _add_or_update_stream(js, StreamConfig(
         name=subjects.EVENTS_STREAM, subjects=[subjects.all_events()],
         retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
         max_age=EVENTS_MAX_AGE_S, max_bytes=EVENTS_MAX_BYTES, discard=DiscardPolicy.OLD,
-        num_replicas=replicas,
+        num_replicas=replicas, max_consumers=MAX_CONSUMERS,
     )))
     for config in bucket_configs(heartbeat_interval_s=heartbeat_interval_s, replicas=replicas):
         await step(kv_stream(config.bucket), functools.partial(_ensure_bucket, js, config))
@@ -188,7 +196,8 @@ def bucket_configs(*, heartbeat_interval_s: float, replicas: int = 1) -> list[Ke
     """Every KV bucket the gateway lays out."""
     plain = [KeyValueConfig(bucket=b, history=1, replicas=replicas)
              for b in (subjects.VMS_BUCKET, subjects.VM_NAMES_BUCKET, subjects.IMAGES_BUCKET,
-                       subjects.TOKENS_BUCKET, subjects.WEBHOOKS_BUCKET)]
+                       subjects.TOKENS_BUCKET, subjects.WEBHOOKS_BUCKET,
+                       subjects.ALLOCATIONS_BUCKET)]
     return [
         *plain,
         KeyValueConfig(bucket=subjects.NODES_BUCKET, history=1, ttl=3 * heartbeat_interval_s,
@@ -250,13 +259,16 @@ async def _ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:
         info = await js.stream_info(kv_stream(config.bucket))
     except NotFoundError:
         await js.create_key_value(config)
+        info = await js.stream_info(kv_stream(config.bucket))
+    scaled = (info.config.num_replicas or 1) != config.replicas
+    if not scaled and (info.config.max_consumers or 0) >= MAX_CONSUMERS:
         return False
-    if (info.config.num_replicas or 1) == config.replicas:
-        return False
-    log.info("jetstream bucket replicas changed", bucket=config.bucket,
-             replicas_before=info.config.num_replicas or 1, replicas=config.replicas)
-    await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
-    return True
+    if scaled:
+        log.info("jetstream bucket replicas changed", bucket=config.bucket,
+                 replicas_before=info.config.num_replicas or 1, replicas=config.replicas)
+    await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas,
+                                               max_consumers=MAX_CONSUMERS))
+    return scaled
 
 
 async def _ensure_object_store(js: JetStreamContext, name: str, replicas: int) -> bool:

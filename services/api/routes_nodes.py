@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from limiquantix.api import allocation_store, app_keys, fleet_limits, paging, placement
+from limiquantix.api import allocation_store, app_keys, paging, placement
 from limiquantix.api.errors import NodeNotFound
 from limiquantix.api.http_json import json_response
 from limiquantix.api.openapi import OpenApiPart, Operation, Param
@@ -117,7 +117,6 @@ async def allocations_ctx(app: web.Application) -> AsyncIterator[None]:
     once before the first request and then every few seconds; VM record changes release."""
     js = app[app_keys.JETSTREAM]
     kv = await allocation_store.ensure_bucket(js)
-    await fleet_limits.ensure_consumer_room(js)
     view = allocation_store.AllocationView(js)
     await view.start()
     store = allocation_store.AllocationStore(kv, view)

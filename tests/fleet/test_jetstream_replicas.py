@@ -35,6 +35,12 @@ async def test_one_server_gets_single_replica_streams_and_set_up_twice_changes_n
         await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=1)
         assert await _replicas(js) == dict.fromkeys(ALL_STREAMS, 1)
         assert {s: (await js.stream_info(s)).created for s in ALL_STREAMS} == created
+        # Room for a fleet's consumers on every stream and bucket (the server's default is
+        # 1,000), and a set-up run again does not take it back.
+        fleet = [s for s in ALL_STREAMS if s != nats_client.object_stream(
+            subjects.IMAGE_FILES_BUCKET)]
+        limits = {s: (await js.stream_info(s)).config.max_consumers for s in fleet}
+        assert limits == dict.fromkeys(fleet, nats_client.MAX_CONSUMERS)
     finally:
         await nc.close()
 
