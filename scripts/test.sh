@@ -2,14 +2,15 @@
 # One command: install everything, then run the whole test suite (unit, integration on real NATS
 # and libvirt's test driver, end to end on libvirtd + QEMU/TCG, the real guest, the browser).
 #
-# --quick: the inner loop, everything but the tests marked stack, e2e, guest, browser or fuzz,
+# --quick: the inner loop, everything but the tests marked stack, e2e, guest, browser, fuzz or
+# cluster,
 # in 4 parallel workers (the tests mostly wait on NATS and subprocesses; see README, Tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=()
 if [ "${1:-}" = "--quick" ]; then
   shift
-  quick=(-n 4 -m "not stack and not e2e and not guest and not browser and not fuzz")
+  quick=(-n 4 -m "not stack and not e2e and not guest and not browser and not fuzz and not cluster")
 fi
 bash scripts/setup.sh
 state=$(bash scripts/libvirtd.sh)

@@ -105,4 +105,4 @@ async def _wait_all_current(cluster: NatsCluster, timeout_s: float = 30.0) -> No
         await asyncio.sleep(0.1)
 
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]

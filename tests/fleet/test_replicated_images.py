@@ -26,7 +26,7 @@ from tests.support.images import LibraryProcess, wait_image
 from tests.support.load_balancer import LoadBalancer
 from tests.support.origin import Origin
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 RATE = 4 << 20  # bytes/s through the node's side: the download lasts ~6 s
 

@@ -11,4 +11,4 @@ STACK_FIXTURES = frozenset({"stack", "ui_stack"})
 # (most under 5 s). Real guests boot in ~45 s under TCG, minutes when the machine is busy, and
 # their image is built by debootstrap on first use; their tests set longer limits of their own.
 MARK_TIMEOUTS_S = {"stack": 300.0, "e2e": 300.0, "browser": 300.0, "fuzz": 300.0,
-                   "guest": 900.0}
+                   "guest": 900.0, "cluster": 120.0}
