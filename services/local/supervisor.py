@@ -150,8 +150,9 @@ class Supervisor:
                 except GaveUp as exc:
                     self.say(str(exc))
                     return 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), POLL_S)
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: see heartbeat.py
+                    async with asyncio.timeout(POLL_S):
+                        await stop.wait()
             return 0
         finally:
             for pid_file in self.run_dir.glob("*.pid"):

@@ -124,9 +124,12 @@ class Heartbeat:
                 await self.beat()
             except Exception as exc:
                 log.warning("heartbeat failed", error=str(exc))
+            # asyncio.timeout, not wait_for: on Python 3.11 a cancel that lands while wait_for
+            # is timing out comes back as TimeoutError, which this loop would swallow, and the
+            # agent's stop would hang on this task.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_either(changed, self._nudged),
-                                       self._settings.heartbeat_interval_s)
+                async with asyncio.timeout(self._settings.heartbeat_interval_s):
+                    await _either(changed, self._nudged)
                 await asyncio.sleep(PROMPT_BEAT_DELAY_S)  # one beat for a burst of creates
 
     def nudge(self) -> None:

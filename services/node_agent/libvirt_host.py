@@ -220,8 +220,11 @@ class LibvirtHost:
     async def supervise(self, on_reconnect: Callable[[], Awaitable[None]]) -> None:
         """Until cancelled: notice a lost connection, reopen it, then ``on_reconnect()``."""
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 a cancel that lands while wait_for
+            # is timing out comes back as TimeoutError, which would be swallowed here.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), LIVENESS_POLL_S)
+                async with asyncio.timeout(LIVENESS_POLL_S):
+                    await self._lost.wait()
             if not self._lost.is_set():
                 if await self._alive():
                     continue

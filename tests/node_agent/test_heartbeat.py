@@ -68,3 +68,37 @@ async def test_a_heartbeat_with_30000_vms_stays_small(nats_server: NatsServer,
     finally:
         await node.drain()
         await nc.drain()
+
+
+async def test_a_heartbeat_stops_when_cancelled_just_as_a_change_wakes_it(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    """The agent's stop cancels the heartbeat loop; a cancel that lands in the same loop step
+    as the wake-up must still end it (Python 3.11's wait_for returned the wake-up and dropped
+    the cancel, and the agent's stop hung on this task)."""
+    settings = agent_settings(nats_server.url, tmp_path / "node")
+    node_id = settings.effective_node_id
+    async with nats_client.connect(nats_server.url, name="test",
+                                   creds=str(nats_server.creds_for(nats_auth.API))) as nc:
+        await nats_client.ensure_jetstream(nc.jetstream(), heartbeat_interval_s=5.0)
+    await nats_server.add_node(node_id)
+    node = await nats.connect(**nats_server.connect_options(nats_auth.node_identity(node_id)))
+    try:
+        js = node.jetstream()
+        records = NodeRecords(js, node_id)
+        watching = asyncio.create_task(records.run())
+        await asyncio.wait_for(records.ready.wait(), 10)
+        nodes = await nats_client.bucket(js, subjects.NODES_BUCKET)
+        for steps in range(8):  # the cancel lands 0..7 loop steps after the wake-up
+            heartbeat = Heartbeat(settings, nodes, records, node_id=node_id, virt_type="test")
+            beating = asyncio.create_task(heartbeat.run())
+            for _ in range(50):  # let it beat once and settle into its wait
+                await asyncio.sleep(0.01)
+            heartbeat.nudge()
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            beating.cancel()
+            done, _ = await asyncio.wait([beating], timeout=3)
+            assert done, f"the heartbeat ignored a cancel {steps} steps after its wake-up"
+        watching.cancel()
+    finally:
+        await node.drain()
