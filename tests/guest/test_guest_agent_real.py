@@ -103,7 +103,8 @@ async def guest(guest_image: Path) -> AsyncIterator[Guest]:
                 yield Guest(stack, api, vm["id"], name,
                             Ssh(forward["host_port"], key, tmp / "known_hosts"), ready)
             finally:
-                keep_evidence(stack, name)  # always: later tests' failures need the node's log
+                # Always (a module-wide VM: a later test's failure needs the node's log).
+                keep_evidence(stack, name, why="run")
                 await remove_vm(api, vm["id"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

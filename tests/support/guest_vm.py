@@ -279,14 +279,15 @@ async def console_log(api: aiohttp.ClientSession, vm_id: str) -> str:
         return await response.text()
 
 
-def keep_evidence(stack: Stack, name: str) -> None:
-    """Copy the logs (services, serial consoles) out of the temp dir before it goes."""
-    dest = Path("/var/tmp/limiquantix-guest-tests") / f"failed-{name}"
+def keep_evidence(stack: Stack, name: str, *, why: str = "failed") -> None:
+    """Copy the logs (services, serial consoles) out of the temp dir before it goes, to
+    ``/var/tmp/limiquantix-guest-tests/<why>-<name>``."""
+    dest = Path("/var/tmp/limiquantix-guest-tests") / f"{why}-{name}"
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(stack.root / "logs", dest / "logs", dirs_exist_ok=True)
     for serial in stack.node_data_dir("node-a").rglob("serial.log"):
         shutil.copy(serial, dest / f"serial-{serial.parent.name}.log")
-    print(f"logs of the failed run kept in {dest}")
+    print(f"logs of the {why} run kept in {dest}")
 
 
 async def remove_vm(api: aiohttp.ClientSession, vm_id: str) -> None:
