@@ -116,7 +116,7 @@ async def test_guest_is_configured_by_cloud_init_and_reachable_over_ssh(
         # power-down; readiness, told only the time (as the node agent does), must wait for
         # the next one.
         finished_before = vm.serial_log.read_bytes().count(b"finished at")
-        await asyncio.to_thread(vm.dom.reboot, 0)
+        await asyncio.to_thread(vm.on_domain, lambda dom: dom.reboot(0))
         started = datetime.now(UTC)
         rebooted = await wait_for_guest_ready(vm.serial_log, started_at=started,
                                               timeout_s=READY_TIMEOUT_S)

@@ -4,6 +4,7 @@ the field does, and a failed VM holds nothing."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,12 @@ async def test_a_vm_without_an_image_gets_a_blank_disk_and_no_seed(
     await wait_state(api, vm["id"], "running")
     files = sorted(p.name for p in (stack.node_data_dir("node-a") / "images" / vm["id"]).iterdir())
     assert "disk.qcow2" in files and "seed.iso" not in files
-    xml = (stack.node_data_dir("node-a") / "images" / vm["id"] / "domain.xml").read_text()
-    assert "cdrom" not in xml
+    root = ET.fromstring(
+        (stack.node_data_dir("node-a") / "images" / vm["id"] / "domain.xml").read_text())
+    # No seed drive: the only CD-ROM is the empty media drive every domain has (ISO inserts).
+    cdroms = root.findall("./devices/disk[@device='cdrom']")
+    assert [(c.find("target").get("dev"), c.find("source")) for c in cdroms] == [  # type: ignore[union-attr]
+        ("sde", None)]
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from xml.sax.saxutils import quoteattr
 
 import aiohttp
@@ -27,6 +27,8 @@ from aiohttp import web
 from limiquantix.local.stack import Stack
 from limiquantix.node_agent.seed.iso import build_seed_iso
 from tests.support.flows import get_vm, wait_gone
+
+T = TypeVar("T")
 
 WORK_ROOT = Path("/var/tmp/limiquantix-guest-tests")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
@@ -178,33 +180,59 @@ class GuestDomain:
         self.seed.write_bytes(build_seed_iso(seed_files))
         xml = domain_xml(name=self.name, disk=self.disk, seed=self.seed,
                          serial_log=self.serial_log, ssh_port=self.ssh_port)
-        self.dom = conn.defineXML(xml)
+        self.uri = conn.getURI()
+        self.uuid = conn.defineXML(xml).UUIDString()
+
+    def on_domain(self, op: Callable[[libvirt.virDomain], T]) -> T:
+        """``op(domain)`` on a connection of its own. A connection held while a guest boots
+        for minutes is dropped by libvirtd: once a test in this process has registered
+        libvirt's event loop (the in-process agent tests do), every new connection promises
+        keepalive answers that nobody gives after that loop is gone ("Broken pipe")."""
+        conn = libvirt.open(self.uri)
+        try:
+            return op(conn.lookupByUUIDString(self.uuid))
+        finally:
+            conn.close()
 
     def log_size(self) -> int:
         return self.serial_log.stat().st_size if self.serial_log.exists() else 0
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.dom.create)
+        await asyncio.to_thread(self.on_domain, lambda dom: dom.create())
 
     async def shutdown(self, *, timeout_s: float = 180) -> None:
         """ACPI power button, then wait until the domain is off."""
-        await asyncio.to_thread(self.dom.shutdown)
+        await asyncio.to_thread(self.on_domain, lambda dom: dom.shutdown())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while await asyncio.to_thread(self.dom.isActive):
+        while await asyncio.to_thread(self.on_domain, lambda dom: dom.isActive()):
             if loop.time() > deadline:
                 raise TimeoutError(f"{self.name} ignored the ACPI shutdown for {timeout_s} s")
             await asyncio.sleep(1)
 
     def destroy(self) -> None:
-        """Remove the domain and its files, whatever state it is in."""
+        """Remove the domain and its files, whatever state it is in. libvirt refuses while a
+        job holds the domain (e.g. a reboot in progress): retried for a while, then raised, so
+        a domain is never left running behind a test."""
         try:
-            if self.dom.isActive():
-                self.dom.destroy()
-            self.dom.undefine()
-        except libvirt.libvirtError:
-            pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+            for attempt in range(20):
+                try:
+                    self.on_domain(_destroy_and_undefine)
+                    return
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        return
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.5)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _destroy_and_undefine(dom: libvirt.virDomain) -> None:
+    if dom.isActive():
+        dom.destroy()
+    dom.undefine()
 
 
 # The whole system as the real-guest tests and bench/boot.py run it (TCG on qemu:///system).
