@@ -50,6 +50,18 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory under /var/tmp that libvirt's QEMU user can read (tests on real QEMU keep
+    their VM files there; pytest's tmp_path is private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="lq-e2e-", dir="/var/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
     """A real nats-server configured as in production: identities ``api``, ``image-library``
     (``add_node`` for nodes), each with its permissions, anonymous clients refused.

@@ -8,12 +8,10 @@ machine-wide lock: ``flock /tmp/lq-guest.lock .venv/bin/python -m pytest tests/e
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -69,15 +67,6 @@ def blocks(vm_id: str) -> dict[str, str]:
 def live_xml(vm_id: str, *flags: str) -> ET.Element:
     return ET.fromstring(virsh("dumpxml", domain_uuid(vm_id), *flags))
 
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="lq-e2e-", dir="/var/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,12 +10,10 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -43,15 +41,6 @@ def virsh(*args: str) -> subprocess.CompletedProcess[str]:
 def _libvirtd_available() -> bool:
     return virsh("uri").returncode == 0
 
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="lq-e2e-", dir="/var/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

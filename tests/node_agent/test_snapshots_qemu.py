@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,15 +31,6 @@ def _disk_snapshots(disk: Path) -> list[str]:
                          capture_output=True, text=True, check=True).stdout
     return [s["name"] for s in json.loads(out).get("snapshots", [])]
 
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="lq-snap-", dir="/var/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
