@@ -190,6 +190,11 @@ async def ensure_jetstream(js: JetStreamContext, *, heartbeat_interval_s: float,
         await retry.retry_transient(functools.partial(_scale_consumers, js, stream, replicas),
                                     what=f"jetstream set-up: {stream} consumers",
                                     deadline_s=JETSTREAM_WAIT_S)
+    # Created is not yet writable in a cluster: the gateway writes next, as the others do.
+    await wait_for_jetstream(js, [subjects.COMMANDS_STREAM, subjects.EVENTS_STREAM,
+                                  *(kv_stream(c.bucket) for c in bucket_configs(
+                                      heartbeat_interval_s=heartbeat_interval_s)),
+                                  object_stream(subjects.IMAGE_FILES_BUCKET)])
 
 
 def bucket_configs(*, heartbeat_interval_s: float, replicas: int = 1) -> list[KeyValueConfig]:
@@ -233,23 +238,40 @@ IMAGE_LIBRARY_STREAMS = (subjects.EVENTS_STREAM, kv_stream(subjects.IMAGES_BUCKE
 
 async def wait_for_jetstream(js: JetStreamContext, streams: Iterable[str], *,
                              timeout_s: float = JETSTREAM_WAIT_S) -> None:
-    """Wait until the gateway has created ``streams`` (``kv_stream(b)`` for a bucket).
+    """Wait until the gateway has created ``streams`` (``kv_stream(b)`` for a bucket) and each
+    has a leader to take writes.
 
     Only the gateway may create or change streams and buckets (docs/security.md): the node
-    agent and the image library, which may start first, wait here instead.
+    agent and the image library, which may start first, wait here instead. In a cluster a
+    replicated stream exists (its info answers) a moment before its replicas have elected a
+    leader; a write in that moment gets "no responders" (seen in CI: the image library's first
+    catalog write right after ``lq-local --nats-cluster 3`` started), so existing is not enough.
     """
     deadline = time.monotonic() + timeout_s
     for stream in streams:
         while True:
             try:
-                await js.stream_info(stream)
-                break
+                info = await js.stream_info(stream)
+                if _has_leader(info.cluster):
+                    break
+                waiting_for = "a leader for JetStream stream"
             except NotFoundError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"JetStream stream {stream} was never created: is the "
-                                       "gateway (lq-api) running on this NATS?") from None
-                log.info("waiting for the gateway to create JetStream streams", stream=stream)
-                await asyncio.sleep(JETSTREAM_POLL_S)
+                waiting_for = "the gateway to create JetStream stream"
+            except Exception as exc:
+                if not retry.is_nats_transient(exc):
+                    raise
+                waiting_for = "JetStream to answer about stream"
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still waiting for {waiting_for} {stream} after "
+                                   f"{timeout_s:.0f} s: is the gateway (lq-api) running on this "
+                                   "NATS, and are most of its servers up?")
+            log.info(f"waiting for {waiting_for}", stream=stream)
+            await asyncio.sleep(JETSTREAM_POLL_S)
+
+
+def _has_leader(cluster: ClusterInfo | None) -> bool:
+    """A stream on a single server has no cluster info and is its own leader."""
+    return cluster is None or bool(cluster.leader)
 
 
 async def _ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:

@@ -98,6 +98,33 @@ async def test_single_replica_deployment_is_upgraded_to_three_in_place(
         await nc.close()
 
 
+async def test_a_fresh_cluster_takes_the_first_write_to_every_bucket_once_set_up_returns(
+        nats_cluster: NatsCluster) -> None:
+    """Created is not yet writable: a replicated stream answers its info a moment before its
+    replicas have elected a leader, and a write then gets "no responders" (CI saw the image
+    library's first catalog write fail so). Set-up, and the services' wait, return only once
+    every stream has a leader, so the very next write -- without any retry -- is stored."""
+    nc = await nats.connect(**nats_cluster.connect_options(nats_auth.API))
+    js = nc.jetstream(timeout=5.0)
+    try:
+        await nats_client.ensure_jetstream(js, heartbeat_interval_s=1.0, replicas=3)
+        for stream in ALL_STREAMS:
+            assert (await js.stream_info(stream)).cluster.leader
+        assert await (await js.key_value(subjects.VMS_BUCKET)).create("vm-1", b"stored") >= 1
+        # The image library's start, as in CI: wait, then write the catalog at once.
+        library = await nats.connect(**nats_cluster.connect_options(nats_auth.IMAGE_LIBRARY))
+        try:
+            library_js = library.jetstream(timeout=5.0)
+            await nats_client.wait_for_jetstream(library_js, nats_client.IMAGE_LIBRARY_STREAMS,
+                                                 timeout_s=5)
+            images = await library_js.key_value(subjects.IMAGES_BUCKET)
+            assert await images.create("debian-12", b"stored") >= 1
+        finally:
+            await library.close()
+    finally:
+        await nc.close()
+
+
 async def _wait_all_current(cluster: NatsCluster, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not all([await cluster.healthy(m) for m in cluster.members]):
