@@ -7,10 +7,12 @@
 # in 4 parallel workers (the tests mostly wait on NATS and subprocesses; see README, Tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=()
+# The whole suite: 3 workers; every test that boots QEMU runs on one of them, one after another
+# (tests/conftest.py puts them in one xdist group), the rest share the other two.
+workers=(-n 3 --dist loadgroup)
 if [ "${1:-}" = "--quick" ]; then
   shift
-  quick=(-n 4 -m "not stack and not e2e and not guest and not browser and not fuzz and not cluster")
+  workers=(-n 4 -m "not stack and not e2e and not guest and not browser and not fuzz and not cluster")
 fi
 bash scripts/setup.sh
 state=$(bash scripts/libvirtd.sh)
@@ -19,4 +21,4 @@ stop_libvirtd() {
   if [ "$state" = started ] && [ -f /var/run/libvirtd.pid ]; then kill "$(cat /var/run/libvirtd.pid)" 2>/dev/null || true; fi
 }
 trap stop_libvirtd EXIT
-.venv/bin/python -m pytest -p no:cacheprovider "${quick[@]}" "$@"
+.venv/bin/python -m pytest -p no:cacheprovider "${workers[@]}" "$@"

@@ -18,7 +18,7 @@ from limiquantix.common import nats_auth, nats_client
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.local.stack import Stack
 from tests.support.flows import FAST_ENV
-from tests.support.marks import MARK_TIMEOUTS_S, STACK_FIXTURES
+from tests.support.marks import MARK_TIMEOUTS_S, QEMU_MARKS, STACK_FIXTURES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,6 +34,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
+        if any(item.get_closest_marker(mark) for mark in QEMU_MARKS):
+            # One worker runs every test that boots QEMU, one after another (``--dist
+            # loadgroup``): two TCG guests on a 2-core host each boot at half speed, and a
+            # module's shared guest stays on one worker.
+            item.add_marker(pytest.mark.xdist_group("qemu"))
         if explicit_timeout or item.get_closest_marker("timeout") is not None:
             continue
         limits = [s for mark, s in MARK_TIMEOUTS_S.items() if item.get_closest_marker(mark)]

@@ -5,6 +5,9 @@ from __future__ import annotations
 # Fixtures that start the whole system: a test using one is marked ``stack``.
 STACK_FIXTURES = frozenset({"stack", "ui_stack"})
 
+# Tests that boot QEMU domains: the full run gives them one worker of their own (conftest).
+QEMU_MARKS = ("e2e", "guest")
+
 # Per-test time limits (setup and teardown included) raised from pyproject's default (60 s) by a
 # test's marks; the largest applies. Measured on a busy 2-core machine: the slowest stack, e2e or
 # browser test took ~31 s plus ~5 s of set-up (80 of them: 337 s); an unmarked test at most ~36 s
