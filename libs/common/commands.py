@@ -104,6 +104,9 @@ class PublishVm(_Command, frozen=True, kw_only=True, tag="vm.publish"):
     upload_token: Annotated[str, msgspec.Meta(max_length=4096)]
     snapshot_id: VmId | None = None  # None: the current disk (a running VM's through a
     # temporary snapshot)
+    # Clean the guest's identity first through its agent (cloud-init clean, machine-id, SSH
+    # host keys), then shut it down and convert the stopped disk.
+    generalize: bool = False
 
 
 DiskId = Annotated[str, msgspec.Meta(pattern=UUID_PATTERN, description="disk id: a UUID")]

@@ -41,8 +41,9 @@ class CloneVmRequest(RequestBody, frozen=True, kw_only=True):
         description="name or id of a ready snapshot of the source; omitted: its current "
                     "disk")] | None = None
     linked: Annotated[bool, msgspec.Meta(
-        description="true: copy only what the source changed over its image and keep that "
-                    "image as backing file (fast, small); false: a full, flattened copy")] = True
+        description="true: a qcow2 overlay over the template's disk (instant; the source must "
+                    "be a template); false: a full, flattened copy; omitted: linked for a "
+                    "template, full otherwise")] | None = None
 
 
 class PublishVmRequest(RequestBody, frozen=True, kw_only=True):
@@ -56,3 +57,8 @@ class PublishVmRequest(RequestBody, frozen=True, kw_only=True):
                     "disk")] | None = None
     os: str = ""
     version: str = ""
+    generalize: Annotated[bool, msgspec.Meta(
+        description="clean the guest's identity through its agent first (cloud-init clean "
+                    "--logs --seed --machine-id, SSH host keys removed), then shut the VM "
+                    "down; omitted: yes when the VM runs with its guest agent connected")
+                          ] | None = None

@@ -453,7 +453,9 @@ class CloneSource(Model, frozen=True, kw_only=True):
 
     vm_id: str
     snapshot_id: str = ""  # "": the source's current disk (through a temporary snapshot)
-    linked: bool = True  # True: the clone's disk keeps the source's image as backing file
+    # True: the clone's disk is a qcow2 overlay whose backing file is the source's disk (the
+    # source is a template, frozen); False: a full, flattened copy.
+    linked: bool = True
 
 
 class VmRecord(Model, frozen=True, kw_only=True):
@@ -497,6 +499,9 @@ class VmRecord(Model, frozen=True, kw_only=True):
     stopped_by: str = ""
     snapshots: tuple[VmSnapshot, ...] = ()  # oldest first (docs/day2.md)
     clone_of: CloneSource | None = None  # set on a clone: its create copies that disk
+    # A template is frozen (docs/day2.md): never started or resized again, its disk the base
+    # of linked clones; deleted only when no linked clone depends on it.
+    template: bool = False
 
 
 def public_view(record: VmRecord) -> VmRecord:

@@ -1,6 +1,7 @@
 """Snapshots, clones and templates of a VM (docs/day2.md).
 
-``/v1/vms/{vm}/snapshots[/{snap}[/revert]]``, ``/v1/vms/{vm}/clone``, ``/v1/vms/{vm}/publish``.
+``/v1/vms/{vm}/snapshots[/{snap}[/revert]]``, ``/v1/vms/{vm}/template``, ``/v1/vms/{vm}/clone``,
+``/v1/vms/{vm}/publish``.
 The gateway checks what the VM's state allows, writes the transitional entry on the record
 (compare-and-set: a snapshot ``creating``/``reverting``/``deleting``, a clone's new record
 ``pending``), and queues the command on the VM's node; the node records the outcome and says
@@ -17,7 +18,7 @@ import nats.errors
 import structlog
 from aiohttp import web
 
-from limiquantix.api import app_keys, placement
+from limiquantix.api import app_keys, placement, templates
 from limiquantix.api.auth import principal_of
 from limiquantix.api.errors import IllegalTransition, NameTaken, VmNotFound
 from limiquantix.api.http_json import decode_body, json_response
@@ -25,6 +26,8 @@ from limiquantix.api.openapi import OpenApiPart, Operation
 from limiquantix.api.routes_vms import image_library_client, resolve
 from limiquantix.api.snapshot_errors import (
     CloneRefused,
+    GeneralizeUnavailable,
+    LinkedCloneNeedsTemplate,
     SnapshotNameTaken,
     SnapshotNotFound,
     SnapshotNotReady,
@@ -39,7 +42,7 @@ from limiquantix.common.commands import (
     RevertSnapshot,
 )
 from limiquantix.common.errors import Conflict, LimiquantixError, NotFound, Unavailable
-from limiquantix.common.events import VmStateChanged
+from limiquantix.common.events import VmStateChanged, VmTemplated
 from limiquantix.common.images import CreateImageRequest, ImageRecord
 from limiquantix.common.library_tokens import sign
 from limiquantix.common.model import utcnow
@@ -128,6 +131,7 @@ async def create_snapshot(request: web.Request) -> web.Response:
 
     def add(current: VmRecord) -> VmRecord:
         _check_state(current, "snapshot")
+        templates.refuse_change(current, "snapshotted")
         if body.memory and current.state == VmState.STOPPED:
             raise SnapshotRefused(
                 f"VM {current.name!r} is stopped: it has no memory to save",
@@ -176,6 +180,7 @@ async def _mark(request: web.Request, action: str, target: SnapshotState,
         elif current.state == VmState.DELETING:
             raise IllegalTransition(f"VM {current.name!r} is being deleted", vm_id=current.id,
                                     state=current.state, action=action)
+        templates.refuse_change(current, f"changed ({action} of a snapshot)")
         snap = find_snapshot(current, ref)
         if snap.state not in allowed:
             raise SnapshotNotReady(f"snapshot {snap.name!r} is {snap.state}", vm_id=current.id,
@@ -234,7 +239,7 @@ def _check_copyable(vm: VmRecord, action: str) -> None:
 
 
 def clone_record(source: VmRecord, *, vm_id: str, body: CloneVmRequest,
-                 snapshot_id: str) -> VmRecord:
+                 snapshot_id: str, linked: bool) -> VmRecord:
     """The clone's record: the source's shape, a new identity (id = instance-id, name and
     hostname, MAC derived from the id, forwards chosen again by the node)."""
     now = utcnow()
@@ -246,8 +251,26 @@ def clone_record(source: VmRecord, *, vm_id: str, body: CloneVmRequest,
             source.cloud_init, hostname=body.name),
         network=network, instance_id=vm_id, created_at=now, updated_at=now, vnc=None,
         forwards=(), ssh_command="", serial_log="", guest=GuestInfo(), error=None,
-        image_progress=None, holds_resources=True, snapshots=(),
-        clone_of=CloneSource(vm_id=source.id, snapshot_id=snapshot_id, linked=body.linked))
+        image_progress=None, holds_resources=True, snapshots=(), template=False,
+        clone_of=CloneSource(vm_id=source.id, snapshot_id=snapshot_id, linked=linked))
+
+
+def _linked(source: VmRecord, body: CloneVmRequest, snapshot_id: str) -> bool:
+    """Linked or full: asked, or by default linked for a template and full otherwise. Only a
+    template's disk is frozen, so only a template can be a linked clone's base."""
+    linked = source.template if body.linked is None else body.linked
+    if linked and not source.template:
+        raise LinkedCloneNeedsTemplate(
+            f"VM {source.name!r} is not a template: its disk still changes, so it cannot be "
+            "the base of a linked clone",
+            hint=f"Make it a template first: lq vm template {source.name}, or make a full "
+                 f"clone: lq vm clone {source.name} {body.name} --full.",
+            vm_id=source.id)
+    if linked and snapshot_id:
+        raise LinkedCloneNeedsTemplate(
+            "a linked clone is based on the template's disk as it is, not on a snapshot",
+            hint="Omit the snapshot, or make a full clone at it (--full).", vm_id=source.id)
+    return linked
 
 
 async def clone_vm(request: web.Request) -> web.Response:
@@ -258,13 +281,16 @@ async def clone_vm(request: web.Request) -> web.Response:
     source = await resolve(app, request.match_info["vm"])
     _check_copyable(source, "clone")
     snapshot_id = _source_snapshot(source, body.snapshot)
+    linked = _linked(source, body, snapshot_id)
     view = app[app_keys.VM_VIEW]
     if view.by_name(body.name) is not None:
         raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)
-    # The disk is on the source's node: the clone goes there or nowhere.
+    # The disk (a linked clone's backing file) is on the source's node: the clone goes there
+    # or nowhere.
     placement.place(vcpus=source.vcpus, memory_mib=source.memory_mib, explicit=source.node,
                     nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations())
-    record = clone_record(source, vm_id=str(uuid.uuid4()), body=body, snapshot_id=snapshot_id)
+    record = clone_record(source, vm_id=str(uuid.uuid4()), body=body, snapshot_id=snapshot_id,
+                          linked=linked)
     view.reserve(record)
     try:
         revision = await app[app_keys.VM_STORE].create(record)
@@ -285,13 +311,72 @@ async def clone_vm(request: web.Request) -> web.Response:
     except nats.errors.Error as exc:
         log.warning("clone not queued yet; the sweeper will send it", vm_id=record.id,
                     error=repr(exc))
-    log.info("clone accepted", vm_id=record.id, source=source.id, linked=body.linked)
+    log.info("clone accepted", vm_id=record.id, source=source.id, linked=linked)
     body_bytes = view.public_json(record)
     return web.Response(body=body_bytes, status=202, content_type="application/json",
                         headers={"Location": f"/v1/vms/{record.id}"})
 
 
+# --- template --------------------------------------------------------------------------------
+
+async def make_template(request: web.Request) -> web.Response:
+    """POST /v1/vms/{vm}/template: 200 with the record, now a template (a stopped VM only;
+    again on a template: the same answer)."""
+    app = request.app
+    vm = await resolve(app, request.match_info["vm"])
+    changed: list[bool] = [False]
+
+    def freeze(current: VmRecord) -> VmRecord:
+        if current.template:
+            changed[0] = False
+            return current
+        if current.state != VmState.STOPPED:
+            raise IllegalTransition(
+                f"cannot make VM {current.name!r} a template: it is {current.state}",
+                hint=f"Stop it first: lq vm stop {current.name}.",
+                vm_id=current.id, state=current.state, action="template")
+        if current.os_type == "windows":
+            raise CloneRefused(f"VM {current.name!r} is Windows: its clones need sysprep",
+                               vm_id=current.id)
+        if any(s.state in _BUSY for s in current.snapshots):
+            raise SnapshotNotReady(f"a snapshot of VM {current.name!r} is being changed",
+                                   vm_id=current.id)
+        changed[0] = True
+        return msgspec.structs.replace(current, template=True, updated_at=utcnow())
+
+    updated = await _update(app, vm, freeze)
+    if changed[0]:
+        try:
+            await publish_event(app[app_keys.JETSTREAM], VmTemplated(
+                vm_id=updated.id, name=updated.name, node=updated.node))
+        except nats.errors.Error as exc:  # the record says it: the event is a courtesy
+            log.warning("vm.templated not announced", vm_id=updated.id, error=repr(exc))
+        log.info("vm is a template", vm_id=updated.id)
+    return web.Response(body=app[app_keys.VM_VIEW].public_json(updated), status=200,
+                        content_type="application/json")
+
+
 # --- publish ---------------------------------------------------------------------------------
+
+def _generalize(vm: VmRecord, body: PublishVmRequest, snapshot_id: str) -> bool:
+    """Whether the node cleans the guest's identity first: asked, or by default when it can
+    (the VM runs with its agent connected and the current disk is published)."""
+    possible = vm.state in _UP and vm.guest.agent.connected
+    if body.generalize is None:
+        return possible and not snapshot_id
+    if body.generalize and snapshot_id:
+        raise GeneralizeUnavailable(
+            "a snapshot cannot be generalized: the guest's cleaning changes the current disk",
+            hint="Publish the current disk (omit the snapshot), or --no-generalize.",
+            vm_id=vm.id)
+    if body.generalize and not possible:
+        raise GeneralizeUnavailable(
+            f"VM {vm.name!r} is {vm.state}"
+            + ("" if vm.state not in _UP else " without a connected guest agent")
+            + ": its identity can only be cleaned from inside the running guest",
+            vm_id=vm.id)
+    return body.generalize
+
 
 async def publish_vm(request: web.Request) -> web.Response:
     """POST /v1/vms/{vm}/publish: 202 with the new image's record (``queued``); the node
@@ -301,6 +386,7 @@ async def publish_vm(request: web.Request) -> web.Response:
     vm = await resolve(app, request.match_info["vm"])
     _check_copyable(vm, "publish")
     snapshot_id = _source_snapshot(vm, body.snapshot)
+    generalize = _generalize(vm, body, snapshot_id)
     client = image_library_client(app)
     os_name, version, user = body.os, body.version, vm.cloud_init.user
     if vm.image and not body.os:
@@ -312,13 +398,14 @@ async def publish_vm(request: web.Request) -> web.Response:
     principal = principal_of(request).id
     image: ImageRecord = await client.create_upload(CreateImageRequest(
         name=body.name, format="qcow2", os=os_name, version=version, default_user=user,
-        labels={"published-from": vm.id}), created_by=principal)
+        labels={"published-from": vm.id, "generalized": str(generalize).lower()}),
+        created_by=principal)
     token = sign(app[app_keys.LIBRARY_SECRET], service="gateway", image_id=image.id,
                  method="PUT", subject=principal, ttl_s=PUBLISH_TOKEN_TTL_S)
     await _send(app, vm.node, PublishVm(
         command_id=str(uuid.uuid4()), vm_id=vm.id, image_id=image.id, upload_token=token,
-        snapshot_id=snapshot_id or None))
-    log.info("publish accepted", vm_id=vm.id, image_id=image.id)
+        snapshot_id=snapshot_id or None, generalize=generalize))
+    log.info("publish accepted", vm_id=vm.id, image_id=image.id, generalize=generalize)
     return json_response(image, status=202, headers={"Location": f"/v1/images/{image.id}"})
 
 
@@ -344,16 +431,28 @@ OPENAPI = OpenApiPart(tag="snapshots", operations=(
                           "restores the disk and boots the VM again if it was running."),
     Operation(method="DELETE", path=_SNAP, summary="Delete a snapshot",
               response=VmSnapshot, status=202, errors=(404, 409)),
+    Operation(method="POST", path="/v1/vms/{vm}/template",
+              summary="Make a stopped VM a template (frozen; the base of linked clones)",
+              response=VmRecord, errors=(404, 409),
+              description="200 with the record (`template: true`). A template is never "
+                          "started, resized or snapshotted (409 `template_refused`) and is "
+                          "deleted only without linked clones (409 `template_in_use`). 409 "
+                          "`illegal_transition` when the VM is not stopped."),
     Operation(method="POST", path="/v1/vms/{vm}/clone",
               summary="Clone a VM (new id, MAC, hostname; cloud-init runs as a new instance)",
               body=CloneVmRequest, response=VmRecord, status=202, errors=(404, 409, 422),
-              description="202 with the clone's record (`pending`), on the source's node."),
+              description="202 with the clone's record (`pending`), on the source's node. "
+                          "Linked (the default for a template): a qcow2 overlay over the "
+                          "template's disk; 409 `linked_clone_needs_template` for a VM that "
+                          "is not a template."),
     Operation(method="POST", path="/v1/vms/{vm}/publish",
               summary="Publish the VM's disk as a new image (a template)",
               body=PublishVmRequest, response=ImageRecord, status=202, errors=(404, 409, 422),
               description="202 with the image (`queued`); it is `active` once the node "
                           "uploaded and the library verified it (`vm.publish_progress`, "
-                          "`image.*` events)."),
+                          "`image.*` events); a failed publish deletes it. `generalize` "
+                          "(default when the guest agent answers) cleans the guest's identity "
+                          "and shuts it down first; label `generalized` says which."),
 ))
 
 
@@ -363,5 +462,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get(_SNAP, get_snapshot)
     app.router.add_post(f"{_SNAP}/revert", revert_snapshot)
     app.router.add_delete(_SNAP, delete_snapshot)
+    app.router.add_post("/v1/vms/{vm}/template", make_template)
     app.router.add_post("/v1/vms/{vm}/clone", clone_vm)
     app.router.add_post("/v1/vms/{vm}/publish", publish_vm)

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from limiquantix.api import app_keys, placement, vm_devices, vm_image
+from limiquantix.api import app_keys, placement, templates, vm_devices, vm_image
 from limiquantix.api.errors import VmNotFound
 from limiquantix.api.http_json import decode_body
 from limiquantix.api.openapi import OpenApiPart, Operation
@@ -94,15 +94,20 @@ async def _reserve(app: web.Application, vm: VmRecord, vcpus: int, memory_mib: i
                         used=app[app_keys.VM_VIEW].allocations())
 
 
+def _resized(vm: VmRecord, body: ResizeVmRequest) -> VmRecord:
+    templates.refuse_change(vm, "resized")  # its disk is its linked clones' base
+    return vm_devices.resized(vm, body)
+
+
 async def resize_vm(request: web.Request) -> web.Response:
     """PATCH /v1/vms/{vm}: new vCPUs, memory, disk size (and hot-plug ceilings)."""
     app = request.app
     body = await decode_body(request, ResizeVmRequest)
     vm = await resolve(app, request.match_info["vm"])
-    wanted = vm_devices.resized(vm, body)  # refused here before anything is held
+    wanted = _resized(vm, body)  # refused here before anything is held
     await _reserve(app, vm, wanted.vcpus, wanted.memory_mib)
     try:
-        updated = await _write(app, vm, lambda current: vm_devices.resized(current, body))
+        updated = await _write(app, vm, lambda current: _resized(current, body))
     except BaseException:
         await _reserve(app, wanted, vm.vcpus, vm.memory_mib)  # give the growth back
         raise

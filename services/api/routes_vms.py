@@ -19,7 +19,7 @@ import nats.errors
 import structlog
 from aiohttp import web
 
-from limiquantix.api import app_keys, paging, placement, vm_image, vm_listing
+from limiquantix.api import app_keys, paging, placement, templates, vm_image, vm_listing
 from limiquantix.api.allocation_store import ALLOCATIONS
 from limiquantix.api.create_sweeper import sweeper_ctx
 from limiquantix.api.errors import (
@@ -339,6 +339,10 @@ async def _transition(app: web.Application, ref: str, action: VmAction) -> VmRec
     """Record the transitional state of ``action`` and say so (``common.vm_transition``: CAS,
     ``vm.state_changed``); IllegalTransition if not allowed."""
     vm = await resolve(app, ref)
+    if action == VmAction.START:  # a template's disk is its linked clones' base: frozen
+        templates.refuse_change(vm, "started")
+    elif action == VmAction.DELETE:
+        templates.refuse_delete(app[app_keys.VM_VIEW], vm)
     recreate = action == VmAction.START and not vm.holds_resources
     if recreate:  # its create failed and released its room: it needs that room again
         await placement.place_and_reserve(
@@ -424,6 +428,7 @@ async def delete_vm(request: web.Request) -> web.Response:
 
 
 async def _force_delete(app: web.Application, vm: VmRecord) -> web.Response:
+    templates.refuse_delete(app[app_keys.VM_VIEW], vm)
     await app[app_keys.VM_STORE].delete(vm)
     app[app_keys.VM_VIEW].forget(vm.id)
     js = app[app_keys.JETSTREAM]

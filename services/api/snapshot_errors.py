@@ -38,3 +38,32 @@ class CloneRefused(InvalidRequest):
 
     code = "clone_refused"
     default_hint = "Generalize the guest (sysprep) and upload its disk as an image instead."
+
+
+class TemplateRefused(Conflict):
+    """A template is frozen: it is not started, resized, snapshotted or changed."""
+
+    code = "template_refused"
+    default_hint = "Clone the template (`lq vm clone TEMPLATE NEW`) and use the clone."
+
+
+class TemplateInUse(Conflict):
+    """Linked clones use the template's disk as their backing file."""
+
+    code = "template_in_use"
+    default_hint = "Delete its linked clones first (the problem lists them)."
+
+
+class LinkedCloneNeedsTemplate(Conflict):
+    """A linked clone's base must be frozen: only a template can have linked clones."""
+
+    code = "linked_clone_needs_template"
+    default_hint = "Make it a template first: lq vm template NAME, or make a full clone (--full)."
+
+
+class GeneralizeUnavailable(Conflict):
+    """Generalizing runs commands in the guest: the VM must run with its agent connected."""
+
+    code = "generalize_unavailable"
+    default_hint = ("Start the VM and wait for its guest agent (`lq vm show`), or publish "
+                    "without generalizing (--no-generalize).")

@@ -8,9 +8,9 @@ the source, placed on the source's node) and sends ``vm.create``; before the cre
   clusters never change, so a running source is read safely with ``-U``), or its current disk:
   a running source through a temporary internal snapshot QEMU takes and deletes (file systems
   frozen by the guest agent when one answers), a stopped one directly;
-- linked (default): only what the source changed over its image is copied, and the clone's
-  disk keeps that image (in the node's cache, read-only, shared by every VM from it) as its
-  backing file, so a fresh source clones in a second or so; full: flattened, no backing file.
+- linked (only of a template, whose disk never changes again): a qcow2 overlay whose backing
+  file is the template's ``disk.qcow2`` (``qemu-img create -b``: milliseconds, whatever the
+  disk's size); full: a flattened copy, no backing file.
 
 The disk appears under its name only when complete, so a redelivered create after a crash
 finds it and goes on; the temporary snapshot is named by the clone's id (made once).
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -65,14 +64,30 @@ class DiskCopyFailed(NodeAgentError):
     default_hint = "See the message; the node's disk may be full."
 
 
-async def backing_of(disk: Path) -> tuple[str, str] | None:
-    """(backing file, its format) of a qcow2, or None when it has none."""
-    out = await run_tool(["qemu-img", "info", "-U", "--output=json", str(disk)], timeout_s=30.0)
-    info = json.loads(out)
-    backing = info.get("full-backing-filename") or info.get("backing-filename")
-    if not backing:
-        return None
-    return str(backing), str(info.get("backing-filename-format") or "qcow2")
+async def _write_through_temp(dest: Path, args: list[str], timeout_s: float) -> int:
+    """Run qemu-img writing ``dest``'s temporary name (the last argument's place), then give
+    it its name: a crash leaves no half disk under the real name. Its size in bytes."""
+    tmp = temp_path(dest)
+    try:
+        await run_tool([*args, str(tmp)], timeout_s=timeout_s)
+    except ToolFailed as exc:
+        await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        raise DiskCopyFailed(f"making the disk failed: {exc.message}") from None
+
+    def place() -> int:
+        restrict_file(tmp)
+        tmp.replace(dest)
+        return dest.stat().st_size
+    return await asyncio.to_thread(place)
+
+
+async def link_disk(base: Path, dest: Path) -> int:
+    """``dest``: an empty qcow2 overlay over ``base`` (the template's disk; the same virtual
+    size), its file size in bytes. The backing path is absolute: QEMU opens it from anywhere."""
+    absolute = await asyncio.to_thread(base.absolute)
+    return await _write_through_temp(dest, [
+        "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(absolute)],
+        timeout_s=60.0)
 
 
 def _temp_snapshot(dom: libvirt.virDomain, name: str, *, delete: bool) -> bool:
@@ -125,31 +140,17 @@ async def readable_state(ctx: AgentContext, source: VmRecord, snapshot_id: str,
                             snapshot=temp_name, error=exc.message)
 
 
-async def copy_disk(source_disk: Path, dest: Path, *, snapshot: str | None, linked: bool,
+async def copy_disk(source_disk: Path, dest: Path, *, snapshot: str | None,
                     compress: bool = False) -> int:
-    """Write ``dest`` (through its temporary name) from the source disk at ``snapshot``;
-    linked: only the source's own clusters, over the same backing file. Its size in bytes."""
-    tmp = temp_path(dest)
+    """Write ``dest`` (through its temporary name): the source disk at ``snapshot``,
+    flattened (no backing file). Its size in bytes."""
     args = ["qemu-img", "convert", "-U", "-O", "qcow2"]
     if compress:
         args.append("-c")
     if snapshot:
         args += ["-l", f"snapshot.name={snapshot}"]
-    backing = await backing_of(source_disk) if linked else None
-    if backing is not None:
-        args += ["-B", backing[0], "-F", backing[1]]
-    args += [str(source_disk), str(tmp)]
-    try:
-        await run_tool(args, timeout_s=CONVERT_TIMEOUT_S)
-    except ToolFailed as exc:
-        await asyncio.to_thread(tmp.unlink, missing_ok=True)
-        raise DiskCopyFailed(f"copying the disk failed: {exc.message}") from None
-
-    def place() -> int:
-        restrict_file(tmp)
-        tmp.replace(dest)
-        return dest.stat().st_size
-    return await asyncio.to_thread(place)
+    return await _write_through_temp(dest, [*args, str(source_disk)],
+                                     timeout_s=CONVERT_TIMEOUT_S)
 
 
 async def prepare_clone_disk(ctx: AgentContext, command: CreateVm) -> None:
@@ -173,10 +174,16 @@ async def prepare_clone_disk(ctx: AgentContext, command: CreateVm) -> None:
     started = time.monotonic()
     async with ctx.activity.lock(source.id):  # no start/stop/snapshot of the source meanwhile
         source = await ctx.store.find(source.id) or source
-        async with readable_state(ctx, source, clone_of.snapshot_id,
-                                  f"lq-clone-{record.id}") as snapshot:
-            size = await copy_disk(ctx.files(source.id).disk, files.disk, snapshot=snapshot,
-                                   linked=clone_of.linked)
+        if clone_of.linked:
+            if not source.template:  # the gateway checked; a base that changes corrupts it
+                raise CloneSourceUnavailable(f"VM {source.name} is not a template: it cannot "
+                                             "be a linked clone's base")
+            size = await link_disk(ctx.files(source.id).disk, files.disk)
+        else:
+            async with readable_state(ctx, source, clone_of.snapshot_id,
+                                      f"lq-clone-{record.id}") as snapshot:
+                size = await copy_disk(ctx.files(source.id).disk, files.disk,
+                                       snapshot=snapshot)
     seconds = round(time.monotonic() - started, 3)
     log.info("clone disk made", vm_id=record.id, source=source.id, linked=clone_of.linked,
              seconds=seconds, bytes=size)

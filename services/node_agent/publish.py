@@ -7,10 +7,19 @@ the library, which verifies and activates it exactly as a user's upload (its ``u
 ``verifying`` / ``active`` states and ``image.progress`` events). ``vm.publish_progress``
 events say the node's phases (snapshot, convert, upload, done, failed).
 
-What is cleaned: nothing inside the guest's file system (docs/day2.md): every VM made from the
-image gets its own instance-id, which is what makes cloud-init run as a new instance (new
-hostname, new SSH host keys, users and keys of the new VM's request). /etc/machine-id and the
-old instance's /var/lib/cloud are left as they were.
+What is cleaned: with ``generalize`` (the gateway's default for a running VM whose guest agent
+answers) the guest itself, through its agent: ``cloud-init clean --logs --seed --machine-id``
+(its instance state, logs, seed and /etc/machine-id) and the SSH host keys are removed, then the
+VM is shut down (left stopped) and its quiet disk converted. Without it (a stopped VM, no
+agent), nothing inside the guest changes; the image's ``generalized`` label says which. Either
+way every VM made from the image gets its own instance-id, which makes cloud-init run as a new
+instance (hostname, SSH host keys, users and keys of the new VM's request).
+
+A failed publish leaves nothing behind: the flattened file is removed, and the image record the
+gateway made goes to ``error`` instead of staying ``queued`` forever. The node's token allows
+only a PUT of that one image, so it closes the upload with an empty PUT: the library marks the
+record ``error`` and drops its partial files, as for any broken upload. The node's reason is in
+``vm.publish_progress`` (``failed``) and ``vm.action_failed``.
 
 A redelivered command converts again (the temporary file is removed after the upload) and PUTs
 again; the library takes one upload per record, and answers a finished one with 409, which the
@@ -20,6 +29,7 @@ node reads as done.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,20 +37,33 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from limiquantix.common.commands import PublishVm
+from limiquantix.common.commands import PublishVm, StopVm
 from limiquantix.common.errors import LimiquantixError
 from limiquantix.common.events import VmActionFailed, VmPublishProgress
+from limiquantix.common.guest_rpc import GuestExecCall
 from limiquantix.common.vms import VmError, VmRecord
 from limiquantix.node_agent.clone import copy_disk, readable_state
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import NodeAgentError
-from limiquantix.node_agent.vm_files import path_inside
+from limiquantix.node_agent.guest_ops import GuestOps
+from limiquantix.node_agent.power import stop_vm
+from limiquantix.node_agent.vm_files import path_inside, temp_path
 
 log = structlog.get_logger()
 
 CHUNK = 1 << 20
 UPLOAD_READ_TIMEOUT_S = 300.0
 PROGRESS_EVERY_S = 1.0
+GENERALIZE_TIMEOUT_S = 120
+GENERALIZE_STOP_TIMEOUT_S = 120.0
+# One script, so a guest whose cloud-init predates ``--machine-id`` (22.3) is cleaned too: an
+# empty /etc/machine-id makes systemd make a new one at the next boot, as the option does.
+GENERALIZE_SCRIPT = (
+    "set -e\n"
+    "cloud-init clean --logs --seed --machine-id 2>/dev/null"
+    " || { cloud-init clean --logs --seed && truncate -s 0 /etc/machine-id; }\n"
+    "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub\n"
+    "sync\n")
 
 
 class PublishFailed(NodeAgentError):
@@ -105,29 +128,75 @@ async def upload(ctx: AgentContext, record: VmRecord, command: PublishVm, path: 
                             f"{body[:300]}")
 
 
+async def generalize(ctx: AgentContext, record: VmRecord) -> None:
+    """Clean the guest's identity through its agent, then shut the VM down (it stays off)."""
+    reply = await GuestOps(ctx.host, ctx.store, node_id=ctx.node_id).run(GuestExecCall(
+        vm_id=record.id, command=("/bin/sh", "-c", GENERALIZE_SCRIPT),
+        timeout_s=GENERALIZE_TIMEOUT_S))
+    if reply.exit_code != 0:
+        out = base64.b64decode(reply.stderr_b64 or reply.stdout_b64)
+        detail = out.decode(errors="replace").strip()[-300:]
+        raise PublishFailed(f"generalizing the guest failed (exit {reply.exit_code}): {detail}")
+    log.info("guest generalized; shutting it down", vm_id=record.id)
+    await stop_vm(ctx, StopVm(command_id=f"publish-{record.id}", vm_id=record.id,
+                              timeout_s=GENERALIZE_STOP_TIMEOUT_S))
+
+
+async def _abandon(ctx: AgentContext, record: VmRecord, command: PublishVm, path: Path,
+                   exc: LimiquantixError) -> None:
+    """A failed publish leaves nothing: no file, no image stuck ``queued``; it says why."""
+    log.warning("publish failed", vm_id=record.id, image_id=command.image_id, error=exc.message)
+    for leftover in (path, temp_path(path)):
+        await asyncio.to_thread(leftover.unlink, missing_ok=True)
+    await close_upload(ctx, command)
+    await _announce(ctx, record, command, "failed", message=exc.message)
+    await ctx.recorder.publish(VmActionFailed(
+        vm_id=record.id, name=record.name, node=ctx.node_id, action="vm.publish",
+        error=VmError(code=exc.code, message=exc.message, hint=exc.hint)))
+
+
+async def close_upload(ctx: AgentContext, command: PublishVm) -> None:
+    """An empty PUT: the library records the upload ``error`` (unless it is ``active``)."""
+    url = f"{ctx.settings.effective_image_library_url}/images/{command.image_id}/file"
+    try:
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30.0)) as session,
+                    session.put(url, data=b"", headers={
+                        "Authorization": f"Bearer {command.upload_token}",
+                        "Content-Type": "application/octet-stream"}) as response):
+            await response.read()
+            log.info("failed publish's upload closed", image_id=command.image_id,
+                     status=response.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:  # the user deletes it; events say why
+        log.warning("failed publish's upload not closed", image_id=command.image_id,
+                    error=repr(exc))
+
+
 async def publish_vm(ctx: AgentContext, command: PublishVm) -> None:
-    """Flatten, compress and upload; failures are the image's, not the VM's (its state stays)."""
+    """Generalize (when asked), flatten, compress and upload; failures are the image's, not
+    the VM's (its state stays)."""
     record = await ctx.recorder.find(command.vm_id)
     if record is None:
         return
     path = publish_file(ctx, record.id, command.image_id)
     started = time.monotonic()
     try:
+        if command.generalize:
+            await _announce(ctx, record, command, "clean")
+            await generalize(ctx, record)
+            record = await ctx.recorder.find(record.id) or record
         await _announce(ctx, record, command, "convert", fraction=0.0)
         async with readable_state(ctx, record, command.snapshot_id or "",
                                   f"lq-publish-{command.image_id}") as snapshot:
             size = await copy_disk(ctx.files(record.id).disk, path, snapshot=snapshot,
-                                   linked=False, compress=True)
+                                   compress=True)
+        await ctx.failpoints.hit("publish_converted")
         await _announce(ctx, record, command, "upload", fraction=0.0, bytes_total=size)
         await upload(ctx, record, command, path)
     except LimiquantixError as exc:
-        log.warning("publish failed", vm_id=record.id, image_id=command.image_id,
-                    error=exc.message)
-        await asyncio.to_thread(path.unlink, missing_ok=True)
-        await _announce(ctx, record, command, "failed", message=exc.message)
-        await ctx.recorder.publish(VmActionFailed(
-            vm_id=record.id, name=record.name, node=ctx.node_id, action="vm.publish",
-            error=VmError(code=exc.code, message=exc.message, hint=exc.hint)))
+        await _abandon(ctx, record, command, path, exc)
+        return
+    except OSError as exc:  # the node's disk (full, unreadable): the same clean failure
+        await _abandon(ctx, record, command, path, PublishFailed(f"publishing failed: {exc}"))
         return
     await asyncio.to_thread(path.unlink, missing_ok=True)
     seconds = round(time.monotonic() - started, 3)

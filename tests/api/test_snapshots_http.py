@@ -8,6 +8,7 @@ import msgspec
 from limiquantix.common.commands import CreateSnapshot, CreateVm, DeleteSnapshot, RevertSnapshot
 from limiquantix.common.vms import SnapshotState, VmState
 from tests.api.test_vms_http import BODY, get, post, set_state, store
+from tests.support.waits import eventually
 from tests.support.api_gateway import Gateway
 
 
@@ -79,7 +80,7 @@ async def test_clone_is_a_new_vm_on_the_source_node_with_a_new_identity(gw: Gate
     assert status == 202 and clone["state"] == "pending"
     assert clone["id"] != vm["id"] and clone["instance_id"] == clone["id"]
     assert clone["node"] == "node-a" and clone["cloud_init"]["hostname"] == "web-2"
-    assert clone["clone_of"] == {"vm_id": vm["id"], "snapshot_id": "", "linked": True}
+    assert clone["clone_of"] == {"vm_id": vm["id"], "snapshot_id": "", "linked": False}
     command = (await gw.commands("node-a"))[-1]
     assert isinstance(command, CreateVm) and command.vm_id == clone["id"]
     status, problem = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2"})
@@ -87,3 +88,54 @@ async def test_clone_is_a_new_vm_on_the_source_node_with_a_new_identity(gw: Gate
     status, problem = await post(gw, "/v1/vms/web-1/clone",
                                  {"name": "web-3", "snapshot": "missing"})
     assert status == 404 and problem["code"] == "snapshot_not_found"
+
+
+async def _delete(gw: Gateway, path: str) -> tuple[int, dict[str, object]]:
+    async with gw.client.delete(path, headers=gw.auth) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_a_linked_clone_needs_a_template_and_says_how_to_make_one(gw: Gateway) -> None:
+    await _running_vm(gw)
+    status, problem = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2", "linked": True})
+    assert status == 409 and problem["code"] == "linked_clone_needs_template"
+    assert "lq vm template web-1" in problem["hint"] and "--full" in problem["hint"]
+    status, problem = await post(gw, "/v1/vms/web-1/template")
+    assert status == 409 and problem["code"] == "illegal_transition"
+    assert "lq vm stop web-1" in problem["hint"]
+
+
+async def test_a_template_is_frozen_and_the_base_of_linked_clones(gw: Gateway) -> None:
+    vm = await _running_vm(gw)
+    await set_state(gw, str(vm["id"]), VmState.STOPPED)
+    status, template = await post(gw, "/v1/vms/web-1/template")
+    assert status == 200 and template["template"] is True
+    assert (await post(gw, "/v1/vms/web-1/template"))[0] == 200  # again: the same answer
+    _, listed = await get(gw, "/v1/vms")
+    assert [v["template"] for v in listed["items"]] == [True]
+    for path, body in (("/v1/vms/web-1/start", None), ("/v1/vms/web-1/snapshots", {"name": "s"})):
+        status, problem = await post(gw, path, body)
+        assert status == 409 and problem["code"] == "template_refused", path
+        assert "lq vm clone web-1" in problem["hint"]
+    async with gw.client.patch("/v1/vms/web-1", json={"vcpus": 4}, headers=gw.auth) as response:
+        assert response.status == 409
+        assert (await response.json())["code"] == "template_refused"
+
+    status, clone = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2"})
+    assert status == 202 and clone["clone_of"]["linked"] is True  # linked by default
+    assert clone["template"] is False and clone["node"] == template["node"]
+    assert isinstance((await gw.commands("node-a"))[-1], CreateVm)
+    status, full = await post(gw, "/v1/vms/web-1/clone", {"name": "web-4", "linked": False})
+    assert status == 202 and full["clone_of"]["linked"] is False
+
+    status, problem = await _delete(gw, "/v1/vms/web-1")
+    assert status == 409 and problem["code"] == "template_in_use"
+    assert "web-2" in str(problem["hint"]) and "web-4" not in str(problem["hint"])
+    await (await store(gw)).delete((await (await store(gw)).get(str(clone["id"])))[0])
+
+    async def clone_gone() -> bool:
+        return (await get(gw, f"/v1/vms/{clone['id']}"))[0] == 404
+
+    await eventually(clone_gone, what="the linked clone gone from the view")
+    status, deleting = await _delete(gw, "/v1/vms/web-1")
+    assert status == 202 and deleting["state"] == "deleting"

@@ -19,13 +19,17 @@ from limiquantix.common.commands import (
     PublishVm,
     RevertSnapshot,
 )
+from limiquantix.common.images import CreateImageRequest
+from limiquantix.common.library_tokens import load_or_create_secret, sign
 from limiquantix.common.events import VmActionFailed, VmCloned, VmPublishProgress, VmSnapshotChanged
 from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer
+from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.common.snapshots import CloneVmRequest
 from limiquantix.common.vms import SnapshotState, VmRecord, VmSnapshot, VmState
 from tests.support.disks import make_qcow2
 from tests.support.guest_vm import free_port
+from tests.support.images import library_on, wait_image
 from tests.support.node_agent import AgentHarness, agent_settings, find_domain, running_agent
 
 
@@ -158,30 +162,64 @@ async def _clone(harness: AgentHarness, source: VmRecord, name: str, *,
                  linked: bool = True, snapshot_id: str = "") -> VmRecord:
     current, _ = await harness.store.get(source.id)
     record = clone_record(current, vm_id=str(uuid.uuid4()),
-                          body=CloneVmRequest(name=name, linked=linked), snapshot_id=snapshot_id)
+                          body=CloneVmRequest(name=name, linked=linked), snapshot_id=snapshot_id,
+                          linked=linked)
     await harness.store.create(record)
     await harness.send(CreateVm(command_id=uuid.uuid4().hex, vm_id=record.id))
     return record
 
 
-async def test_linked_clone_has_the_source_data_over_the_same_image(
-        harness: AgentHarness, tmp_path: Path) -> None:
-    base = make_qcow2(tmp_path / "base.qcow2")
-    source = await harness.new_vm(base)
+async def _stopped_template(harness: AgentHarness, tmp_path: Path) -> VmRecord:
+    """A VM with data written over its image, stopped, then made a template (as the gateway
+    does: the record's flag)."""
+    source = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
     await harness.wait_state(source.id, VmState.RUNNING)
-    source_disk = harness.vm_dir(source.id) / "disk.qcow2"
-    _write(source_disk, "0x5a", "4M")
-    clone = await _clone(harness, source, f"c{uuid.uuid4().hex[:8]}")
+    dom = find_domain(source.id)
+    assert dom is not None
+    dom.destroy()
+    await harness.wait_state(source.id, VmState.STOPPED)
+    _write(harness.vm_dir(source.id) / "disk.qcow2", "0x5a", "4M")
+    await harness.store.update(source.id, lambda r: msgspec.structs.replace(r, template=True))
+    return source
+
+
+def _info(disk: Path) -> dict[str, object]:
+    return dict(json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk)],
+                                          capture_output=True, text=True, check=True).stdout))
+
+
+async def test_linked_clone_of_a_template_is_an_overlay_over_its_disk(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    """The clone's disk is an empty qcow2 whose backing file is the template's disk: made in
+    milliseconds, it reads the template's data, and writes go to the clone alone."""
+    template = await _stopped_template(harness, tmp_path)
+    template_disk = harness.vm_dir(template.id) / "disk.qcow2"
+    clone = await _clone(harness, template, f"c{uuid.uuid4().hex[:8]}")
     record = await harness.wait_state(clone.id, VmState.RUNNING)
     disk = harness.vm_dir(clone.id) / "disk.qcow2"
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)],
-                                     capture_output=True, text=True, check=True).stdout)
-    assert Path(info["full-backing-filename"]).resolve() == base.resolve()
+    info = _info(disk)
+    assert Path(str(info["full-backing-filename"])).resolve() == template_disk.resolve()
+    assert info["virtual-size"] == _info(template_disk)["virtual-size"]
+    assert disk.stat().st_size < 1 << 20  # nothing copied
     assert _reads(disk, "0x5a", "4M")
+    _write(disk, "0x77", "4M")
+    assert _reads(template_disk, "0x5a", "4M")  # the base is untouched
     assert record.instance_id == clone.id and record.cloud_init.hostname == clone.name
-    assert record.clone_of is not None and record.clone_of.vm_id == source.id
-    cloned = [e for e in harness.events_of(clone.id, VmCloned)]
-    assert len(cloned) == 1
+    assert record.clone_of is not None and record.clone_of.linked and not record.template
+    cloned = [e for e in harness.events_of(clone.id, VmCloned) if isinstance(e, VmCloned)]
+    assert len(cloned) == 1 and cloned[0].linked and cloned[0].seconds < 2.0
+
+
+async def test_linked_clone_of_a_vm_that_is_not_a_template_fails_on_the_node(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    """The gateway refuses it; a command that gets through anyway does not build on a disk
+    that still changes."""
+    source = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(source.id, VmState.RUNNING)
+    clone = await _clone(harness, source, f"c{uuid.uuid4().hex[:8]}", linked=True)
+    failed = await harness.wait_state(clone.id, VmState.ERROR)
+    assert failed.error is not None and failed.error.code == "clone_source_unavailable"
+    assert not (harness.vm_dir(clone.id) / "disk.qcow2").exists()
 
 
 async def test_full_clone_of_a_stopped_vm_is_flattened_with_its_data(
@@ -209,7 +247,7 @@ async def test_agent_killed_mid_clone_makes_exactly_one_clone(
     await harness.start(failpoints="clone_disk_made=sleep:30")
     source = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
     await harness.wait_state(source.id, VmState.RUNNING)
-    clone = await _clone(harness, source, f"c{uuid.uuid4().hex[:8]}")
+    clone = await _clone(harness, source, f"c{uuid.uuid4().hex[:8]}", linked=False)
     disk = harness.vm_dir(clone.id) / "disk.qcow2"
     async with asyncio.timeout(10):
         while not disk.exists():
@@ -247,3 +285,41 @@ async def test_failed_publish_is_the_images_failure_not_the_vms(
         record = await harness.store.find(vm.id)
         assert record is not None and record.state == VmState.RUNNING and record.error is None
         assert not (harness.vm_dir(vm.id) / f"publish-{image_id}.qcow2").exists()
+
+
+async def test_failed_publish_leaves_its_image_in_error_and_no_file_anywhere(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    """A real library: the node fails after converting (fail point), then a generalize the
+    test driver cannot do (no guest agent); each image goes from ``queued`` to ``error``, the
+    library holds none of its files, the node no flattened file, the VM keeps running."""
+    library = library_on(nats_server, tmp_path / "library")
+    await library.start()
+    try:
+        settings = agent_settings(nats_server.url, tmp_path / "node",
+                                  image_library_url=library.url,
+                                  failpoints="publish_converted=error")
+        async with running_agent(nats_server, settings) as harness:
+            client = ImageLibraryClient(harness.nc, timeout_s=10)
+            vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+            await harness.wait_state(vm.id, VmState.RUNNING)
+            for generalize, reason in ((False, "failpoint"), (True, "guest agent")):
+                image = await client.create_upload(
+                    CreateImageRequest(name=f"tpl-{uuid.uuid4().hex[:6]}", format="qcow2"),
+                    created_by="tester")
+                token = sign(load_or_create_secret(library.settings), service="gateway",
+                             image_id=image.id, method="PUT", subject="tester")
+                await harness.send(PublishVm(command_id=uuid.uuid4().hex, vm_id=vm.id,
+                                             image_id=image.id, upload_token=token,
+                                             generalize=generalize))
+                failed = await harness.wait_event(
+                    lambda e, i=image.id: isinstance(e, VmPublishProgress)
+                    and e.image_id == i and e.phase == "failed")
+                assert isinstance(failed, VmPublishProgress) and reason in failed.message
+                errored = await wait_image(client, image.id, "error", "active")
+                assert errored.state == "error" and errored.error, errored
+                assert library.leftovers(image.id) == []
+                assert list(harness.vm_dir(vm.id).glob("publish-*")) == []
+            record = await harness.store.find(vm.id)
+            assert record is not None and record.state == VmState.RUNNING
+    finally:
+        await library.stop()
