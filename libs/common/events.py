@@ -79,6 +79,14 @@ class VmCloned(_Event, frozen=True, kw_only=True, tag="vm.cloned"):
     disk_bytes: int = 0
 
 
+class VmTemplated(_Event, frozen=True, kw_only=True, tag="vm.templated"):
+    """VM ``vm_id`` became a template: frozen, the base of linked clones."""
+
+    vm_id: str
+    name: str = ""
+    node: str = ""
+
+
 class VmPublishProgress(_Event, frozen=True, kw_only=True, tag="vm.publish_progress"):
     """Publishing VM ``vm_id`` as image ``image_id``: ``phase`` is snapshot, convert, clean,
     upload, done or failed; ``fraction`` 0..1 of the phase when known."""
@@ -241,7 +249,7 @@ class VmGuestAccess(_Event, frozen=True, kw_only=True, tag="vm.guest_access"):
 
 Event = (
     VmStateChanged | VmGuestReady | VmActionFailed | VmDeleted | VmSnapshotChanged | VmCloned
-    | VmPublishProgress | NodeStateChanged
+    | VmPublishProgress | VmTemplated | NodeStateChanged
     | ImageStateChanged | ImageProgress | ConsoleSessionStarted | ConsoleSessionEnded
     | VmPhaseReached | VmAddressesChanged | VmAgentChanged | VmGuestAccess
     | VmResized | VmDiskAttached | VmDiskDetached | VmMediaInserted | VmMediaEjected
@@ -258,7 +266,7 @@ def event_subject(event: Event) -> str:
     kind = type(event).__struct_config__.tag.split(".", 1)[1]  # type: ignore[union-attr]
     match event:
         case (VmStateChanged() | VmGuestReady() | VmActionFailed() | VmDeleted()
-              | VmSnapshotChanged() | VmCloned() | VmPublishProgress()):
+              | VmSnapshotChanged() | VmCloned() | VmPublishProgress() | VmTemplated()):
             return subjects.vm_event(event.vm_id, kind)
         case (VmResized() | VmDiskAttached() | VmDiskDetached() | VmMediaInserted()
               | VmMediaEjected()):

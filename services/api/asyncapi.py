@@ -66,6 +66,8 @@ EVENT_FLOWS: dict[str, Flow] = {
                       "A clone's disk was made from its source VM"),
     "vm.publish_progress": Flow(_at(subjects.vm_event, "vm_id", "publish_progress"), _VM,
                                 (NODE,), (API,), "Publishing a VM as an image: phase, progress"),
+    "vm.templated": Flow(_at(subjects.vm_event, "vm_id", "templated"), _VM, (API,), (API,),
+                         "A stopped VM became a template (the base of linked clones)"),
     "vm.resized": Flow(_at(subjects.vm_event, "vm_id", "resized"), _VM, (NODE,), (API,),
                        "A VM's domain got new vCPUs, memory or disk size (live or at next start)"),
     "vm.disk_attached": Flow(_at(subjects.vm_event, "vm_id", "disk_attached"), _VM, (NODE,),
