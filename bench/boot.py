@@ -42,7 +42,7 @@ from limiquantix.node_agent.overlay import create_overlay
 from limiquantix.node_agent.seed.iso import write_seed_iso
 from limiquantix.node_agent.seed.nocloud import seed_files
 from tests.support.guest_image import ensure_image
-from tests.support.guest_vm import GUEST_STACK_ENV, import_image, keygen, serve_file
+from tests.support.guest_vm import GUEST_STACK_ENV, import_image, keygen, remove_vm, serve_file
 
 READY_TIMEOUT_S = 900.0
 
@@ -76,7 +76,7 @@ async def post_to_ready(api: aiohttp.ClientSession, image_id: str, public_key: s
             await asyncio.sleep(0.02 if running is None else 0.25)
         raise TimeoutError(f"not ready after {READY_TIMEOUT_S} s: {record}")
     finally:
-        await remove(api, vm["id"])
+        await remove_vm(api, vm["id"])
 
 
 async def blank_to_running(api: aiohttp.ClientSession, n: int) -> float:
@@ -94,7 +94,7 @@ async def blank_to_running(api: aiohttp.ClientSession, n: int) -> float:
             break
         assert state != "error", state
         await asyncio.sleep(0.01)
-    await remove(api, vm["id"])
+    await remove_vm(api, vm["id"])
     return elapsed
 
 
@@ -104,19 +104,6 @@ async def node_warnings(api: aiohttp.ClientSession) -> list[str]:
         nodes = (await response.json())["items"]
     return [f"{node['id']}: {w['code']}: {w['message']} (fix: {w['hint']})"
             for node in nodes for w in node.get("warnings", [])]
-
-
-async def remove(api: aiohttp.ClientSession, vm_id: str, timeout_s: float = 120) -> None:
-    """Delete the VM and wait until the node has removed its domain and files."""
-    async with api.delete(f"/v1/vms/{vm_id}") as response:
-        assert response.status in (202, 404), await response.text()
-    deadline = time.perf_counter() + timeout_s
-    while time.perf_counter() < deadline:
-        async with api.get(f"/v1/vms/{vm_id}") as response:
-            if response.status == 404:
-                return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"VM {vm_id} still exists {timeout_s} s after its delete")
 
 
 def _record(public_key: str) -> VmRecord:

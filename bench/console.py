@@ -77,16 +77,21 @@ async def wait_port(port: int, proc: asyncio.subprocess.Process, what: str) -> N
     raise TimeoutError(f"{what} did not listen on {port}")
 
 
-async def down(ws: aiohttp.ClientWebSocketResponse, size: int) -> float:
-    """MiB/s target → client."""
-    start = time.perf_counter()
-    await ws.send_bytes(b"F" + struct.pack(">Q", size))
+async def receive_bytes(ws: aiohttp.ClientWebSocketResponse, size: int, what: str) -> None:
+    """Read binary frames until ``size`` bytes have come (frames need not match the sends)."""
     got = 0
     while got < size:
         msg = await ws.receive()
         if msg.type is not aiohttp.WSMsgType.BINARY:
-            raise RuntimeError(f"stream ended early: {msg}")
+            raise RuntimeError(f"{what} ended early: {msg}")
         got += len(msg.data)
+
+
+async def down(ws: aiohttp.ClientWebSocketResponse, size: int) -> float:
+    """MiB/s target → client."""
+    start = time.perf_counter()
+    await ws.send_bytes(b"F" + struct.pack(">Q", size))
+    await receive_bytes(ws, size, "stream")
     return size / MiB / (time.perf_counter() - start)
 
 
@@ -111,12 +116,7 @@ async def round_trips(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[f
     for i in range(count + 50):
         start = time.perf_counter()
         await ws.send_bytes(payload)
-        got = 0
-        while got < SMALL:
-            msg = await ws.receive()
-            if msg.type is not aiohttp.WSMsgType.BINARY:
-                raise RuntimeError(f"echo ended early: {msg}")
-            got += len(msg.data)
+        await receive_bytes(ws, SMALL, "echo")
         if i >= 50:  # warm-up excluded
             samples.append(time.perf_counter() - start)
     return samples

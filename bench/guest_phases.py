@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from limiquantix.local.stack import Stack
 from tests.support.guest_image import ensure_image
-from tests.support.guest_vm import GUEST_STACK_ENV, import_image, keygen, serve_file
+from tests.support.guest_vm import GUEST_STACK_ENV, import_image, keygen, remove_vm, serve_file
 
 PHASES = ("defined", "booting", "network", "cloud_init_done", "ssh", "ready")
 POLL_S = 0.25
@@ -69,23 +69,11 @@ async def one_run(api: aiohttp.ClientSession, image_id: str, public_key: str, n:
         else:
             raise TimeoutError(f"phase ready not reached in {timeout_s} s: {record.get('guest')}")
     finally:
-        await remove(api, vm["id"])
+        await remove_vm(api, vm["id"])
     phases = record["guest"]["phases"]
     result = {p: (datetime.fromisoformat(phases[p]) - posted).total_seconds()
               for p in PHASES if p in phases}
     return {**result, **seen}
-
-
-async def remove(api: aiohttp.ClientSession, vm_id: str, timeout_s: float = 120) -> None:
-    async with api.delete(f"/v1/vms/{vm_id}") as response:
-        assert response.status in (202, 404), await response.text()
-    deadline = time.perf_counter() + timeout_s
-    while time.perf_counter() < deadline:
-        async with api.get(f"/v1/vms/{vm_id}") as response:
-            if response.status == 404:
-                return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"VM {vm_id} still exists {timeout_s} s after its delete")
 
 
 async def main() -> int:

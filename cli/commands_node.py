@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import msgspec
-
 from limiquantix.api.schemas import NodeInfo
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK
-from limiquantix.cli.output import key_values, table
+from limiquantix.cli.output import (
+    key_values,
+    print_json_if_asked,
+    print_names_if_quiet,
+    table,
+)
 from limiquantix.cli.sizes import format_duration, format_mib
-
-_json = msgspec.json.Encoder()
 
 
 def _heartbeat(node: NodeInfo) -> str:
@@ -28,12 +29,7 @@ def _warnings(node: NodeInfo) -> str:
 
 def list_nodes(ctx: Context) -> int:
     nodes = ctx.client.api.nodes.list()
-    if ctx.args.json:
-        ctx.print(_json.encode(nodes).decode())
-        return EXIT_OK
-    if ctx.args.quiet:
-        if nodes:
-            ctx.print("\n".join(n.id for n in nodes))
+    if print_json_if_asked(ctx, nodes) or print_names_if_quiet(ctx, (n.id for n in nodes)):
         return EXIT_OK
     rows = [[n.id, n.status, n.virt_type or "-", f"{n.allocated_vcpus}/{n.vcpus_capacity}",
              f"{n.allocated_memory_mib / 1024:.1f}/{n.memory_mib_capacity / 1024:.1f}G",
@@ -49,8 +45,7 @@ def list_nodes(ctx: Context) -> int:
 
 def show(ctx: Context) -> int:
     node = ctx.client.api.nodes.get(ctx.args.node)
-    if ctx.args.json:
-        ctx.print(_json.encode(node).decode())
+    if print_json_if_asked(ctx, node):
         return EXIT_OK
     ctx.print(key_values([
         ("id", node.id), ("status", node.status), ("hostname", node.hostname),

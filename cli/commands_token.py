@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import msgspec
-
 from limiquantix.cli.client import seg
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK
-from limiquantix.cli.output import table
+from limiquantix.cli.output import print_json_if_asked, table
 from limiquantix.common.api_tokens import TokenCreated, TokenInfo
-
-_json = msgspec.json.Encoder()
 
 
 def create(ctx: Context) -> int:
     """Print the new token once (stdout, alone, so it can be captured); the rest to stderr."""
     created = ctx.client.post("/v1/tokens", TokenCreated,
                               json_body={"name": ctx.args.name, "role": ctx.args.role})
-    if ctx.args.json:
-        ctx.print(_json.encode(created).decode())
+    if print_json_if_asked(ctx, created):
         return EXIT_OK
     ctx.print(created.token)
     ctx.warn(f"token {created.name!r} ({created.role}, id {created.id}) created; it is shown "
@@ -28,8 +23,7 @@ def create(ctx: Context) -> int:
 
 def list_tokens(ctx: Context) -> int:
     tokens = ctx.client.get_list("/v1/tokens", TokenInfo)
-    if ctx.args.json:
-        ctx.print(_json.encode(tokens).decode())
+    if print_json_if_asked(ctx, tokens):
         return EXIT_OK
     rows = [[t.id, t.name, t.role, t.created_at.strftime("%Y-%m-%d %H:%M"), t.created_by or "-"]
             for t in tokens]

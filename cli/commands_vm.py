@@ -6,13 +6,17 @@ import os
 import time
 from datetime import UTC, datetime
 
-import msgspec
-
 from limiquantix.cli import ssh, vm_input
 from limiquantix.cli.client import ApiClient
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK, CliError
-from limiquantix.cli.output import StatusLine, key_values, table
+from limiquantix.cli.output import (
+    StatusLine,
+    key_values,
+    print_json_if_asked,
+    print_names_if_quiet,
+    table,
+)
 from limiquantix.cli.sizes import format_duration, format_mib, parse_duration
 from limiquantix.cli.sse import EventStream
 from limiquantix.cli.waiting import GONE, VmWaiter, phase_status
@@ -33,7 +37,6 @@ WAIT_TARGETS: dict[str, tuple[str, ...]] = {
     "delete": (GONE,),
 }
 ACTIONS = ("start", "stop", "force-stop", "reboot", "pause", "resume", "retry")
-_json = msgspec.json.Encoder()
 
 
 def get_vm(client: ApiClient, vm: str) -> VmRecord:
@@ -106,12 +109,7 @@ def create(ctx: Context) -> int:
 def list_vms(ctx: Context) -> int:
     records = ctx.client.api.vms.list(state=ctx.args.state, node=ctx.args.node,
                                       label=ctx.args.label)
-    if ctx.args.json:
-        ctx.print(_json.encode(records).decode())
-        return EXIT_OK
-    if ctx.args.quiet:
-        if records:
-            ctx.print("\n".join(r.name for r in records))
+    if print_json_if_asked(ctx, records) or print_names_if_quiet(ctx, (r.name for r in records)):
         return EXIT_OK
     rows = [
         [r.name, str(r.state), r.node or "-", str(r.vcpus), format_mib(r.memory_mib),
@@ -128,8 +126,7 @@ def list_vms(ctx: Context) -> int:
 
 def show(ctx: Context) -> int:
     record = get_vm(ctx.client, ctx.args.vm)
-    if ctx.args.json:
-        ctx.print(_json.encode(record).decode())
+    if print_json_if_asked(ctx, record):
         return EXIT_OK
     error = record.error
     guest = record.guest

@@ -6,15 +6,12 @@ from __future__ import annotations
 import os
 import secrets
 
-import msgspec
-
 from limiquantix.cli.client import seg
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK
-from limiquantix.cli.output import table
+from limiquantix.cli.output import print_json_if_asked, table
 from limiquantix.common.webhooks import DeliveryAttempt, DeliveryLog, WebhookInfo, WebhookList
 
-_json = msgspec.json.Encoder()
 SECRET_ENV = "LQ_WEBHOOK_SECRET"
 
 
@@ -32,12 +29,8 @@ def create(ctx: Context) -> int:
     secret, generated = _secret(ctx)
     hook = ctx.client.post("/v1/webhooks", WebhookInfo, json_body={
         "url": ctx.args.receiver_url, "events": ctx.args.events or ["*"], "secret": secret})
-    if ctx.args.json:
-        ctx.print(_json.encode(hook).decode())
-    elif generated:
-        ctx.print(secret)
-    else:
-        ctx.print(hook.id)
+    if not print_json_if_asked(ctx, hook):
+        ctx.print(secret if generated else hook.id)
     ctx.warn(f"webhook {hook.id} created for {', '.join(hook.events)}"
              + ("; its secret (above) is shown only now: give it to the receiver"
                 if generated else ""))
@@ -46,8 +39,7 @@ def create(ctx: Context) -> int:
 
 def list_webhooks(ctx: Context) -> int:
     hooks = ctx.client.get("/v1/webhooks", WebhookList).webhooks
-    if ctx.args.json:
-        ctx.print(_json.encode(hooks).decode())
+    if print_json_if_asked(ctx, hooks):
         return EXIT_OK
     rows = [[h.id, h.url, ",".join(h.events), h.created_at.strftime("%Y-%m-%d %H:%M")]
             for h in hooks]
@@ -57,8 +49,7 @@ def list_webhooks(ctx: Context) -> int:
 
 def show(ctx: Context) -> int:
     hook = ctx.client.get(f"/v1/webhooks/{seg(ctx.args.webhook)}", WebhookInfo)
-    if ctx.args.json:
-        ctx.print(_json.encode(hook).decode())
+    if print_json_if_asked(ctx, hook):
         return EXIT_OK
     ctx.print(table(["FIELD", "VALUE"], [["id", hook.id], ["url", hook.url],
                                          ["events", ",".join(hook.events)],
@@ -86,17 +77,14 @@ _HEADERS = ["TIME", "EVENT", "TYPE", "TRY", "OUTCOME", "HTTP", "MS", "ERROR"]
 def test(ctx: Context) -> int:
     """Deliver a webhook.test event now; exit 1 when the receiver did not take it."""
     attempt = ctx.client.post(f"/v1/webhooks/{seg(ctx.args.webhook)}/test", DeliveryAttempt)
-    if ctx.args.json:
-        ctx.print(_json.encode(attempt).decode())
-    else:
+    if not print_json_if_asked(ctx, attempt):
         ctx.print(table(_HEADERS, _rows((attempt,))))
     return EXIT_OK if attempt.outcome == "delivered" else 1
 
 
 def deliveries(ctx: Context) -> int:
     log = ctx.client.get(f"/v1/webhooks/{seg(ctx.args.webhook)}/deliveries", DeliveryLog)
-    if ctx.args.json:
-        ctx.print(_json.encode(log.deliveries).decode())
+    if print_json_if_asked(ctx, log.deliveries):
         return EXIT_OK
     ctx.print(table(_HEADERS, _rows(log.deliveries)))
     return EXIT_OK

@@ -9,13 +9,39 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+import msgspec
 
 from limiquantix.cli.sizes import format_bytes, format_duration
 
+if TYPE_CHECKING:
+    from limiquantix.cli.context import Context
+
 PROGRESS_LINE_EVERY_S = 1.0
 BAR_WIDTH = 24
+
+_json = msgspec.json.Encoder()
+
+
+def print_json_if_asked(ctx: Context, value: object) -> bool:
+    """With ``--json``: print ``value`` (API records, lists of them) as JSON and return True,
+    the command then prints nothing else; without it, False."""
+    if not ctx.args.json:
+        return False
+    ctx.print(_json.encode(value).decode())
+    return True
+
+
+def print_names_if_quiet(ctx: Context, names: Iterable[str]) -> bool:
+    """With ``-q``: print the names (ids), one a line, and return True; without it, False."""
+    if not ctx.args.quiet:
+        return False
+    text = "\n".join(names)
+    if text:
+        ctx.print(text)
+    return True
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

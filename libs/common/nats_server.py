@@ -26,7 +26,7 @@ from typing import Any
 import nats
 
 from limiquantix.common import nats_auth, nats_client
-from limiquantix.common.process import stop_process
+from limiquantix.common.process import StartStopContext, stop_process
 
 CONFIG_FILE = "nats-server.conf"
 RELOAD_TIMEOUT_S = 10.0
@@ -65,7 +65,7 @@ class ClusterRoute:
     monitor_port: int  # HTTP monitoring (/jsz, /healthz) on 127.0.0.1
 
 
-class NatsServer:
+class NatsServer(StartStopContext):
     """One nats-server process; ``async with`` starts it and stops it (by its PID).
 
     ``auth_dir`` turns authentication on: identities ``api``, ``image-library`` and one per node
@@ -246,15 +246,8 @@ class NatsServer:
         """The servers to supervise: this one."""
         return [self]
 
-    async def __aenter__(self) -> NatsServer:
-        await self.start()
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-
-class NatsCluster:
+class NatsCluster(StartStopContext):
     """``size`` nats-servers routed to each other on loopback, one JetStream store each;
     ``async with`` starts them and waits for a JetStream meta leader, then stops them.
 
@@ -390,14 +383,3 @@ class NatsCluster:
     async def stop(self) -> None:
         for m in self.members:
             await m.stop()
-
-    async def __aenter__(self) -> NatsCluster:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()

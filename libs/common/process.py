@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Sequence
+from typing import Self
 
 from limiquantix.common.errors import LimiquantixError
 
@@ -47,3 +49,28 @@ async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 20.0
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode
+
+
+class StartStopContext(abc.ABC):
+    """Something that starts processes and stops them: ``async with`` runs ``start()``, and
+    ``stop()`` on leaving, or at once when the start fails half-way, so nothing is left running.
+    """
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start everything and return once it is ready."""
+
+    @abc.abstractmethod
+    async def stop(self) -> object:
+        """Stop whatever is running (also what a failed start left), by PID."""
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -26,7 +26,7 @@ from limiquantix.common.library_tokens import (
     write_node_key_file,
 )
 from limiquantix.common.nats_server import NatsCluster, NatsServer, free_port
-from limiquantix.common.process import stop_process
+from limiquantix.common.process import StartStopContext, stop_process
 
 READY_TIMEOUT_S = 60.0
 
@@ -75,7 +75,7 @@ class ServiceProcess:
             return ""
 
 
-class Stack:
+class Stack(StartStopContext):
     """``async with Stack(root) as stack``: everything up and ready, then everything stopped."""
 
     def __init__(
@@ -281,14 +281,3 @@ class Stack:
             codes[name] = await self.services[name].stop()
         await self.nats.stop()
         return codes
-
-    async def __aenter__(self) -> Stack:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()

@@ -16,12 +16,11 @@ import structlog
 
 from limiquantix.common.commands import AttachDisk, DetachDisk
 from limiquantix.common.events import VmDiskAttached, VmDiskDetached
-from limiquantix.common.vms import VmDisk, VmRecord, VmState
+from limiquantix.common.vms import VmDisk, VmRecord
 from limiquantix.node_agent import devices
 from limiquantix.node_agent.context import AgentContext
-from limiquantix.node_agent.domain_redefine import redefine
+from limiquantix.node_agent.domain_redefine import record_to_change, redefine
 from limiquantix.node_agent.domain_xml import ExtraDiskSpec
-from limiquantix.node_agent.errors import WrongNode
 from limiquantix.node_agent.extra_disks import disk_path, scsi_unit
 from limiquantix.node_agent.overlay import create_blank
 
@@ -32,17 +31,8 @@ def _find(record: VmRecord, disk_id: str) -> VmDisk | None:
     return next((disk for disk in record.disks if disk.id == disk_id), None)
 
 
-async def _record(ctx: AgentContext, vm_id: str) -> VmRecord | None:
-    record = await ctx.recorder.find(vm_id)
-    if record is None or record.state == VmState.DELETING:
-        return None
-    if record.node and record.node != ctx.node_id:
-        raise WrongNode(f"VM {record.name} is placed on node {record.node}", node=record.node)
-    return record
-
-
 async def attach_disk(ctx: AgentContext, command: AttachDisk) -> None:
-    record = await _record(ctx, command.vm_id)
+    record = await record_to_change(ctx, command.vm_id)
     disk = None if record is None else _find(record, command.disk_id)
     if record is None or disk is None or disk.state == "detaching":
         log.info("disk attach: nothing to do", vm_id=command.vm_id, disk_id=command.disk_id)
@@ -78,7 +68,7 @@ async def attach_disk(ctx: AgentContext, command: AttachDisk) -> None:
 
 
 async def detach_disk(ctx: AgentContext, command: DetachDisk) -> None:
-    record = await _record(ctx, command.vm_id)
+    record = await record_to_change(ctx, command.vm_id)
     if record is None:
         return
     disk = _find(record, command.disk_id)

@@ -9,13 +9,25 @@ from __future__ import annotations
 import asyncio
 
 from limiquantix.common.library_tokens import load_or_create_secret, node_key
-from limiquantix.common.vms import VmRecord
+from limiquantix.common.vms import VmRecord, VmState
 from limiquantix.common.vnc_auth import vnc_password
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.create import domain_spec
 from limiquantix.node_agent.domain_xml import render
+from limiquantix.node_agent.errors import WrongNode
 from limiquantix.node_agent.images.local import LocalImage
 from limiquantix.node_agent.vm_files import write_atomic
+
+
+async def record_to_change(ctx: AgentContext, vm_id: str) -> VmRecord | None:
+    """The record a day-2 command changes; None when the VM is gone or being deleted (nothing
+    to do), WrongNode when it is placed on another node."""
+    record = await ctx.recorder.find(vm_id)
+    if record is None or record.state == VmState.DELETING:
+        return None
+    if record.node and record.node != ctx.node_id:
+        raise WrongNode(f"VM {record.name} is placed on node {record.node}", node=record.node)
+    return record
 
 
 async def media_image(ctx: AgentContext, record: VmRecord) -> LocalImage | None:

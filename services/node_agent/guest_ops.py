@@ -107,17 +107,25 @@ def _decode(payload: bytes, kind: type[S]) -> S:
         raise InvalidRequest(f"invalid {kind.__name__}: {exc}") from None
 
 
+async def _file_systems_call(host: LibvirtHost, dom_uuid: str, what: str, command: str,
+                             call: Callable[[libvirt.virDomain], int]) -> int | None:
+    """``call`` (libvirt's ``what``, the agent's ``command``) on the domain; the number of file
+    systems it acted on, None when no domain has this UUID."""
+    def op(dom: libvirt.virDomain) -> int:
+        try:
+            return int(call(dom))
+        except libvirt.libvirtError as exc:
+            raise agent_error(exc, command) from None
+    if host.is_test_driver:
+        raise AgentUnavailable("the test driver has no guest agent")
+    return await host.agent_call(what, dom_uuid, op)
+
+
 async def freeze_filesystems(host: LibvirtHost, dom_uuid: str) -> int:
     """Freeze the guest's file systems through its agent (before a disk snapshot); the number
     frozen. AgentUnavailable when no agent is connected: the caller decides to go on without."""
-    def op(dom: libvirt.virDomain) -> int:
-        try:
-            return int(dom.fsFreeze())
-        except libvirt.libvirtError as exc:
-            raise agent_error(exc, "guest-fsfreeze-freeze") from None
-    if host.is_test_driver:
-        raise AgentUnavailable("the test driver has no guest agent")
-    frozen = await host.agent_call("fsFreeze", dom_uuid, op)
+    frozen = await _file_systems_call(host, dom_uuid, "fsFreeze", "guest-fsfreeze-freeze",
+                                      lambda dom: dom.fsFreeze())
     if frozen is None:
         raise AgentUnavailable(f"no domain {dom_uuid}")
     return frozen
@@ -125,14 +133,8 @@ async def freeze_filesystems(host: LibvirtHost, dom_uuid: str) -> int:
 
 async def thaw_filesystems(host: LibvirtHost, dom_uuid: str) -> int:
     """Thaw what :func:`freeze_filesystems` froze (always call it, even after a failure)."""
-    def op(dom: libvirt.virDomain) -> int:
-        try:
-            return int(dom.fsThaw())
-        except libvirt.libvirtError as exc:
-            raise agent_error(exc, "guest-fsfreeze-thaw") from None
-    if host.is_test_driver:
-        raise AgentUnavailable("the test driver has no guest agent")
-    thawed = await host.agent_call("fsThaw", dom_uuid, op)
+    thawed = await _file_systems_call(host, dom_uuid, "fsThaw", "guest-fsfreeze-thaw",
+                                      lambda dom: dom.fsThaw())
     return thawed or 0
 
 

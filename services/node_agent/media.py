@@ -14,22 +14,13 @@ import structlog
 
 from limiquantix.common.commands import EjectMedia, InsertMedia
 from limiquantix.common.events import VmMediaEjected, VmMediaInserted
-from limiquantix.common.vms import MEDIA_TARGET, VmRecord, VmState
+from limiquantix.common.vms import MEDIA_TARGET, VmRecord
 from limiquantix.node_agent import devices
 from limiquantix.node_agent.context import AgentContext
-from limiquantix.node_agent.domain_redefine import media_image, redefine
-from limiquantix.node_agent.errors import UnsupportedImage, WrongNode
+from limiquantix.node_agent.domain_redefine import media_image, record_to_change, redefine
+from limiquantix.node_agent.errors import UnsupportedImage
 
 log = structlog.get_logger()
-
-
-async def _record(ctx: AgentContext, vm_id: str) -> VmRecord | None:
-    record = await ctx.recorder.find(vm_id)
-    if record is None or record.state == VmState.DELETING:
-        return None
-    if record.node and record.node != ctx.node_id:
-        raise WrongNode(f"VM {record.name} is placed on node {record.node}", node=record.node)
-    return record
 
 
 async def _set_live(ctx: AgentContext, record: VmRecord, iso: str | None) -> bool:
@@ -49,7 +40,7 @@ async def _set_live(ctx: AgentContext, record: VmRecord, iso: str | None) -> boo
 
 
 async def insert_media(ctx: AgentContext, command: InsertMedia) -> None:
-    record = await _record(ctx, command.vm_id)
+    record = await record_to_change(ctx, command.vm_id)
     media = None if record is None else record.media
     if record is None or media is None or media.state == "ejecting":
         log.info("media insert: nothing to do", vm_id=command.vm_id)
@@ -75,7 +66,7 @@ async def insert_media(ctx: AgentContext, command: InsertMedia) -> None:
 
 
 async def eject_media(ctx: AgentContext, command: EjectMedia) -> None:
-    record = await _record(ctx, command.vm_id)
+    record = await record_to_change(ctx, command.vm_id)
     if record is None:
         return
     image = record.media.image if record.media is not None else ""
