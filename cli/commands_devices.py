@@ -9,8 +9,8 @@ before the request, so a fast node's event is not missed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from typing import cast
 
 import msgspec
 
@@ -19,6 +19,7 @@ from limiquantix.cli.errors import EXIT_OK, CliError, UsageError, WaitTimeout
 from limiquantix.cli.output import table
 from limiquantix.cli.sizes import format_duration, parse_duration, to_gib, to_mib
 from limiquantix.cli.sse import EventStream
+from limiquantix.cli.waiting import follow_events
 from limiquantix.client.devices import disk_attached, find_disk, media_empty, media_inserted
 from limiquantix.common.events import (
     Event,
@@ -44,21 +45,18 @@ class DeviceChangeFailed(CliError):
 def _follow(ctx: Context, stream: EventStream, vm_id: str, action: str,
             done: Callable[[Event], bool], timeout_s: float) -> Event:
     """The first event of ``vm_id`` that ``done`` accepts; a failure of ``action`` raises."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise WaitTimeout(f"no word from the node after {format_duration(timeout_s)}",
-                              hint="See `lq events --vm VM`; the change may still be queued.")
-        message = stream.get(timeout_s=remaining)
-        event = message.decoded() if message is not None else None
+    def step(event: object) -> Event | None:
         if event is None or getattr(event, "vm_id", None) != vm_id:
-            continue
+            return None
         if isinstance(event, VmActionFailed) and event.action == action:
             raise DeviceChangeFailed(f"{action} failed: {event.error.message}",
                                      hint=event.error.hint or "See the node agent's log.")
-        if done(event):
-            return event
+        typed = cast(Event, event)  # decoded from the stream: one of the Event union
+        return typed if done(typed) else None
+
+    return follow_events(stream, timeout_s, step, timed_out=lambda: WaitTimeout(
+        f"no word from the node after {format_duration(timeout_s)}",
+        hint="See `lq events --vm VM`; the change may still be queued."))
 
 
 def _run(ctx: Context, vm: str, action: str, request: Callable[[], VmRecord],

@@ -23,10 +23,10 @@ from limiquantix.cli.errors import (
 from limiquantix.cli.output import Progress, key_values, table
 from limiquantix.cli.sizes import format_bytes, format_duration, parse_duration
 from limiquantix.cli.sse import EventStream
+from limiquantix.cli.waiting import follow_events
 from limiquantix.common.events import ImageProgress, ImageStateChanged
 from limiquantix.common.images import ImageRecord, ImageState
 
-RESYNC_AFTER_S = 10.0
 _json = msgspec.json.Encoder()
 _SHA256_HEX = set("0123456789abcdef")
 
@@ -120,44 +120,61 @@ def import_image(ctx: Context) -> int:
     return EXIT_OK
 
 
+class ImageFollower:
+    """Progress bar and state lines of one image until ``active`` (answered) or ``error``
+    (raised); :meth:`step` takes each event of the stream (None: it was quiet)."""
+
+    def __init__(self, ctx: Context, record: ImageRecord) -> None:
+        self.ctx = ctx
+        self.label = f"{record.name or record.id}:"
+        self.progress = Progress(self.label, ctx.err)
+        self.shown = ""
+        self.record = _get(ctx.client, record.id)
+
+    def final(self) -> ImageRecord | None:
+        """The record once ``active``; :class:`ImageFailed` once ``error``; else None."""
+        record = self.record
+        if record.state not in (ImageState.ACTIVE, ImageState.ERROR):
+            return None
+        # The record can be read as final before that state's event arrives: say it anyway,
+        # so every follow ends on the state line it ended in.
+        self.progress.finish(f"{self.label} {record.state}" if record.state != self.shown else "")
+        if record.state == ImageState.ERROR:
+            raise image_failed(record)
+        return record
+
+    def step(self, event: object) -> ImageRecord | None:
+        """One event (None: quiet stream, re-read the record as a safety net)."""
+        image_id = self.record.id
+        match event:
+            case None:
+                self.record = _get(self.ctx.client, image_id)
+            case ImageProgress(node="") if event.image_id == image_id:
+                self.progress.update(event.bytes_done, event.bytes_total,
+                                     event.bytes_per_second)
+            case ImageStateChanged() if event.image_id == image_id:
+                if event.state != self.shown:
+                    self.shown = event.state
+                    reason = f" ({event.reason})" if event.reason else ""
+                    self.progress.finish(f"{self.label} {event.state}{reason}")
+                self.record = _get(self.ctx.client, image_id)
+        return self.final()
+
+    def timed_out(self, timeout_s: float) -> WaitTimeout:
+        self.progress.finish()
+        return WaitTimeout(f"{self.record.name or self.record.id} is still {self.record.state} "
+                           f"after {format_duration(timeout_s)}")
+
+    def follow(self, stream: EventStream, timeout_s: float) -> ImageRecord:
+        """Until final. The stream was opened before the import (or publish) was asked for,
+        so its events come complete and in order."""
+        return self.final() or follow_events(stream, timeout_s, self.step,
+                                             timed_out=lambda: self.timed_out(timeout_s))
+
+
 def _follow(ctx: Context, stream: EventStream, record: ImageRecord, timeout_s: float
             ) -> ImageRecord:
-    """Progress bar and state changes of one image, until ``active`` or ``error``.
-
-    The stream was opened before the import was asked for, so its events come complete and
-    in order; the record is read only at the start and after each state change.
-    """
-    label = f"{record.name or record.id}:"
-    progress = Progress(label, ctx.err)
-    deadline = time.monotonic() + timeout_s
-    shown = ""
-    record = _get(ctx.client, record.id)
-    while True:
-        if record.state in (ImageState.ACTIVE, ImageState.ERROR):
-            # The record can be read as final before that state's event arrives: say it anyway,
-            # so every follow ends on the state line it ended in.
-            progress.finish(f"{label} {record.state}" if record.state != shown else "")
-            if record.state == ImageState.ERROR:
-                raise image_failed(record)
-            return record
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            progress.finish()
-            raise WaitTimeout(f"{record.name or record.id} is still {record.state} after "
-                              f"{format_duration(timeout_s)}")
-        message = stream.get(timeout_s=min(remaining, RESYNC_AFTER_S))
-        if message is None:  # quiet stream: re-read the record (safety net)
-            record = _get(ctx.client, record.id)
-            continue
-        match message.decoded():
-            case ImageProgress(image_id=image_id, node="") as event if image_id == record.id:
-                progress.update(event.bytes_done, event.bytes_total, event.bytes_per_second)
-            case ImageStateChanged(image_id=image_id) as event if image_id == record.id:
-                if event.state != shown:
-                    shown = event.state
-                    reason = f" ({event.reason})" if event.reason else ""
-                    progress.finish(f"{label} {event.state}{reason}")
-                record = _get(ctx.client, record.id)
+    return ImageFollower(ctx, record).follow(stream, timeout_s)
 
 
 def image_failed(record: ImageRecord) -> ImageFailed:

@@ -1,25 +1,22 @@
-"""``lq vm snapshot create|list|revert|delete``, ``lq vm clone``, ``lq vm publish``
-(docs/day2.md)."""
+"""``lq vm snapshot create|list|revert|delete``, ``lq vm template``, ``lq vm clone``,
+``lq vm publish`` (docs/day2.md)."""
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 
-from limiquantix.cli.commands_image import image_failed
+from limiquantix.cli.commands_image import ImageFollower
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK, CliError, ImageFailed, WaitTimeout
-from limiquantix.cli.output import Progress, StatusLine, table
+from limiquantix.cli.output import StatusLine, table
 from limiquantix.cli.sizes import format_duration, parse_duration
 from limiquantix.cli.sse import EventStream
 from limiquantix.cli.waiting import VmWaiter
-from limiquantix.common.events import ImageProgress, ImageStateChanged, VmPublishProgress
-from limiquantix.common.images import ImageRecord, ImageState
+from limiquantix.client.waiting import poll
+from limiquantix.common.events import VmPublishProgress
+from limiquantix.common.images import ImageRecord
 from limiquantix.common.vms import VmSnapshot, VmState
 
-POLL_S = 0.5
-RESYNC_AFTER_S = 10.0
 _json = msgspec.json.Encoder()
 
 
@@ -32,22 +29,20 @@ class SnapshotFailed(CliError):
 def _wait_snapshot(ctx: Context, vm: str, snap_id: str, targets: tuple[str, ...],
                    timeout_s: float) -> VmSnapshot | None:
     """Poll the VM's list until the snapshot is in ``targets`` ("gone": not listed)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = [s for s in ctx.client.api.snapshots.list(vm) if s.id == snap_id]
-        snap = found[0] if found else None
-        state = str(snap.state) if snap else "gone"
-        if snap is not None and snap.error and state in ("ready", "error"):
+    def fetch() -> VmSnapshot | None:
+        return next((s for s in ctx.client.api.snapshots.list(vm) if s.id == snap_id), None)
+
+    def done(snap: VmSnapshot | None) -> bool:
+        if snap is not None and snap.error and snap.state in ("ready", "error"):
             # error: the create failed; ready with an error: a revert or delete failed
             raise SnapshotFailed(f"snapshot {snap.name}: {snap.error}",
-                                     hint="See `lq events --vm VM`; delete the snapshot and "
-                                          "try again.")
-        if state in targets:
-            return snap
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"snapshot {snap_id} is still {state} after "
-                              f"{format_duration(timeout_s)}")
-        time.sleep(POLL_S)
+                                 hint="See `lq events --vm VM`; delete the snapshot and "
+                                      "try again.")
+        return (str(snap.state) if snap else "gone") in targets
+
+    return poll(fetch, done, timeout_s=timeout_s, timed_out=lambda snap: (
+        f"snapshot {snap_id} is still {snap.state if snap else 'gone'} after "
+        f"{format_duration(timeout_s)}"), error=WaitTimeout)
 
 
 def create(ctx: Context) -> int:
@@ -107,13 +102,20 @@ def delete(ctx: Context) -> int:
     return EXIT_OK
 
 
+def template(ctx: Context) -> int:
+    record = ctx.client.api.snapshots.template(ctx.args.vm)
+    ctx.print(f"{record.name}: a template now (frozen); linked clones: "
+              f"lq vm clone {record.name} NEW-NAME")
+    return EXIT_OK
+
+
 def clone(ctx: Context) -> int:
     args = ctx.args
     timeout_s = parse_duration(args.timeout)
     record = ctx.client.api.snapshots.clone(
-        args.source, args.name, snapshot=args.snapshot, linked=not args.full,
+        args.source, args.name, snapshot=args.snapshot, linked=args.linked,
         description=args.description)
-    kind = "full" if args.full else "linked"
+    kind = "linked" if record.clone_of is not None and record.clone_of.linked else "full"
     ctx.print(f"{record.name}: {kind} clone of {args.source} on {record.node} ({record.id})")
     if not args.wait:
         return EXIT_OK
@@ -131,8 +133,10 @@ def publish(ctx: Context) -> int:
     # The stream opens first, so not one progress event of a fast upload is missed.
     with EventStream(ctx.client) as stream:
         image = ctx.client.api.snapshots.publish(args.vm, args.image_name,
-                                                 snapshot=args.snapshot)
-        ctx.print(f"Publishing {args.vm} as image {image.id} ({image.name})")
+                                                 snapshot=args.snapshot,
+                                                 generalize=args.generalize)
+        ctx.print(f"Publishing {args.vm} as image {image.id} ({image.name}), "
+                  + _generalized_note(image, args.vm))
         if not args.wait:
             ctx.print(f"state: {image.state}  (follow: lq image show {image.id})")
             return EXIT_OK
@@ -142,46 +146,37 @@ def publish(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _generalized_note(image: ImageRecord, vm: str) -> str:
+    if image.labels.get("generalized") == "true":
+        return f"generalized first (the guest's identity is cleaned; {vm} is shut down)"
+    return ("NOT generalized: the image keeps the guest's machine-id and logs (clones still "
+            "get a new instance-id, hostname and SSH host keys from cloud-init)")
+
+
+class PublishFollower(ImageFollower):
+    """The image's own states, and the node's phases before them (``vm.publish_progress``:
+    clean, convert, upload; a failure ends it)."""
+
+    def step(self, event: object) -> ImageRecord | None:
+        match event:
+            case VmPublishProgress(phase="failed") if event.image_id == self.record.id:
+                self.progress.finish()
+                raise ImageFailed(f"{self.record.name}: {event.message}",
+                                  hint="Fix the cause, then publish again (the failed image "
+                                       f"is in error: lq image delete {self.record.id}).")
+            case VmPublishProgress() if event.image_id == self.record.id:
+                doing = _PHASES.get(event.phase, "")
+                if event.phase != self.shown and doing:
+                    self.shown = event.phase
+                    self.progress.finish(f"{self.label} {doing} (node)")
+                return None
+        return super().step(event)
+
+
+_PHASES = {"clean": "generalizing the guest", "convert": "flattening the disk",
+           "upload": "uploading"}
+
+
 def _follow_publish(ctx: Context, stream: EventStream, image: ImageRecord, timeout_s: float
                     ) -> ImageRecord:
-    """The node's phases (``vm.publish_progress``: convert, upload; a failure ends it) and the
-    image's own (uploading, verifying, active or error), until the image is final."""
-    label = f"{image.name}:"
-    bar = Progress(label, ctx.err)
-    deadline = time.monotonic() + timeout_s
-    shown = ""
-    record = ctx.client.api.images.get(image.id)
-    while True:
-        if record.state in (ImageState.ACTIVE, ImageState.ERROR):
-            bar.finish(f"{label} {record.state}" if record.state != shown else "")
-            if record.state == ImageState.ERROR:
-                raise image_failed(record)
-            return record
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            bar.finish()
-            raise WaitTimeout(f"{image.name} is still {record.state} after "
-                              f"{format_duration(timeout_s)}")
-        message = stream.get(timeout_s=min(remaining, RESYNC_AFTER_S))
-        if message is None:
-            record = ctx.client.api.images.get(image.id)
-            continue
-        match message.decoded():
-            case VmPublishProgress(image_id=image_id, phase="failed") as event if (
-                    image_id == image.id):
-                bar.finish()
-                raise ImageFailed(f"{image.name}: {event.message}",
-                                  hint=f"Fix the cause, then 'lq image delete {image.id}' and "
-                                       "publish again.")
-            case VmPublishProgress(image_id=image_id) as event if image_id == image.id:
-                if event.phase != shown and event.phase in ("convert", "upload"):
-                    shown = event.phase
-                    doing = "flattening the disk" if shown == "convert" else "uploading"
-                    bar.finish(f"{label} {doing} (node)")
-            case ImageProgress(image_id=image_id, node="") as event if image_id == image.id:
-                bar.update(event.bytes_done, event.bytes_total, event.bytes_per_second)
-            case ImageStateChanged(image_id=image_id) as event if image_id == image.id:
-                if event.state != shown:
-                    shown = event.state
-                    bar.finish(f"{label} {event.state}")
-                record = ctx.client.api.images.get(image.id)
+    return PublishFollower(ctx, image).follow(stream, timeout_s)

@@ -296,8 +296,13 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
     p.add_argument("source", metavar="SRC")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--snapshot", help="clone at this snapshot (default: the current disk)")
-    p.add_argument("--full", action="store_true",
-                   help="a full, flattened copy (default: linked to the source's image)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--linked", dest="linked", action="store_true", default=None,
+                      help="an overlay over the template's disk (instant; the default for a "
+                           "template, refused for other VMs)")
+    kind.add_argument("--full", dest="linked", action="store_false",
+                      help="a full, flattened copy (the default for a VM that is not a "
+                           "template)")
     p.add_argument("--description", default="", help="free text for people")
     p.add_argument("--wait", nargs="?", const="running", choices=("running", "ready"),
                    help="until the clone runs (or is ready: cloud-init done)")
@@ -309,9 +314,21 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
     p.add_argument("vm", metavar="VM")
     p.add_argument("image_name", metavar="IMAGE_NAME")
     p.add_argument("--snapshot", help="publish this snapshot (default: the current disk)")
+    clean = p.add_mutually_exclusive_group()
+    clean.add_argument("--generalize", dest="generalize", action="store_true", default=None,
+                       help="clean the guest's identity through its agent (cloud-init clean, "
+                            "machine-id, SSH host keys), then shut it down (the default when "
+                            "it runs with its agent)")
+    clean.add_argument("--no-generalize", dest="generalize", action="store_false",
+                       help="publish the disk as it is")
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="return once the publish is queued")
     _wait_options(p, "1h")
+
+    p = b.leaf(vm, "template", commands_snapshot.template,
+               "Make a stopped VM a template: frozen, the base of instant linked clones",
+               "lq vm template web-1 && lq vm clone web-1 web-2 --wait")
+    p.add_argument("vm", metavar="VM")
 
 
 def _device_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None:

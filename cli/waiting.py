@@ -13,13 +13,14 @@ reached.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 
 from limiquantix.cli.client import ApiClient
-from limiquantix.cli.errors import ApiError, VmFailed, WaitTimeout
+from limiquantix.cli.errors import ApiError, CliError, VmFailed, WaitTimeout
 from limiquantix.cli.output import StatusLine
 from limiquantix.cli.sizes import format_bytes, format_duration
 from limiquantix.cli.sse import EventStream
@@ -34,6 +35,7 @@ from limiquantix.common.events import (
 from limiquantix.common.vms import VmRecord, VmState
 
 RESYNC_AFTER_S = 10.0
+T = TypeVar("T")
 TICK_S = 1.0  # the live line's clock
 GONE = "gone"
 # A phase counts as reached when it, or a later one of these, is in ``guest.phases``.
@@ -173,3 +175,19 @@ def _with_state(record: VmRecord, state: VmState, error: object, at: datetime) -
     if error is not None:
         changes["error"] = error
     return msgspec.structs.replace(record, **changes)
+
+
+def follow_events(stream: EventStream, timeout_s: float, step: Callable[[object], T | None],
+                  *, timed_out: Callable[[], CliError], quiet_s: float = RESYNC_AFTER_S) -> T:
+    """Feed every decoded event of ``stream`` to ``step`` until it answers something (None
+    after ``quiet_s`` of silence: the caller's chance to re-read its record); ``timed_out()``
+    is raised at the deadline. The one loop of the image, publish and device waits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise timed_out()
+        message = stream.get(timeout_s=min(remaining, quiet_s))
+        result = step(message.decoded() if message is not None else None)
+        if result is not None:
+            return result

@@ -8,13 +8,11 @@ domain match and says so with an event. ``wait`` polls the record until a test h
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from limiquantix.client.errors import WaitTimeout
 from limiquantix.client.transport import decode, seg
+from limiquantix.client.waiting import apoll, poll
 from limiquantix.common.vms import (
     AddDiskRequest,
     InsertMediaRequest,
@@ -27,7 +25,10 @@ if TYPE_CHECKING:
     from limiquantix.client.aio import AsyncClient
     from limiquantix.client.sync import Client
 
-POLL_S = 0.5
+
+def _timed_out(vm: str, timeout_s: float) -> Callable[[VmRecord], str]:
+    return lambda record: (f"VM {vm} did not reach the awaited devices in {timeout_s:g} s "
+                           f"(state {record.state})")
 
 
 def _vm(vm: str) -> str:
@@ -98,15 +99,8 @@ class Devices:
     def wait(self, vm: str, done: Callable[[VmRecord], bool], *,
              timeout_s: float = 120.0) -> VmRecord:
         """Poll the VM's record until ``done(record)`` (e.g. :func:`disk_attached`)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            record = self._t.get(_vm(vm), VmRecord)
-            if done(record):
-                return record
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"VM {vm} did not reach the awaited devices in {timeout_s:g} s"
-                                  f" (state {record.state})")
-            time.sleep(POLL_S)
+        return poll(lambda: self._t.get(_vm(vm), VmRecord), done, timeout_s=timeout_s,
+                    timed_out=_timed_out(vm, timeout_s))
 
 
 class AsyncDevices:
@@ -145,12 +139,5 @@ class AsyncDevices:
 
     async def wait(self, vm: str, done: Callable[[VmRecord], bool], *,
                    timeout_s: float = 120.0) -> VmRecord:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            record = await self._t.get(_vm(vm), VmRecord)
-            if done(record):
-                return record
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"VM {vm} did not reach the awaited devices in {timeout_s:g} s"
-                                  f" (state {record.state})")
-            await asyncio.sleep(POLL_S)
+        return await apoll(lambda: self._t.get(_vm(vm), VmRecord), done, timeout_s=timeout_s,
+                           timed_out=_timed_out(vm, timeout_s))

@@ -7,13 +7,12 @@ for a publish. ``wait`` polls one snapshot until it reaches a state (or is gone)
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
-from limiquantix.client.errors import NotFound, WaitTimeout
+from limiquantix.client.errors import NotFound
 from limiquantix.client.transport import decode, seg
+from limiquantix.client.waiting import apoll, poll
 from limiquantix.common.images import ImageRecord
 from limiquantix.common.snapshots import (
     CloneVmRequest,
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from limiquantix.client.aio import AsyncClient
     from limiquantix.client.sync import Client
 
-POLL_S = 0.5
 GONE = "gone"
 
 
@@ -36,8 +34,23 @@ def _path(vm: str, snapshot: str = "") -> str:
     return f"{base}/{seg(snapshot)}" if snapshot else base
 
 
-def _reached(snap: VmSnapshot | None, states: Collection[str]) -> bool:
-    return (GONE in states) if snap is None else str(snap.state) in states
+def _reached(states: Collection[str]) -> Callable[[VmSnapshot | None], bool]:
+    return lambda snap: (GONE in states) if snap is None else str(snap.state) in states
+
+
+def _timed_out(vm: str, snapshot: str, timeout_s: float) -> Callable[[VmSnapshot | None], str]:
+    return lambda snap: (f"snapshot {snapshot} of {vm} is still "
+                         f"{snap.state if snap else GONE} after {timeout_s:g} s")
+
+
+def _clone_body(name: str, snapshot: str | None, linked: bool | None,
+                description: str) -> CloneVmRequest:
+    return CloneVmRequest(name=name, snapshot=snapshot, linked=linked, description=description)
+
+
+def _publish_body(image_name: str, snapshot: str | None,
+                  generalize: bool | None) -> PublishVmRequest:
+    return PublishVmRequest(name=image_name, snapshot=snapshot, generalize=generalize)
 
 
 class Snapshots:
@@ -68,33 +81,35 @@ class Snapshots:
         """Delete the snapshot (202, ``deleting``; then gone from the list)."""
         return self._t.call("DELETE", _path(vm, snapshot), VmSnapshot)
 
-    def clone(self, vm: str, name: str, *, snapshot: str | None = None, linked: bool = True,
-              description: str = "") -> VmRecord:
-        """A new VM from ``vm`` (at ``snapshot``, else its current disk); 202, ``pending``."""
-        body = CloneVmRequest(name=name, snapshot=snapshot, linked=linked,
-                              description=description)
-        return self._t.post(f"/v1/vms/{seg(vm)}/clone", VmRecord, body)
+    def template(self, vm: str) -> VmRecord:
+        """Make the stopped VM a template (frozen; the base of linked clones)."""
+        return self._t.post(f"/v1/vms/{seg(vm)}/template", VmRecord)
 
-    def publish(self, vm: str, image_name: str, *, snapshot: str | None = None) -> ImageRecord:
-        """A new image from the VM's disk (202, ``queued``; ``active`` once uploaded)."""
-        body = PublishVmRequest(name=image_name, snapshot=snapshot)
-        return self._t.post(f"/v1/vms/{seg(vm)}/publish", ImageRecord, body)
+    def clone(self, vm: str, name: str, *, snapshot: str | None = None,
+              linked: bool | None = None, description: str = "") -> VmRecord:
+        """A new VM from ``vm`` (at ``snapshot``, else its current disk); 202, ``pending``.
+        ``linked``: None = linked for a template, full otherwise."""
+        return self._t.post(f"/v1/vms/{seg(vm)}/clone", VmRecord,
+                            _clone_body(name, snapshot, linked, description))
+
+    def publish(self, vm: str, image_name: str, *, snapshot: str | None = None,
+                generalize: bool | None = None) -> ImageRecord:
+        """A new image from the VM's disk (202, ``queued``; ``active`` once uploaded).
+        ``generalize``: None = when the VM runs with its guest agent."""
+        return self._t.post(f"/v1/vms/{seg(vm)}/publish", ImageRecord,
+                            _publish_body(image_name, snapshot, generalize))
+
+    def _get_or_gone(self, vm: str, snapshot: str) -> VmSnapshot | None:
+        try:
+            return self.get(vm, snapshot)
+        except NotFound:
+            return None
 
     def wait(self, vm: str, snapshot: str, states: Collection[str] = ("ready", "error"), *,
              timeout_s: float = 600.0) -> VmSnapshot | None:
         """Poll until the snapshot is in one of ``states`` (``"gone"``: deleted)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                snap: VmSnapshot | None = self.get(vm, snapshot)
-            except NotFound:
-                snap = None
-            if _reached(snap, states):
-                return snap
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"snapshot {snapshot} of {vm} is still "
-                                  f"{snap.state if snap else GONE} after {timeout_s:g} s")
-            time.sleep(POLL_S)
+        return poll(lambda: self._get_or_gone(vm, snapshot), _reached(states),
+                    timeout_s=timeout_s, timed_out=_timed_out(vm, snapshot, timeout_s))
 
 
 class AsyncSnapshots:
@@ -121,29 +136,27 @@ class AsyncSnapshots:
         answer = await self._t.request("DELETE", _path(vm, snapshot))
         return decode(answer.body, VmSnapshot)
 
-    async def clone(self, vm: str, name: str, *, snapshot: str | None = None,
-                    linked: bool = True, description: str = "") -> VmRecord:
-        body = CloneVmRequest(name=name, snapshot=snapshot, linked=linked,
-                              description=description)
-        return await self._t.post(f"/v1/vms/{seg(vm)}/clone", VmRecord, body)
+    async def template(self, vm: str) -> VmRecord:
+        return await self._t.post(f"/v1/vms/{seg(vm)}/template", VmRecord)
 
-    async def publish(self, vm: str, image_name: str, *, snapshot: str | None = None
-                      ) -> ImageRecord:
-        body = PublishVmRequest(name=image_name, snapshot=snapshot)
-        return await self._t.post(f"/v1/vms/{seg(vm)}/publish", ImageRecord, body)
+    async def clone(self, vm: str, name: str, *, snapshot: str | None = None,
+                    linked: bool | None = None, description: str = "") -> VmRecord:
+        return await self._t.post(f"/v1/vms/{seg(vm)}/clone", VmRecord,
+                                  _clone_body(name, snapshot, linked, description))
+
+    async def publish(self, vm: str, image_name: str, *, snapshot: str | None = None,
+                      generalize: bool | None = None) -> ImageRecord:
+        return await self._t.post(f"/v1/vms/{seg(vm)}/publish", ImageRecord,
+                                  _publish_body(image_name, snapshot, generalize))
+
+    async def _get_or_gone(self, vm: str, snapshot: str) -> VmSnapshot | None:
+        try:
+            return await self.get(vm, snapshot)
+        except NotFound:
+            return None
 
     async def wait(self, vm: str, snapshot: str,
                    states: Collection[str] = ("ready", "error"), *,
                    timeout_s: float = 600.0) -> VmSnapshot | None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                snap: VmSnapshot | None = await self.get(vm, snapshot)
-            except NotFound:
-                snap = None
-            if _reached(snap, states):
-                return snap
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"snapshot {snapshot} of {vm} is still "
-                                  f"{snap.state if snap else GONE} after {timeout_s:g} s")
-            await asyncio.sleep(POLL_S)
+        return await apoll(lambda: self._get_or_gone(vm, snapshot), _reached(states),
+                           timeout_s=timeout_s, timed_out=_timed_out(vm, snapshot, timeout_s))

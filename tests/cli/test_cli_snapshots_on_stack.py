@@ -47,16 +47,56 @@ async def test_snapshots_clone_and_publish_with_lq(lq: Lq, stack: Stack, tmp_pat
     clone = api_get(stack, f"/v1/vms/{clone_name}")[1]
     assert clone["clone_of"]["linked"] is False and clone["cloud_init"]["hostname"] == clone_name
 
+    refused = await lq("vm", "clone", name, unique_name("clone"), "--linked")
+    assert refused.code == 1 and "(linked_clone_needs_template)" in one_error_line(refused.err)
+    assert f"lq vm template {name}" in refused.err
+
     published = await lq("vm", "publish", name, unique_name("tpl"))
     assert published.code == 0, published.err
     assert "is active: qcow2" in published.out
+    assert "NOT generalized" in published.out  # the test driver's VMs have no guest agent
     image_id = published.out.split()[4]
     source_id = api_get(stack, f"/v1/vms/{name}")[1]["id"]
-    assert api_get(stack, f"/v1/images/{image_id}")[1]["labels"] == {"published-from": source_id}
+    assert api_get(stack, f"/v1/images/{image_id}")[1]["labels"] == {
+        "published-from": source_id, "generalized": "false"}
+    generalize = await lq("vm", "publish", name, unique_name("tpl"), "--generalize")
+    assert generalize.code == 1 and "(generalize_unavailable)" in one_error_line(generalize.err)
 
     deleted = await lq("vm", "snapshot", "delete", name, "first", "--wait")
     assert deleted.code == 0, deleted.err
     assert api_get(stack, f"/v1/vms/{name}")[1]["snapshots"] == []
+
+
+async def test_a_template_and_its_linked_clone_with_lq(lq: Lq, stack: Stack,
+                                                       tmp_path: Path) -> None:
+    name = unique_name("tmpl")
+    created = await lq("vm", "create", name, "--image", str(make_qcow2(tmp_path / "t.qcow2")),
+                       "--memory", "256M", "--disk", "1G", "--wait", "running")
+    assert created.code == 0, created.err
+    running = await lq("vm", "template", name)
+    assert running.code == 1 and "(illegal_transition)" in one_error_line(running.err)
+    assert (await lq("vm", "stop", name, "--wait")).code == 0
+    made = await lq("vm", "template", name)
+    assert made.code == 0, made.err
+    assert made.out.startswith(f"{name}: a template now")
+    assert api_get(stack, f"/v1/vms/{name}")[1]["template"] is True
+
+    clone_name = unique_name("linked")
+    cloned = await lq("vm", "clone", name, clone_name, "--wait")
+    assert cloned.code == 0, cloned.err
+    assert cloned.out.splitlines()[0].startswith(f"{clone_name}: linked clone of {name} on ")
+    clone = api_get(stack, f"/v1/vms/{clone_name}")[1]
+    template = api_get(stack, f"/v1/vms/{name}")[1]
+    assert clone["clone_of"]["linked"] is True and clone["node"] == template["node"]
+
+    started = await lq("vm", "start", name)
+    assert started.code == 1 and "(template_refused)" in one_error_line(started.err)
+    in_use = await lq("vm", "delete", name)
+    assert in_use.code == 1 and "(template_in_use)" in one_error_line(in_use.err)
+    assert clone_name in in_use.err
+    assert (await lq("vm", "delete", clone_name, "--wait")).code == 0
+    gone = await lq("vm", "delete", name, "--wait")
+    assert gone.code == 0, gone.err
 
 
 def test_typed_client_snapshots(stack: Stack, tmp_path: Path) -> None:
@@ -76,3 +116,11 @@ def test_typed_client_snapshots(stack: Stack, tmp_path: Path) -> None:
         client.snapshots.get(vm.id, "nope")
     assert client.snapshots.delete(vm.id, "s1").state == "deleting"
     assert client.snapshots.wait(vm.id, "s1", ("gone",), timeout_s=60) is None
+    with pytest.raises(Conflict):  # only a stopped VM becomes a template
+        client.snapshots.template(vm.id)
+    client.vms.stop(vm.id)
+    client.vms.wait_for(vm.id, "stopped", timeout_s=60)
+    assert client.snapshots.template(vm.id).template is True
+    clone = client.snapshots.clone(vm.id, unique_name("tcl"))
+    assert clone.clone_of is not None and clone.clone_of.linked
+    assert client.vms.wait_for(clone.id, "running", timeout_s=60).clone_of is not None
