@@ -71,7 +71,8 @@ async def test_snapshot_clone_and_publish_through_the_api(
         assert response.headers["Location"] == f"/v1/images/{published['id']}"
     active = await wait_image_state(api, published["id"], "active", "error", timeout_s=60)
     assert active["state"] == "active", active
-    assert active["format"] == "qcow2" and active["labels"] == {"published-from": source["id"]}
+    assert active["format"] == "qcow2"
+    assert active["labels"] == {"published-from": source["id"], "generalized": "false"}
 
     from_template = await create_vm(api, name=unique_name(), image=published["id"],
                                     memory_mib=256, disk_gib=1)
