@@ -18,60 +18,52 @@ class _Event(Model, frozen=True, kw_only=True, tag_field="type"):
     time: datetime = msgspec.field(default_factory=utcnow)
 
 
-class VmStateChanged(_Event, frozen=True, kw_only=True, tag="vm.state_changed"):
-    """A VM moved from ``previous`` to ``state``."""
+class _VmEvent(_Event, frozen=True, kw_only=True):
+    """What every event about one VM carries first: its id, and its name and node when known
+    (so a reader of the stream needs no lookup); published under ``subjects.vm_event``."""
 
     vm_id: str
     name: str = ""
     node: str = ""
+
+
+class VmStateChanged(_VmEvent, frozen=True, kw_only=True, tag="vm.state_changed"):
+    """A VM moved from ``previous`` to ``state``."""
+
     state: VmState
     previous: VmState | None = None
     reason: str = ""
     error: VmError | None = None
 
 
-class VmGuestReady(_Event, frozen=True, kw_only=True, tag="vm.guest_ready"):
+class VmGuestReady(_VmEvent, frozen=True, kw_only=True, tag="vm.guest_ready"):
     """cloud-init finished in the guest; ``guest.boot_seconds`` is start → ready."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     guest: GuestInfo
 
 
-class VmActionFailed(_Event, frozen=True, kw_only=True, tag="vm.action_failed"):
+class VmActionFailed(_VmEvent, frozen=True, kw_only=True, tag="vm.action_failed"):
     """A command could not be carried out; the VM's state says where it was left."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     action: str
     error: VmError
 
 
-class VmDeleted(_Event, frozen=True, kw_only=True, tag="vm.deleted"):
-    vm_id: str
-    name: str = ""
-    node: str = ""
+class VmDeleted(_VmEvent, frozen=True, kw_only=True, tag="vm.deleted"):
+    """The VM was deleted: its record is gone."""
 
 
-class VmSnapshotChanged(_Event, frozen=True, kw_only=True, tag="vm.snapshot"):
+class VmSnapshotChanged(_VmEvent, frozen=True, kw_only=True, tag="vm.snapshot"):
     """A snapshot was created, reverted to, deleted or failed (``action``); ``snapshot`` is
     its entry as now recorded (as it was, for ``deleted``)."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     action: str  # created | reverted | deleted | failed
     snapshot: VmSnapshot
 
 
-class VmCloned(_Event, frozen=True, kw_only=True, tag="vm.cloned"):
+class VmCloned(_VmEvent, frozen=True, kw_only=True, tag="vm.cloned"):
     """The disk of clone ``vm_id`` was made from ``source_vm_id`` (its create goes on)."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     source_vm_id: str
     snapshot_id: str = ""
     linked: bool = True
@@ -79,21 +71,14 @@ class VmCloned(_Event, frozen=True, kw_only=True, tag="vm.cloned"):
     disk_bytes: int = 0
 
 
-class VmTemplated(_Event, frozen=True, kw_only=True, tag="vm.templated"):
+class VmTemplated(_VmEvent, frozen=True, kw_only=True, tag="vm.templated"):
     """VM ``vm_id`` became a template: frozen, the base of linked clones."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
 
-
-class VmPublishProgress(_Event, frozen=True, kw_only=True, tag="vm.publish_progress"):
+class VmPublishProgress(_VmEvent, frozen=True, kw_only=True, tag="vm.publish_progress"):
     """Publishing VM ``vm_id`` as image ``image_id``: ``phase`` is snapshot, convert, clean,
     upload, done or failed; ``fraction`` 0..1 of the phase when known."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     image_id: str
     phase: str
     fraction: float | None = None
@@ -102,13 +87,10 @@ class VmPublishProgress(_Event, frozen=True, kw_only=True, tag="vm.publish_progr
     message: str = ""
 
 
-class VmResized(_Event, frozen=True, kw_only=True, tag="vm.resized"):
+class VmResized(_VmEvent, frozen=True, kw_only=True, tag="vm.resized"):
     """The VM's domain now has these figures; ``live``: the running domain got them at once
     (hot-plug, block resize), else they apply at its next start."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     vcpus: int
     memory_mib: int
     disk_gib: int
@@ -118,42 +100,30 @@ class VmResized(_Event, frozen=True, kw_only=True, tag="vm.resized"):
     guest_grown: bool = False
 
 
-class VmDiskAttached(_Event, frozen=True, kw_only=True, tag="vm.disk_attached"):
+class VmDiskAttached(_VmEvent, frozen=True, kw_only=True, tag="vm.disk_attached"):
     """An extra disk was made and attached (``live``: to the running domain too)."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     disk: VmDisk
     live: bool = False
 
 
-class VmDiskDetached(_Event, frozen=True, kw_only=True, tag="vm.disk_detached"):
+class VmDiskDetached(_VmEvent, frozen=True, kw_only=True, tag="vm.disk_detached"):
     """An extra disk was detached and its file deleted."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     disk_id: str
     disk_name: str = ""
 
 
-class VmMediaInserted(_Event, frozen=True, kw_only=True, tag="vm.media_inserted"):
+class VmMediaInserted(_VmEvent, frozen=True, kw_only=True, tag="vm.media_inserted"):
     """An ISO is in the VM's media drive (``live``: the running domain sees it now)."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     media: VmMedia
     live: bool = False
 
 
-class VmMediaEjected(_Event, frozen=True, kw_only=True, tag="vm.media_ejected"):
+class VmMediaEjected(_VmEvent, frozen=True, kw_only=True, tag="vm.media_ejected"):
     """The VM's media drive is empty again."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     image: str = ""
 
 
@@ -201,44 +171,32 @@ class ConsoleSessionEnded(_Event, frozen=True, kw_only=True, tag="console.sessio
     reason: str = ""
 
 
-class VmPhaseReached(_Event, frozen=True, kw_only=True, tag="vm.phase"):
+class VmPhaseReached(_VmEvent, frozen=True, kw_only=True, tag="vm.phase"):
     """A boot reached a readiness phase (docs/guest-agent.md); ``elapsed_s`` from ``booting``."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     phase: str = ""
     at: datetime = msgspec.field(default_factory=utcnow)
     elapsed_s: float | None = None
 
 
-class VmAddressesChanged(_Event, frozen=True, kw_only=True, tag="vm.addresses_changed"):
+class VmAddressesChanged(_VmEvent, frozen=True, kw_only=True, tag="vm.addresses_changed"):
     """The guest's IP addresses changed (e.g. a new DHCP lease after a reboot)."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     addresses: tuple[str, ...] = ()
     previous: tuple[str, ...] = ()
 
 
-class VmAgentChanged(_Event, frozen=True, kw_only=True, tag="vm.agent_changed"):
+class VmAgentChanged(_VmEvent, frozen=True, kw_only=True, tag="vm.agent_changed"):
     """The VM's QEMU guest agent connected or disconnected."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     connected: bool = False
     version: str = ""
 
 
-class VmGuestAccess(_Event, frozen=True, kw_only=True, tag="vm.guest_access"):
+class VmGuestAccess(_VmEvent, frozen=True, kw_only=True, tag="vm.guest_access"):
     """Audit: someone acted inside a guest through its agent. Never the contents: the program
     (not its arguments), the file's path and size, the user whose password was set."""
 
-    vm_id: str
-    name: str = ""
-    node: str = ""
     user: str = ""  # the API token's name
     action: str = ""  # exec | file_write | file_read | password
     target: str = ""  # program, path or guest user
@@ -265,13 +223,7 @@ def event_subject(event: Event) -> str:
 
     kind = type(event).__struct_config__.tag.split(".", 1)[1]  # type: ignore[union-attr]
     match event:
-        case (VmStateChanged() | VmGuestReady() | VmActionFailed() | VmDeleted()
-              | VmSnapshotChanged() | VmCloned() | VmPublishProgress() | VmTemplated()):
-            return subjects.vm_event(event.vm_id, kind)
-        case (VmResized() | VmDiskAttached() | VmDiskDetached() | VmMediaInserted()
-              | VmMediaEjected()):
-            return subjects.vm_event(event.vm_id, kind)
-        case VmPhaseReached() | VmAddressesChanged() | VmAgentChanged() | VmGuestAccess():
+        case _VmEvent():
             return subjects.vm_event(event.vm_id, kind)
         case NodeStateChanged():
             return subjects.node_event(event.node, kind)
