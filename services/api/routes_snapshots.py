@@ -450,7 +450,7 @@ OPENAPI = OpenApiPart(tag="snapshots", operations=(
               body=PublishVmRequest, response=ImageRecord, status=202, errors=(404, 409, 422),
               description="202 with the image (`queued`); it is `active` once the node "
                           "uploaded and the library verified it (`vm.publish_progress`, "
-                          "`image.*` events); a failed publish deletes it. `generalize` "
+                          "`image.*` events); a failed publish leaves it `error`. `generalize` "
                           "(default when the guest agent answers) cleans the guest's identity "
                           "and shuts it down first; label `generalized` says which."),
 ))

@@ -447,7 +447,7 @@ export interface paths {
         put?: never;
         /**
          * Clone a VM (new id, MAC, hostname; cloud-init runs as a new instance)
-         * @description 202 with the clone's record (`pending`), on the source's node.
+         * @description 202 with the clone's record (`pending`), on the source's node. Linked (the default for a template): a qcow2 overlay over the template's disk; 409 `linked_clone_needs_template` for a VM that is not a template.
          */
         post: operations["post_v1_vms_vm_clone"];
         delete?: never;
@@ -687,7 +687,7 @@ export interface paths {
         put?: never;
         /**
          * Publish the VM's disk as a new image (a template)
-         * @description 202 with the image (`queued`); it is `active` once the node uploaded and the library verified it (`vm.publish_progress`, `image.*` events).
+         * @description 202 with the image (`queued`); it is `active` once the node uploaded and the library verified it (`vm.publish_progress`, `image.*` events); a failed publish leaves it `error`. `generalize` (default when the guest agent answers) cleans the guest's identity and shuts it down first; label `generalized` says which.
          */
         post: operations["post_v1_vms_vm_publish"];
         delete?: never;
@@ -840,6 +840,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/vms/{vm}/template": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a stopped VM a template (frozen; the base of linked clones)
+         * @description 200 with the record (`template: true`). A template is never started, resized or snapshotted (409 `template_refused`) and is deleted only without linked clones (409 `template_in_use`). 409 `illegal_transition` when the VM is not stopped.
+         */
+        post: operations["post_v1_vms_vm_template"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks": {
         parameters: {
             query?: never;
@@ -984,11 +1004,8 @@ export interface components {
         CloneVmRequest: {
             /** @default  */
             description?: string;
-            /**
-             * @description true: copy only what the source changed over its image and keep that image as backing file (fast, small); false: a full, flattened copy
-             * @default true
-             */
-            linked?: boolean;
+            /** @default null */
+            linked?: boolean | null;
             /** @description DNS label: lower-case letters, digits and '-' */
             name: string;
             /** @default null */
@@ -1622,6 +1639,8 @@ export interface components {
          * @description Body of ``POST /v1/vms/{vm}/publish``.
          */
         PublishVmRequest: {
+            /** @default null */
+            generalize?: boolean | null;
             /** @description the new image's name in the library */
             name: string;
             /** @default  */
@@ -1826,6 +1845,8 @@ export interface components {
             state?: components["schemas"]["VmState"];
             /** @default  */
             stopped_by?: string;
+            /** @default false */
+            template?: boolean;
             updated_at: string;
             vcpus: number;
             /** @default null */
@@ -5050,6 +5071,64 @@ export interface operations {
         responses: {
             /** @description Accepted */
             202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmRecord"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_v1_vms_vm_template: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
