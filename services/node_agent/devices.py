@@ -40,21 +40,23 @@ async def live_xml(host: LibvirtHost, dom_uuid: str) -> ET.Element | None:
     return None if text is None else ET.fromstring(text)
 
 
-def disk_by_source(root: ET.Element, path: str) -> ET.Element | None:
-    """The live ``<disk>`` whose file is ``path``."""
+def _disk_where(root: ET.Element, child: str, attribute: str, value: str) -> ET.Element | None:
+    """The first ``<disk>`` whose ``<child>`` has ``attribute`` = ``value``."""
     for disk in root.findall("./devices/disk"):
-        source = disk.find("source")
-        if source is not None and source.get("file") == path:
+        found = disk.find(child)
+        if found is not None and found.get(attribute) == value:
             return disk
     return None
+
+
+def disk_by_source(root: ET.Element, path: str) -> ET.Element | None:
+    """The live ``<disk>`` whose file is ``path``."""
+    return _disk_where(root, "source", "file", path)
 
 
 def disk_by_target(root: ET.Element, target: str) -> ET.Element | None:
-    for disk in root.findall("./devices/disk"):
-        found = disk.find("target")
-        if found is not None and found.get("dev") == target:
-            return disk
-    return None
+    """The live ``<disk>`` on device ``target`` (``sde``, ...)."""
+    return _disk_where(root, "target", "dev", target)
 
 
 def live_vcpus(root: ET.Element) -> tuple[int, int]:
