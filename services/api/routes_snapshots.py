@@ -11,7 +11,6 @@ so with ``vm.snapshot`` / ``vm.cloned`` / ``vm.publish_progress`` events.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import msgspec
 import nats.errors
@@ -20,7 +19,7 @@ from aiohttp import web
 
 from limiquantix.api import app_keys, placement, templates
 from limiquantix.api.auth import principal_of
-from limiquantix.api.errors import IllegalTransition, NameTaken, VmNotFound
+from limiquantix.api.errors import IllegalTransition, NameTaken
 from limiquantix.api.http_json import decode_body, json_response
 from limiquantix.api.openapi import OpenApiPart, Operation
 from limiquantix.api.routes_vms import image_library_client, resolve
@@ -33,6 +32,7 @@ from limiquantix.api.snapshot_errors import (
     SnapshotNotReady,
     SnapshotRefused,
 )
+from limiquantix.api.vm_writes import require_day2_state, write_record
 from limiquantix.common.commands import (
     Command,
     CreateSnapshot,
@@ -41,7 +41,7 @@ from limiquantix.common.commands import (
     PublishVm,
     RevertSnapshot,
 )
-from limiquantix.common.errors import Conflict, LimiquantixError, NotFound, Unavailable
+from limiquantix.common.errors import Conflict, LimiquantixError, Unavailable
 from limiquantix.common.events import VmStateChanged, VmTemplated
 from limiquantix.common.images import CreateImageRequest, ImageRecord
 from limiquantix.common.library_tokens import sign
@@ -68,7 +68,6 @@ log = structlog.get_logger()
 # The node converts the disk before it uploads: its PUT token must outlive that.
 PUBLISH_TOKEN_TTL_S = 6 * 3600.0
 _UP = frozenset({VmState.RUNNING, VmState.READY})
-SNAPSHOT_STATES = _UP | {VmState.STOPPED}  # where a VM may be snapshotted, reverted, cloned
 _BUSY = frozenset({SnapshotState.CREATING, SnapshotState.REVERTING, SnapshotState.DELETING})
 
 
@@ -82,14 +81,6 @@ def find_snapshot(vm: VmRecord, ref: str) -> VmSnapshot:
     raise SnapshotNotFound(f"VM {vm.name!r} has no snapshot {ref!r}", vm_id=vm.id, snapshot=ref)
 
 
-def _check_state(vm: VmRecord, action: str) -> None:
-    if vm.state not in SNAPSHOT_STATES:
-        raise IllegalTransition(
-            f"cannot {action} VM {vm.name!r}: it is {vm.state}",
-            hint="Wait until the VM is running or stopped, then try again.",
-            vm_id=vm.id, state=vm.state, action=action)
-
-
 async def _send(app: web.Application, node: str, command: Command) -> None:
     """Queue ``command`` (``send_command`` retries transient failures itself)."""
     try:
@@ -99,19 +90,6 @@ async def _send(app: web.Application, node: str, command: Command) -> None:
         log.warning("command publish failed", vm_id=command.vm_id, error=str(exc))
     raise Unavailable(f"could not queue the command for VM {command.vm_id!r}",
                       hint="Check NATS/JetStream, then try again.", vm_id=command.vm_id)
-
-
-async def _update(app: web.Application, vm: VmRecord,
-                  change: Callable[[VmRecord], VmRecord | None]) -> VmRecord:
-    try:
-        updated = await app[app_keys.VM_STORE].update(vm.id, change)
-    except SnapshotNotFound:
-        raise
-    except NotFound:
-        raise VmNotFound(f"VM {vm.id!r} no longer exists", vm=vm.id) from None
-    assert updated is not None
-    app[app_keys.VM_VIEW].put_unrevisioned(updated)
-    return updated
 
 
 def _snapshot_response(vm: VmRecord, snap: VmSnapshot, status: int = 202) -> web.Response:
@@ -130,7 +108,7 @@ async def create_snapshot(request: web.Request) -> web.Response:
                       memory=body.memory, created_at=utcnow())
 
     def add(current: VmRecord) -> VmRecord:
-        _check_state(current, "snapshot")
+        require_day2_state(current, "snapshot")
         templates.refuse_change(current, "snapshotted")
         if body.memory and current.state == VmState.STOPPED:
             raise SnapshotRefused(
@@ -148,7 +126,7 @@ async def create_snapshot(request: web.Request) -> web.Response:
                                     vm_id=current.id, snapshot=body.name)
         return msgspec.structs.replace(current, snapshots=(*current.snapshots, snap))
 
-    updated = await _update(app, vm, add)
+    updated = await write_record(app, vm, add)
     await _send(app, updated.node, CreateSnapshot(
         command_id=str(uuid.uuid4()), vm_id=updated.id, snapshot_id=snap.id))
     log.info("snapshot accepted", vm_id=updated.id, snapshot_id=snap.id, memory=snap.memory)
@@ -176,7 +154,7 @@ async def _mark(request: web.Request, action: str, target: SnapshotState,
 
     def mark(current: VmRecord) -> VmRecord:
         if action == "revert":
-            _check_state(current, "revert")
+            require_day2_state(current, "revert")
         elif current.state == VmState.DELETING:
             raise IllegalTransition(f"VM {current.name!r} is being deleted", vm_id=current.id,
                                     state=current.state, action=action)
@@ -192,7 +170,7 @@ async def _mark(request: web.Request, action: str, target: SnapshotState,
         return msgspec.structs.replace(current, snapshots=tuple(
             new if s.id == snap.id else s for s in current.snapshots))
 
-    updated = await _update(app, vm, mark)
+    updated = await write_record(app, vm, mark)
     return updated, marked[0]
 
 
@@ -230,7 +208,7 @@ def _source_snapshot(vm: VmRecord, ref: str | None) -> str:
 
 
 def _check_copyable(vm: VmRecord, action: str) -> None:
-    _check_state(vm, action)
+    require_day2_state(vm, action)
     if vm.os_type == "windows":
         raise CloneRefused(
             f"VM {vm.name!r} is Windows: a copy needs sysprep to get a new identity",
@@ -344,7 +322,7 @@ async def make_template(request: web.Request) -> web.Response:
         changed[0] = True
         return msgspec.structs.replace(current, template=True, updated_at=utcnow())
 
-    updated = await _update(app, vm, freeze)
+    updated = await write_record(app, vm, freeze)
     if changed[0]:
         try:
             await publish_event(app[app_keys.JETSTREAM], VmTemplated(

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from limiquantix.api import app_keys, placement, templates, vm_devices, vm_image
-from limiquantix.api.errors import VmNotFound
 from limiquantix.api.http_json import decode_body
 from limiquantix.api.openapi import OpenApiPart, Operation
 from limiquantix.api.routes_vms import (
@@ -28,6 +26,7 @@ from limiquantix.api.routes_vms import (
     image_library_client,
     resolve,
 )
+from limiquantix.api.vm_writes import write_record
 from limiquantix.common.commands import (
     AttachDisk,
     Command,
@@ -36,7 +35,6 @@ from limiquantix.common.commands import (
     InsertMedia,
     ResizeVm,
 )
-from limiquantix.common.errors import NotFound
 from limiquantix.common.vms import (
     AddDiskRequest,
     InsertMediaRequest,
@@ -45,18 +43,6 @@ from limiquantix.common.vms import (
 )
 
 log = structlog.get_logger()
-
-
-async def _write(app: web.Application, vm: VmRecord,
-                 change: Callable[[VmRecord], VmRecord]) -> VmRecord:
-    """Apply ``change`` to the current record (compare-and-set; computed again on a newer one)."""
-    try:
-        updated = await app[app_keys.VM_STORE].update(vm.id, change)
-    except NotFound:
-        raise VmNotFound(f"VM {vm.id!r} no longer exists", vm=vm.id) from None
-    result = updated or vm
-    app[app_keys.VM_VIEW].put_unrevisioned(result)
-    return result
 
 
 async def _queue(app: web.Application, vm: VmRecord, command: Command) -> web.Response:
@@ -107,7 +93,7 @@ async def resize_vm(request: web.Request) -> web.Response:
     wanted = _resized(vm, body)  # refused here before anything is held
     await _reserve(app, vm, wanted.vcpus, wanted.memory_mib)
     try:
-        updated = await _write(app, vm, lambda current: _resized(current, body))
+        updated = await write_record(app, vm, lambda current: _resized(current, body))
     except BaseException:
         await _reserve(app, wanted, vm.vcpus, vm.memory_mib)  # give the growth back
         raise
@@ -122,7 +108,7 @@ async def add_disk(request: web.Request) -> web.Response:
     body = await decode_body(request, AddDiskRequest)
     vm = await resolve(app, request.match_info["vm"])
     disk_id = str(uuid.uuid4())
-    updated = await _write(app, vm,
+    updated = await write_record(app, vm,
                            lambda current: vm_devices.with_new_disk(current, body, disk_id)[0])
     disk = vm_devices.find_disk(updated, body.name)
     return await _queue(app, updated, AttachDisk(command_id=str(uuid.uuid4()),
@@ -135,7 +121,7 @@ async def remove_disk(request: web.Request) -> web.Response:
     vm = await resolve(app, request.match_info["vm"])
     ref = request.match_info["disk"]
     disk = vm_devices.find_disk(vm, ref)
-    updated = await _write(app, vm, lambda current: vm_devices.detaching(current, disk.id)[0])
+    updated = await write_record(app, vm, lambda current: vm_devices.detaching(current, disk.id)[0])
     return await _queue(app, updated, DetachDisk(command_id=str(uuid.uuid4()),
                                                  vm_id=updated.id, disk_id=disk.id))
 
@@ -149,7 +135,7 @@ async def insert_media(request: web.Request) -> web.Response:
     vm = await resolve(app, request.match_info["vm"])
     image = await vm_image._find(image_library_client(app), body.image)
     vm_devices.check_iso(image)
-    updated = await _write(app, vm, lambda current: vm_devices.with_media(current, image))
+    updated = await write_record(app, vm, lambda current: vm_devices.with_media(current, image))
     return await _queue(app, updated, InsertMedia(command_id=str(uuid.uuid4()),
                                                   vm_id=updated.id))
 
@@ -158,7 +144,7 @@ async def eject_media(request: web.Request) -> web.Response:
     """DELETE /v1/vms/{vm}/media: empty the media drive."""
     app = request.app
     vm = await resolve(app, request.match_info["vm"])
-    updated = await _write(app, vm, vm_devices.ejecting)
+    updated = await write_record(app, vm, vm_devices.ejecting)
     return await _queue(app, updated, EjectMedia(command_id=str(uuid.uuid4()), vm_id=updated.id))
 
 

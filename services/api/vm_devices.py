@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
-from limiquantix.api.errors import IllegalTransition, ImageNotReady
+from limiquantix.api.errors import ImageNotReady
+from limiquantix.api.vm_writes import require_day2_state
 from limiquantix.common import windows
 from limiquantix.common.errors import Conflict, InvalidRequest, NotFound
 from limiquantix.common.images import ImageRecord, ImageState
@@ -20,12 +21,10 @@ from limiquantix.common.vms import (
     VmDisk,
     VmMedia,
     VmRecord,
-    VmState,
     is_up,
 )
 
 # A running VM's resize, disks and media change live; a stopped one's at its next start.
-DEVICE_STATES = frozenset({VmState.STOPPED, VmState.RUNNING, VmState.READY})
 # Linux onlines hot-plugged memory in blocks of 128 MiB (x86-64 memory block size).
 MEMORY_STEP_MIB = 128
 
@@ -97,14 +96,6 @@ class NoMedia(Conflict):
     default_hint = "Nothing to eject; `lq vm show VM` shows the media drive."
 
 
-def _check_state(vm: VmRecord, action: str) -> None:
-    if vm.state not in DEVICE_STATES:
-        raise IllegalTransition(
-            f"cannot {action} VM {vm.name!r}: it is {vm.state}",
-            hint="Wait until the VM is running or stopped, then try again.",
-            vm_id=vm.id, state=vm.state, action=action)
-
-
 def ceilings(vm: VmRecord) -> tuple[int, int]:
     """The hot-plug ceilings (vCPUs, memory MiB) in effect (records older than them: none)."""
     return max(vm.max_vcpus, vm.vcpus), max(vm.max_memory_mib, vm.memory_mib)
@@ -112,7 +103,7 @@ def ceilings(vm: VmRecord) -> tuple[int, int]:
 
 def resized(vm: VmRecord, body: ResizeVmRequest) -> VmRecord:
     """The record with the new figures (the whole request applies, or none of it)."""
-    _check_state(vm, "resize")
+    require_day2_state(vm, "resize")
     if all(value is None for value in msgspec.structs.astuple(body)):
         raise InvalidRequest("nothing to change", hint="Give vcpus, memory_mib, disk_gib, "
                              "max_vcpus or max_memory_mib.")
@@ -175,7 +166,7 @@ def find_disk(vm: VmRecord, ref: str) -> VmDisk:
 def with_new_disk(vm: VmRecord, body: AddDiskRequest, disk_id: str) -> tuple[VmRecord, VmDisk]:
     """The record listing a new extra disk (``attaching``), or, when a disk of this name and
     size is listed already (a retried request), the record as it is and that disk."""
-    _check_state(vm, "add a disk to")
+    require_day2_state(vm, "add a disk to")
     same = next((d for d in vm.disks if d.name == body.name), None)
     if same is not None:
         if same.size_gib == body.size_gib and same.state != "detaching":
@@ -194,7 +185,7 @@ def with_new_disk(vm: VmRecord, body: AddDiskRequest, disk_id: str) -> tuple[VmR
 
 def detaching(vm: VmRecord, ref: str) -> tuple[VmRecord, VmDisk]:
     """The record with disk ``ref`` marked ``detaching`` (a retry finds it marked)."""
-    _check_state(vm, "remove a disk from")
+    require_day2_state(vm, "remove a disk from")
     disk = find_disk(vm, ref)
     marked = msgspec.structs.replace(disk, state="detaching")
     return msgspec.structs.replace(vm, disks=tuple(
@@ -214,13 +205,13 @@ def check_iso(image: ImageRecord) -> None:
 
 def with_media(vm: VmRecord, image: ImageRecord) -> VmRecord:
     """The record with ``image`` going into the media drive (replacing what is there)."""
-    _check_state(vm, "insert media into")
+    require_day2_state(vm, "insert media into")
     return msgspec.structs.replace(vm, media=VmMedia(image=image.id, name=image.name))
 
 
 def ejecting(vm: VmRecord) -> VmRecord:
     """The record with its media drive being emptied."""
-    _check_state(vm, "eject media from")
+    require_day2_state(vm, "eject media from")
     if vm.media is None:
         raise NoMedia(f"the media drive of {vm.name!r} is empty", vm_id=vm.id)
     return msgspec.structs.replace(vm, media=msgspec.structs.replace(vm.media,
