@@ -247,17 +247,33 @@ async def _fail(ctx: AgentContext, vm_id: str, snapshot_id: str, action: str,
             vm_id=vm_id, name=record.name, node=ctx.node_id, action="failed", snapshot=snap))
 
 
-async def create_snapshot(ctx: AgentContext, command: CreateSnapshot) -> None:
-    """``vm.snapshot.create``: take it (once), keep its XML, record it ``ready``."""
+async def _pending(ctx: AgentContext, command: CreateSnapshot | RevertSnapshot | DeleteSnapshot,
+                   state: SnapshotState | None) -> tuple[VmRecord, VmSnapshot] | None:
+    """The record and its entry when the command still has work (the entry exists and, with
+    ``state``, is in it); None when a redelivery finds it handled already."""
     record = await ctx.recorder.find(command.vm_id)
     snap = entry(record, command.snapshot_id) if record is not None else None
-    if record is None or snap is None or snap.state != SnapshotState.CREATING:
-        log.info("snapshot already handled", vm_id=command.vm_id,
-                 snapshot_id=command.snapshot_id)
+    if record is None or snap is None or (state is not None and snap.state != state):
+        log.info("snapshot command already handled", vm_id=command.vm_id,
+                 snapshot_id=command.snapshot_id, command=type(command).__name__)
+        return None
+    return record, snap
+
+
+async def _domain_ready(ctx: AgentContext, record: VmRecord) -> None:
+    """The domain defined and libvirt knowing every snapshot on the record."""
+    await ensure_defined(ctx, record)
+    await restore_metadata(ctx, record)
+
+
+async def create_snapshot(ctx: AgentContext, command: CreateSnapshot) -> None:
+    """``vm.snapshot.create``: take it (once), keep its XML, record it ``ready``."""
+    pending = await _pending(ctx, command, SnapshotState.CREATING)
+    if pending is None:
         return
+    record, snap = pending
     try:
-        await ensure_defined(ctx, record)
-        await restore_metadata(ctx, record)
+        await _domain_ready(ctx, record)
         started = time.monotonic()
         dom_uuid = ctx.domain_uuid(record.id)
         info = await ctx.host.info(dom_uuid)
@@ -305,15 +321,13 @@ def _revert(dom: libvirt.virDomain, snapshot_id: str, flags: int) -> None:
 async def revert_snapshot(ctx: AgentContext, command: RevertSnapshot) -> None:
     """``vm.snapshot.revert``: a memory snapshot resumes the guest where it was; a disk-only
     one restores the disk and boots the VM again when it was running (stays off otherwise)."""
-    record = await ctx.recorder.find(command.vm_id)
-    snap = entry(record, command.snapshot_id) if record is not None else None
-    if record is None or snap is None or snap.state != SnapshotState.REVERTING:
-        log.info("revert already handled", vm_id=command.vm_id, snapshot_id=command.snapshot_id)
+    pending = await _pending(ctx, command, SnapshotState.REVERTING)
+    if pending is None:
         return
+    record, snap = pending
     dom_uuid = ctx.domain_uuid(record.id)
     try:
-        await ensure_defined(ctx, record)
-        await restore_metadata(ctx, record)
+        await _domain_ready(ctx, record)
         info = await ctx.host.info(dom_uuid)
         was_running = info is not None and info.active
         ctx.guests.cancel(record.id)
@@ -363,15 +377,12 @@ def _delete(dom: libvirt.virDomain, snapshot_id: str) -> None:
 
 async def delete_snapshot(ctx: AgentContext, command: DeleteSnapshot) -> None:
     """``vm.snapshot.delete``: from the disk and libvirt (when there), then from the record."""
-    record = await ctx.recorder.find(command.vm_id)
-    snap = entry(record, command.snapshot_id) if record is not None else None
-    if record is None or snap is None:
-        log.info("snapshot already deleted", vm_id=command.vm_id,
-                 snapshot_id=command.snapshot_id)
+    pending = await _pending(ctx, command, None)
+    if pending is None:
         return
+    record, snap = pending
     try:
-        await ensure_defined(ctx, record)
-        await restore_metadata(ctx, record)
+        await _domain_ready(ctx, record)
         await ctx.host.with_domain("snapshot-delete", ctx.domain_uuid(record.id),
                                      lambda dom: _delete(dom, snap.id))
     except LimiquantixError as exc:
