@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-import msgspec
-
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK, CliError, UsageError, WaitTimeout
-from limiquantix.cli.output import table
+from limiquantix.cli.output import print_json_if_asked, table
 from limiquantix.cli.sizes import format_duration, parse_duration, to_gib, to_mib
 from limiquantix.cli.sse import EventStream
 from limiquantix.cli.waiting import follow_events
@@ -32,7 +30,6 @@ from limiquantix.common.events import (
 )
 from limiquantix.common.vms import VmRecord
 
-_json = msgspec.json.Encoder()
 SETTLE_S = 10.0
 
 
@@ -120,8 +117,7 @@ def disk_add(ctx: Context) -> int:
 
 def disk_list(ctx: Context) -> int:
     disks = ctx.client.api.devices.disks(ctx.args.vm)
-    if ctx.args.json:
-        ctx.print(_json.encode(disks).decode())
+    if print_json_if_asked(ctx, disks):
         return EXIT_OK
     rows = [[d.name, f"{d.size_gib} GiB", d.target, d.bus, d.state, d.id, d.path or "-"]
             for d in disks]

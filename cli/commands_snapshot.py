@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import msgspec
-
 from limiquantix.cli.commands_image import ImageFollower
 from limiquantix.cli.context import Context
 from limiquantix.cli.errors import EXIT_OK, CliError, ImageFailed, WaitTimeout
-from limiquantix.cli.output import StatusLine, table
+from limiquantix.cli.output import StatusLine, print_json_if_asked, table
 from limiquantix.cli.sizes import format_duration, parse_duration
 from limiquantix.cli.sse import EventStream
 from limiquantix.cli.waiting import VmWaiter
@@ -16,8 +14,6 @@ from limiquantix.client.waiting import poll
 from limiquantix.common.events import VmPublishProgress
 from limiquantix.common.images import ImageRecord
 from limiquantix.common.vms import VmSnapshot, VmState
-
-_json = msgspec.json.Encoder()
 
 
 class SnapshotFailed(CliError):
@@ -62,8 +58,7 @@ def create(ctx: Context) -> int:
 
 def list_snapshots(ctx: Context) -> int:
     items = ctx.client.api.snapshots.list(ctx.args.vm)
-    if ctx.args.json:
-        ctx.print(_json.encode(items).decode())
+    if print_json_if_asked(ctx, items):
         return EXIT_OK
     rows = [[s.name, str(s.state), s.created_at.strftime("%Y-%m-%d %H:%M:%S"),
              "yes" if s.memory else "no", "yes" if s.quiesced else "no", s.vm_state or "-",

@@ -296,13 +296,9 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
     p.add_argument("source", metavar="SRC")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--snapshot", help="clone at this snapshot (default: the current disk)")
-    kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--linked", dest="linked", action="store_true", default=None,
-                      help="an overlay over the template's disk (instant; the default for a "
-                           "template, refused for other VMs)")
-    kind.add_argument("--full", dest="linked", action="store_false",
-                      help="a full, flattened copy (the default for a VM that is not a "
-                           "template)")
+    _yes_no(p, "linked", ("--linked", "an overlay over the template's disk (instant; the "
+                                      "default for a template, refused for other VMs)"),
+            ("--full", "a full, flattened copy (the default for a VM that is not a template)"))
     p.add_argument("--description", default="", help="free text for people")
     p.add_argument("--wait", nargs="?", const="running", choices=("running", "ready"),
                    help="until the clone runs (or is ready: cloud-init done)")
@@ -314,13 +310,10 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
     p.add_argument("vm", metavar="VM")
     p.add_argument("image_name", metavar="IMAGE_NAME")
     p.add_argument("--snapshot", help="publish this snapshot (default: the current disk)")
-    clean = p.add_mutually_exclusive_group()
-    clean.add_argument("--generalize", dest="generalize", action="store_true", default=None,
-                       help="clean the guest's identity through its agent (cloud-init clean, "
-                            "machine-id, SSH host keys), then shut it down (the default when "
-                            "it runs with its agent)")
-    clean.add_argument("--no-generalize", dest="generalize", action="store_false",
-                       help="publish the disk as it is")
+    _yes_no(p, "generalize", ("--generalize", "clean the guest's identity through its agent "
+                              "(cloud-init clean, machine-id, SSH host keys), then shut it "
+                              "down (the default when it runs with its agent)"),
+            ("--no-generalize", "publish the disk as it is"))
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="return once the publish is queued")
     _wait_options(p, "1h")
@@ -329,6 +322,14 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
                "Make a stopped VM a template: frozen, the base of instant linked clones",
                "lq vm template web-1 && lq vm clone web-1 web-2 --wait")
     p.add_argument("vm", metavar="VM")
+
+
+def _yes_no(p: Parser, dest: str, yes: tuple[str, str], no: tuple[str, str]) -> None:
+    """Two opposite flags (option, help) setting ``dest`` True or False; neither: None, the
+    API's default."""
+    either = p.add_mutually_exclusive_group()
+    either.add_argument(yes[0], dest=dest, action="store_true", default=None, help=yes[1])
+    either.add_argument(no[0], dest=dest, action="store_false", help=no[1])
 
 
 def _device_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> None:
