@@ -103,6 +103,12 @@ def _wait_options(parser: Parser, default_timeout: str) -> None:
                         help=f"give up waiting after this long, exit 3 (default {default_timeout})")
 
 
+def _wait_flag(parser: Parser, until: str, default_timeout: str) -> None:
+    """``--wait`` (follow the work ``until`` ...) and the ``--timeout`` it gives up after."""
+    parser.add_argument("--wait", action="store_true", help=until)
+    _wait_options(parser, default_timeout)
+
+
 def _seed_and_windows_options(p: Parser) -> None:
     p.add_argument("--datasource", choices=("nocloud", "configdrive"),
                    help="seed format: NoCloud (default) or an OpenStack config drive (config-2)")
@@ -275,8 +281,7 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
     p.add_argument("--description", default="", help="free text for people")
     p.add_argument("--memory", action="store_true",
                    help="running VM: RAM and devices too (a revert resumes it where it was)")
-    p.add_argument("--wait", action="store_true", help="until the snapshot is ready")
-    _wait_options(p, "10m")
+    _wait_flag(p, "until the snapshot is ready", "10m")
     p = b.leaf(snap, "list", commands_snapshot.list_snapshots, "List a VM's snapshots",
                "lq vm snapshot list web-1")
     p.add_argument("vm", metavar="VM")
@@ -287,8 +292,7 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
         p = b.leaf(snap, name, handler, summary, f"lq vm snapshot {name} web-1 before-upgrade")
         p.add_argument("vm", metavar="VM")
         p.add_argument("snapshot", metavar="SNAPSHOT", help="name or id")
-        p.add_argument("--wait", action="store_true", help="until it is done")
-        _wait_options(p, "10m")
+        _wait_flag(p, "until it is done", "10m")
 
     p = b.leaf(vm, "clone", commands_snapshot.clone,
                "Clone a VM (new id, MAC, hostname; cloud-init runs as a new instance)",
@@ -378,8 +382,7 @@ def _device_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> Non
 
 
 def _device_wait(p: Parser) -> None:
-    p.add_argument("--wait", action="store_true", help="until the node reports it done")
-    _wait_options(p, "5m")
+    _wait_flag(p, "until the node reports it done", "5m")
 
 
 def _image_commands(b: _Builder, root: argparse._SubParsersAction[Parser]) -> None:
