@@ -13,7 +13,10 @@ subscription callback (no iterator hop) and with every way an entry can go handl
   entry whose server write time is older than the TTL is absent for every read here
   (``last_seen`` still returns it: "when did we last hear of it");
 - reconnects: nats.py recreates an ordered consumer from the last sequence it delivered after
-  missed idle heartbeats; with 1 s the view is current again ~2-3 s after NATS comes back.
+  missed idle heartbeats; with 1 s the view is current again ~2-3 s after NATS comes back;
+- some keys only (``keys=``, then ``follow``): the consumer filters on those keys' subjects, so
+  the server sends nothing else (a node agent follows its own VMs, not the whole bucket: issue
+  16); ``follow`` changes the set with a new consumer that delivers each key's last value.
 
 Subclasses keep derived indexes in ``_on_change`` and filter with ``_keep`` (a value that is
 not kept counts as a delete: it leaves the view when its key changes to something unwanted).
@@ -23,14 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 log = structlog.get_logger()
 
@@ -49,16 +52,22 @@ class KvView(Generic[T]):
     """key -> (value, revision, server time of its write) of one bucket.
 
     ``ttl_s``: the bucket's TTL; None reads it from the bucket at start (0: no TTL).
+    ``keys``: watch only these keys (None: the whole bucket); ``follow`` changes them.
+    ``idle_heartbeat_s``: how often an idle watch hears from the server (and how soon a lost
+    consumer is noticed: about twice that).
     """
 
     def __init__(self, js: JetStreamContext, bucket: str, decode: Callable[[bytes], T], *,
-                 ttl_s: float | None = None) -> None:
+                 ttl_s: float | None = None, keys: Iterable[str] | None = None,
+                 idle_heartbeat_s: float = WATCH_HEARTBEAT_S) -> None:
         self._js = js
         self._bucket = bucket
         self._decode = decode
         self._prefix = f"$KV.{bucket}."
         self._entries: dict[str, tuple[T, int, float]] = {}
         self._sub: JetStreamContext.PushSubscription | None = None
+        self._keys = None if keys is None else frozenset(keys)
+        self._idle_heartbeat_s = idle_heartbeat_s
         self.ttl_s = ttl_s
         self.ready = asyncio.Event()
 
@@ -73,10 +82,16 @@ class KvView(Generic[T]):
         if self.ttl_s is None:
             config = (await self._js.stream_info(stream)).config
             self.ttl_s = float(config.max_age or 0)
+        keyed = None
+        if self._keys is not None:
+            if not self._keys:  # nothing to watch (yet): the view is empty and complete
+                self.ready.set()
+                return
+            keyed = ConsumerConfig(filter_subjects=sorted(self._prefix + k for k in self._keys))
         self._sub = await self._js.subscribe(
-            f"{self._prefix}>", stream=stream, cb=self._on_msg,
+            f"{self._prefix}>", stream=stream, cb=self._on_msg, config=keyed,
             ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-            pending_msgs_limit=-1, pending_bytes_limit=-1, idle_heartbeat=WATCH_HEARTBEAT_S,
+            pending_msgs_limit=-1, pending_bytes_limit=-1, idle_heartbeat=self._idle_heartbeat_s,
         )
         info = await self._sub.consumer_info()
         if info.num_pending == 0 and self._sub.delivered == 0:
@@ -89,6 +104,29 @@ class KvView(Generic[T]):
             except Exception as exc:  # the connection may already be closing
                 log.debug("view unsubscribe failed", bucket=self._bucket, error=str(exc))
             self._sub = None
+
+    @property
+    def following(self) -> frozenset[str] | None:
+        """The keys watched (None: the whole bucket)."""
+        return self._keys
+
+    async def follow(self, keys: Iterable[str]) -> None:
+        """Watch exactly ``keys`` from now on (a view made with ``keys=``).
+
+        A new consumer on the new set delivers each key's last message (its value, or the
+        marker of its delete or purge), then every change: nothing written while the old
+        consumer was replaced is missed, and older revisions it repeats are ignored. Entries
+        of keys no longer watched leave the view.
+        """
+        wanted = frozenset(keys)
+        if wanted == self._keys and self._sub is not None:
+            return
+        await self.stop()
+        self._keys = wanted
+        for key in [k for k in self._entries if k not in wanted]:
+            old = self._entries.pop(key)[0]
+            self._on_change(key, old, None)
+        await self.subscribe()
 
     async def run(self) -> None:
         """Watch until cancelled (a task in a TaskGroup); ``ready`` tells when it is loaded."""

@@ -76,6 +76,15 @@ def _kv_read(bucket: str) -> list[str]:
     ]
 
 
+def _kv_watch(bucket: str) -> list[str]:
+    """What a watcher of some keys of ``bucket`` needs: no get, list or write (a node watches
+    its own allocation record; the consumer's filter cannot be pinned in the subject, as an
+    ordered consumer is unnamed)."""
+    stream = f"KV_{bucket}"
+    return [*_js(f"STREAM.INFO.{stream}", f"CONSUMER.CREATE.{stream}",
+                 f"CONSUMER.INFO.{stream}.*"), f"$JS.FC.{stream}.>"]
+
+
 def api_permissions(public_key: str) -> Permissions:
     """The gateway: owns every stream and bucket, publishes commands, reads everything; writes
     every bucket (its own: VMs, names, idempotency, console tickets, API tokens, webhooks and
@@ -124,7 +133,8 @@ def node_permissions(node_id: str, public_key: str) -> Permissions:
     """A node agent: only its own commands, heartbeat key and RPC subject.
 
     VM ids are not node-scoped, so a node may write any VM record and any VM's events (the
-    records of its VMs carry the node's work; see docs/security.md for that limit).
+    records of its VMs carry the node's work; see docs/security.md for that limit). It watches
+    the allocation records (it follows its own, to know its VMs) but never writes them.
     """
     consumer = subjects.node_consumer(node_id)
     commands = subjects.COMMANDS_STREAM
@@ -141,6 +151,7 @@ def node_permissions(node_id: str, public_key: str) -> Permissions:
             *_kv_read(subjects.VM_NAMES_BUCKET), f"$KV.{subjects.VM_NAMES_BUCKET}.*",
             *_js(f"STREAM.INFO.KV_{subjects.NODES_BUCKET}"),
             f"$KV.{subjects.NODES_BUCKET}.{node_id}",
+            *_kv_watch(subjects.ALLOCATIONS_BUCKET),
             subjects.vm_events(), subjects.node_events(node_id),
             subjects.image_events_of_kind("progress"),
             subjects.node_dead_letters(node_id),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -33,19 +32,13 @@ import nats.errors
 import structlog
 from aiohttp import web
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from limiquantix.api.errors import NoCapacity
-from limiquantix.common import subjects
-from limiquantix.common.allocations import (
-    NodeAllocation,
-    VmShare,
-    allocation_decoder,
-    allocation_encoder,
-)
-from limiquantix.common.errors import Unavailable
+from limiquantix.common import nats_client, subjects
+from limiquantix.common.allocations import NodeAllocation, VmShare, allocation_decoder
+from limiquantix.common.errors import NotFound, Unavailable
+from limiquantix.common.kv_records import KvRecords
 from limiquantix.common.kv_view import KvView
 from limiquantix.common.nodes import NodeStatus
 from limiquantix.common.vm_store import VmStore
@@ -116,34 +109,34 @@ class AllocationStore:
     """Compare-and-set on the allocation records (see the module docstring)."""
 
     def __init__(self, kv: KeyValue, view: AllocationView) -> None:
-        self._kv = kv
+        self._records = KvRecords(kv, NodeAllocation)
         self.view = view
         self.conflicts = 0  # CAS writes refused because the record had changed (metric)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _read(self, node_id: str) -> tuple[NodeAllocation, int]:
         try:
-            entry = await self._kv.get(node_id)
-        except KeyNotFoundError:
+            return await self._records.get(node_id)
+        except NotFound:  # never written, or deleted: the next write creates it
             return NodeAllocation(), 0
-        return allocation_decoder.decode(entry.value or b"{}"), int(entry.revision or 0)
 
     async def update(self, node_id: str, change: Change) -> NodeAllocation:
         """Apply ``change`` to the node's record with compare-and-set, retried on conflict;
         whatever ``change`` raises (NoCapacity) is raised."""
         known = self.view.entry(node_id)
         current, revision = known if known is not None else await self._read(node_id)
+        # KvRecords.update would do this loop, but with its own read first and its retry count;
+        # here the view saves the read, and conflicts are many by design (gateways race for the
+        # best node), so they get jitter and a metric.
         for attempt in range(CAS_ATTEMPTS):
             new = change(current)
             if new is None:
                 return current
-            data = allocation_encoder.encode(new)
-            try:
-                if revision == 0:
-                    written = await self._kv.create(node_id, data)
-                else:
-                    written = await self._kv.update(node_id, data, last=revision)
-            except KeyWrongLastSequenceError:
+            if revision == 0:
+                written = await self._records.create(node_id, new)
+            else:
+                written = await self._records.replace(node_id, new, revision)
+            if written is None:  # someone wrote since we read
                 self.conflicts += 1
                 # Jitter: racing writers on one node would otherwise collide again in step.
                 await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
@@ -274,21 +267,9 @@ def _rebuilt(gone: set[str], missing: dict[str, tuple[int, int]], now: float,
 
 
 async def ensure_bucket(js: JetStreamContext) -> KeyValue:
-    """The allocations bucket, made with the replica count of the VM records' bucket (so it
-    is as durable as they are, whatever the deployment chose)."""
-    try:
-        replicas = (await js.stream_info(f"KV_{subjects.VMS_BUCKET}")).config.num_replicas or 1
-    except NotFoundError:
-        replicas = 1
-    try:
-        kv = await js.key_value(subjects.ALLOCATIONS_BUCKET)
-    except NotFoundError:
-        return await js.create_key_value(KeyValueConfig(
-            bucket=subjects.ALLOCATIONS_BUCKET, history=1, replicas=replicas))
-    info = await js.stream_info(f"KV_{subjects.ALLOCATIONS_BUCKET}")
-    if (info.config.num_replicas or 1) != replicas:  # the cluster grew (or shrank): follow it
-        await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
-    return kv
+    """The allocations bucket: laid out by ``nats_client.ensure_jetstream`` at the gateway's
+    start like every bucket (its replica count and consumer limit included)."""
+    return await nats_client.bucket(js, subjects.ALLOCATIONS_BUCKET)
 
 
 ALLOCATIONS = web.AppKey("allocations", AllocationStore)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 
 import msgspec
 import nats.errors
@@ -51,7 +52,10 @@ MAX_HELD = 256
 # long poll only when the poll expires (up to FETCH_TIMEOUT_S later); batch=1 returns at once.
 # A backlog then costs one round trip (~0.3 ms) a command, far below the work a command does.
 FETCH_BATCH = 1
-FETCH_TIMEOUT_S = 1.0
+# The long poll: a command returns it at once, so a longer poll costs no latency and an idle
+# agent pulls 5x less often (issue 16). Its one cost: a poll parked on a NATS server that dies
+# is noticed only when it expires, so after a failover the next command may wait up to this.
+FETCH_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_S = 10.0
 ACK_TIMEOUT_S = 5.0
 MAX_DELIVERIES = 5  # of a command whose handling raised, before it is terminated
@@ -68,8 +72,10 @@ class _Envelope(Model, frozen=True, kw_only=True):
 class CommandConsumer:
     """Fetches this node's commands and runs them (see the module docstring)."""
 
-    def __init__(self, ctx: AgentContext, js: JetStreamContext, nc: Client) -> None:
+    def __init__(self, ctx: AgentContext, js: JetStreamContext, nc: Client, *,
+                 on_command: Callable[[str], None] = lambda vm_id: None) -> None:
         self._ctx = ctx
+        self._on_command = on_command  # the record view follows the VMs commanded here
         self._js = js
         self._nc = nc
         self.rejected = 0  # poison messages terminated since start
@@ -151,6 +157,7 @@ class CommandConsumer:
             group.create_task(self._reject(msg, str(exc)[:300]))
             return
         self._held[seq] = msg
+        self._on_command(command.vm_id)
         self._ctx.activity.hold(command.vm_id)
         queue = self._queues.get(command.vm_id)
         if queue is None:

@@ -37,7 +37,7 @@ from limiquantix.node_agent.libvirt_events import register_event_loop
 from limiquantix.node_agent.libvirt_host import LibvirtHost
 from limiquantix.node_agent.overlay import OverlayFactory
 from limiquantix.node_agent.queries import NodeRpc
-from limiquantix.node_agent.record_view import NodeRecords
+from limiquantix.node_agent.record_view import NodeRecords, local_vm_ids
 from limiquantix.node_agent.recorder import Recorder
 from limiquantix.node_agent.virt_probe import virt_type
 from limiquantix.node_agent.vm_locks import VmActivity
@@ -66,7 +66,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             nats_client.connect(settings.nats_url, name=f"node-agent-{node_id}",
                                 creds=settings.nats_creds, ca_file=settings.nats_ca_file))
         js = nc.jetstream()
-        await nats_client.wait_for_jetstream(js, nats_client.NODE_STREAMS)
+        await nats_client.wait_for_jetstream(
+            js, (*nats_client.NODE_STREAMS, nats_client.kv_stream(subjects.ALLOCATIONS_BUCKET)))
         vms = await nats_client.bucket(js, subjects.VMS_BUCKET)
         store = VmStore(vms, await nats_client.bucket(js, subjects.VM_NAMES_BUCKET))
         recorder = Recorder(js, store, node_id, retry_s=settings.transient_retry_s)
@@ -82,7 +83,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             overlays=OverlayFactory(settings.data_path / OVERLAY_TEMPLATES),
         )
         await asyncio.to_thread(ctx.overlays.reset)
-        records = NodeRecords(js, node_id)
+        records = NodeRecords(js, node_id, local=local_vm_ids(settings.data_path))
         heartbeat = Heartbeat(settings, await nats_client.bucket(js, subjects.NODES_BUCKET),
                               records, node_id=node_id, virt_type=kind,
                               warnings=await host_warnings(host), live_warnings=host.warnings)
@@ -122,7 +123,8 @@ async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: H
             # Events were missed while libvirt was away: reconcile once it is back.
             group.create_task(ctx.host.supervise(lambda: reconcile.reconcile_once(ctx, records))),
         ]
-        consumer = group.create_task(CommandConsumer(ctx, nc.jetstream(), nc).run(stop))
+        consumer = group.create_task(CommandConsumer(
+            ctx, nc.jetstream(), nc, on_command=records.follow_vm).run(stop))
         log.info("node agent ready")
         await stop.wait()
         log.info("node agent stopping: consumer winding down")
