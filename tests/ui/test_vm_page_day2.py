@@ -187,6 +187,43 @@ async def test_a_clone_runs_and_a_published_template_becomes_an_active_image(
         images = (await response.json())["images"]
     image = next(i for i in images if i["name"] == template)
     assert image["labels"]["published-from"] == vm["id"]
+    # No guest agent on the test driver: the publish could not generalize, and says so.
+    await expect(published).to_have_attribute("data-generalized", "false")
+    await expect(published).to_contain_text("not generalized")
+
+
+async def test_a_stopped_vm_becomes_a_template_whose_linked_clone_runs(
+        ui_stack: Stack, ui_api: aiohttp.ClientSession, page: Page,
+        cloud_image: dict[str, Any], screenshots: Path) -> None:
+    vm = await make_vm(ui_api, cloud_image, "tmpl")
+    await open_vm(page, ui_stack, vm["name"], "clone")
+    # Running and not a template: neither a template nor a linked clone is offered yet.
+    await expect(page.locator("#template-make")).to_be_disabled()
+    await expect(page.locator("#clone-linked")).to_be_disabled()
+    await expect(page.locator("#clone-linked-hint")).to_contain_text("a template first")
+    async with ui_api.post(f"/v1/vms/{vm['id']}/force-stop") as response:
+        assert response.status == 202, await response.text()
+    await expect(page.locator(".vm-page")).to_have_attribute("data-state", "stopped",
+                                                             timeout=STATE_TIMEOUT_MS)
+    await page.locator("#template-make").click()
+    await page.get_by_role("button", name="Make template").last.click()
+    await expect(page.locator("#template")).to_have_attribute("data-template", "true")
+    await expect(page.locator("#clone-linked")).to_be_checked()
+
+    clone_name = unique_name("linked")
+    await page.get_by_label("Name of the clone").fill(clone_name)
+    await page.get_by_role("button", name="Clone", exact=True).click()
+    clone = page.locator("#clones li")
+    await expect(clone).to_contain_text(f"{clone_name}")
+    await expect(clone).to_contain_text("linked")
+    await expect(clone).to_have_attribute("data-state", re.compile("running|ready"),
+                                          timeout=STATE_TIMEOUT_MS)
+    await expect(page.locator("#linked-clones")).to_contain_text(clone_name)
+    await shoot(page, screenshots, "vm-template-linked-clone")
+    await sign_in(page, ui_stack, "/vms")
+    row = page.locator(f".vm-row[data-vm-name='{vm['name']}']")
+    await expect(row.locator(".badge.template")).to_be_visible()
+    await expect(row.get_by_role("button", name=f"Start {vm['name']}")).to_be_disabled()
 
 
 async def test_resize_disks_and_iso_media_from_the_hardware_tab(

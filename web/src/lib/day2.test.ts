@@ -1,6 +1,6 @@
 import type { LqEvent, VmRecord } from "../api/types";
 import {
-  day2Summary, latestFailure, memorySnapshotBlocked, resizeRequest, sectionEvents, snapshotBlocked, snapshotNameProblem,
+  canGeneralize, day2Summary, latestFailure, linkedCloneBlocked, linkedClonesOf, templateBlocked, memorySnapshotBlocked, resizeRequest, sectionEvents, snapshotBlocked, snapshotNameProblem,
   snapshotSummary, type VmSnapshot,
 } from "./day2";
 
@@ -87,5 +87,31 @@ describe("activity", () => {
     expect(day2Summary({ id: "8", type: "vm.media_inserted", vm_id: "vm-1", name: "web-1", media: { image: "i", name: "tools.iso" } }))
       .toBe("web-1: ISO tools.iso inserted");
     expect(day2Summary({ id: "9", type: "vm.state_changed" })).toBeNull();
+  });
+});
+
+describe("templates", () => {
+  it("are made from stopped VMs only, never Windows, once", () => {
+    expect(templateBlocked({ ...vm, state: "stopped" })).toBe("");
+    expect(templateBlocked(vm)).toBe("web-1 is running: stop it first (a template is made from a stopped VM).");
+    expect(templateBlocked({ ...vm, state: "stopped", os_type: "windows" })).toMatch(/sysprep/);
+    expect(templateBlocked({ ...vm, state: "stopped", template: true })).toBe("web-1 is a template already.");
+  });
+
+  it("are the only base of a linked clone, and list the clones that depend on them", () => {
+    expect(linkedCloneBlocked(vm)).toBe("Linked clones need a template: make web-1 a template first, or clone it in full.");
+    expect(linkedCloneBlocked({ ...vm, template: true })).toBe("");
+    const clone = (id: string, name: string, linked: boolean): VmRecord => ({ ...vm, id, name, clone_of: { vm_id: "vm-1", linked } });
+    expect(linkedClonesOf(vm, [clone("b", "zz", true), clone("c", "full", false), vm, clone("d", "aa", true)])
+      .map((v) => v.name)).toEqual(["aa", "zz"]);
+  });
+
+  it("say when publish generalizes by default: running, with the guest agent", () => {
+    const agent = (connected: boolean) => ({ agent: { connected } });
+    expect(canGeneralize({ ...vm, guest: agent(true) })).toBe(true);
+    expect(canGeneralize({ ...vm, guest: agent(false) })).toBe(false);
+    expect(canGeneralize({ ...vm, state: "stopped", guest: agent(true) })).toBe(false);
+    expect(day2Summary({ id: "9", type: "vm.templated", vm_id: "vm-1", name: "web-1" })).toBe(
+      "web-1: made a template (frozen; the base of linked clones)");
   });
 });

@@ -27,6 +27,31 @@ export function snapshotBlocked(vm: Pick<VmRecord, "state" | "name">): string {
   return SNAPSHOT_STATES.includes(vm.state) ? "" : `${vm.name} is ${vm.state}: snapshots need it running or stopped.`;
 }
 
+/** Why the VM cannot become a template now, or "" (the gateway: stopped VMs only; not
+ * Windows, whose clones need sysprep). */
+export function templateBlocked(vm: Pick<VmRecord, "state" | "name" | "os_type" | "template">): string {
+  if (vm.template) return `${vm.name} is a template already.`;
+  if (vm.os_type === "windows") return "Windows VMs cannot be templates: their clones need sysprep.";
+  return vm.state === "stopped" ? "" : `${vm.name} is ${vm.state}: stop it first (a template is made from a stopped VM).`;
+}
+
+/** Why a linked clone of this VM is not possible, or "" (only a template's disk is frozen). */
+export function linkedCloneBlocked(vm: Pick<VmRecord, "name" | "template">): string {
+  return vm.template ? "" : `Linked clones need a template: make ${vm.name} a template first, or clone it in full.`;
+}
+
+/** Whether publish can generalize the guest (it runs with its agent connected): the
+ * gateway's default for `generalize`. */
+export function canGeneralize(vm: Pick<VmRecord, "state" | "guest">): boolean {
+  return isUp(vm) && Boolean(vm.guest?.agent?.connected);
+}
+
+/** The linked clones that depend on a template (its delete waits for them), by name. */
+export function linkedClonesOf(template: Pick<VmRecord, "id">, vms: Iterable<VmRecord>): VmRecord[] {
+  return [...vms].filter((v) => v.clone_of?.vm_id === template.id && v.clone_of.linked !== false)
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
 export function snapshotNameProblem(name: string, existing: readonly VmSnapshot[]): string {
   if (!name) return "Give the snapshot a name.";
   if (!SNAPSHOT_NAME.test(name)) return "1-63 letters, digits, '_', '.' or '-'.";
@@ -113,6 +138,8 @@ export function day2Summary(event: LqEvent): string | null {
       return `${who}: cloned from ${String(event.source_vm_id ?? "")} (${event.linked ? "linked" : "full"} copy`
         + `${typeof event.seconds === "number" ? `, ${event.seconds.toFixed(1)} s` : ""}`
         + `${typeof event.disk_bytes === "number" ? `, ${bytes(event.disk_bytes)}` : ""})`;
+    case "vm.templated":
+      return `${who}: made a template (frozen; the base of linked clones)`;
     case "vm.publish_progress": {
       const done = typeof event.bytes_done === "number" && event.bytes_done > 0
         ? ` ${bytes(event.bytes_done)}${event.bytes_total ? ` of ${bytes(event.bytes_total)}` : ""}` : "";
@@ -148,7 +175,7 @@ export function day2Summary(event: LqEvent): string | null {
 /** Event types each section follows (its activity list). */
 export const ACTIVITY: Record<string, readonly string[]> = {
   snapshots: ["vm.snapshot"],
-  clone: ["vm.cloned", "vm.publish_progress"],
+  clone: ["vm.cloned", "vm.publish_progress", "vm.templated"],
   hardware: ["vm.resized", "vm.disk_attached", "vm.disk_detached", "vm.media_inserted", "vm.media_ejected"],
 };
 

@@ -1,5 +1,6 @@
 import { fireEvent, render, screen, waitFor } from "@testing-library/react";
 import type { VmRecord } from "../../api/types";
+import { ClonePublishTab } from "./ClonePublishTab";
 import { HardwareTab } from "./HardwareTab";
 import { SnapshotsTab } from "./SnapshotsTab";
 
@@ -73,5 +74,42 @@ describe("the Hardware tab", () => {
     fireEvent.click(screen.getByRole("button", { name: "Resize" }));
     await waitFor(() => expect(screen.getByText(/the disk grows live/)).toBeTruthy());
     expect(calls).toEqual([{ method: "PATCH", body: { disk_gib: 30 } }]);
+  });
+});
+
+describe("the Clone & publish tab", () => {
+  it("offers linked clones only of a template, and a template only of a stopped VM", () => {
+    const { unmount } = render(<ClonePublishTab vm={VM} />);
+    const linked = screen.getByRole("checkbox", { name: /Linked/ }) as HTMLInputElement;
+    expect(linked.disabled).toBe(true);
+    expect(linked.checked).toBe(false);
+    expect(document.querySelector("#clone-linked-hint")?.textContent).toContain("make web-1 a template first");
+    expect((screen.getByRole("button", { name: "Make template" }) as HTMLButtonElement).disabled).toBe(true);
+    expect(document.querySelector("#template-blocked")?.textContent).toContain("stop it first");
+    unmount();
+    render(<ClonePublishTab vm={{ ...VM, state: "stopped", template: true }} />);
+    const templateLinked = screen.getByRole("checkbox", { name: /Linked/ }) as HTMLInputElement;
+    expect(templateLinked.disabled).toBe(false);
+    expect(templateLinked.checked).toBe(true);
+    expect(document.querySelector("#template")?.getAttribute("data-template")).toBe("true");
+    expect((screen.getByLabelText("From", { selector: "#clone-from" }) as HTMLSelectElement).disabled).toBe(true);
+  });
+
+  it("generalizes a publish by default only with a connected guest agent", async () => {
+    const bodies: unknown[] = [];
+    vi.stubGlobal("fetch", async (_url: string, init: RequestInit) => {
+      bodies.push(JSON.parse(String(init.body)));
+      return new Response(JSON.stringify({ id: "img-9", name: "tpl", state: "queued", labels: { generalized: "true" } }),
+                          { status: 202 });
+    });
+    const { unmount } = render(<ClonePublishTab vm={VM} />);
+    expect((screen.getByRole("checkbox", { name: /Generalize first/ }) as HTMLInputElement).disabled).toBe(true);
+    expect(document.querySelector("#publish-not-generalized")?.textContent).toContain("guest agent");
+    unmount();
+    render(<ClonePublishTab vm={{ ...VM, guest: { agent: { connected: true } } }} />);
+    expect((screen.getByRole("checkbox", { name: /Generalize first/ }) as HTMLInputElement).checked).toBe(true);
+    fireEvent.change(screen.getByLabelText("Image name"), { target: { value: "tpl" } });
+    fireEvent.click(screen.getByRole("button", { name: "Publish" }));
+    await waitFor(() => expect(bodies).toEqual([{ name: "tpl", generalize: true }]));
   });
 });

@@ -9,6 +9,7 @@ import { Field, ProblemLine } from "../../components/bits";
 import { bytes } from "../../lib/format";
 import { commandOf } from "../../lib/guest";
 import { AgentBadge } from "./GuestCard";
+import { useAction } from "./useAction";
 
 type ExecResult = components["schemas"]["ExecResult"];
 type FileWritten = components["schemas"]["FileWritten"];
@@ -40,12 +41,11 @@ function RunCommand({ vm }: { vm: VmRecord }) {
   const [input, setInput] = useState("");
   const [timeout, setTimeoutS] = useState("30");
   const [fieldError, setFieldError] = useState("");
-  const [busy, setBusy] = useState(false);
   const [result, setResult] = useState<ExecResult | null>(null);
-  const [problem, setProblem] = useState<unknown>(null);
+  const { busy, problem, clearProblem, run: send } = useAction();
   const run = async (e: FormEvent) => {
     e.preventDefault();
-    setProblem(null);
+    clearProblem();
     let command: string[];
     try {
       command = commandOf(line.trim(), viaShell, windows ? "windows" : "linux");
@@ -57,16 +57,11 @@ function RunCommand({ vm }: { vm: VmRecord }) {
     if (!line.trim() || command.length === 0) return setFieldError("Type a command.");
     if (!Number.isInteger(seconds) || seconds < 1 || seconds > 600) return setFieldError("A timeout from 1 to 600 seconds.");
     setFieldError("");
-    setBusy(true);
     setResult(null);
-    try {
+    await send(async () => {
       setResult(await sendJson<ExecResult>("POST", `/v1/vms/${seg(vm.id)}/exec`,
         { command, ...(input ? { input } : {}), timeout_s: seconds }));
-    } catch (err) {
-      setProblem(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form onSubmit={(e) => void run(e)} noValidate>
@@ -89,7 +84,7 @@ function RunCommand({ vm }: { vm: VmRecord }) {
         </Field>
       </details>
       <p><button type="submit" className="primary" id="exec-run" disabled={busy}>{busy ? "Running…" : "Run"}</button></p>
-      <ProblemLine error={problem} onDismiss={() => setProblem(null)} />
+      <ProblemLine error={problem} onDismiss={clearProblem} />
       {result && <ExecOutput result={result} />}
     </form>
   );
@@ -112,23 +107,16 @@ function SetPassword({ vm }: { vm: VmRecord }) {
   const [user, setUser] = useState(vm.os_type === "windows" ? (vm.windows?.admin_user ?? "admin") : (vm.cloud_init?.user ?? "admin"));
   const [password, setPassword] = useState("");
   const [done, setDone] = useState("");
-  const [problem, setProblem] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, problem, clearProblem, run } = useAction();
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     if (!user || !password) return;
-    setBusy(true);
-    setProblem(null);
     setDone("");
-    try {
+    await run(async () => {
       const answer = await sendJson<{ user: string }>("POST", `/v1/vms/${seg(vm.id)}/password`, { user, password });
       setDone(`The password of ${answer.user} is set.`);
       setPassword("");
-    } catch (err) {
-      setProblem(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="inline-form" onSubmit={(e) => void submit(e)} aria-label="Set a password">
@@ -140,7 +128,7 @@ function SetPassword({ vm }: { vm: VmRecord }) {
       </Field>
       <button type="submit" id="pw-set" disabled={busy || !user || !password}>Set password</button>
       <div style={{ flexBasis: "100%" }}>
-        <ProblemLine error={problem} onDismiss={() => setProblem(null)} />
+        <ProblemLine error={problem} onDismiss={clearProblem} />
         {done && <p className="success" role="status">{done}</p>}
       </div>
     </form>
@@ -152,8 +140,7 @@ function FileCopy({ vm }: { vm: VmRecord }) {
   const [file, setFile] = useState<File | null>(null);
   const [pathError, setPathError] = useState("");
   const [done, setDone] = useState("");
-  const [problem, setProblem] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, problem, clearProblem, run } = useAction();
   const checkPath = (): boolean => {
     const ok = GUEST_PATH.test(path);
     setPathError(ok ? "" : "An absolute path in the guest, e.g. /tmp/notes.txt or C:\\Temp\\notes.txt.");
@@ -161,16 +148,8 @@ function FileCopy({ vm }: { vm: VmRecord }) {
   };
   const url = (target: string) => `/v1/vms/${seg(vm.id)}/files?path=${encodeURIComponent(target)}`;
   const act = async (work: () => Promise<string>) => {
-    setBusy(true);
-    setProblem(null);
     setDone("");
-    try {
-      setDone(await work());
-    } catch (err) {
-      setProblem(err);
-    } finally {
-      setBusy(false);
-    }
+    await run(async () => setDone(await work()));
   };
   const upload = () => {
     if (!checkPath() || !file) return;
@@ -207,7 +186,7 @@ function FileCopy({ vm }: { vm: VmRecord }) {
         <button type="button" id="file-upload" disabled={busy || !file || !path} onClick={upload}>Copy in</button>
         <button type="button" id="file-download" disabled={busy || !path} onClick={download}>Copy out</button>
       </div>
-      <ProblemLine error={problem} onDismiss={() => setProblem(null)} />
+      <ProblemLine error={problem} onDismiss={clearProblem} />
       {done && <p className="success" role="status">{done}</p>}
     </div>
   );

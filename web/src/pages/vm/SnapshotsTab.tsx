@@ -12,27 +12,21 @@ import {
 import { time } from "../../lib/format";
 import { live } from "../../state/live";
 import { Activity } from "./Activity";
+import { useAction } from "./useAction";
 
 export function SnapshotsTab({ vm }: { vm: VmRecord }) {
   const snapshots = vm.snapshots ?? [];
-  const [problem, setProblem] = useState<unknown>(null);
+  const { busy, problem, clearProblem, run } = useAction();
   const [confirm, setConfirm] = useState<{ action: "revert" | "delete"; snap: VmSnapshot } | null>(null);
-  const [busy, setBusy] = useState(false);
   const act = async (action: "revert" | "delete", snap: VmSnapshot) => {
     setConfirm(null);
-    setBusy(true);
-    setProblem(null);
-    try {
+    await run(async () => {
       const path = `/v1/vms/${seg(vm.id)}/snapshots/${seg(snap.id)}`;
       await sendJson<VmSnapshot>(action === "revert" ? "POST" : "DELETE", action === "revert" ? `${path}/revert` : path);
       live.refreshVm(vm.id);
-    } catch (err) {
-      setProblem(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
-  const blocked = snapshotBlocked(vm);
+  const blocked = vm.template ? `${vm.name} is a template: it is frozen, without snapshots.` : snapshotBlocked(vm);
   return (
     <div className="overview-grid snapshots-tab">
       <section className="card" aria-labelledby="snap-new-title">
@@ -61,7 +55,7 @@ export function SnapshotsTab({ vm }: { vm: VmRecord }) {
             ))}
           </ul>
         )}
-        <ProblemLine error={problem} onDismiss={() => setProblem(null)} />
+        <ProblemLine error={problem} onDismiss={clearProblem} />
         <h3>Activity</h3>
         <Activity vm={vm} section="snapshots" />
       </section>
@@ -84,28 +78,23 @@ function NewSnapshot({ vm, snapshots }: { vm: VmRecord; snapshots: readonly VmSn
   const [description, setDescription] = useState("");
   const [memory, setMemory] = useState(false);
   const [tried, setTried] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [problem, setProblem] = useState<unknown>(null);
+  const { busy, problem, clearProblem, run } = useAction();
   const nameError = tried || name ? snapshotNameProblem(name, snapshots) : "";
-  const blocked = snapshotBlocked(vm);
+  const blocked = vm.template ? `${vm.name} is a template: it is frozen, without snapshots.` : snapshotBlocked(vm);
   const memoryBlocked = memorySnapshotBlocked(vm);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setTried(true);
     if (snapshotNameProblem(name, snapshots) || blocked) return;
-    setBusy(true);
-    setProblem(null);
-    try {
+    const done = await run(async () => {
       await sendJson<VmSnapshot>("POST", `/v1/vms/${seg(vm.id)}/snapshots`,
         { name, ...(description.trim() ? { description: description.trim() } : {}), memory: memory && !memoryBlocked });
       live.refreshVm(vm.id);
+    });
+    if (done) {
       setName("");
       setDescription("");
       setTried(false);
-    } catch (err) {
-      setProblem(err);
-    } finally {
-      setBusy(false);
     }
   };
   return (
@@ -126,7 +115,7 @@ function NewSnapshot({ vm, snapshots }: { vm: VmRecord; snapshots: readonly VmSn
       {memoryBlocked ? <p className="field-hint">{memoryBlocked}</p>
         : <p className="field-hint">Without memory, a running VM's file systems are frozen around the snapshot when its guest agent answers.</p>}
       <p><button type="submit" className="primary" id="snap-create" disabled={busy || Boolean(blocked)}>{busy ? "Taking…" : "Take snapshot"}</button></p>
-      <ProblemLine error={problem} onDismiss={() => setProblem(null)} />
+      <ProblemLine error={problem} onDismiss={clearProblem} />
     </form>
   );
 }

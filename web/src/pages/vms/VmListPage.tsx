@@ -115,6 +115,7 @@ export function VmListPage() {
             <div className="vm-row-main">
               <Link href={`/vms/${encodeURIComponent(vm.name)}`} className="vm-name">{vm.name}</Link>
               <StateBadge state={vm.state} />
+              {vm.template && <span className="badge template" title="Frozen: the base of linked clones">template</span>}
             </div>
             <dl className="facts">
               <div><dt>Node</dt><dd>{vm.node || "—"}</dd></div>
@@ -132,7 +133,7 @@ export function VmListPage() {
             {vm.state === "unknown" && <p className="warning vm-unknown">Node {vm.node} is offline: the VM's real state is not known.</p>}
             {vm.error && vm.state === "error" && <p className="vm-error">{vm.error.code}: {vm.error.message}</p>}
             <div className="row-actions">
-              <button type="button" className="small" disabled={!canDo("start", vm.state)}
+              <button type="button" className="small" disabled={!canDo("start", vm.state) || Boolean(vm.template)}
                       aria-label={`Start ${vm.name}`} onClick={() => void act(vm, "start")}>Start</button>
               <button type="button" className="small" disabled={!canDo("stop", vm.state)}
                       aria-label={`Shut down ${vm.name}`} onClick={() => void act(vm, "stop")}>Shut down</button>
