@@ -105,11 +105,6 @@ async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def qemu_tmp() -> Iterator[Path]:
-    """A temp dir QEMU (user libvirt-qemu) can traverse; pytest's tmp_path is 0700 at the top."""
-    path = Path(tempfile.mkdtemp(prefix="lq-e2e-", dir="/var/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def qemu_tmp(shared_dir: Path) -> Path:
+    """``shared_dir`` under the name the older real-QEMU tests use."""
+    return shared_dir

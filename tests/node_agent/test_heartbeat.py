@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import nats
+from nats.js import JetStreamContext
 
 from limiquantix.common import nats_auth, nats_client, subjects
 from limiquantix.common.allocations import NodeAllocation, VmShare, allocation_encoder
@@ -46,32 +49,44 @@ async def _fill(server: NatsServer, node_id: str) -> set[str]:
         return set(ids)
 
 
+@asynccontextmanager
+async def node_view(server: NatsServer, node_id: str,
+                    ready_timeout_s: float) -> AsyncIterator[tuple[JetStreamContext, NodeRecords]]:
+    """The node's own connection (its identity) and its record view, initial records read."""
+    await server.add_node(node_id)
+    node = await nats.connect(**server.connect_options(nats_auth.node_identity(node_id)))
+    try:
+        js = node.jetstream()
+        records = NodeRecords(js, node_id)
+        watching = asyncio.create_task(records.run())
+        try:
+            await asyncio.wait_for(records.ready.wait(), ready_timeout_s)
+            yield js, records
+        finally:
+            watching.cancel()
+    finally:
+        await node.drain()
+
+
 async def test_a_heartbeat_with_10000_vms_stays_small(nats_server: NatsServer,
                                                       tmp_path: Path) -> None:
     settings = agent_settings(nats_server.url, tmp_path / "node")
     node_id = settings.effective_node_id
     ids = await _fill(nats_server, node_id)
     nc = await nats.connect(**nats_server.connect_options(nats_auth.API))
-    await nats_server.add_node(node_id)
-    node = await nats.connect(**nats_server.connect_options(nats_auth.node_identity(node_id)))
     try:
-        js = node.jetstream()
-        records = NodeRecords(js, node_id)
-        watching = asyncio.create_task(records.run())
-        await asyncio.wait_for(records.ready.wait(), 60)
-        assert len(records.all()) == VMS
-        nodes = await nats_client.bucket(js, subjects.NODES_BUCKET)
-        await Heartbeat(settings, nodes, records, node_id=node_id, virt_type="test").beat()
-        entry = await (await nats_client.bucket(nc.jetstream(), subjects.NODES_BUCKET)).get(
-            node_id)
+        async with node_view(nats_server, node_id, ready_timeout_s=60) as (js, records):
+            assert len(records.all()) == VMS
+            nodes = await nats_client.bucket(js, subjects.NODES_BUCKET)
+            await Heartbeat(settings, nodes, records, node_id=node_id, virt_type="test").beat()
+            entry = await (await nats_client.bucket(nc.jetstream(), subjects.NODES_BUCKET)).get(
+                node_id)
         assert entry.value is not None
         assert len(entry.value) < 4096  # every id would be ~400 KB
         status = node_decoder.decode(entry.value)
         assert status.vm_count == VMS and status.allocated_vcpus == VMS
         assert status.vm_digest == vm_digest(ids) and status.vm_ids == ()
-        watching.cancel()
     finally:
-        await node.drain()
         await nc.drain()
 
 
@@ -85,13 +100,7 @@ async def test_a_heartbeat_stops_when_cancelled_just_as_a_change_wakes_it(
     async with nats_client.connect(nats_server.url, name="test",
                                    creds=str(nats_server.creds_for(nats_auth.API))) as nc:
         await nats_client.ensure_jetstream(nc.jetstream(), heartbeat_interval_s=5.0)
-    await nats_server.add_node(node_id)
-    node = await nats.connect(**nats_server.connect_options(nats_auth.node_identity(node_id)))
-    try:
-        js = node.jetstream()
-        records = NodeRecords(js, node_id)
-        watching = asyncio.create_task(records.run())
-        await asyncio.wait_for(records.ready.wait(), 10)
+    async with node_view(nats_server, node_id, ready_timeout_s=10) as (js, records):
         nodes = await nats_client.bucket(js, subjects.NODES_BUCKET)
         for steps in range(8):  # the cancel lands 0..7 loop steps after the wake-up
             heartbeat = Heartbeat(settings, nodes, records, node_id=node_id, virt_type="test")
@@ -104,6 +113,3 @@ async def test_a_heartbeat_stops_when_cancelled_just_as_a_change_wakes_it(
             beating.cancel()
             done, _ = await asyncio.wait([beating], timeout=3)
             assert done, f"the heartbeat ignored a cancel {steps} steps after its wake-up"
-        watching.cancel()
-    finally:
-        await node.drain()

@@ -47,17 +47,27 @@ async def get_vm(api: aiohttp.ClientSession, vm: str) -> tuple[int, dict[str, An
 async def wait_state(api: aiohttp.ClientSession, vm_id: str, *states: str,
                      timeout_s: float = 30.0) -> dict[str, Any]:
     """Poll the record until it reaches one of ``states`` (fails fast on ``error``)."""
+    return await wait_for_state(api, f"/v1/vms/{vm_id}", *states, timeout_s=timeout_s,
+                                fail_on=("error",))
+
+
+async def wait_for_state(api: aiohttp.ClientSession, path: str, *states: str,
+                         timeout_s: float = 30.0, interval_s: float = 0.05,
+                         fail_on: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Poll ``GET path`` (a VM, an image, a snapshot) until its ``state`` is one of ``states``;
+    fails at once in a state of ``fail_on`` that is not among them."""
     deadline = time.monotonic() + timeout_s
-    record: dict[str, Any] = {}
+    body: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status, record = await get_vm(api, vm_id)
-        assert status == 200, record
-        if record["state"] in states:
-            return record
-        if record["state"] == "error" and "error" not in states:
-            raise AssertionError(f"VM went to error: {record.get('error')}")
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"VM {vm_id} not in {states} after {timeout_s}s: {record}")
+        async with api.get(path) as response:
+            body = dict(await response.json(content_type=None))
+            assert response.status == 200, body
+        if body["state"] in states:
+            return body
+        if body["state"] in fail_on:
+            raise AssertionError(f"{path} went to {body['state']}: {body.get('error')}")
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"{path} not in {states} after {timeout_s:g} s: {body}")
 
 
 async def wait_gone(api: aiohttp.ClientSession, vm_id: str, timeout_s: float = 30.0) -> None:
@@ -101,16 +111,7 @@ async def sse_events(api: aiohttp.ClientSession, query: str = "",
 async def wait_image_state(api: aiohttp.ClientSession, image_id: str, *states: str,
                            timeout_s: float = 30.0) -> dict[str, Any]:
     """Poll GET /v1/images/{id} until the image reaches one of ``states``."""
-    deadline = time.monotonic() + timeout_s
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        async with api.get(f"/v1/images/{image_id}") as response:
-            body = await response.json()
-            assert response.status == 200, body
-        if body["state"] in states:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{image_id} not in {states}: {body}")
+    return await wait_for_state(api, f"/v1/images/{image_id}", *states, timeout_s=timeout_s)
 
 
 async def create_until_answered(api: aiohttp.ClientSession, body: dict[str, Any],
