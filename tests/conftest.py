@@ -19,6 +19,7 @@ from limiquantix.common.nats_server import NatsServer
 from limiquantix.local.stack import Stack
 from tests.support.flows import FAST_ENV
 from tests.support.marks import MARK_TIMEOUTS_S, QEMU_MARKS, STACK_FIXTURES
+from tests.support.origin import Origin
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -102,6 +103,16 @@ async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP session on the stack's API, authenticated."""
     async with aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as session:
         yield session
+
+
+@pytest.fixture
+async def origin(tmp_path: Path) -> AsyncIterator[Origin]:
+    """An HTTP server on 127.0.0.1 serving ``origin.root`` (the place images are imported
+    from), with ranges and request counts."""
+    root = tmp_path / "origin"
+    root.mkdir()
+    async with Origin(root) as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -29,14 +28,6 @@ from tests.support.origin import Origin
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 RATE = 4 << 20  # bytes/s through the node's side: the download lasts ~6 s
-
-
-@pytest.fixture
-async def origin(tmp_path: Path) -> AsyncIterator[Origin]:
-    root = tmp_path / "origin"
-    root.mkdir()
-    async with Origin(root) as server:
-        yield server
 
 
 async def start_libraries(cluster: NatsCluster, root: Path, secret: Path

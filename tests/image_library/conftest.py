@@ -39,14 +39,6 @@ def client(nc: Client) -> ImageLibraryClient:
 
 
 @pytest.fixture
-async def origin(tmp_path: Path) -> AsyncIterator[Origin]:
-    root = tmp_path / "origin"
-    root.mkdir()
-    async with Origin(root) as server:
-        yield server
-
-
-@pytest.fixture
 def disk(origin: Origin) -> Path:
     """A 4 MiB-of-data qcow2 served by the origin as ``disk.qcow2``."""
     return make_qcow2_with_data(origin.root / "disk.qcow2")

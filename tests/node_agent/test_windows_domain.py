@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -108,17 +106,6 @@ def virsh(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
-@pytest.fixture
-def vm_dir() -> Iterator[Path]:
-    """A directory QEMU (user libvirt-qemu) can traverse, removed afterwards."""
-    root = Path(tempfile.mkdtemp(prefix="lq-win-", dir="/var/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 async def _rfb_banner(port: int) -> bytes:
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
     try:
@@ -135,22 +122,22 @@ def _vnc_port(name: str) -> int:
 @pytest.mark.e2e
 @pytest.mark.parametrize("secure_boot", [False, True], ids=["uefi", "secure-boot"])
 async def test_windows_shaped_domain_starts_on_real_qemu_and_reaches_its_firmware(
-        vm_dir: Path, secure_boot: bool) -> None:
+        shared_dir: Path, secure_boot: bool) -> None:
     if subprocess.run(["bash", str(Path(__file__).parents[2] / "scripts/libvirtd.sh")],
                       capture_output=True).returncode != 0 or virsh("uri").returncode != 0:
         pytest.skip("libvirtd is not running (bash scripts/libvirtd.sh)")
     if shutil.which("swtpm") is None:
         pytest.skip("swtpm is not installed (scripts/setup.sh installs it)")
-    disk = vm_dir / "disk.qcow2"
+    disk = shared_dir / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64G"], check=True)
     disk.chmod(0o666)
     vm_id = str(uuid.uuid4())
     name = f"lq-wintest-{vm_id[:8]}"
     xml = render(win_spec(install_iso=None, seed_iso=None, disk=str(disk), name=name,
-                          vm_id=vm_id, serial_log=str(vm_dir / "serial.log"),
+                          vm_id=vm_id, serial_log=str(shared_dir / "serial.log"),
                           secure_boot=secure_boot))
-    (vm_dir / "domain.xml").write_text(xml)
-    defined = virsh("define", str(vm_dir / "domain.xml"))
+    (shared_dir / "domain.xml").write_text(xml)
+    defined = virsh("define", str(shared_dir / "domain.xml"))
     assert defined.returncode == 0, defined.stderr
     try:
         started = virsh("start", name)
