@@ -17,6 +17,7 @@ from nats.aio.client import Client
 from limiquantix.common import nats_auth, nats_client
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.local.stack import Stack
+from tests.support.disks import make_qcow2_with_data
 from tests.support.flows import FAST_ENV
 from tests.support.marks import MARK_TIMEOUTS_S, QEMU_MARKS, STACK_FIXTURES
 from tests.support.origin import Origin
@@ -113,6 +114,12 @@ async def origin(tmp_path: Path) -> AsyncIterator[Origin]:
     root.mkdir()
     async with Origin(root) as server:
         yield server
+
+
+@pytest.fixture
+def disk(origin: Origin) -> Path:
+    """A 4 MiB-of-data qcow2 served by the origin as ``disk.qcow2``."""
+    return make_qcow2_with_data(origin.root / "disk.qcow2")
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from limiquantix.local.stack import Stack
 from tests.support.flows import FAST_ENV, sse_events, unique_name, wait_state
 from tests.support.gateways import start_gateway
 from tests.support.load_balancer import balanced
+from tests.support.tcp_servers import tcp_server
 
 pytestmark = pytest.mark.stack
 
@@ -173,16 +174,8 @@ async def test_a_console_ticket_from_one_gateway_opens_on_the_other(tmp_path: Pa
     """The ticket lives in the shared ``lq_console_tokens`` bucket, not in a gateway's memory;
     the VNC side is a loopback server that greets like QEMU's."""
     greeting = b"RFB 003.008\n"
-
-    async def vnc(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(greeting)
-        await writer.drain()
-        await asyncio.sleep(5)
-        writer.close()
-
-    server = await asyncio.start_server(vnc, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server, two_gateways(tmp_path / "s", ()) as (stack, url_a), \
+    async with tcp_server("greet", greeting=greeting) as vnc, \
+            two_gateways(tmp_path / "s", ()) as (stack, url_a), \
             aiohttp.ClientSession(headers=stack.headers()) as http:
         url_b = second_url(stack)
         nc = await nats.connect(**stack.nats_options())
@@ -195,7 +188,7 @@ async def test_a_console_ticket_from_one_gateway_opens_on_the_other(tmp_path: Pa
             record = VmRecord(id=str(uuid.uuid4()), name=unique_name("con"),
                               state=VmState.RUNNING, node="", image="none", vcpus=1,
                               memory_mib=64, disk_gib=1, created_at=now, updated_at=now,
-                              vnc=VncEndpoint(host="127.0.0.1", port=port))
+                              vnc=VncEndpoint(host="127.0.0.1", port=vnc.port))
             await store.create(record)
         finally:
             await nc.close()

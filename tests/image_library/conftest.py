@@ -12,9 +12,7 @@ from nats.aio.client import Client
 from limiquantix.common import nats_auth
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.support.disks import make_qcow2_with_data
 from tests.support.images import Library, library_on
-from tests.support.origin import Origin
 
 
 @pytest.fixture
@@ -36,9 +34,3 @@ async def library(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Libr
 @pytest.fixture
 def client(nc: Client) -> ImageLibraryClient:
     return ImageLibraryClient(nc, timeout_s=10)
-
-
-@pytest.fixture
-def disk(origin: Origin) -> Path:
-    """A 4 MiB-of-data qcow2 served by the origin as ``disk.qcow2``."""
-    return make_qcow2_with_data(origin.root / "disk.qcow2")

@@ -19,11 +19,8 @@ from limiquantix.api.app import init
 from limiquantix.common import nats_client, settings
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.image_library.client import ImageLibraryClient
-from tests.image_library.conftest import disk, origin
 from tests.support.images import Library
 from tests.support.security import HEARTBEAT_S, TOKEN, MakeGateway, creds, make_library
-
-__all__ = ["disk", "origin"]  # fixtures shared with tests/image_library
 
 
 @pytest.fixture

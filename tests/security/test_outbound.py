@@ -24,6 +24,7 @@ from limiquantix.image_library.client import ImageLibraryClient
 from tests.support.images import Library, wait_image
 from tests.support.origin import Origin
 from tests.support.security import make_library
+from tests.support.tcp_servers import tcp_server
 
 ROOT = Path(__file__).resolve().parents[2]
 # The "attacker's public server" in these tests: a loopback alias strict_library allows, so
@@ -122,22 +123,10 @@ async def test_a_non_http_peer_s_banner_does_not_leak_into_the_record(
 ) -> None:
     """What answers at the URL (NATS, SSH...) must not be readable back from the record."""
     banner = b'INFO {"server_id":"SECRET-BANNER-42","version":"2.10"}\r\n'
-
-    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(banner)
-        await writer.drain()
-        await reader.read(65536)
-        writer.close()
-
-    server = await asyncio.start_server(greet, PUBLIC, 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server("greet", greeting=banner, host=PUBLIC) as peer:
         record = await client.import_image(CreateImageRequest(
-            source_url=f"http://{PUBLIC}:{port}/x.qcow2", name="banner"))
+            source_url=f"http://{PUBLIC}:{peer.port}/x.qcow2", name="banner"))
         failed = await wait_image(client, record.id, "active", "error")
-    finally:
-        server.close()
-        await server.wait_closed()
     assert failed.state == "error" and "import_failed" in failed.error
     assert "SECRET-BANNER" not in failed.error and "server_id" not in failed.error
 

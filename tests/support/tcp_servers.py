@@ -1,5 +1,6 @@
 """Small real TCP servers on 127.0.0.1 that stand in for a VNC display where the test is about
-the pipe, not RFB: echo, a sink that never reads, a flood that writes a counted byte pattern."""
+the pipe, not RFB: echo, a sink that never reads, a flood that writes a counted byte pattern,
+a peer that greets first (a VNC display's version, another protocol's banner)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ def pattern(offset: int, size: int) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def tcp_server(kind: str) -> AsyncIterator[TcpServer]:
-    """``echo`` | ``sink`` (reads only after ``release``) | ``flood`` | ``silent``."""
-    state = TcpServer("127.0.0.1", 0)
+async def tcp_server(kind: str, *, greeting: bytes = b"",
+                     host: str = "127.0.0.1") -> AsyncIterator[TcpServer]:
+    """``echo`` | ``sink`` (reads only after ``release``) | ``flood`` | ``silent`` | ``greet``
+    (writes ``greeting``, then closes after the client's first words or its close)."""
+    state = TcpServer(host, 0)
     chunk = pattern(0, 251 * 256)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -48,12 +51,16 @@ async def tcp_server(kind: str) -> AsyncIterator[TcpServer]:
                     state.written += len(chunk)
             elif kind == "silent":
                 await reader.read()
+            elif kind == "greet":
+                writer.write(greeting)
+                await writer.drain()
+                await reader.read(65536)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, host, 0)
     state.port = server.sockets[0].getsockname()[1]
     try:
         yield state
