@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,9 +14,11 @@ from playwright.async_api import BrowserContext, Page
 
 from limiquantix.local.stack import Stack
 from tests.support.browser import chromium, strict_page
+from tests.support.disks import make_qcow2
 from tests.support.flows import FAST_ENV
 from tests.support.origin import ALLOW_LOCAL_ORIGINS, Origin
 from tests.support.web_build import SCREENSHOTS, ensure_built
+from tests.ui.driving import upload_image
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,14 @@ async def origin(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Orig
     root = tmp_path_factory.mktemp("origin")
     async with Origin(root) as server:
         yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cloud_image(ui_api: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
+                      ) -> dict[str, Any]:
+    """A tiny qcow2 uploaded to the module's library as ``tiny-cloud`` (the wizard's choice)."""
+    path = make_qcow2(tmp_path_factory.mktemp("img") / "tiny.qcow2", "1G")
+    return await upload_image(ui_api, path, "tiny-cloud", "qcow2")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

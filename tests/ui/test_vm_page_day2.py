@@ -15,18 +15,10 @@ import pytest_asyncio
 from playwright.async_api import Page, expect
 
 from limiquantix.local.stack import Stack
-from tests.support.disks import make_qcow2
 from tests.support.flows import unique_name
 from tests.ui.driving import STATE_TIMEOUT_MS, make_iso, shoot, sign_in, upload_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cloud_image(ui_api: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
-                      ) -> dict[str, Any]:
-    path = make_qcow2(tmp_path_factory.mktemp("img") / "tiny.qcow2", "1G")
-    return await upload_image(ui_api, path, "day2-cloud", "qcow2")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -44,13 +44,6 @@ GOOD_CONFIG = "#cloud-config\npackages:\n  - htop\nruncmd:\n  - echo hi\n"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cloud_image(ui_api: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
-                      ) -> dict[str, Any]:
-    path = make_qcow2(tmp_path_factory.mktemp("img") / "tiny.qcow2", "1G")
-    return await upload_image(ui_api, path, "tiny-cloud", "qcow2")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def iso_image(ui_api: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
                     ) -> dict[str, Any]:
     path = make_iso(tmp_path_factory.mktemp("iso") / "installer.iso")
