@@ -1,6 +1,7 @@
 """Snapshots and clones on libvirtd + QEMU (TCG), a blank qcow2 (no guest OS is needed for the
 mechanics): memory and live disk-only snapshots, a crash mid-snapshot, revert, clones at a
-snapshot and of the running disk, delete. Run under ``flock /tmp/lq-guest.lock``."""
+snapshot and of the running disk, delete; a template's linked clones (overlays over its disk)
+running side by side. Run under ``flock /tmp/lq-guest.lock``."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from limiquantix.common.commands import DeleteSnapshot, DeleteVm, RevertSnapshot
-from limiquantix.common.events import VmDeleted
+import msgspec
+
+from limiquantix.common.commands import DeleteSnapshot, DeleteVm, RevertSnapshot, StopVm
+from limiquantix.common.events import VmCloned, VmDeleted
 from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vms import NetworkSpec, SnapshotState, VmState
 from tests.node_agent.test_snapshots import _clone, _mark, _snapshot, _wait_snapshot
 from tests.support.disks import make_qcow2
-from tests.support.node_agent import AgentHarness, agent_settings, running_agent
+from tests.support.node_agent import AgentHarness, agent_settings, find_domain, running_agent
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +89,8 @@ async def test_real_snapshots_revert_clone_and_delete(qemu_harness: AgentHarness
         record = await _wait_snapshot(h, vm.id, live.id, SnapshotState.READY)
         assert record.state == VmState.RUNNING
 
-        at_snapshot = await _clone(h, record, f"c{uuid.uuid4().hex[:8]}", snapshot_id=mem.id)
+        at_snapshot = await _clone(h, record, f"c{uuid.uuid4().hex[:8]}", snapshot_id=mem.id,
+                                   linked=False)
         clones.append(at_snapshot.id)
         await h.wait_state(at_snapshot.id, VmState.RUNNING, timeout_s=90)
         of_running = await _clone(h, record, f"c{uuid.uuid4().hex[:8]}", linked=False)
@@ -100,6 +104,52 @@ async def test_real_snapshots_revert_clone_and_delete(qemu_harness: AgentHarness
                                         snapshot_id=snap.id))
             await _wait_snapshot(h, vm.id, snap.id, None)
         assert _disk_snapshots(disk) == []
+    finally:
+        for vm_id in (*clones, vm.id):
+            await h.send(DeleteVm(command_id=uuid.uuid4().hex, vm_id=vm_id))
+            await h.wait_event(lambda e, i=vm_id: isinstance(e, VmDeleted) and e.vm_id == i,
+                               timeout_s=60)
+
+
+def _backing_chain(disk: Path) -> list[str]:
+    out = subprocess.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json",
+                          str(disk)], capture_output=True, text=True, check=True).stdout
+    return [str(Path(layer["filename"]).resolve()) for layer in json.loads(out)]
+
+
+async def test_linked_clones_of_a_template_run_as_overlays_over_its_disk(
+        qemu_harness: AgentHarness, shared_dir: Path) -> None:
+    """Two linked clones of one template run at once on real QEMU, each an overlay whose
+    backing file is the template's disk (itself over the image), made in milliseconds."""
+    h = qemu_harness
+    (shared_dir / "images").mkdir()
+    image = make_qcow2(shared_dir / "images" / "base.qcow2", "256M")
+    (shared_dir / "images").chmod(0o755)
+    vm = await h.new_vm(image, network=NetworkSpec(mode="isolated"), memory_mib=256)
+    await h.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
+    clones: list[str] = []
+    try:
+        await h.send(StopVm(command_id=uuid.uuid4().hex, vm_id=vm.id, force=True))
+        await h.wait_state(vm.id, VmState.STOPPED, timeout_s=60)
+        template = await h.store.update(vm.id, lambda r: msgspec.structs.replace(
+            r, template=True))
+        assert template is not None
+        template_disk = (h.vm_dir(vm.id) / "disk.qcow2").resolve()
+        for _ in range(2):
+            clone = await _clone(h, template, f"l{uuid.uuid4().hex[:8]}")
+            clones.append(clone.id)
+        for clone_id in clones:
+            await h.wait_state(clone_id, VmState.RUNNING, timeout_s=90)
+            disk = h.vm_dir(clone_id) / "disk.qcow2"
+            assert _backing_chain(disk) == [str(disk.resolve()), str(template_disk),
+                                            str(image.resolve())]
+            dom = find_domain(clone_id, URI)
+            assert dom is not None and dom.isActive()
+            made = [e for e in h.events_of(clone_id, VmCloned) if isinstance(e, VmCloned)]
+            assert len(made) == 1 and made[0].linked and made[0].seconds < 1.0
+            print(f"linked clone disk made in {made[0].seconds * 1000:.0f} ms, "
+                  f"{made[0].disk_bytes} bytes")
+        assert _disk_snapshots(template_disk) == []  # the base itself is untouched
     finally:
         for vm_id in (*clones, vm.id):
             await h.send(DeleteVm(command_id=uuid.uuid4().hex, vm_id=vm_id))
