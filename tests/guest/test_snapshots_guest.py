@@ -3,10 +3,12 @@
 One source VM, three boots in all (source, linked clone, VM from the published template):
 - memory snapshot: a file written and a process started before it are back after the file
   was deleted and the process killed, the VM resumed where it was (no boot);
-- live disk-only snapshot, then a linked clone at it, booted while the source runs: its own
+- live disk-only snapshot, then a (full) clone at it, booted while the source runs: its own
   hostname and SSH host keys (cloud-init ran as a new instance), the source's file in it;
-- publish the source as an image (flattened, compressed, uploaded by the node): a VM created
-  from it boots as a new instance (new instance-id, hostname and host keys), the file in it.
+- publish the running source as an image: generalized first by default (its agent answers:
+  cloud-init clean, machine-id, SSH host keys; then it is shut down), flattened, compressed,
+  uploaded by the node; a VM created from it boots as a new instance (new instance-id,
+  hostname, host keys and machine-id, no trace of the source's instance), the file in it.
 Run under ``flock /tmp/lq-guest.lock`` (TCG on a shared 2-core machine).
 """
 
@@ -99,6 +101,8 @@ async def _scenario(api: aiohttp.ClientSession, vm_id: str, name: str, key: Path
     code, out, err = await ssh("setsid nohup sleep 100000 >/dev/null 2>&1 < /dev/null & echo $!")
     assert code == 0, err
     pid = out.strip()
+    machine_id = (await ssh("cat /etc/machine-id"))[1].strip()
+    assert machine_id
 
     # Memory snapshot, then lose the file and the process; the revert brings both back.
     async with api.post(f"/v1/vms/{vm_id}/snapshots",
@@ -148,6 +152,9 @@ async def _scenario(api: aiohttp.ClientSession, vm_id: str, name: str, key: Path
     active = await wait_image_state(api, template["id"], "active", "error", timeout_s=1800)
     assert active["state"] == "active", active
     assert active["format"] == "qcow2" and active["os"] == "debian"
+    assert active["labels"]["generalized"] == "true"  # the default: the agent answered
+    _, generalized = await get_vm(api, vm_id)
+    assert generalized["state"] == "stopped"  # shut down after the guest was cleaned
     child_name = unique_name("child")
     child = await create_vm(api, name=child_name, image=template["id"], memory_mib=1024,
                             disk_gib=4, cloud_init=cloud_init, network={"mode": "isolated"})
@@ -158,3 +165,6 @@ async def _scenario(api: aiohttp.ClientSession, vm_id: str, name: str, key: Path
     assert (await child_ssh("hostname"))[1].strip() == child_name
     assert (await child_ssh("sudo cat /var/lib/cloud/data/instance-id"))[1].strip() == child["id"]
     assert (await child_ssh(f"cat {MARK}"))[1].strip() == "precious"
+    child_machine_id = (await child_ssh("cat /etc/machine-id"))[1].strip()
+    assert child_machine_id and child_machine_id != machine_id
+    assert (await child_ssh("ls /var/lib/cloud/instances"))[1].split() == [child["id"]]
