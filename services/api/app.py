@@ -28,10 +28,12 @@ object itself, so tools and "find usages" see it). The convention:
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import AsyncIterator
 from types import ModuleType
 
+import msgspec
 import structlog
 from aiohttp import WSCloseCode, web
 
@@ -114,9 +116,18 @@ def init(settings: Settings) -> web.Application:
     modules = load_route_modules()
     for module in modules:
         module.setup(app)
-    app[OPENAPI_DOC] = build_document((m.OPENAPI for m in modules), version=__version__)
+    app[OPENAPI_DOC] = msgspec.json.decode(_openapi_json(__version__))
     app[PUBLIC_ROUTES] = PublicRoutes.of(op for m in modules for op in m.OPENAPI.operations)
     return app
+
+
+@functools.cache
+def _openapi_json(version: str) -> bytes:
+    """The OpenAPI document, built once per process (it depends only on the code): every
+    gateway decodes its own copy in ~1 ms instead of building it in ~20 ms (tests start
+    hundreds of gateways in one process)."""
+    return msgspec.json.encode(build_document(
+        (m.OPENAPI for m in load_route_modules()), version=version))
 
 
 async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:

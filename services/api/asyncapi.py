@@ -13,6 +13,7 @@ turned into ``{parameters}``), so the document cannot drift from what services p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -291,7 +292,13 @@ OPENAPI = OpenApiPart(tag="meta", operations=(
 ))
 
 
+@functools.cache
+def _encoded_document() -> bytes:
+    return msgspec.json.encode(build_document())
+
+
 def setup(app: web.Application) -> None:
-    """Register GET /v1/asyncapi.json (built once: it depends only on the code)."""
-    app[ASYNCAPI_DOC] = build_document()
+    """Register GET /v1/asyncapi.json (built once per process: it depends only on the code;
+    each app decodes its own copy, ~1 ms instead of ~25 ms to build)."""
+    app[ASYNCAPI_DOC] = msgspec.json.decode(_encoded_document())
     app.router.add_get("/v1/asyncapi.json", get_asyncapi)
