@@ -51,9 +51,10 @@ def _follow(ctx: Context, stream: EventStream, vm_id: str, action: str,
         typed = cast(Event, event)  # decoded from the stream: one of the Event union
         return typed if done(typed) else None
 
-    return follow_events(stream, timeout_s, step, timed_out=lambda: WaitTimeout(
+    found = follow_events(stream, timeout_s, step, timed_out=lambda: WaitTimeout(
         f"no word from the node after {format_duration(timeout_s)}",
         hint="See `lq events --vm VM`; the change may still be queued."))
+    return cast(Event, found)  # mypy infers the union's base class for the type variable
 
 
 def _run(ctx: Context, vm: str, action: str, request: Callable[[], VmRecord],

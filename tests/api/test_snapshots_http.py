@@ -8,8 +8,8 @@ import msgspec
 from limiquantix.common.commands import CreateSnapshot, CreateVm, DeleteSnapshot, RevertSnapshot
 from limiquantix.common.vms import SnapshotState, VmState
 from tests.api.test_vms_http import BODY, get, post, set_state, store
-from tests.support.waits import eventually
 from tests.support.api_gateway import Gateway
+from tests.support.waits import eventually
 
 
 async def _running_vm(gw: Gateway) -> dict[str, object]:

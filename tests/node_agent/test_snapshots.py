@@ -19,14 +19,14 @@ from limiquantix.common.commands import (
     PublishVm,
     RevertSnapshot,
 )
+from limiquantix.common.events import VmActionFailed, VmCloned, VmPublishProgress, VmSnapshotChanged
 from limiquantix.common.images import CreateImageRequest
 from limiquantix.common.library_tokens import load_or_create_secret, sign
-from limiquantix.common.events import VmActionFailed, VmCloned, VmPublishProgress, VmSnapshotChanged
 from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer
-from limiquantix.image_library.client import ImageLibraryClient
 from limiquantix.common.snapshots import CloneVmRequest
 from limiquantix.common.vms import SnapshotState, VmRecord, VmSnapshot, VmState
+from limiquantix.image_library.client import ImageLibraryClient
 from tests.support.disks import make_qcow2
 from tests.support.guest_vm import free_port
 from tests.support.images import library_on, wait_image

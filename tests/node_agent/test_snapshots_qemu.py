@@ -12,9 +12,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 import msgspec
+import pytest
 
 from limiquantix.common.commands import DeleteSnapshot, DeleteVm, RevertSnapshot, StopVm
 from limiquantix.common.events import VmCloned, VmDeleted
