@@ -21,9 +21,14 @@ class TcpServer:
     release: asyncio.Event = field(default_factory=asyncio.Event)  # sink: start reading
 
 
+_PERIOD = bytes(range(251))
+
+
 def pattern(offset: int, size: int) -> bytes:
     """``size`` bytes of a pattern in which every position's byte is ``position % 251``."""
-    return bytes((offset + i) % 251 for i in range(size))
+    start = offset % 251
+    # Sliced from repeated periods: a byte-by-byte generator took ~0.1 s per 64 KiB chunk.
+    return (_PERIOD * ((start + size) // 251 + 1))[start:start + size]
 
 
 @contextlib.asynccontextmanager
