@@ -66,6 +66,7 @@ AGENT_START_BATCH = 50
 AGENT_THREADS = 64
 WAVE_WAIT_S = 30.0
 RESTART_AFTER_S = 2.0
+AGENTS_STOP_S = 180.0
 SSE_OPEN_S = 60.0
 
 
@@ -89,6 +90,13 @@ def agents_main(spec_file: Path) -> None:
 
     spec = json.loads(spec_file.read_text())
     configure_logging("fleet-agents", fmt="json", level="warning")
+    # What an idle agent's two timers cost (--agent-poll-s, --agent-watch-heartbeat-s): the
+    # agent's own module constants, set here for a comparison run.
+    from limiquantix.node_agent import consumer, record_view
+    if spec.get("poll_s"):
+        consumer.FETCH_TIMEOUT_S = spec["poll_s"]
+    if spec.get("watch_heartbeat_s"):
+        record_view.NODE_WATCH_HEARTBEAT_S = spec["watch_heartbeat_s"]
     hosts: dict[str, LibvirtHost] = {}
     beaten: set[str] = set()
     close_lock = asyncio.Lock()
@@ -290,7 +298,8 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         for k in range(args.agent_procs):
             spec = root / f"agents-{k}.json"
             spec.write_text(json.dumps({"agents": agents[k::args.agent_procs],
-                                        "stats": str(stats[k])}))
+                                        "stats": str(stats[k]), "poll_s": args.agent_poll_s,
+                                        "watch_heartbeat_s": args.agent_watch_heartbeat_s}))
             procs.append(await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "agents", "--spec", str(spec), stdout=log, stderr=log))
         headers = stack.headers()
@@ -316,12 +325,28 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 result["nodes_online_at_start"] = (await online_count(http, urls[0]))[0]
                 print(f"{result['nodes_online_at_start']} nodes online after "
                       f"{result['agents_online_after_s']} s", flush=True)
+                nats_pids = [stack.nats.process.pid] if isinstance(
+                    getattr(stack.nats, "process", None), asyncio.subprocess.Process) else []
                 result |= await measure(args, http, urls, gateways,
-                                        Gateways([proc.pid for proc in procs]))
+                                        Gateways([proc.pid for proc in procs]),
+                                        Gateways(nats_pids))
+            # The measurements, before anything else can fail (a slow stop lost a run's).
+            print(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}),
+                  flush=True)
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
+            stopped_by = time.monotonic() + AGENTS_STOP_S
             for proc in procs:
-                await asyncio.wait_for(proc.wait(), 90)
+                # Each process writes its domains first, then stops its agents; hundreds of
+                # them closing libvirt one at a time (below) may outlast this: then killed.
+                try:
+                    await asyncio.wait_for(proc.wait(), max(1.0, stopped_by - time.monotonic()))
+                except TimeoutError:
+                    print(f"agents process {proc.pid} still stopping after {AGENTS_STOP_S:g} s;"
+                          " killed", flush=True)
+                    proc.kill()
+                    await proc.wait()
+                    result["agents_killed_at_stop"] = result.get("agents_killed_at_stop", 0) + 1
             domains: dict[str, list[str]] = {}
             restarts = 0
             for file in stats:
@@ -342,13 +367,15 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: list[str],
-                  gateways: Gateways, agents: Gateways) -> dict[str, Any]:
+                  gateways: Gateways, agents: Gateways, nats: Gateways) -> dict[str, Any]:
     out: dict[str, Any] = {}
     online_min = [args.nodes]
+    loads: list[float] = []  # the machine's 1-minute load average (other work shares it)
     stop_sampling = asyncio.Event()
 
     async def sample_online() -> None:
         while not stop_sampling.is_set():
+            loads.append(os.getloadavg()[0])
             try:
                 online, _ = await online_count(http, urls[0])
             except (aiohttp.ClientError, TimeoutError) as exc:  # a missed sample, not a stop
@@ -362,9 +389,11 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
     # Heartbeat handling: gateway CPU while every node beats and nothing else happens (and
     # what the idle agents themselves cost: timers, long polls, watches, heartbeats).
     cpu0, agents0, t0 = gateways.cpu_s(), agents.cpu_s(), time.monotonic()
+    nats0 = nats.cpu_s()
     await asyncio.sleep(args.idle_s)
     idle = time.monotonic() - t0
     out["gateway_cpu_idle_pct"] = round(100 * (gateways.cpu_s() - cpu0) / idle, 1)
+    out["nats_cpu_idle_pct"] = round(100 * (nats.cpu_s() - nats0) / idle, 1)
     out["agents_cpu_idle_pct"] = round(100 * (agents.cpu_s() - agents0) / idle, 1)
     out["agent_idle_cpu_ms_per_s"] = round(
         1000 * (agents.cpu_s() - agents0) / idle / args.nodes, 3)
@@ -438,9 +467,12 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
                 latencies.append(at - begin)
 
     cpu0, t0 = gateways.cpu_s(), time.monotonic()
+    agents0, nats0 = agents.cpu_s(), nats.cpu_s()
     await asyncio.gather(*(client(urls[i % len(urls)]) for i in range(args.clients)))
     elapsed = time.monotonic() - t0
     out["gateway_cpu_creates_pct"] = round(100 * (gateways.cpu_s() - cpu0) / elapsed, 1)
+    out["agents_cpu_creates_pct"] = round(100 * (agents.cpu_s() - agents0) / elapsed, 1)
+    out["nats_cpu_creates_pct"] = round(100 * (nats.cpu_s() - nats0) / elapsed, 1)
     out["create_phase_s"] = round(elapsed, 1)
     out["creates_per_s"] = round(len(latencies) / elapsed, 1)
     out["create_p50_s"] = round(pct(latencies, 0.5), 3)
@@ -477,6 +509,8 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
     stop_sampling.set()
     await sampler
     out["nodes_online_min"] = online_min[0]
+    out["load_average"] = {"min": min(loads), "max": max(loads),
+                           "mean": round(statistics.fmean(loads), 1)} if loads else None
     nodes: list[dict[str, Any]] = []
     cursor = None
     while True:
@@ -561,6 +595,10 @@ def main() -> None:
     parser.add_argument("--vm-timeout", type=float, default=120.0)
     parser.add_argument("--start-timeout", type=float, default=300.0)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--agent-poll-s", type=float, default=0.0,
+                        help="the agents' command long poll (default: the agent's own)")
+    parser.add_argument("--agent-watch-heartbeat-s", type=float, default=0.0,
+                        help="the agents' watch idle heartbeat (default: the agent's own)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lq-fleet-") as tmp:
         result = asyncio.run(drive(args, Path(tmp)))
