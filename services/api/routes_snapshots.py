@@ -219,7 +219,8 @@ def _check_copyable(vm: VmRecord, action: str) -> None:
 def clone_record(source: VmRecord, *, vm_id: str, body: CloneVmRequest,
                  snapshot_id: str, linked: bool) -> VmRecord:
     """The clone's record: the source's shape, a new identity (id = instance-id, name and
-    hostname, MAC derived from the id, forwards chosen again by the node)."""
+    hostname, MAC derived from the id, forwards chosen again by the node), its system disk
+    only (no extra disks, an empty media drive), never a template."""
     now = utcnow()
     network = msgspec.structs.replace(source.network, forwards=tuple(
         PortForward(guest_port=f.guest_port, name=f.name) for f in source.network.forwards))
@@ -230,6 +231,9 @@ def clone_record(source: VmRecord, *, vm_id: str, body: CloneVmRequest,
         network=network, instance_id=vm_id, created_at=now, updated_at=now, vnc=None,
         forwards=(), ssh_command="", serial_log="", guest=GuestInfo(), error=None,
         image_progress=None, holds_resources=True, snapshots=(), template=False,
+        # Only the system disk is cloned: the source's extra disks and media are its own
+        # (the clone's definition would name files in the clone's directory that do not exist).
+        disks=(), media=None,
         clone_of=CloneSource(vm_id=source.id, snapshot_id=snapshot_id, linked=linked))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from limiquantix.common.commands import CreateSnapshot, CreateVm, DeleteSnapshot, RevertSnapshot
-from limiquantix.common.vms import SnapshotState, VmState
+from limiquantix.common.vms import SnapshotState, VmDisk, VmState
 from tests.api.test_vms_http import BODY, get, post, set_state, store
 from tests.support.api_gateway import Gateway
 from tests.support.waits import eventually
@@ -76,11 +76,14 @@ async def test_revert_and_delete_by_name_queue_their_commands(gw: Gateway) -> No
 
 async def test_clone_is_a_new_vm_on_the_source_node_with_a_new_identity(gw: Gateway) -> None:
     vm = await _running_vm(gw)
+    await (await store(gw)).update(str(vm["id"]), lambda r: msgspec.structs.replace(r, disks=(
+        VmDisk(id="d1", name="data", size_gib=1, target="sdf", state="attached"),)))
     status, clone = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2"})
     assert status == 202 and clone["state"] == "pending"
     assert clone["id"] != vm["id"] and clone["instance_id"] == clone["id"]
     assert clone["node"] == "node-a" and clone["cloud_init"]["hostname"] == "web-2"
     assert clone["clone_of"] == {"vm_id": vm["id"], "snapshot_id": "", "linked": False}
+    assert clone.get("disks", []) == []  # the system disk only: extra disks are the source's
     command = (await gw.commands("node-a"))[-1]
     assert isinstance(command, CreateVm) and command.vm_id == clone["id"]
     status, problem = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2"})
