@@ -84,6 +84,9 @@ async def test_snapshot_is_taken_listed_reverted_and_deleted(
     await _wait_snapshot(harness, vm.id, snap.id, None)
     assert dom.listAllSnapshots() == []
     assert not (harness.vm_dir(vm.id) / "snapshots" / f"{snap.id}.xml").exists()
+    # The record changes before the event is published: wait for it, not just the record.
+    await harness.wait_event(lambda e: isinstance(e, VmSnapshotChanged) and e.vm_id == vm.id
+                             and e.action == "deleted")
     actions = [e.action for e in harness.events_of(vm.id, VmSnapshotChanged)
                if isinstance(e, VmSnapshotChanged)]
     assert actions == ["created", "reverted", "deleted"]
