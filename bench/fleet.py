@@ -97,6 +97,8 @@ def agents_main(spec_file: Path) -> None:
         consumer.FETCH_TIMEOUT_S = spec["poll_s"]
     if spec.get("watch_heartbeat_s"):
         record_view.NODE_WATCH_HEARTBEAT_S = spec["watch_heartbeat_s"]
+    if spec.get("record_view") == "bucket":
+        agent_main.NodeRecords = _bucket_records()  # type: ignore[misc]
     hosts: dict[str, LibvirtHost] = {}
     beaten: set[str] = set()
     close_lock = asyncio.Lock()
@@ -195,6 +197,44 @@ def agents_main(spec_file: Path) -> None:
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(40)
     else:
         asyncio.run(run())
+
+
+def _bucket_records() -> Any:
+    """The record view as it was before issue 16's fix, for an A/B run (``--agent-record-view
+    bucket``): every agent watches the whole ``lq_vms`` bucket and keeps its own records."""
+    from limiquantix.common import subjects
+    from limiquantix.common.kv_view import KvView
+    from limiquantix.common.vm_store import decode_record
+    from limiquantix.node_agent.libvirt_host import domain_uuid
+
+    class BucketRecords(KvView[Any]):
+        def __init__(self, js: Any, node_id: str, *, local: Any = ()) -> None:
+            super().__init__(js, subjects.VMS_BUCKET, decode_record)
+            self._node_id = node_id
+            self._by_domain: dict[str, str] = {}
+            self.changed = asyncio.Event()
+
+        def all(self) -> list[Any]:
+            return self.values()
+
+        def vm_for_domain(self, dom_uuid: str) -> str | None:
+            return self._by_domain.get(dom_uuid)
+
+        def follow_vm(self, vm_id: str) -> None:
+            """Every VM is watched already."""
+
+        def _keep(self, key: str, value: Any) -> bool:
+            return bool(value.node == self._node_id)
+
+        def _on_change(self, key: str, old: Any, new: Any) -> None:
+            if new is None:
+                self._by_domain.pop(domain_uuid(key), None)
+            else:
+                self._by_domain[domain_uuid(key)] = key
+            if (old is None) != (new is None):
+                self.changed.set()
+
+    return BucketRecords
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -299,6 +339,7 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             spec = root / f"agents-{k}.json"
             spec.write_text(json.dumps({"agents": agents[k::args.agent_procs],
                                         "stats": str(stats[k]), "poll_s": args.agent_poll_s,
+                                        "record_view": args.agent_record_view,
                                         "watch_heartbeat_s": args.agent_watch_heartbeat_s}))
             procs.append(await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "agents", "--spec", str(spec), stdout=log, stderr=log))
@@ -473,6 +514,12 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
     out["gateway_cpu_creates_pct"] = round(100 * (gateways.cpu_s() - cpu0) / elapsed, 1)
     out["agents_cpu_creates_pct"] = round(100 * (agents.cpu_s() - agents0) / elapsed, 1)
     out["nats_cpu_creates_pct"] = round(100 * (nats.cpu_s() - nats0) / elapsed, 1)
+    # CPU per VM made (idle work included), whatever share of the machine the run got.
+    made = max(1, len(latencies))
+    out["cpu_ms_per_create"] = {
+        "gateways": round(1000 * (gateways.cpu_s() - cpu0) / made, 1),
+        "agents": round(1000 * (agents.cpu_s() - agents0) / made, 1),
+        "nats": round(1000 * (nats.cpu_s() - nats0) / made, 1)}
     out["create_phase_s"] = round(elapsed, 1)
     out["creates_per_s"] = round(len(latencies) / elapsed, 1)
     out["create_p50_s"] = round(pct(latencies, 0.5), 3)
@@ -595,6 +642,9 @@ def main() -> None:
     parser.add_argument("--vm-timeout", type=float, default=120.0)
     parser.add_argument("--start-timeout", type=float, default=300.0)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--agent-record-view", choices=("own", "bucket"), default="own",
+                        help="bucket: the agents watch the whole lq_vms bucket, as before "
+                             "issue 16's fix (an A/B run)")
     parser.add_argument("--agent-poll-s", type=float, default=0.0,
                         help="the agents' command long poll (default: the agent's own)")
     parser.add_argument("--agent-watch-heartbeat-s", type=float, default=0.0,
