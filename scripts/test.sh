@@ -3,8 +3,8 @@
 # and libvirt's test driver, end to end on libvirtd + QEMU/TCG, the real guest, the browser).
 #
 # --quick: the inner loop, everything but the tests marked stack, e2e, guest, browser, fuzz or
-# cluster,
-# in 4 parallel workers (the tests mostly wait on NATS and subprocesses; see README, Tests).
+# cluster, in 3 parallel workers (the tests mostly wait on NATS and subprocesses, so a third
+# worker fills the gaps; a fourth only added its own start-up; see README, Tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The whole suite: 3 workers; every test that boots QEMU runs on one of them, one after another
@@ -12,10 +12,10 @@ cd "$(dirname "$0")/.."
 workers=(-n 3 --dist loadgroup)
 if [ "${1:-}" = "--quick" ]; then
   shift
-  workers=(-n 4 -m "not stack and not e2e and not guest and not browser and not fuzz and not cluster")
+  workers=(-n 3 -m "not stack and not e2e and not guest and not browser and not fuzz and not cluster")
   # Compiled bytecode kept between runs (outside the tree): with PYTHONDONTWRITEBYTECODE set,
   # each worker and each service a test starts as a process compiled the package from source
-  # again, and pytest rewrote every test module's asserts again (~6 s of CPU per interpreter).
+  # again, and pytest rewrote every test module's asserts again (~6 s of CPU per worker).
   unset PYTHONDONTWRITEBYTECODE
   export PYTHONPYCACHEPREFIX=/var/tmp/limiquantix-pycache
 fi
