@@ -1,17 +1,20 @@
-"""Fixtures of the real-guest tests: the cached Debian 12 image and libvirt's qemu:///system."""
+"""Fixtures of the real-guest tests: the cached Debian 12 image, libvirt's qemu:///system, and
+one whole system per module with that image imported (``guest_stack``)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import libvirt
 import pytest
+import pytest_asyncio
 
 from tests.support.guest_image import BuildFailed, ensure_image
+from tests.support.guest_vm import GuestStack, running_guest_stack
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +38,23 @@ def qemu_system() -> Iterator[libvirt.virConnect]:
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="module")
+def guest_stack_env() -> dict[str, str]:
+    """Settings a module adds to ``GUEST_STACK_ENV`` (a module overrides this fixture)."""
+    return {}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def guest_stack(guest_image: Path, guest_stack_env: dict[str, str],
+                      request: pytest.FixtureRequest) -> AsyncIterator[GuestStack]:
+    """The whole system on qemu:///system with the guest image imported, for one module (its
+    tests carry ``pytest.mark.asyncio(loop_scope="module")``); the VMs they create on it are
+    removed at the end, and the logs kept when one of them failed."""
+    session = request.session
+    failed_before = session.testsfailed
+    async with running_guest_stack(guest_image, request.module.__name__.rsplit(".", 1)[-1],
+                                   extra_env=guest_stack_env,
+                                   failed=lambda: session.testsfailed > failed_before) as env:
+        yield env

@@ -13,47 +13,23 @@ machine-wide lock:
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from limiquantix.local.stack import Stack
-from tests.support.flows import action, create_vm, unique_name, wait_state
-from tests.support.guest_vm import (
-    GUEST_STACK_ENV,
-    Ssh,
-    import_image,
-    keep_evidence,
-    keygen,
-    remove_vm,
-    scan_host_keys,
-    serve_file,
-    wait_ready,
-)
+from tests.support.flows import action, unique_name, wait_image_state, wait_state
+from tests.support.guest_vm import GuestStack, wait_ready
 from tests.support.iso import make_iso
+from tests.support.waits import eventually
 
-pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400),
+              pytest.mark.asyncio(loop_scope="module")]
 
 GIB = 1 << 30
 ISO_LABEL = "LQTOOLS"
 FIND_ISO = ("for d in /dev/sr*; do echo \"$d $(sudo blkid -o value -s LABEL $d)\"; done")
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 120) -> Any:
-    """Poll ``check`` until it returns something truthy (a deadline, not a sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not seen within {timeout_s:g} s")
-        await asyncio.sleep(1)
 
 
 async def call(api: aiohttp.ClientSession, method: str, path: str,
@@ -74,43 +50,15 @@ async def upload_iso(api: aiohttp.ClientSession, path: Path) -> str:
     async with api.put(f"/v1/images/{image['id']}/file", data=path.read_bytes(),
                        headers={"Content-Type": "application/octet-stream"}) as response:
         assert response.status in (200, 201, 202), await response.text()
-
-    async def active() -> bool:
-        return (await call(api, "GET", f"/v1/images/{image['id']}"))[1]["state"] == "active"
-    await until(active, "the ISO active in the library")
+    await wait_image_state(api, image["id"], "active", timeout_s=120)
     return str(image["id"])
 
 
-async def test_resize_extra_disk_and_iso_inside_a_real_guest(
-        guest_image: Path, qemu_tmp: Path) -> None:
-    key = keygen(qemu_tmp, "admin")
-    public = key.with_suffix(".pub").read_text().strip()
-    name = unique_name("day2")
-    iso = make_iso(qemu_tmp / "tools.iso", {"hello.txt": b"from the library\n"}, ISO_LABEL)
-    async with serve_file(guest_image) as url, \
-            Stack(qemu_tmp / "s", libvirt_uri="qemu:///system",
-                  extra_env=GUEST_STACK_ENV) as stack, \
-            aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as api:
-        image_id = await import_image(api, url)
-        vm = await create_vm(api, name=name, image=image_id, memory_mib=1024, disk_gib=4,
-                             cloud_init={"user": "admin", "ssh_authorized_keys": [public]},
-                             network={"mode": "isolated"})
-        try:
-            await _day2(api, vm["id"], key, qemu_tmp, iso)
-        except BaseException:
-            keep_evidence(stack, name)
-            raise
-        finally:
-            await remove_vm(api, vm["id"])
-
-
-async def _day2(api: aiohttp.ClientSession, vm_id: str, key: Path, tmp: Path,
-                iso: Path) -> None:
-    record = await wait_ready(api, vm_id)
-    (forward,) = [f for f in record["forwards"] if f["guest_port"] == 22]
-    known, _ = await scan_host_keys(forward["host_port"])
-    (tmp / "known_hosts").write_text(known)
-    ssh = Ssh(forward["host_port"], key, tmp / "known_hosts")
+async def test_resize_extra_disk_and_iso_inside_a_real_guest(guest_stack: GuestStack) -> None:
+    api = guest_stack.api
+    vm_id = (await guest_stack.create_vm(unique_name("day2")))["id"]
+    iso = make_iso(guest_stack.dir / "tools.iso", {"hello.txt": b"from the library\n"}, ISO_LABEL)
+    ssh = await guest_stack.ssh_to(await wait_ready(api, vm_id))
 
     async def out(command: str) -> str:
         code, stdout, stderr = await ssh(command)
@@ -158,15 +106,16 @@ async def _day2(api: aiohttp.ClientSession, vm_id: str, key: Path, tmp: Path,
     async def attached() -> bool:
         states = [d["state"] for d in (await record_of(api, vm_id)).get("disks", [])]
         return states == ["attached"]
-    await until(attached, "the extra disk attached")
-    (extra,) = await until(lambda: disks_of_size(2 * GIB), "a 2 GiB disk in lsblk")
+    await eventually(attached, timeout_s=120, interval_s=1, what="the extra disk attached")
+    (extra,) = await eventually(lambda: disks_of_size(2 * GIB), timeout_s=120, interval_s=1,
+                                what="a 2 GiB disk in lsblk")
     assert extra.startswith("sd")
     status, _ = await call(api, "DELETE", f"/v1/vms/{vm_id}/disks/data")
     assert status == 202
 
     async def disk_gone() -> bool:
         return not await disks_of_size(2 * GIB)
-    await until(disk_gone, "the extra disk gone from lsblk")
+    await eventually(disk_gone, timeout_s=120, interval_s=1, what="the extra disk gone from lsblk")
     assert not (await record_of(api, vm_id)).get("disks")
 
     # An ISO from the library in the media drive: a CD-ROM with its label and files.
@@ -180,7 +129,7 @@ async def _day2(api: aiohttp.ClientSession, vm_id: str, key: Path, tmp: Path,
             if label == [ISO_LABEL]:
                 return device
         return ""
-    device = await until(iso_device, "the ISO as a CD-ROM")
+    device = await eventually(iso_device, timeout_s=120, interval_s=1, what="the ISO as a CD-ROM")
     assert await out(f"sudo mount -o ro {device} /mnt && cat /mnt/hello.txt; "
                      "sudo umount /mnt") == "from the library"
     seed = [line for line in (await out(FIND_ISO)).splitlines() if line.endswith("cidata")]
@@ -191,7 +140,7 @@ async def _day2(api: aiohttp.ClientSession, vm_id: str, key: Path, tmp: Path,
 
     async def iso_gone() -> bool:
         return not await iso_device()
-    await until(iso_gone, "the ISO ejected")
+    await eventually(iso_gone, timeout_s=120, interval_s=1, what="the ISO ejected")
 
     # The disk grows while the guest runs; its agent grows the root file system at once.
     root_before = await root_bytes()
@@ -200,5 +149,6 @@ async def _day2(api: aiohttp.ClientSession, vm_id: str, key: Path, tmp: Path,
 
     async def root_grew() -> bool:
         return await root_bytes() - root_before > 1.5 * GIB
-    await until(root_grew, "the root file system grown while running", timeout_s=240)
+    await eventually(root_grew, timeout_s=240, interval_s=1,
+                     what="the root file system grown while running")
     assert int(await out("lsblk -b -d -n -o SIZE /dev/vda")) == 8 * GIB

@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,18 +25,8 @@ import pytest_asyncio
 
 from limiquantix.local.stack import Stack
 from tests.support.cli import Lq, base_env
-from tests.support.flows import action, create_vm, get_vm, unique_name, wait_state
-from tests.support.guest_vm import (
-    GUEST_STACK_ENV,
-    Ssh,
-    import_image,
-    keep_evidence,
-    keygen,
-    remove_vm,
-    scan_host_keys,
-    serve_file,
-    wait_ready,
-)
+from tests.support.flows import action, get_vm, unique_name, wait_state
+from tests.support.guest_vm import GuestStack, Ssh, wait_ready
 
 pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(1800),
               pytest.mark.asyncio(loop_scope="module")]
@@ -75,39 +62,23 @@ async def wait_for(api: aiohttp.ClientSession, vm_id: str, check: Any, what: str
     raise AssertionError(f"{what} not seen in {timeout_s} s: {record.get('guest')}")
 
 
+@pytest.fixture(scope="module")
+def guest_stack_env() -> dict[str, str]:
+    return {"LQ_GUEST_AGENT_REFRESH_S": "5"}
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def guest(guest_image: Path) -> AsyncIterator[Guest]:
-    tmp = Path(tempfile.mkdtemp(prefix="lq-agent-", dir="/var/tmp"))
-    tmp.chmod(0o755)
-    key = keygen(tmp, "admin")
-    public = key.with_suffix(".pub").read_text().strip()
+async def guest(guest_stack: GuestStack) -> Guest:
+    """The module's VM, ready, its agent connected and its OS described."""
     name = unique_name("agent")
-    try:
-        async with serve_file(guest_image) as url, \
-                Stack(tmp / "s", libvirt_uri="qemu:///system",
-                      extra_env={**GUEST_STACK_ENV, "LQ_GUEST_AGENT_REFRESH_S": "5"}) as stack, \
-                aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as api:
-            image_id = await import_image(api, url)
-            vm = await create_vm(api, name=name, image=image_id, memory_mib=1024, disk_gib=4,
-                                 cloud_init={"user": "admin", "ssh_authorized_keys": [public]},
-                                 network={"mode": "isolated"})
-            try:
-                await wait_ready(api, vm["id"])
-                ready = await wait_for(api, vm["id"],
-                                       lambda r: r["guest"].get("phase") == "ready"
-                                       and r["guest"]["agent"]["connected"]
-                                       and r["guest"].get("os"), "phase ready + agent info")
-                (forward,) = [f for f in ready["forwards"] if f["guest_port"] == 22]
-                known, _ = await scan_host_keys(forward["host_port"])
-                (tmp / "known_hosts").write_text(known)
-                yield Guest(stack, api, vm["id"], name,
-                            Ssh(forward["host_port"], key, tmp / "known_hosts"), ready)
-            finally:
-                # Always (a module-wide VM: a later test's failure needs the node's log).
-                keep_evidence(stack, name, why="run")
-                await remove_vm(api, vm["id"])
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    vm = await guest_stack.create_vm(name)
+    await wait_ready(guest_stack.api, vm["id"])
+    ready = await wait_for(guest_stack.api, vm["id"],
+                           lambda r: r["guest"].get("phase") == "ready"
+                           and r["guest"]["agent"]["connected"]
+                           and r["guest"].get("os"), "phase ready + agent info")
+    return Guest(guest_stack.stack, guest_stack.api, vm["id"], name,
+                 await guest_stack.ssh_to(ready), ready)
 
 
 async def _exec(g: Guest, *command: str, expect: int = 200, **extra: Any) -> dict[str, Any]:

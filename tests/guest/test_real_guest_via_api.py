@@ -8,28 +8,13 @@ Everything on 127.0.0.1; the guest's NIC is QEMU user networking with restrict=o
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import aiohttp
 import pytest
 
-from limiquantix.local.stack import Stack
-from tests.support.flows import action, create_vm, unique_name, wait_state
-from tests.support.guest_vm import (
-    GUEST_STACK_ENV,
-    Ssh,
-    console_log,
-    fingerprint_of,
-    import_image,
-    keep_evidence,
-    keygen,
-    remove_vm,
-    scan_host_keys,
-    serve_file,
-    wait_ready,
-)
+from tests.support.flows import action, unique_name, wait_state
+from tests.support.guest_vm import GuestStack, console_log, wait_ready
 
-pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(2400),
+              pytest.mark.asyncio(loop_scope="module")]
 
 USER_DATA = "#cloud-config\nruncmd:\n  - echo ran >> /var/tmp/custom-runs\n"
 PASSWORD = "correct horse battery staple"
@@ -42,42 +27,16 @@ CHECK_PASSWORD = (
 
 
 async def test_real_guest_created_through_the_api_is_reachable_with_its_key(
-        guest_image: Path, qemu_tmp: Path) -> None:
-    key = keygen(qemu_tmp, "admin")
-    public = key.with_suffix(".pub").read_text().strip()
+        guest_stack: GuestStack) -> None:
     name = unique_name("guest")
-    async with serve_file(guest_image) as url, \
-            Stack(qemu_tmp / "s", libvirt_uri="qemu:///system",
-                  extra_env=GUEST_STACK_ENV) as stack, \
-            aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as api:
-        image_id = await import_image(api, url)
-        vm = await create_vm(api, name=name, image=image_id, memory_mib=1024, disk_gib=4,
-                             cloud_init={"user": "admin", "ssh_authorized_keys": [public],
-                                         "user_data": USER_DATA, "password": PASSWORD},
-                             network={"mode": "isolated"})
-        try:
-            await _lifecycle(api, vm["id"], name, key, public, qemu_tmp)
-        except BaseException:
-            keep_evidence(stack, name)
-            raise
-        finally:
-            # Also on failure: the domain must not outlive the test.
-            await remove_vm(api, vm["id"])
-
-
-async def _lifecycle(api: aiohttp.ClientSession, vm_id: str, name: str, key: Path, public: str,
-                     tmp: Path) -> None:
+    vm = await guest_stack.create_vm(name, cloud_init=guest_stack.cloud_init(
+        user_data=USER_DATA, password=PASSWORD))
+    api, vm_id = guest_stack.api, vm["id"]
     record = await wait_ready(api, vm_id)
     guest = record["guest"]
     assert guest["boot_seconds"] > 0 and guest["ssh_host_keys"]
-    (forward,) = [f for f in record["forwards"] if f["guest_port"] == 22]
-    port = forward["host_port"]
-    assert record["ssh_command"] == f"ssh -p {port} admin@127.0.0.1"
-    known, scanned = await scan_host_keys(port)
-    assert sorted(scanned) == sorted(fingerprint_of(k) for k in guest["ssh_host_keys"])
-    known_hosts = tmp / "known_hosts"
-    known_hosts.write_text(known)
-    ssh = Ssh(port, key, known_hosts)
+    ssh = await guest_stack.ssh_to(record)
+    assert record["ssh_command"] == f"ssh -p {ssh.port} admin@127.0.0.1"
     code, out, err = await ssh("id admin")
     assert code == 0, err
     assert "(sudo)" in out
@@ -109,8 +68,7 @@ async def _lifecycle(api: aiohttp.ClientSession, vm_id: str, name: str, key: Pat
     # new host keys, which readiness reports (not the old ones). Stop + start, not reboot: a
     # live re-insert of the seed at the same path does not make QEMU reopen the file (see the
     # report of issue 4); a start opens it afresh.
-    new_config = {"user": "admin", "ssh_authorized_keys": [public],
-                  "user_data": USER_DATA.replace("echo ran", "echo ran-again")}
+    new_config = guest_stack.cloud_init(user_data=USER_DATA.replace("echo ran", "echo ran-again"))
     async with api.post(f"/v1/vms/{vm_id}/cloud-init", json=new_config) as response:
         assert response.status == 202, await response.text()
         assert (await response.json())["instance_id"] != again["instance_id"]
@@ -120,9 +78,7 @@ async def _lifecycle(api: aiohttp.ClientSession, vm_id: str, name: str, key: Pat
     renewed = await wait_ready(api, vm_id)
     assert renewed["guest"]["ssh_host_keys"]
     assert set(renewed["guest"]["ssh_host_keys"]).isdisjoint(guest["ssh_host_keys"])
-    known, scanned = await scan_host_keys(port)
-    assert sorted(scanned) == sorted(fingerprint_of(k) for k in renewed["guest"]["ssh_host_keys"])
-    known_hosts.write_text(known)
+    ssh = await guest_stack.ssh_to(renewed)  # the new host keys scanned, checked and pinned
     code, out, err = await ssh("cat /var/tmp/custom-runs")
     assert code == 0, err
     assert out.split() == ["ran", "ran-again"]

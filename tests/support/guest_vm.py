@@ -13,9 +13,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from xml.sax.saxutils import quoteattr
@@ -26,7 +26,7 @@ from aiohttp import web
 
 from limiquantix.local.stack import Stack
 from limiquantix.node_agent.seed.iso import build_seed_iso
-from tests.support.flows import get_vm, wait_gone
+from tests.support.flows import create_vm, get_vm, unique_name, wait_gone
 
 T = TypeVar("T")
 
@@ -323,3 +323,83 @@ async def remove_vm(api: aiohttp.ClientSession, vm_id: str) -> None:
     async with api.delete(f"/v1/vms/{vm_id}") as response:
         assert response.status in (202, 404), await response.text()
     await wait_gone(api, vm_id, timeout_s=120)
+
+
+async def ssh_to(record: dict[str, Any], key: Path, directory: Path) -> Ssh:
+    """SSH to a VM's forward of port 22, its host keys scanned, checked against the ones the
+    API reported from the guest's first boot, and pinned."""
+    (forward,) = [f for f in record["forwards"] if f["guest_port"] == 22]
+    known, scanned = await scan_host_keys(forward["host_port"])
+    assert sorted(scanned) == sorted(fingerprint_of(k) for k in record["guest"]["ssh_host_keys"])
+    known_hosts = directory / f"known_hosts-{record['id']}"
+    known_hosts.write_text(known)
+    return Ssh(forward["host_port"], key, known_hosts)
+
+
+@dataclass
+class GuestStack:
+    """The whole system on qemu:///system with the guest image imported, an admin key pair,
+    and the VMs a module created on it (removed when the stack goes)."""
+
+    stack: Stack
+    api: aiohttp.ClientSession
+    image_id: str
+    key: Path
+    dir: Path
+    vms: list[str] = field(default_factory=list)
+
+    @property
+    def public_key(self) -> str:
+        return self.key.with_suffix(".pub").read_text().strip()
+
+    def cloud_init(self, **extra: Any) -> dict[str, Any]:
+        """The user ``admin`` with this stack's key, plus ``extra``."""
+        return {"user": "admin", "ssh_authorized_keys": [self.public_key], **extra}
+
+    async def create_vm(self, name: str | None = None, **body: Any) -> dict[str, Any]:
+        """POST /v1/vms: the guest image, 1 vCPU, 1 GiB, 4 GiB disk, isolated network, the
+        admin's key, unless ``body`` says otherwise; removed with the stack."""
+        vm = await create_vm(self.api, **{
+            "name": name or unique_name("guest"), "image": self.image_id, "memory_mib": 1024,
+            "disk_gib": 4, "cloud_init": self.cloud_init(), "network": {"mode": "isolated"},
+            **body})
+        self.vms.append(vm["id"])
+        return vm
+
+    async def remove_vm(self, vm_id: str) -> None:
+        """Delete one of this stack's VMs now and wait until it is gone."""
+        await remove_vm(self.api, vm_id)
+        self.vms.remove(vm_id)
+
+    async def ssh_to(self, record: dict[str, Any]) -> Ssh:
+        return await ssh_to(record, self.key, self.dir)
+
+
+@asynccontextmanager
+async def running_guest_stack(image: Path, name: str, *, extra_env: Mapping[str, str] = {},
+                      failed: Callable[[], bool] = lambda: False) -> AsyncIterator[GuestStack]:
+    """The whole system (``GUEST_STACK_ENV`` + ``extra_env``) with ``image`` imported through
+    the library from a local origin. On the way out every VM left is removed (its domain
+    must not outlive the test); when the body raised or ``failed()`` says a test failed,
+    the logs are kept first (``keep_evidence`` under ``name``)."""
+    directory = work_dir()
+    try:
+        key = keygen(directory, "admin")
+        async with serve_file(image) as url, \
+                Stack(directory / "s", libvirt_uri="qemu:///system",
+                      extra_env={**GUEST_STACK_ENV, **extra_env}) as stack, \
+                aiohttp.ClientSession(base_url=stack.api_url, headers=stack.headers()) as api:
+            running = GuestStack(stack, api, await import_image(api, url), key, directory)
+            try:
+                yield running
+            except BaseException:
+                keep_evidence(stack, name)
+                raise
+            else:
+                if failed():
+                    keep_evidence(stack, name)
+            finally:
+                for vm_id in reversed(running.vms):
+                    await remove_vm(api, vm_id)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
