@@ -7,10 +7,18 @@
 # worker fills the gaps; a fourth only added its own start-up; see README, Tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The whole suite: 3 workers; every test that boots QEMU runs on one of them, one after another
-# (tests/conftest.py puts them in one xdist group), the rest share the other two.
+# The whole suite, in two phases: everything that does not boot QEMU in 3 parallel workers, then
+# the tests that do (marks e2e, guest) one after another on a quiet machine (a TCG guest needs a
+# core of its own: next to busy workers its boot took 7 minutes instead of one, past the tests'
+# limits). Pytest arguments that select tests (paths, -k, -m, ...) make it one run in 3 workers,
+# the QEMU tests kept on one of them (tests/conftest.py groups them).
 workers=(-n 3 --dist loadgroup)
+phased=1
+for arg in "$@"; do
+  case "$arg" in -q|-v|-vv|-x|-ra|-rA|--durations=*) ;; *) phased=0 ;; esac
+done
 if [ "${1:-}" = "--quick" ]; then
+  phased=0
   shift
   workers=(-n 3 -m "not stack and not e2e and not guest and not browser and not fuzz and not cluster")
   # Compiled bytecode kept between runs (outside the tree): with PYTHONDONTWRITEBYTECODE set,
@@ -26,4 +34,14 @@ stop_libvirtd() {
   if [ "$state" = started ] && [ -f /var/run/libvirtd.pid ]; then kill "$(cat /var/run/libvirtd.pid)" 2>/dev/null || true; fi
 }
 trap stop_libvirtd EXIT
-.venv/bin/python -m pytest -p no:cacheprovider "${workers[@]}" "$@"
+if [ "$phased" = 0 ]; then
+  .venv/bin/python -m pytest -p no:cacheprovider "${workers[@]}" "$@"
+  exit
+fi
+# Both phases run whatever the first one gives; the exit code is the first failure's.
+echo "[test] phase 1 of 2: everything but the tests that boot QEMU, in 3 workers" >&2
+rc=0
+.venv/bin/python -m pytest -p no:cacheprovider "${workers[@]}" -m "not e2e and not guest" "$@" || rc=$?
+echo "[test] phase 2 of 2: the tests that boot QEMU (e2e, guest), one after another" >&2
+.venv/bin/python -m pytest -p no:cacheprovider -m "e2e or guest" "$@" || { last=$?; [ "$rc" != 0 ] || rc=$last; }
+exit "$rc"

@@ -358,8 +358,9 @@ class NatsCluster(StartStopContext):
             return False
         return status == 200
 
-    async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Poll until a meta leader is elected and every running member is healthy."""
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Poll until a meta leader is elected and every running member is healthy (a few
+        seconds on a quiet host; a fresh cluster on a loaded 2-core host once took over 30)."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
