@@ -297,6 +297,13 @@ def event_time(data: dict[str, Any]) -> float:
     return datetime.fromisoformat(data["time"].replace("Z", "+00:00")).timestamp()
 
 
+def agent_tuning(args: argparse.Namespace) -> dict[str, Any]:
+    """The A/B options for the agents' process (absent from a caller's own Namespace: none)."""
+    return {"poll_s": getattr(args, "agent_poll_s", 0.0),
+            "record_view": getattr(args, "agent_record_view", "own"),
+            "watch_heartbeat_s": getattr(args, "agent_watch_heartbeat_s", 0.0)}
+
+
 async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from limiquantix.common.nats_auth import node_identity
     from limiquantix.local.stack import Stack
@@ -338,9 +345,7 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         for k in range(args.agent_procs):
             spec = root / f"agents-{k}.json"
             spec.write_text(json.dumps({"agents": agents[k::args.agent_procs],
-                                        "stats": str(stats[k]), "poll_s": args.agent_poll_s,
-                                        "record_view": args.agent_record_view,
-                                        "watch_heartbeat_s": args.agent_watch_heartbeat_s}))
+                                        "stats": str(stats[k]), **agent_tuning(args)}))
             procs.append(await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "agents", "--spec", str(spec), stdout=log, stderr=log))
         headers = stack.headers()

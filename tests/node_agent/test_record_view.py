@@ -122,8 +122,9 @@ async def test_a_node_sees_the_vms_placed_on_it_and_no_write_to_any_other(
         for vm_id in others:  # each VM elsewhere written again, as a create does
             await fleet.record(vm_id, node="node-b")
         await fleet.node.flush()
-        # The 200 writes elsewhere never reach this node: at most an idle heartbeat did.
-        assert fleet.node.stats["in_msgs"] - before <= 3
+        # The 200 writes elsewhere never reach this node (a whole-bucket watch got each one):
+        # only idle heartbeats did, one per watch every 5 s.
+        assert fleet.node.stats["in_msgs"] - before < 20
         assert ids_of(records) == {*mine, *later}
 
 
