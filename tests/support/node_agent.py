@@ -32,6 +32,8 @@ from limiquantix.node_agent.libvirt_host import domain_uuid
 from limiquantix.node_agent.main import serve
 from tests.support.flows import unique_name
 
+STOP_WAIT_S = 30.0  # how long the agent may take to stop or to honour a cancel
+
 
 @dataclass
 class AgentHarness:
@@ -82,15 +84,17 @@ class AgentHarness:
         """SIGTERM equivalent: set stop and wait for a clean return."""
         if self.task is not None and not self.task.done():
             self.stop.set()
-            await asyncio.wait_for(self.task, 30)
+            done, _ = await asyncio.wait({self.task}, timeout=STOP_WAIT_S)
+            if not done:
+                await _cancel(self.task)
+                raise AssertionError(f"the node agent did not stop within {STOP_WAIT_S:g} s")
+            self.task.result()  # what the agent raised on its way out, if anything
         self.task = None
 
     async def crash(self) -> None:
         """Cancel the agent mid-work (no clean stop): unacked commands are redelivered."""
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await _cancel(self.task)
         self.task = None
 
     async def send(self, command: Command) -> None:
@@ -197,6 +201,18 @@ def agent_settings(nats_url: str, data_dir: Path, **overrides: object) -> Settin
     }
     base.update(overrides)
     return settings_mod.load({}, **base)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel the agent's task and wait for it, bounded: an agent that swallows a cancel
+    fails the test here instead of hanging the whole run (``asyncio.wait_for`` and a bare
+    ``await`` wait for a cancelled task without a bound)."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=STOP_WAIT_S)
+    if not task.done():
+        raise AssertionError(f"the node agent ignored a cancel for {STOP_WAIT_S:g} s")
+    if not task.cancelled():
+        task.result()  # it ended with an error of its own instead: raise that
 
 
 @contextlib.asynccontextmanager
