@@ -56,12 +56,14 @@ UPLOAD_READ_TIMEOUT_S = 300.0
 PROGRESS_EVERY_S = 1.0
 GENERALIZE_TIMEOUT_S = 120
 GENERALIZE_STOP_TIMEOUT_S = 120.0
-# One script, so a guest whose cloud-init predates ``--machine-id`` (22.3) is cleaned too: an
-# empty /etc/machine-id makes systemd make a new one at the next boot, as the option does.
+# One script, so a guest whose cloud-init lacks ``--machine-id`` is cleaned too. The machine-id
+# file is left empty, not missing: systemd then makes a new one at the next boot, while a
+# missing one with /etc still read-only stops it ("System cannot boot: Missing /etc/machine-id";
+# what the Debian 12 guest did after ``cloud-init clean --machine-id`` alone).
 GENERALIZE_SCRIPT = (
     "set -e\n"
-    "cloud-init clean --logs --seed --machine-id 2>/dev/null"
-    " || { cloud-init clean --logs --seed && truncate -s 0 /etc/machine-id; }\n"
+    "cloud-init clean --logs --seed --machine-id 2>/dev/null || cloud-init clean --logs --seed\n"
+    "truncate -s 0 /etc/machine-id\n"
     "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub\n"
     "sync\n")
 
