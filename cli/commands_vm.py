@@ -20,7 +20,7 @@ from limiquantix.cli.output import (
 from limiquantix.cli.sizes import format_duration, format_mib, parse_duration
 from limiquantix.cli.sse import EventStream
 from limiquantix.cli.waiting import GONE, VmWaiter, phase_status
-from limiquantix.common.vms import VmRecord, VmState
+from limiquantix.common.vms import CloneSource, VmRecord, VmState
 
 UP = (VmState.RUNNING, VmState.READY)
 WAIT_TARGETS: dict[str, tuple[str, ...]] = {
@@ -112,7 +112,7 @@ def list_vms(ctx: Context) -> int:
     if print_json_if_asked(ctx, records) or print_names_if_quiet(ctx, (r.name for r in records)):
         return EXIT_OK
     rows = [
-        [r.name, str(r.state), r.node or "-", str(r.vcpus), format_mib(r.memory_mib),
+        [r.name, _state_label(r), r.node or "-", str(r.vcpus), format_mib(r.memory_mib),
          f"{r.disk_gib}G", _image_label(r.image), _ssh_short(r), _age(r.created_at)]
         for r in records
     ]
@@ -122,6 +122,17 @@ def list_vms(ctx: Context) -> int:
     ctx.print(table(["NAME", "STATE", "NODE", "CPUS", "MEMORY", "DISK", "IMAGE", "SSH", "AGE"],
                     rows))
     return EXIT_OK
+
+
+def _state_label(record: VmRecord) -> str:
+    """A template's state says it is one: it is stopped for good, and only cloned."""
+    return f"{record.state} (template)" if record.template else str(record.state)
+
+
+def _clone_label(source: CloneSource) -> str:
+    kind = "linked" if source.linked else "full"
+    at = f" at snapshot {source.snapshot_id}" if source.snapshot_id else ""
+    return f"{source.vm_id} ({kind}{at})"
 
 
 def show(ctx: Context) -> int:
@@ -135,6 +146,9 @@ def show(ctx: Context) -> int:
         ("id", record.id),
         ("state", str(record.state)),
         ("error", f"{error.message} ({error.code}) - {error.hint}" if error else ""),
+        ("template", "yes: frozen; make VMs of it with 'lq vm clone' (linked by default)"
+                     if record.template else ""),
+        ("clone of", _clone_label(record.clone_of) if record.clone_of else ""),
         ("node", record.node),
         ("image", record.image),
         ("cpus", str(record.vcpus)),

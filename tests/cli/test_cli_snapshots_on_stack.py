@@ -5,6 +5,7 @@ with the API as the oracle. Real QEMU: tests/node_agent/test_snapshots_qemu.py."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,11 @@ async def test_a_template_and_its_linked_clone_with_lq(lq: Lq, stack: Stack,
     clone = api_get(stack, f"/v1/vms/{clone_name}")[1]
     template = api_get(stack, f"/v1/vms/{name}")[1]
     assert clone["clone_of"]["linked"] is True and clone["node"] == template["node"]
+    listed = (await lq("vm", "list")).out
+    assert re.search(rf"^{name} +stopped \(template\) ", listed, re.M), listed
+    shown = (await lq("vm", "show", clone_name)).out
+    assert "clone of:" in shown and f"{template['id']} (linked)" in shown, shown
+    assert re.search(r"^template: +yes: frozen", (await lq("vm", "show", name)).out, re.M)
 
     started = await lq("vm", "start", name)
     assert started.code == 1 and "(template_refused)" in one_error_line(started.err)
