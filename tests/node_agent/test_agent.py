@@ -35,6 +35,9 @@ async def test_create_makes_overlay_seed_and_running_domain(
     assert record.serial_log == str(vm_dir / "serial.log")
     dom = find_domain(vm.id)
     assert dom is not None and dom.isActive() and dom.name() == f"lq-{vm.name}"
+    # The record is written before its event is published: wait for the event too.
+    await harness.wait_event(lambda e: isinstance(e, VmStateChanged) and e.vm_id == vm.id
+                             and e.state == VmState.RUNNING)
     states = [e.state for e in harness.events_of(vm.id, VmStateChanged)]  # type: ignore[attr-defined]
     assert states == [VmState.CREATING, VmState.STARTING, VmState.RUNNING]
     await harness.until_acked()
