@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import structlog
 from nats.aio.client import Client
@@ -46,6 +47,7 @@ log = structlog.get_logger()
 
 RECORD_VIEW_TIMEOUT_S = 30.0
 CONSUMER_STOP_S = SHUTDOWN_GRACE_S + 2.0
+CANCEL_AGAIN_S = 1.0
 OFFLINE_NOTICE_S = 3.0
 OVERLAY_TEMPLATES = "overlay-templates"
 
@@ -134,9 +136,27 @@ async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: H
             log.warning("command consumer did not stop in time; cancelled (JetStream "
                         "redelivers what it held)")
             consumer.cancel()
-        for task in background:
+        await cancel_until_done(background, also=ctx.guests.cancel_all)
+
+
+async def cancel_until_done(tasks: list[asyncio.Task[None]], *,
+                            also: Callable[[], None] = lambda: None,
+                            every_s: float = CANCEL_AGAIN_S) -> None:
+    """Cancel ``tasks`` (and call ``also``) again every ``every_s`` until each has ended.
+
+    One cancel is not always enough on Python 3.11: ``asyncio.wait_for`` (used inside nats-py's
+    requests too) drops a cancel that lands in the step in which its wait completed, and a
+    loop that lost it runs on; the agent's TaskGroup then waited for it for ever (seen in CI as
+    a node agent that did not stop within 30 s, once in ~900 tests).
+    """
+    pending = {task for task in tasks if not task.done()}
+    while True:
+        for task in pending:
             task.cancel()
-        ctx.guests.cancel_all()
+        also()
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=every_s)
 
 
 def _guest_agent_tasks(group: asyncio.TaskGroup,
