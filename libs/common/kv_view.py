@@ -94,7 +94,11 @@ class KvView(Generic[T]):
             pending_msgs_limit=-1, pending_bytes_limit=-1, idle_heartbeat=self._idle_heartbeat_s,
         )
         info = await self._sub.consumer_info()
-        if info.num_pending == 0 and self._sub.delivered == 0:
+        # Empty only when the server has sent nothing at all: a message it already sent may
+        # still wait in this client's queue (``num_pending`` is then 0 too), and the view would
+        # be "ready" without it (seen: a node's allocation view ready and empty, so the node
+        # followed none of its VMs). Anything sent ends with ``num_pending == 0`` (_on_msg).
+        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
             self.ready.set()
 
     async def stop(self) -> None:

@@ -134,7 +134,8 @@ async def test_a_vm_commanded_here_is_followed_without_a_reservation(fleet: Flee
     async with watching(fleet) as records:
         assert ids_of(records) == set()
         records.follow_vm(vm_id)  # the command consumer does this for every command
-        await eventually(lambda: ids_of(records) == {vm_id}, what="the commanded VM followed")
+        await eventually(lambda: ids_of(records) == {vm_id}, timeout_s=30,
+                         what="the commanded VM followed")
         records.follow_vm("../../etc")  # not a VM id: never a key of ours
         assert "../../etc" not in records.following
 

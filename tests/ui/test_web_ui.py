@@ -23,6 +23,7 @@ from limiquantix.local.stack import Stack
 from tests.support.disks import make_qcow2
 from tests.support.flows import unique_name
 from tests.support.origin import Origin
+from tests.support.waits import eventually
 from tests.ui.driving import (
     STATE_TIMEOUT_MS,
     follow_progress_to_running,
@@ -184,8 +185,13 @@ async def test_wizard_cloud_image_with_keys_and_custom_config_then_stop_force_st
     await expect(page).to_have_url(ui_stack.api_url + "/")
     await expect(page.locator(f"#vms li[data-vm-id='{vm_id}']")).to_have_count(
         0, timeout=STATE_TIMEOUT_MS)
-    async with ui_api.get(f"/v1/vms/{vm_id}") as response:
-        assert response.status == 404
+
+    async def gone() -> bool:
+        # The page follows the events; the record's GET is the gateway's view, a moment behind.
+        async with ui_api.get(f"/v1/vms/{vm_id}") as response:
+            return response.status == 404
+
+    await eventually(gone, timeout_s=30, what="the deleted VM answering 404")
 
 
 @pytest.mark.parametrize("boot", ["iso", "none"])
