@@ -39,6 +39,7 @@ from limiquantix.common.ids import is_vm_id
 from limiquantix.common.metrics import CONSUMER_PENDING, CONSUMER_REDELIVERIES
 from limiquantix.common.model import Model
 from limiquantix.common.publish import dead_letter
+from limiquantix.common.retry import retry_transient
 from limiquantix.common.vms import VmError
 from limiquantix.node_agent import metrics as node_metrics
 from limiquantix.node_agent.context import AgentContext
@@ -57,6 +58,7 @@ FETCH_BATCH = 1
 # is noticed only when it expires, so after a failover the next command may wait up to this.
 FETCH_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_S = 10.0
+SUBSCRIBE_RETRY_S = 120.0
 ACK_TIMEOUT_S = 5.0
 MAX_DELIVERIES = 5  # of a command whose handling raised, before it is terminated
 RETRY_DELAY_S = 2.0
@@ -94,8 +96,11 @@ class CommandConsumer:
             ack_policy=AckPolicy.EXPLICIT, ack_wait=self._ctx.settings.command_ack_wait_s,
             deliver_policy=DeliverPolicy.ALL, max_ack_pending=MAX_HELD * 4, max_deliver=-1,
         )
-        # Create, or update in place (ack_wait may have changed since the last start).
-        await self._js.add_consumer(subjects.COMMANDS_STREAM, config)
+        # Create, or update in place (ack_wait may have changed since the last start). A NATS
+        # server dying at this moment (a leader election) is ridden out, not a crash of the
+        # agent (seen: lq-local --nats-cluster 3 with a server killed as the agent started).
+        await retry_transient(lambda: self._js.add_consumer(subjects.COMMANDS_STREAM, config),
+                              what="command consumer set-up", deadline_s=SUBSCRIBE_RETRY_S)
         return await self._js.pull_subscribe_bind(durable=durable,
                                                   stream=subjects.COMMANDS_STREAM)
 
