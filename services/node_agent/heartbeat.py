@@ -21,7 +21,7 @@ from limiquantix.common.nodes import NodeStatus, NodeWarning, capacity, vm_diges
 from limiquantix.common.runner import package_version
 from limiquantix.common.settings import Settings
 from limiquantix.node_agent import metrics
-from limiquantix.node_agent.record_view import NodeRecords
+from limiquantix.node_agent.record_view import NodeRecords, wait_either
 
 log = structlog.get_logger()
 
@@ -43,16 +43,6 @@ def allocatable(settings: Settings) -> tuple[int, int]:
     reserved = 0 if settings.node_memory_mib else settings.reserved_host_memory_mib
     return capacity(vcpus, memory, cpu_ratio=settings.cpu_allocation_ratio,
                     memory_ratio=settings.memory_allocation_ratio, reserved_memory_mib=reserved)
-
-
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    """Return when either event is set."""
-    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
 
 
 def _dir_bytes(path: Path) -> int:
@@ -129,7 +119,7 @@ class Heartbeat:
             # agent's stop would hang on this task.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.heartbeat_interval_s):
-                    await _either(changed, self._nudged)
+                    await wait_either(changed, self._nudged)
                 await asyncio.sleep(PROMPT_BEAT_DELAY_S)  # one beat for a burst of creates
 
     def nudge(self) -> None:

@@ -174,7 +174,7 @@ class NodeRecords:
             await asyncio.gather(*(shard.ready.wait() for shard in self._shards))
             self.ready.set()
             while True:
-                await _either(self.allocation.changed, self._grow)
+                await wait_either(self.allocation.changed, self._grow)
                 await asyncio.sleep(FOLLOW_COALESCE_S)
                 self.allocation.changed.clear()
                 self._grow.clear()
@@ -232,8 +232,8 @@ class NodeRecords:
             self.changed.set()
 
 
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    """Return when either event is set."""
+async def wait_either(first: asyncio.Event, second: asyncio.Event) -> None:
+    """Return when either event is set (the heartbeat waits so too)."""
     waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
