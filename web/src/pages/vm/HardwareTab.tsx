@@ -12,25 +12,14 @@ import {
 import { mib } from "../../lib/format";
 import { live, useLive } from "../../state/live";
 import { Activity } from "./Activity";
+import { useAction } from "./useAction";
 
 /** Runs one device request: busy while it runs, the record it answers put in the store. */
 function useDeviceCall(vm: VmRecord) {
-  const [busy, setBusy] = useState(false);
-  const [problem, setProblem] = useState<unknown>(null);
-  const call = async (method: string, path: string, body?: unknown): Promise<boolean> => {
-    setBusy(true);
-    setProblem(null);
-    try {
-      live.putVm(await sendJson<VmRecord>(method, `/v1/vms/${seg(vm.id)}${path}`, body));
-      return true;
-    } catch (err) {
-      setProblem(err);
-      return false;
-    } finally {
-      setBusy(false);
-    }
-  };
-  return { busy, problem, setProblem, call };
+  const { busy, problem, clearProblem, run } = useAction();
+  const call = (method: string, path: string, body?: unknown): Promise<boolean> =>
+    run(async () => live.putVm(await sendJson<VmRecord>(method, `/v1/vms/${seg(vm.id)}${path}`, body)));
+  return { busy, problem, clearProblem, call };
 }
 
 function stateNote(vm: VmRecord): string {
@@ -60,7 +49,7 @@ function Resize({ vm }: { vm: VmRecord }) {
   const [draft, setDraft] = useState<ResizeDraft>(() => resizeDraftOf(vm));
   const [tried, setTried] = useState(false);
   const [done, setDone] = useState("");
-  const { busy, problem, setProblem, call } = useDeviceCall(vm);
+  const { busy, problem, clearProblem, call } = useDeviceCall(vm);
   const { body, errors } = resizeRequest(vm, draft);
   const shown = tried ? errors : {};
   const max = ceilings(vm);
@@ -68,7 +57,7 @@ function Resize({ vm }: { vm: VmRecord }) {
   const change = (patch: Partial<ResizeDraft>) => {
     setDraft((d) => ({ ...d, ...patch }));
     setDone("");
-    setProblem(null);
+    clearProblem();
   };
   const submit = async (e: FormEvent) => {
     e.preventDefault();
@@ -102,7 +91,7 @@ function Resize({ vm }: { vm: VmRecord }) {
         </Field>
       </div>
       <p><button type="submit" className="primary" id="resize-apply" disabled={busy || Boolean(stateNote(vm))}>{busy ? "Resizing…" : "Resize"}</button></p>
-      <ProblemLine error={problem} onDismiss={() => setProblem(null)} />
+      <ProblemLine error={problem} onDismiss={() => clearProblem()} />
       {done && <p className="success" role="status">{done}</p>}
     </form>
   );
@@ -114,7 +103,7 @@ function Disks({ vm }: { vm: VmRecord }) {
   const [size, setSize] = useState("10");
   const [tried, setTried] = useState(false);
   const [removing, setRemoving] = useState<string | null>(null);
-  const { busy, problem, setProblem, call } = useDeviceCall(vm);
+  const { busy, problem, clearProblem, call } = useDeviceCall(vm);
   const nameError = tried || name
     ? dnsLabelProblem(name, "disk") || (disks.some((d) => d.name === name) ? `${vm.name} has a disk named ${name} already.` : "") : "";
   const sizeValue = /^\d+$/.test(size) ? Number(size) : null;
@@ -160,7 +149,7 @@ function Disks({ vm }: { vm: VmRecord }) {
         <button type="submit" id="disk-add" disabled={busy || full || Boolean(stateNote(vm))}>Add disk</button>
       </form>
       {full && <p className="field-hint">A VM has at most {MAX_EXTRA_DISKS} extra disks.</p>}
-      <ProblemLine error={problem} onDismiss={() => setProblem(null)} />
+      <ProblemLine error={problem} onDismiss={() => clearProblem()} />
       <ConfirmDialog open={target !== undefined} danger title={target ? `Remove disk ${target.name}?` : ""} confirmLabel="Remove disk"
                      busy={busy} onClose={() => setRemoving(null)}
                      onConfirm={() => { const id = removing; setRemoving(null); if (id) void call("DELETE", `/disks/${seg(id)}`); }}>
@@ -175,7 +164,7 @@ function Media({ vm }: { vm: VmRecord }) {
   const snapshot = useLive();
   const isos = [...snapshot.images.values()].filter((i) => i.format === "iso" && i.state === "active");
   const [image, setImage] = useState("");
-  const { busy, problem, setProblem, call } = useDeviceCall(vm);
+  const { busy, problem, clearProblem, call } = useDeviceCall(vm);
   const media = vm.media;
   const insert = async (e: FormEvent) => {
     e.preventDefault();
@@ -195,14 +184,14 @@ function Media({ vm }: { vm: VmRecord }) {
       ) : <p className="muted" id="media" data-state="empty">The media drive is empty.</p>}
       <form className="inline-form" onSubmit={(e) => void insert(e)} aria-label="Insert an ISO">
         <Field label="ISO image" htmlFor="media-image" hint={isos.length ? undefined : "No ISO in the library: upload one on the Images page."}>
-          <select id="media-image" value={image} onChange={(e) => { setImage(e.target.value); setProblem(null); }}>
+          <select id="media-image" value={image} onChange={(e) => { setImage(e.target.value); clearProblem(); }}>
             <option value="">Choose an ISO…</option>
             {isos.map((i) => <option key={i.id} value={i.id}>{i.name}</option>)}
           </select>
         </Field>
         <button type="submit" id="media-insert" disabled={busy || blocked || !image}>{media ? "Change ISO" : "Insert"}</button>
       </form>
-      <ProblemLine error={problem} onDismiss={() => setProblem(null)} />
+      <ProblemLine error={problem} onDismiss={() => clearProblem()} />
     </>
   );
 }
