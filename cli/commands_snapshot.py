@@ -110,8 +110,14 @@ def clone(ctx: Context) -> int:
     record = ctx.client.api.snapshots.clone(
         args.source, args.name, snapshot=args.snapshot, linked=args.linked,
         description=args.description)
-    kind = "linked" if record.clone_of is not None and record.clone_of.linked else "full"
-    ctx.print(f"{record.name}: {kind} clone of {args.source} on {record.node} ({record.id})")
+    source = record.clone_of
+    kind = "linked" if source is not None and source.linked else "full"
+    at = ""
+    if source is not None and source.snapshot_id:  # its name, and whether it was taken now
+        snap = ctx.client.api.snapshots.get(source.vm_id, source.snapshot_id)
+        at = f" at snapshot {snap.name}" + (" (taken now)" if args.snapshot is None else "")
+    ctx.print(f"{record.name}: {kind} clone of {args.source}{at} on {record.node} "
+              f"({record.id})")
     if not args.wait:
         return EXIT_OK
     targets = (VmState.READY,) if args.wait == "ready" else (VmState.RUNNING, VmState.READY)

@@ -300,8 +300,11 @@ def _snapshot_commands(b: _Builder, vm: argparse._SubParsersAction[Parser]) -> N
     p.add_argument("source", metavar="SRC")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--snapshot", help="clone at this snapshot (default: the current disk)")
-    _yes_no(p, "linked", ("--linked", "an overlay over the template's disk (instant; the "
-                                      "default for a template, refused for other VMs)"),
+    _yes_no(p, "linked", ("--linked", "an overlay over a frozen base (instant; the default "
+                                      "for a template): the template's disk, or the "
+                                      "snapshot's base, written once on the node; without "
+                                      "--snapshot a VM is snapshotted now (clone-NAME), and "
+                                      "that snapshot stays while the clone exists"),
             ("--full", "a full, flattened copy (the default for a VM that is not a template)"))
     p.add_argument("--description", default="", help="free text for people")
     p.add_argument("--wait", nargs="?", const="running", choices=("running", "ready"),

@@ -88,7 +88,8 @@ class Snapshots:
     def clone(self, vm: str, name: str, *, snapshot: str | None = None,
               linked: bool | None = None, description: str = "") -> VmRecord:
         """A new VM from ``vm`` (at ``snapshot``, else its current disk); 202, ``pending``.
-        ``linked``: None = linked for a template, full otherwise."""
+        ``linked``: None = linked for a template, full otherwise; True of a VM that is not a
+        template without ``snapshot``: made at a new snapshot ``clone-NAME`` taken now."""
         return self._t.post(f"/v1/vms/{seg(vm)}/clone", VmRecord,
                             _clone_body(name, snapshot, linked, description))
 

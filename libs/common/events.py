@@ -69,6 +69,10 @@ class VmCloned(_VmEvent, frozen=True, kw_only=True, tag="vm.cloned"):
     linked: bool = True
     seconds: float = 0.0
     disk_bytes: int = 0
+    # A linked clone at a snapshot: whether this clone froze the snapshot into its base
+    # (the first one; later clones reuse it) and the base's size then.
+    base_made: bool = False
+    base_bytes: int = 0
 
 
 class VmTemplated(_VmEvent, frozen=True, kw_only=True, tag="vm.templated"):

@@ -41,9 +41,11 @@ class CloneVmRequest(RequestBody, frozen=True, kw_only=True):
         description="name or id of a ready snapshot of the source; omitted: its current "
                     "disk")] | None = None
     linked: Annotated[bool, msgspec.Meta(
-        description="true: a qcow2 overlay over the template's disk (instant; the source must "
-                    "be a template); false: a full, flattened copy; omitted: linked for a "
-                    "template, full otherwise")] | None = None
+        description="true: a qcow2 overlay (instant) over a frozen base: the template's "
+                    "disk, or the snapshot's base on the node (a VM that is not a template "
+                    "without `snapshot`: a new snapshot clone-NAME is taken first); false: a "
+                    "full, flattened copy; omitted: linked for a template, full otherwise"
+                    )] | None = None
 
 
 class PublishVmRequest(RequestBody, frozen=True, kw_only=True):

@@ -26,7 +26,6 @@ from limiquantix.api.routes_vms import image_library_client, resolve
 from limiquantix.api.snapshot_errors import (
     CloneRefused,
     GeneralizeUnavailable,
-    LinkedCloneNeedsTemplate,
     SnapshotNameTaken,
     SnapshotNotFound,
     SnapshotNotReady,
@@ -185,6 +184,11 @@ async def revert_snapshot(request: web.Request) -> web.Response:
 
 async def delete_snapshot(request: web.Request) -> web.Response:
     """DELETE /v1/vms/{vm}/snapshots/{snap}: 202 (``deleting``), then gone from the list."""
+    # Linked clones made at the snapshot are backed by its frozen base: it stays while they
+    # do (the node refuses too, for a clone made between this check and the command).
+    vm = await resolve(request.app, request.match_info["vm"])
+    found = find_snapshot(vm, request.match_info["snap"])
+    templates.refuse_snapshot_delete(request.app[app_keys.VM_VIEW], vm, found.id, found.name)
     # ``creating`` too: a create whose command was lost can be cleared (commands of a VM run
     # in order on its node, so a create still queued runs before this delete).
     vm, snap = await _mark(request, "delete", SnapshotState.DELETING,
@@ -237,22 +241,42 @@ def clone_record(source: VmRecord, *, vm_id: str, body: CloneVmRequest,
         clone_of=CloneSource(vm_id=source.id, snapshot_id=snapshot_id, linked=linked))
 
 
-def _linked(source: VmRecord, body: CloneVmRequest, snapshot_id: str) -> bool:
-    """Linked or full: asked, or by default linked for a template and full otherwise. Only a
-    template's disk is frozen, so only a template can be a linked clone's base."""
-    linked = source.template if body.linked is None else body.linked
-    if linked and not source.template:
-        raise LinkedCloneNeedsTemplate(
-            f"VM {source.name!r} is not a template: its disk still changes, so it cannot be "
-            "the base of a linked clone",
-            hint=f"Make it a template first: lq vm template {source.name}, or make a full "
-                 f"clone: lq vm clone {source.name} {body.name} --full.",
-            vm_id=source.id)
-    if linked and snapshot_id:
-        raise LinkedCloneNeedsTemplate(
-            "a linked clone is based on the template's disk as it is, not on a snapshot",
-            hint="Omit the snapshot, or make a full clone at it (--full).", vm_id=source.id)
-    return linked
+def _linked(source: VmRecord, body: CloneVmRequest) -> bool:
+    """Linked or full: asked, or by default linked for a template and full otherwise (as in
+    Proxmox: a linked clone of a VM lives as long as the snapshot it is made at)."""
+    return source.template if body.linked is None else body.linked
+
+
+def _base_snapshot_name(source: VmRecord, clone_name: str, snapshot_id: str) -> str:
+    """The name of the snapshot a linked clone without a chosen one is made at: says which
+    clone it is for (``clone-NAME``), unique among the source's snapshots."""
+    name = f"clone-{clone_name}"[:63]
+    if any(s.name == name for s in source.snapshots):
+        name = f"{name[:54]}-{snapshot_id[:8]}"
+    return name
+
+
+async def _snapshot_for_clone(app: web.Application, source: VmRecord,
+                              body: CloneVmRequest) -> VmSnapshot:
+    """A linked clone of a VM that is not a template, no snapshot chosen: a new disk-only
+    snapshot of it now (quiesced when its agent answers), listed on the source like any
+    other, the base the clone is linked to. Its command is queued too; the clone's create
+    takes it itself if it comes first (the node's ``clone.py``)."""
+    snap_id = str(uuid.uuid4())
+    added: list[VmSnapshot] = []
+
+    def add(current: VmRecord) -> VmRecord:
+        require_day2_state(current, "snapshot")
+        snap = VmSnapshot(id=snap_id, name=_base_snapshot_name(current, body.name, snap_id),
+                          description=f"base of linked clone {body.name}", created_at=utcnow())
+        added[:] = [snap]
+        return msgspec.structs.replace(current, snapshots=(*current.snapshots, snap))
+
+    updated = await write_record(app, source, add)
+    await _send(app, updated.node, CreateSnapshot(
+        command_id=str(uuid.uuid4()), vm_id=updated.id, snapshot_id=snap_id))
+    log.info("snapshot for a linked clone accepted", vm_id=updated.id, snapshot_id=snap_id)
+    return added[0]
 
 
 async def clone_vm(request: web.Request) -> web.Response:
@@ -263,7 +287,7 @@ async def clone_vm(request: web.Request) -> web.Response:
     source = await resolve(app, request.match_info["vm"])
     _check_copyable(source, "clone")
     snapshot_id = _source_snapshot(source, body.snapshot)
-    linked = _linked(source, body, snapshot_id)
+    linked = _linked(source, body)
     view = app[app_keys.VM_VIEW]
     if view.by_name(body.name) is not None:
         raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)
@@ -271,6 +295,10 @@ async def clone_vm(request: web.Request) -> web.Response:
     # or nowhere.
     placement.place(vcpus=source.vcpus, memory_mib=source.memory_mib, explicit=source.node,
                     nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations())
+    if linked and not snapshot_id and not source.template:
+        # Only a frozen base can back a linked clone: a VM that still changes is frozen at a
+        # snapshot taken now (a template's disk is frozen already).
+        snapshot_id = (await _snapshot_for_clone(app, source, body)).id
     record = clone_record(source, vm_id=str(uuid.uuid4()), body=body, snapshot_id=snapshot_id,
                           linked=linked)
     view.reserve(record)
@@ -412,7 +440,9 @@ OPENAPI = OpenApiPart(tag="snapshots", operations=(
               description="A memory snapshot resumes the guest where it was; a disk-only one "
                           "restores the disk and boots the VM again if it was running."),
     Operation(method="DELETE", path=_SNAP, summary="Delete a snapshot",
-              response=VmSnapshot, status=202, errors=(404, 409)),
+              response=VmSnapshot, status=202, errors=(404, 409),
+              description="409 `snapshot_in_use` while linked clones made at it exist (they "
+                          "are named); its frozen base is deleted with it."),
     Operation(method="POST", path="/v1/vms/{vm}/template",
               summary="Make a stopped VM a template (frozen; the base of linked clones)",
               response=VmRecord, errors=(404, 409),
@@ -424,9 +454,13 @@ OPENAPI = OpenApiPart(tag="snapshots", operations=(
               summary="Clone a VM (new id, MAC, hostname; cloud-init runs as a new instance)",
               body=CloneVmRequest, response=VmRecord, status=202, errors=(404, 409, 422),
               description="202 with the clone's record (`pending`), on the source's node. "
-                          "Linked (the default for a template): a qcow2 overlay over the "
-                          "template's disk; 409 `linked_clone_needs_template` for a VM that "
-                          "is not a template."),
+                          "Linked (the default for a template): a qcow2 overlay (instant) over "
+                          "a frozen base: the template's disk, or the snapshot's base (the "
+                          "snapshot's disk state written once, read-only, on the node, shared "
+                          "by every linked clone made at it). A linked clone of a VM that is "
+                          "not a template, without `snapshot`, is made at a new snapshot "
+                          "`clone-NAME` taken now (listed on the source). A snapshot (or VM) "
+                          "with linked clones is not deleted: 409 `snapshot_in_use`."),
     Operation(method="POST", path="/v1/vms/{vm}/publish",
               summary="Publish the VM's disk as a new image (a template)",
               body=PublishVmRequest, response=ImageRecord, status=202, errors=(404, 409, 422),

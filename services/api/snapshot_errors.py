@@ -54,11 +54,11 @@ class TemplateInUse(Conflict):
     default_hint = "Delete its linked clones first (the problem lists them)."
 
 
-class LinkedCloneNeedsTemplate(Conflict):
-    """A linked clone's base must be frozen: only a template can have linked clones."""
+class SnapshotInUse(Conflict):
+    """Linked clones made at the snapshot use its frozen base as their backing file."""
 
-    code = "linked_clone_needs_template"
-    default_hint = "Make it a template first: lq vm template NAME, or make a full clone (--full)."
+    code = "snapshot_in_use"
+    default_hint = "Delete the linked clones made at it first (the problem lists them)."
 
 
 class GeneralizeUnavailable(Conflict):

@@ -8,9 +8,11 @@ the source, placed on the source's node) and sends ``vm.create``; before the cre
   clusters never change, so a running source is read safely with ``-U``), or its current disk:
   a running source through a temporary internal snapshot QEMU takes and deletes (file systems
   frozen by the guest agent when one answers), a stopped one directly;
-- linked (only of a template, whose disk never changes again): a qcow2 overlay whose backing
-  file is the template's ``disk.qcow2`` (``qemu-img create -b``: milliseconds, whatever the
-  disk's size); full: a flattened copy, no backing file.
+- linked: a qcow2 overlay (``qemu-img create -b``: milliseconds, whatever the disk's size)
+  over a base that never changes: a template's ``disk.qcow2`` (no snapshot), or the frozen
+  base of the snapshot (``bases.py``: written once per snapshot, then shared by every linked
+  clone made at it; a snapshot the gateway listed for this clone and not taken yet is taken
+  here first); full: a flattened copy, no backing file.
 
 The disk appears under its name only when complete, so a redelivered create after a crash
 finds it and goes on; the temporary snapshot is named by the clone's id (made once).
@@ -29,15 +31,17 @@ from pathlib import Path
 import libvirt
 import structlog
 
-from limiquantix.common.commands import CreateVm
+from limiquantix.common.commands import CreateSnapshot, CreateVm
 from limiquantix.common.events import VmCloned
 from limiquantix.common.process import ToolFailed, run_tool
 from limiquantix.common.vms import SnapshotState, VmRecord, VmState
+from limiquantix.node_agent.bases import add_user, frozen_base
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import NodeAgentError
 from limiquantix.node_agent.snapshots import (
     _qemu_snapshot_names,
     _qmp,
+    create_snapshot,
     entry,
     main_disk,
     quiesced,
@@ -174,10 +178,17 @@ async def prepare_clone_disk(ctx: AgentContext, command: CreateVm) -> None:
     started = time.monotonic()
     async with ctx.activity.lock(source.id):  # no start/stop/snapshot of the source meanwhile
         source = await ctx.store.find(source.id) or source
-        if clone_of.linked:
+        base_bytes: int | None = None
+        if clone_of.linked and clone_of.snapshot_id:
+            source = await _snapshot_ready(ctx, source, clone_of.snapshot_id)
+            base, base_bytes = await frozen_base(ctx, source.id, clone_of.snapshot_id)
+            await asyncio.to_thread(add_user, base, record.id)  # before the overlay exists
+            await ctx.failpoints.hit("clone_base_made")
+            size = await link_disk(base, files.disk)
+        elif clone_of.linked:
             if not source.template:  # the gateway checked; a base that changes corrupts it
-                raise CloneSourceUnavailable(f"VM {source.name} is not a template: it cannot "
-                                             "be a linked clone's base")
+                raise CloneSourceUnavailable(f"VM {source.name} is not a template: a linked "
+                                             "clone of it is made at a snapshot")
             size = await link_disk(ctx.files(source.id).disk, files.disk)
         else:
             async with readable_state(ctx, source, clone_of.snapshot_id,
@@ -186,10 +197,27 @@ async def prepare_clone_disk(ctx: AgentContext, command: CreateVm) -> None:
                                        snapshot=snapshot)
     seconds = round(time.monotonic() - started, 3)
     log.info("clone disk made", vm_id=record.id, source=source.id, linked=clone_of.linked,
-             seconds=seconds, bytes=size)
+             seconds=seconds, bytes=size, base_bytes=base_bytes)
     await ctx.failpoints.hit("clone_disk_made")
     await ctx.recorder.publish(VmCloned(
         vm_id=record.id, name=record.name, node=ctx.node_id, source_vm_id=source.id,
         snapshot_id=clone_of.snapshot_id, linked=clone_of.linked, seconds=seconds,
-        disk_bytes=size))
+        disk_bytes=size, base_made=base_bytes is not None, base_bytes=base_bytes or 0))
+
+
+async def _snapshot_ready(ctx: AgentContext, source: VmRecord, snapshot_id: str) -> VmRecord:
+    """The source's record once the snapshot is ``ready``: a linked clone of a VM without a
+    chosen snapshot comes with one the gateway listed (``creating``) and also queued; whichever
+    of the two commands runs first takes it (both hold the source's lock; the other finds it
+    ready). CloneSourceUnavailable when it is missing or failed."""
+    snap = entry(source, snapshot_id)
+    if snap is not None and snap.state == SnapshotState.CREATING:
+        await create_snapshot(ctx, CreateSnapshot(command_id=f"clone-{snapshot_id}",
+                                                  vm_id=source.id, snapshot_id=snapshot_id))
+        source = await ctx.store.find(source.id) or source
+        snap = entry(source, snapshot_id)
+    if snap is None or snap.state != SnapshotState.READY:
+        why = "is missing" if snap is None else f"is {snap.state}: {snap.error or 'not ready'}"
+        raise CloneSourceUnavailable(f"snapshot {snapshot_id} of VM {source.name} {why}")
+    return source
 

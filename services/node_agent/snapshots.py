@@ -46,6 +46,7 @@ from limiquantix.common.vms import (
     VmSnapshot,
     VmState,
 )
+from limiquantix.node_agent.bases import SnapshotInUse, live_users, remove_base
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.domain_boot import boot, ensure_defined, vnc_endpoint
 from limiquantix.node_agent.errors import LibvirtFailed, NodeAgentError
@@ -382,12 +383,19 @@ async def delete_snapshot(ctx: AgentContext, command: DeleteSnapshot) -> None:
         return
     record, snap = pending
     try:
+        # The gateway refused this already when it saw the clones; a clone made since (or a
+        # command that got through) must not lose its backing file (bases.py).
+        users = await live_users(ctx, record.id, snap.id)
+        if users:
+            raise SnapshotInUse(f"snapshot {snap.name} is the base of {len(users)} linked "
+                                f"clone(s): {', '.join(users)}")
         await _domain_ready(ctx, record)
         await ctx.host.with_domain("snapshot-delete", ctx.domain_uuid(record.id),
                                      lambda dom: _delete(dom, snap.id))
     except LimiquantixError as exc:
         await _fail(ctx, record.id, snap.id, "vm.snapshot.delete", exc)
         return
+    await asyncio.to_thread(remove_base, ctx, record.id, snap.id)
     await asyncio.to_thread(snapshot_file(ctx, record.id, snap.id).unlink, missing_ok=True)
     updated = await ctx.recorder.patch(record.id, lambda r: with_entry(r, snap.id,
                                                                         lambda _: None))

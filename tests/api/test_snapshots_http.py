@@ -98,11 +98,54 @@ async def _delete(gw: Gateway, path: str) -> tuple[int, dict[str, object]]:
         return response.status, await response.json(content_type=None)
 
 
-async def test_a_linked_clone_needs_a_template_and_says_how_to_make_one(gw: Gateway) -> None:
+async def test_a_linked_clone_of_a_running_vm_is_made_at_a_snapshot_taken_for_it(
+        gw: Gateway) -> None:
+    """No snapshot chosen: the gateway lists a new one on the source (``clone-NAME``), queues
+    it, and links the clone to it; its snapshot (and the VM) cannot be deleted while the
+    clone exists, and the problem names the clone."""
+    vm = await _running_vm(gw)
+    status, clone = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2", "linked": True})
+    assert status == 202, clone
+    _, source = await get(gw, "/v1/vms/web-1")
+    [snap] = source["snapshots"]
+    assert snap["name"] == "clone-web-2" and snap["state"] == "creating"
+    assert not snap["memory"] and "web-2" in snap["description"]
+    assert clone["clone_of"] == {"vm_id": vm["id"], "snapshot_id": snap["id"], "linked": True}
+    assert clone["node"] == source["node"]
+    commands = (await gw.commands("node-a"))[-2:]
+    assert isinstance(commands[0], CreateSnapshot) and commands[0].snapshot_id == snap["id"]
+    assert isinstance(commands[1], CreateVm) and commands[1].vm_id == clone["id"]
+
+    await _set_snapshot_state(gw, str(vm["id"]), SnapshotState.READY)
+    status, second = await post(gw, "/v1/vms/web-1/clone",
+                                {"name": "web-3", "linked": True, "snapshot": "clone-web-2"})
+    assert status == 202 and second["clone_of"]["snapshot_id"] == snap["id"]
+    _, source = await get(gw, "/v1/vms/web-1")
+    assert len(source["snapshots"]) == 1  # a chosen snapshot: none taken
+    status, problem = await _delete(gw, "/v1/vms/web-1/snapshots/clone-web-2")
+    assert status == 409 and problem["code"] == "snapshot_in_use"
+    assert "web-2, web-3" in str(problem["hint"])
+    status, problem = await _delete(gw, "/v1/vms/web-1")
+    assert status == 409 and problem["code"] == "snapshot_in_use"
+    assert "web-2" in str(problem["hint"])
+    status, problem = await _delete(gw, "/v1/vms/web-1?force=true")
+    assert status == 409 and problem["code"] == "snapshot_in_use"
+    status, full = await post(gw, "/v1/vms/web-1/clone", {"name": "web-4"})
+    assert status == 202 and full["clone_of"]["linked"] is False  # full stays the default
+
+    for clone_id in (clone["id"], second["id"]):
+        await (await store(gw)).delete((await (await store(gw)).get(str(clone_id)))[0])
+
+    async def deletable() -> bool:
+        return (await get(gw, f"/v1/vms/{second['id']}"))[0] == 404
+
+    await eventually(deletable, what="the linked clones gone from the view")
+    status, deleting = await _delete(gw, "/v1/vms/web-1/snapshots/clone-web-2")
+    assert status == 202 and deleting["state"] == "deleting"
+
+
+async def test_a_template_is_made_of_a_stopped_vm_only(gw: Gateway) -> None:
     await _running_vm(gw)
-    status, problem = await post(gw, "/v1/vms/web-1/clone", {"name": "web-2", "linked": True})
-    assert status == 409 and problem["code"] == "linked_clone_needs_template"
-    assert "lq vm template web-1" in problem["hint"] and "--full" in problem["hint"]
     status, problem = await post(gw, "/v1/vms/web-1/template")
     assert status == 409 and problem["code"] == "illegal_transition"
     assert "lq vm stop web-1" in problem["hint"]

@@ -16,6 +16,7 @@ from limiquantix.common.commands import (
     CreateSnapshot,
     CreateVm,
     DeleteSnapshot,
+    DeleteVm,
     PublishVm,
     RevertSnapshot,
 )
@@ -213,16 +214,133 @@ async def test_linked_clone_of_a_template_is_an_overlay_over_its_disk(
     assert len(cloned) == 1 and cloned[0].linked and cloned[0].seconds < 2.0
 
 
-async def test_linked_clone_of_a_vm_that_is_not_a_template_fails_on_the_node(
+async def test_linked_clone_of_a_vm_without_a_snapshot_fails_on_the_node(
         harness: AgentHarness, tmp_path: Path) -> None:
-    """The gateway refuses it; a command that gets through anyway does not build on a disk
-    that still changes."""
+    """The gateway always names a snapshot for one (taking it when none was chosen); a command
+    that gets through without does not build on a disk that still changes."""
     source = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
     await harness.wait_state(source.id, VmState.RUNNING)
     clone = await _clone(harness, source, f"c{uuid.uuid4().hex[:8]}", linked=True)
     failed = await harness.wait_state(clone.id, VmState.ERROR)
     assert failed.error is not None and failed.error.code == "clone_source_unavailable"
     assert not (harness.vm_dir(clone.id) / "disk.qcow2").exists()
+
+
+async def _internal_snapshot(harness: AgentHarness, vm: VmRecord, snap_id: str) -> None:
+    """The test driver keeps snapshot metadata only: put the internal snapshot into the qcow2
+    as QEMU does on a real node (qemu-img snapshot -c, the same on-disk result)."""
+    subprocess.run(["qemu-img", "snapshot", "-c", snap_id,
+                    str(harness.vm_dir(vm.id) / "disk.qcow2")], check=True, capture_output=True)
+
+
+async def _running_with_snapshot(harness: AgentHarness, tmp_path: Path
+                                 ) -> tuple[VmRecord, VmSnapshot, Path]:
+    """A running VM with data at 4M, a ready snapshot, then other data written over it."""
+    image = make_qcow2(tmp_path / "base.qcow2")
+    source = await harness.new_vm(image)
+    await harness.wait_state(source.id, VmState.RUNNING)
+    disk = harness.vm_dir(source.id) / "disk.qcow2"
+    _write(disk, "0x5a", "4M")
+    snap = await _snapshot(harness, source, "s1")
+    await _wait_snapshot(harness, source.id, snap.id, SnapshotState.READY)
+    await _internal_snapshot(harness, source, snap.id)
+    _write(disk, "0x66", "4M")  # after the snapshot: not in its base
+    return source, snap, image
+
+
+async def test_linked_clones_at_a_snapshot_share_one_frozen_read_only_base(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    """The first linked clone freezes the snapshot into bases/<id>.qcow2 (the VM's clusters
+    only, over the image), the second reuses it; each clone is an empty overlay on it; the
+    snapshot is not deleted while they exist, and is (with its base) once they are gone."""
+    source, snap, image = await _running_with_snapshot(harness, tmp_path)
+    clones = [await _clone(harness, source, f"c{uuid.uuid4().hex[:8]}", snapshot_id=snap.id)
+              for _ in range(2)]
+    base = harness.vm_dir(source.id) / "bases" / f"{snap.id}.qcow2"
+    made = []
+    for clone in clones:
+        await harness.wait_state(clone.id, VmState.RUNNING)
+        disk = harness.vm_dir(clone.id) / "disk.qcow2"
+        info = _info(disk)
+        assert Path(str(info["full-backing-filename"])).resolve() == base.resolve()
+        assert disk.stat().st_size < 1 << 20
+        assert _reads(disk, "0x5a", "4M")  # the snapshot's data, not what came after
+        [event] = [e for e in harness.events_of(clone.id, VmCloned) if isinstance(e, VmCloned)]
+        made.append(event)
+    assert [e.base_made for e in made] == [True, False]  # one base, made once
+    assert made[0].linked and made[0].snapshot_id == snap.id and made[0].base_bytes > 0
+    assert Path(str(_info(base)["full-backing-filename"])).resolve() == image.resolve()
+    assert base.stat().st_mode & 0o222 == 0
+    assert sorted(p.name for p in base.parent.iterdir()) == [
+        f"{snap.id}.qcow2", f"{snap.id}.users"]
+    assert sorted(p.name for p in (base.parent / f"{snap.id}.users").iterdir()) == sorted(
+        c.id for c in clones)
+    assert _reads(harness.vm_dir(source.id) / "disk.qcow2", "0x66", "4M")  # source unchanged
+
+    await _mark(harness, source.id, snap.id, SnapshotState.DELETING)
+    await harness.send(DeleteSnapshot(command_id=uuid.uuid4().hex, vm_id=source.id,
+                                      snapshot_id=snap.id))
+    refused = await harness.wait_record(source.id, lambda r: bool(
+        r and r.snapshots and r.snapshots[0].state == SnapshotState.READY
+        and r.snapshots[0].error))
+    assert refused is not None and clones[0].id in refused.snapshots[0].error
+    assert base.exists()
+    for clone in clones:
+        await harness.send(DeleteVm(command_id=uuid.uuid4().hex, vm_id=clone.id))
+        await harness.wait_record(clone.id, lambda r: r is None)
+    await _mark(harness, source.id, snap.id, SnapshotState.DELETING)
+    await harness.send(DeleteSnapshot(command_id=uuid.uuid4().hex, vm_id=source.id,
+                                      snapshot_id=snap.id))
+    await _wait_snapshot(harness, source.id, snap.id, None)
+    assert not base.parent.exists() or list(base.parent.iterdir()) == []
+
+
+async def test_a_linked_clones_snapshot_still_creating_is_taken_by_the_clone_first(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    """The gateway lists the snapshot and queues both commands; when the clone's create runs
+    first it takes the snapshot itself, and the snapshot's own command then finds it ready."""
+    source = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
+    await harness.wait_state(source.id, VmState.RUNNING)
+    snap = VmSnapshot(id=str(uuid.uuid4()), name="clone-x", created_at=utcnow())
+    await harness.store.update(source.id, lambda r: msgspec.structs.replace(
+        r, snapshots=(snap,)))
+    await _internal_snapshot(harness, source, snap.id)  # what QEMU would hold once taken
+    clone = await _clone(harness, source, f"c{uuid.uuid4().hex[:8]}", snapshot_id=snap.id)
+    await harness.wait_state(clone.id, VmState.RUNNING)
+    await harness.send(CreateSnapshot(command_id=uuid.uuid4().hex, vm_id=source.id,
+                                      snapshot_id=snap.id))
+    await harness.until_acked()
+    record = await _wait_snapshot(harness, source.id, snap.id, SnapshotState.READY)
+    assert [s.id for s in record.snapshots] == [snap.id]
+    created = [e for e in harness.events_of(source.id, VmSnapshotChanged)
+               if isinstance(e, VmSnapshotChanged) and e.action == "created"]
+    assert len(created) == 1
+    dom = find_domain(source.id)
+    assert dom is not None and [s.getName() for s in dom.listAllSnapshots()] == [snap.id]
+
+
+async def test_agent_killed_after_freezing_the_base_makes_one_base_and_one_clone(
+        harness: AgentHarness, tmp_path: Path) -> None:
+    await harness.shutdown()
+    await harness.start(failpoints="clone_base_made=sleep:30")
+    source, snap, _ = await _running_with_snapshot(harness, tmp_path)
+    clone = await _clone(harness, source, f"c{uuid.uuid4().hex[:8]}", snapshot_id=snap.id)
+    base = harness.vm_dir(source.id) / "bases" / f"{snap.id}.qcow2"
+    async with asyncio.timeout(10):
+        while not base.exists():
+            await asyncio.sleep(0.05)
+    inode = base.stat().st_ino
+    await harness.crash()
+    await harness.start(failpoints="")
+    await harness.wait_state(clone.id, VmState.RUNNING)
+    assert base.stat().st_ino == inode  # not frozen a second time
+    assert sorted(p.name for p in base.parent.iterdir()) == [
+        f"{snap.id}.qcow2", f"{snap.id}.users"]
+    [event] = [e for e in harness.events_of(clone.id, VmCloned) if isinstance(e, VmCloned)]
+    assert not event.base_made  # the second agent found it
+    disk = harness.vm_dir(clone.id) / "disk.qcow2"
+    assert Path(str(_info(disk)["full-backing-filename"])).resolve() == base.resolve()
+    assert find_domain(clone.id) is not None
 
 
 async def test_full_clone_of_a_stopped_vm_is_flattened_with_its_data(

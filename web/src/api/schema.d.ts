@@ -447,7 +447,7 @@ export interface paths {
         put?: never;
         /**
          * Clone a VM (new id, MAC, hostname; cloud-init runs as a new instance)
-         * @description 202 with the clone's record (`pending`), on the source's node. Linked (the default for a template): a qcow2 overlay over the template's disk; 409 `linked_clone_needs_template` for a VM that is not a template.
+         * @description 202 with the clone's record (`pending`), on the source's node. Linked (the default for a template): a qcow2 overlay (instant) over a frozen base: the template's disk, or the snapshot's base (the snapshot's disk state written once, read-only, on the node, shared by every linked clone made at it). A linked clone of a VM that is not a template, without `snapshot`, is made at a new snapshot `clone-NAME` taken now (listed on the source). A snapshot (or VM) with linked clones is not deleted: 409 `snapshot_in_use`.
          */
         post: operations["post_v1_vms_vm_clone"];
         delete?: never;
@@ -779,7 +779,10 @@ export interface paths {
         get: operations["get_v1_vms_vm_snapshots_snap"];
         put?: never;
         post?: never;
-        /** Delete a snapshot */
+        /**
+         * Delete a snapshot
+         * @description 409 `snapshot_in_use` while linked clones made at it exist (they are named); its frozen base is deleted with it.
+         */
         delete: operations["delete_v1_vms_vm_snapshots_snap"];
         options?: never;
         head?: never;
