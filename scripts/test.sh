@@ -2,8 +2,8 @@
 # One command: install everything, then run the whole test suite (unit, integration on real NATS
 # and libvirt's test driver, end to end on libvirtd + QEMU/TCG, the real guest, the browser).
 #
-# --quick: the inner loop, everything but the tests marked stack, e2e, guest, browser, fuzz or
-# cluster, in 3 parallel workers (the tests mostly wait on NATS and subprocesses, so a third
+# --quick: the inner loop, everything but the tests marked stack, e2e, guest, browser, fuzz,
+# cluster or build, in 3 parallel workers (the tests mostly wait on NATS and subprocesses, so a third
 # worker fills the gaps; a fourth only added its own start-up; see README, Tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,10 @@ done
 if [ "${1:-}" = "--quick" ]; then
   phased=0
   shift
-  workers=(-n 3 -m "not stack and not e2e and not guest and not browser and not fuzz and not cluster")
+  # worksteal: a worker that ran out of tests takes queued ones from the others, so the run
+  # does not end on one worker's tail of slow tests while the other two idle.
+  workers=(-n 3 --dist worksteal
+           -m "not stack and not e2e and not guest and not browser and not fuzz and not cluster and not build")
   # Compiled bytecode kept between runs (outside the tree): with PYTHONDONTWRITEBYTECODE set,
   # each worker and each service a test starts as a process compiled the package from source
   # again, and pytest rewrote every test module's asserts again (~6 s of CPU per worker).

@@ -351,6 +351,7 @@ def test_containerfile_installs_the_novnc_version_setup_installs() -> None:
     assert wanted and given and wanted.group(1) == given.group(1)
 
 
+@pytest.mark.build
 def test_the_wheel_the_containerfile_installs_ships_the_ui_and_novnc(tmp_path: Path) -> None:
     """Builds the package as ``pip install .`` in the Containerfile does, from the same COPYs."""
     import shutil

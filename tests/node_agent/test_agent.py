@@ -358,13 +358,14 @@ async def test_iso_image_boots_the_iso_before_a_blank_disk(harness: AgentHarness
 
 async def test_long_work_is_kept_alive_and_never_redelivered(harness: AgentHarness,
                                                              tmp_path: Path) -> None:
-    """Work longer than the ack wait (2 s) sends in-progress acks: JetStream waits for it."""
+    """Work longer than the ack wait (2 s) sends in-progress acks: JetStream waits for it.
+    Each of the two commands works 3.5 s: past the ack wait by over one in-progress period."""
     from structlog.testing import capture_logs
 
     from limiquantix.common import subjects
     await harness.shutdown()
     with capture_logs() as logs:
-        await harness.start(failpoints="before_ack=sleep:5")
+        await harness.start(failpoints="before_ack=sleep:3.5")
         vm = await harness.new_vm(make_qcow2(tmp_path / "base.qcow2"))
         # A second command for the same VM waits behind the first (order per VM) all along.
         await harness.send(PauseVm(command_id=cid(), vm_id=vm.id))

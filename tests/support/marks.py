@@ -14,4 +14,5 @@ QEMU_MARKS = ("e2e", "guest")
 # (most under 5 s). Real guests boot in ~45 s under TCG, minutes when the machine is busy, and
 # their image is built by debootstrap on first use; their tests set longer limits of their own.
 MARK_TIMEOUTS_S = {"stack": 300.0, "e2e": 300.0, "browser": 300.0, "fuzz": 300.0,
-                   "guest": 900.0, "cluster": 120.0}
+                   "guest": 900.0, "cluster": 120.0,
+                   "build": 300.0}

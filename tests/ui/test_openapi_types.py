@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from limiquantix.api.app import init
 from limiquantix.api.openapi import OPENAPI_DOC
 from limiquantix.common import settings
@@ -49,6 +51,7 @@ def test_the_served_openapi_document_is_the_golden_file(tmp_path: Path,
     assert_golden(WEB / "src" / "api" / "openapi.json", served, update_golden)
 
 
+@pytest.mark.build
 def test_the_committed_typescript_types_are_generated_from_it(tmp_path: Path) -> None:
     ensure_built()  # node_modules with openapi-typescript
     script = json.loads((WEB / "package.json").read_text())["scripts"]["gen:api"]

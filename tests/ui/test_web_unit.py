@@ -9,6 +9,7 @@ import pytest
 from tests.support.web_build import WEB, ensure_built
 
 
+@pytest.mark.build
 @pytest.mark.timeout(300)  # vitest sets up jsdom per file: over a minute when the cores are busy
 def test_vitest_component_tests_pass() -> None:
     """The wizard's validation, the review summary, key checks, the editor and the SSE parser."""
