@@ -189,10 +189,11 @@ async def test_a_stopped_vm_becomes_a_template_whose_linked_clone_runs(
         cloud_image: dict[str, Any], screenshots: Path) -> None:
     vm = await make_vm(ui_api, cloud_image, "tmpl")
     await open_vm(page, ui_stack, vm["name"], "clone")
-    # Running and not a template: neither a template nor a linked clone is offered yet.
+    # Running and not a template: no template yet; a linked clone is offered (at a snapshot
+    # taken for it), full by default.
     await expect(page.locator("#template-make")).to_be_disabled()
-    await expect(page.locator("#clone-linked")).to_be_disabled()
-    await expect(page.locator("#clone-linked-hint")).to_contain_text("a template first")
+    await expect(page.locator("#clone-linked")).to_be_enabled()
+    await expect(page.locator("#clone-linked")).not_to_be_checked()
     async with ui_api.post(f"/v1/vms/{vm['id']}/force-stop") as response:
         assert response.status == 202, await response.text()
     await expect(page.locator(".vm-page")).to_have_attribute("data-state", "stopped",

@@ -1,6 +1,6 @@
 import type { LqEvent, VmRecord } from "../api/types";
 import {
-  canGeneralize, day2Summary, latestFailure, linkedCloneBlocked, linkedClonesOf, templateBlocked, memorySnapshotBlocked, resizeRequest, sectionEvents, snapshotBlocked, snapshotNameProblem,
+  canGeneralize, day2Summary, latestFailure, linkedCloneBase, linkedClonesOf, templateBlocked, memorySnapshotBlocked, resizeRequest, sectionEvents, snapshotBlocked, snapshotNameProblem,
   snapshotSummary, type VmSnapshot,
 } from "./day2";
 
@@ -98,9 +98,11 @@ describe("templates", () => {
     expect(templateBlocked({ ...vm, state: "stopped", template: true })).toBe("web-1 is a template already.");
   });
 
-  it("are the only base of a linked clone, and list the clones that depend on them", () => {
-    expect(linkedCloneBlocked(vm)).toBe("Linked clones need a template: make web-1 a template first, or clone it in full.");
-    expect(linkedCloneBlocked({ ...vm, template: true })).toBe("");
+  it("say what a linked clone is based on, and list the clones that depend on them", () => {
+    expect(linkedCloneBase({ ...vm, template: true }, "", "web-2")).toBe("Based on the template's disk.");
+    expect(linkedCloneBase(vm, "", "web-2")).toBe(
+      "A snapshot clone-web-2 is taken now and frozen on the node; it is kept while the clone exists.");
+    expect(linkedCloneBase(vm, "before", "web-2")).toMatch(/^Based on snapshot before, frozen once on the node/);
     const clone = (id: string, name: string, linked: boolean): VmRecord => ({ ...vm, id, name, clone_of: { vm_id: "vm-1", linked } });
     expect(linkedClonesOf(vm, [clone("b", "zz", true), clone("c", "full", false), vm, clone("d", "aa", true)])
       .map((v) => v.name)).toEqual(["aa", "zz"]);

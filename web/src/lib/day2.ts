@@ -35,9 +35,14 @@ export function templateBlocked(vm: Pick<VmRecord, "state" | "name" | "os_type" 
   return vm.state === "stopped" ? "" : `${vm.name} is ${vm.state}: stop it first (a template is made from a stopped VM).`;
 }
 
-/** Why a linked clone of this VM is not possible, or "" (only a template's disk is frozen). */
-export function linkedCloneBlocked(vm: Pick<VmRecord, "name" | "template">): string {
-  return vm.template ? "" : `Linked clones need a template: make ${vm.name} a template first, or clone it in full.`;
+/** What a linked clone of this VM is based on (a frozen base: the template's disk, or a
+ * snapshot's base the node writes once), given the chosen snapshot's name ("" = none). */
+export function linkedCloneBase(vm: Pick<VmRecord, "template">, snapshotName: string, cloneName: string): string {
+  if (snapshotName) {
+    return `Based on snapshot ${snapshotName}, frozen once on the node; the snapshot is kept while the clone exists.`;
+  }
+  if (vm.template) return "Based on the template's disk.";
+  return `A snapshot clone-${cloneName || "NAME"} is taken now and frozen on the node; it is kept while the clone exists.`;
 }
 
 /** Whether publish can generalize the guest (it runs with its agent connected): the
@@ -137,7 +142,8 @@ export function day2Summary(event: LqEvent): string | null {
     case "vm.cloned":
       return `${who}: cloned from ${String(event.source_vm_id ?? "")} (${event.linked ? "linked" : "full"} copy`
         + `${typeof event.seconds === "number" ? `, ${event.seconds.toFixed(1)} s` : ""}`
-        + `${typeof event.disk_bytes === "number" ? `, ${bytes(event.disk_bytes)}` : ""})`;
+        + `${typeof event.disk_bytes === "number" ? `, ${bytes(event.disk_bytes)}` : ""}`
+        + `${event.base_made && typeof event.base_bytes === "number" ? `, base frozen: ${bytes(event.base_bytes)}` : ""})`;
     case "vm.templated":
       return `${who}: made a template (frozen; the base of linked clones)`;
     case "vm.publish_progress": {

@@ -1,5 +1,6 @@
-// Make a VM a template, clone it (a linked clone of a template: an instant overlay over its
-// disk; else a full copy, now or at a snapshot) and publish it as an image in the library
+// Make a VM a template, clone it (linked: an instant overlay over a frozen base, the template's
+// disk or a snapshot's base on the node; or a full copy; now or at a snapshot) and publish it
+// as an image in the library
 // (generalized through the guest agent when it can be), each followed live: the clone's state,
 // the image's upload progress and the node's publish phases (docs/day2.md).
 import { type FormEvent, useState } from "react";
@@ -8,7 +9,7 @@ import { type ImageRecord, normImage, type VmRecord } from "../../api/types";
 import { ConfirmDialog } from "../../components/Dialog";
 import { Field, ProblemLine, ProgressBar, StateBadge } from "../../components/bits";
 import {
-  canGeneralize, dnsLabelProblem, linkedCloneBlocked, linkedClonesOf, snapshotBlocked, templateBlocked,
+  canGeneralize, dnsLabelProblem, linkedCloneBase, linkedClonesOf, snapshotBlocked, templateBlocked,
   type VmSnapshot,
 } from "../../lib/day2";
 import { Link } from "../../lib/router";
@@ -97,9 +98,10 @@ function CloneForm({ vm, onCloned }: { vm: VmRecord; onCloned: (id: string) => v
   const action = useAction();
   const [name, setName] = useState("");
   const [from, setFrom] = useState("");
-  const linkedBlocked = linkedCloneBlocked(vm);
-  const [linkedWanted, setLinked] = useState(true);
-  const linked = !linkedBlocked && linkedWanted;
+  // Linked by default for a template, full otherwise (the gateway's defaults), until chosen.
+  const [linkedChoice, setLinked] = useState<boolean | null>(null);
+  const linked = linkedChoice ?? Boolean(vm.template);
+  const fromName = (vm.snapshots ?? []).find((s) => s.id === from)?.name ?? "";
   const [tried, setTried] = useState(false);
   const taken = [...snapshot.vms.values()].some((v) => v.name === name);
   const nameError = tried || name ? (dnsLabelProblem(name, "clone") || (taken ? `A VM named '${name}' exists already.` : "")) : "";
@@ -111,7 +113,7 @@ function CloneForm({ vm, onCloned }: { vm: VmRecord; onCloned: (id: string) => v
     if (dnsLabelProblem(name, "clone") || taken || blocked) return;
     const done = await action.run(async () => {
       const clone = await sendJson<VmRecord>("POST", `/v1/vms/${seg(vm.id)}/clone`,
-        { name, linked, ...(from && !linked ? { snapshot: from } : {}) });
+        { name, linked, ...(from ? { snapshot: from } : {}) });
       live.putVm(clone);
       onCloned(clone.id);
     });
@@ -130,13 +132,11 @@ function CloneForm({ vm, onCloned }: { vm: VmRecord; onCloned: (id: string) => v
                aria-invalid={nameError ? true : undefined} onChange={(e) => setName(e.target.value.trim())} />
       </Field>
       <label className="check">
-        <input type="checkbox" id="clone-linked" checked={linked} disabled={Boolean(linkedBlocked)}
-               onChange={(e) => setLinked(e.target.checked)} />
-        Linked: an overlay over the template's disk, made at once and small; off: a full, independent copy
+        <input type="checkbox" id="clone-linked" checked={linked} onChange={(e) => setLinked(e.target.checked)} />
+        Linked: an overlay over a frozen base, made at once and small; off: a full, independent copy
       </label>
-      {linkedBlocked && <p className="field-hint" id="clone-linked-hint">{linkedBlocked}</p>}
-      <SnapshotSelect id="clone-from" snapshots={vm.snapshots ?? []} value={from} onChange={setFrom}
-                      disabled={linked ? "A linked clone is based on the template's disk as it is." : ""} />
+      {linked && <p className="field-hint" id="clone-linked-hint">{linkedCloneBase(vm, fromName, name)}</p>}
+      <SnapshotSelect id="clone-from" snapshots={vm.snapshots ?? []} value={from} onChange={setFrom} />
       <p><button type="submit" className="primary" id="clone-create" disabled={action.busy || Boolean(blocked)}>{action.busy ? "Cloning…" : "Clone"}</button></p>
       <ProblemLine error={action.problem} onDismiss={action.clearProblem} />
     </form>

@@ -78,12 +78,15 @@ describe("the Hardware tab", () => {
 });
 
 describe("the Clone & publish tab", () => {
-  it("offers linked clones only of a template, and a template only of a stopped VM", () => {
+  it("offers linked clones of any VM (full by default unless a template), and a template only of a stopped VM", () => {
     const { unmount } = render(<ClonePublishTab vm={VM} />);
     const linked = screen.getByRole("checkbox", { name: /Linked/ }) as HTMLInputElement;
-    expect(linked.disabled).toBe(true);
+    expect(linked.disabled).toBe(false);
     expect(linked.checked).toBe(false);
-    expect(document.querySelector("#clone-linked-hint")?.textContent).toContain("make web-1 a template first");
+    expect(document.querySelector("#clone-linked-hint")).toBeNull();
+    fireEvent.click(linked);
+    fireEvent.change(screen.getByLabelText("Name of the clone"), { target: { value: "web-2" } });
+    expect(document.querySelector("#clone-linked-hint")?.textContent).toContain("snapshot clone-web-2 is taken now");
     expect((screen.getByRole("button", { name: "Make template" }) as HTMLButtonElement).disabled).toBe(true);
     expect(document.querySelector("#template-blocked")?.textContent).toContain("stop it first");
     unmount();
@@ -92,7 +95,24 @@ describe("the Clone & publish tab", () => {
     expect(templateLinked.disabled).toBe(false);
     expect(templateLinked.checked).toBe(true);
     expect(document.querySelector("#template")?.getAttribute("data-template")).toBe("true");
-    expect((screen.getByLabelText("From", { selector: "#clone-from" }) as HTMLSelectElement).disabled).toBe(true);
+    expect(document.querySelector("#clone-linked-hint")?.textContent).toBe("Based on the template's disk.");
+  });
+
+  it("sends a linked clone of a running VM at the chosen snapshot", async () => {
+    const bodies: unknown[] = [];
+    vi.stubGlobal("fetch", async (_url: string, init: RequestInit) => {
+      bodies.push(JSON.parse(String(init.body)));
+      return new Response(JSON.stringify({ ...VM, id: "vm-2", name: "web-2", state: "pending",
+                                           clone_of: { vm_id: VM.id, snapshot_id: "s-1", linked: true } }), { status: 202 });
+    });
+    const snap = { id: "s-1", name: "before", state: "ready", created_at: "2026-01-01T00:00:00Z" };
+    render(<ClonePublishTab vm={{ ...VM, snapshots: [snap] as VmRecord["snapshots"] }} />);
+    fireEvent.change(screen.getByLabelText("Name of the clone"), { target: { value: "web-2" } });
+    fireEvent.click(screen.getByRole("checkbox", { name: /Linked/ }));
+    fireEvent.change(screen.getByLabelText("From", { selector: "#clone-from" }), { target: { value: "s-1" } });
+    expect(document.querySelector("#clone-linked-hint")?.textContent).toContain("Based on snapshot before");
+    fireEvent.click(screen.getByRole("button", { name: "Clone" }));
+    await waitFor(() => expect(bodies).toEqual([{ name: "web-2", linked: true, snapshot: "s-1" }]));
   });
 
   it("generalizes a publish by default only with a connected guest agent", async () => {
