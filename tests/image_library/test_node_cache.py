@@ -140,6 +140,20 @@ async def test_over_the_limit_the_least_recently_used_unused_image_is_evicted(
     assert {c.image_id for c in cache.cached()} == {ids[0], ids[2]}
 
 
+async def test_an_image_backing_a_frozen_snapshot_base_counts_as_in_use(
+    tmp_path: Path, nc: Client, proxy: CountingProxy,
+) -> None:
+    """A linked clone's base (``<vm>/bases/<snapshot>.qcow2``) keeps the image it is over."""
+    cache = make_cache(tmp_path, nc, proxy, max_gib=1.0)
+    image = tmp_path / "image.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
+    bases = tmp_path / "node" / "images" / "vm-1" / "bases"
+    bases.mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(image), str(bases / "snap.qcow2")], check=True)
+    assert cache.backing_files_in_use() == {image.resolve()}
+
+
 async def test_after_a_reboot_a_cached_image_is_reverified_once_and_a_damaged_one_refetched(
     tmp_path: Path, nc: Client, client: ImageLibraryClient, origin: Origin, proxy: CountingProxy,
 ) -> None:

@@ -416,9 +416,10 @@ class ImageCache:
 
     # -- eviction -------------------------------------------------------------------------
     def backing_files_in_use(self) -> set[Path]:
-        """Every file a VM overlay under ``<data_dir>/images/`` is backed by."""
+        """Every file a VM overlay under ``<data_dir>/images/`` is backed by (a VM's disks, and
+        the frozen snapshot bases of its linked clones, ``<vm>/bases/*.qcow2``)."""
         used: set[Path] = set()
-        for overlay in self._vm_images.glob("*/*"):
+        for overlay in [*self._vm_images.glob("*/*"), *self._vm_images.glob("*/bases/*")]:
             if overlay.is_file():
                 backing = qcow2_backing_file(overlay)
                 if backing is not None:
