@@ -220,6 +220,19 @@ async def idle_reader(port: int, query: str = "") -> socket.socket:
     return sock
 
 
+async def opened(sock: socket.socket) -> socket.socket:
+    """``sock`` once its stream is open (the gateway wrote ``: connected``)."""
+    got = b""
+    deadline = time.monotonic() + 20
+    while b": connected" not in got:
+        assert time.monotonic() < deadline, got
+        try:
+            got += sock.recv(4096)
+        except BlockingIOError:
+            await asyncio.sleep(0.05)
+    return sock
+
+
 def dechunk(body: bytes) -> bytes:
     """The data of an HTTP/1.1 chunked body, as far as it arrived."""
     out, pos = [], 0
@@ -308,12 +321,9 @@ async def test_streams_past_the_cap_get_503_with_retry_after(
 ) -> None:
     async with api_process(nats_server, tmp_path, LQ_SSE_MAX_CLIENTS="3") as (_, url):
         port = int(url.rsplit(":", 1)[1])
-        others = await _consumers(gw.js)
-        readers = [await idle_reader(port) for _ in range(3)]
-        deadline = time.monotonic() + 20
-        while await _consumers(gw.js) < others + 3:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        # Streams of every event share one consumer (the tail): each reader is open once
+        # the gateway sent it the stream's first bytes.
+        readers = [await opened(await idle_reader(port)) for _ in range(3)]
         async with aiohttp.ClientSession(base_url=url) as http, http.get(
             "/v1/events", headers={"Authorization": f"Bearer {TOKEN}"},
         ) as response:
@@ -344,3 +354,53 @@ async def test_since_a_time_in_the_future_replays_nothing_old(gw: Gateway) -> No
     reader.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reader
+
+
+# --- the tail: streams of every event share one consumer per gateway -------------------------
+
+async def test_streams_of_every_event_share_one_consumer_and_each_gets_every_event(
+    gw: Gateway,
+) -> None:
+    others = await _consumers(gw.js)
+    readers = [asyncio.create_task(take(frames(gw), 30)) for _ in range(5)]
+    await streaming(gw, others + 1)
+    await asyncio.sleep(0.5)  # every reader's stream open (they share the consumer counted)
+    for n in range(30):
+        await publish_state(gw, f"vm-{n}", VmState.RUNNING)
+    got = await asyncio.wait_for(asyncio.gather(*readers), 20)
+    assert await _consumers(gw.js) <= others + 1
+    for frames_ in got:
+        assert [data["vm_id"] for _, _, data in frames_] == [f"vm-{n}" for n in range(30)]
+        ids = [int(i) for i, _, _ in frames_]
+        assert ids == list(range(ids[0], ids[0] + 30))
+
+
+async def test_a_stream_behind_the_tail_replays_from_its_own_consumer_then_follows_live(
+    gw: Gateway, monkeypatch: Any,
+) -> None:
+    from limiquantix.api import events_sse
+    monkeypatch.setattr(events_sse, "TAIL_KEEP", 4)  # the tail keeps 4-8 events
+    others = await _consumers(gw.js)
+    live = asyncio.create_task(take(frames(gw), 60))
+    await streaming(gw, others + 1)
+    for n in range(20):  # the tail drops the first ones
+        await publish_state(gw, f"vm-{n}", VmState.CREATING)
+    # Resumed from the first event: behind the tail, so its own consumer replays, then the
+    # stream moves to the tail (its consumer goes) and follows live events.
+    resumed = asyncio.create_task(take(frames(gw, headers={"Last-Event-ID": "0"}), 40))
+
+    async def consumers_are(n: int) -> bool:
+        return await _consumers(gw.js) == n
+
+    # (its own consumer lives at least one empty pull, POLL_S, after the replay)
+    await eventually(lambda: consumers_are(others + 2), what="the resumed stream's own consumer")
+    await eventually(lambda: consumers_are(others + 1), timeout_s=10,
+                     what="the resumed stream back on the shared consumer")
+    for n in range(20, 40):
+        await publish_state(gw, f"vm-{n}", VmState.RUNNING)
+    got = await asyncio.wait_for(resumed, 20)
+    assert [int(i) for i, _, _ in got] == list(range(1, 41))
+    assert [data["vm_id"] for _, _, data in got] == [f"vm-{n}" for n in range(40)]
+    live.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await live
