@@ -3,8 +3,11 @@
 One source VM, three boots in all (source, linked clone, VM from the published template):
 - memory snapshot: a file written and a process started before it are back after the file
   was deleted and the process killed, the VM resumed where it was (no boot);
-- live disk-only snapshot, then a (full) clone at it, booted while the source runs: its own
-  hostname and SSH host keys (cloud-init ran as a new instance), the source's file in it;
+- a linked clone of the running source (a live disk-only snapshot taken for it, frozen into
+  a base, the clone an overlay on it), booted while the source runs: its own hostname and
+  SSH host keys (cloud-init ran as a new instance), the source's file in it; the snapshot
+  is not deleted while the clone exists; a full clone at the same snapshot for the numbers
+  (deleted once its disk is made, not booted);
 - publish the running source as an image: generalized first by default (its agent answers:
   cloud-init clean, machine-id, SSH host keys; then it is shut down), flattened, compressed,
   uploaded by the node; a VM created from it boots as a new instance (new instance-id,
@@ -14,12 +17,20 @@ Run under ``flock /tmp/lq-guest.lock`` (TCG on a shared 2-core machine).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.flows import get_vm, unique_name, wait_for_state, wait_image_state
+from tests.support.flows import (
+    get_vm,
+    sse_events,
+    unique_name,
+    wait_for_state,
+    wait_image_state,
+)
 from tests.support.guest_vm import GuestStack, wait_ready
 
 pytestmark = [pytest.mark.guest, pytest.mark.stack, pytest.mark.timeout(3600),
@@ -34,6 +45,15 @@ async def _wait_snapshot(api: aiohttp.ClientSession, vm: str, snap: str) -> dict
                                 timeout_s=SNAPSHOT_TIMEOUT_S, interval_s=1, fail_on=("error",))
     assert not body["error"], body
     return body
+
+
+async def _cloned(api: aiohttp.ClientSession, clone_id: str) -> dict[str, Any]:
+    """The clone's ``vm.cloned`` event (its disk made: seconds, sizes)."""
+    async with asyncio.timeout(SNAPSHOT_TIMEOUT_S):
+        async for _, kind, data in sse_events(api, f"?vm={clone_id}&since=3600"):
+            if kind == "vm.cloned":
+                return data
+    raise AssertionError(f"no vm.cloned event for {clone_id}")
 
 
 async def test_snapshot_revert_clone_and_template_on_a_real_guest(
@@ -70,17 +90,42 @@ async def _scenario(env: GuestStack, vm_id: str) -> None:
     assert code == 0, err
     assert out.startswith("precious") and "sleep" in out
 
-    # A live disk-only snapshot, and a linked clone at it booted while the source runs.
-    async with api.post(f"/v1/vms/{vm_id}/snapshots", json={"name": "disk"}) as response:
-        assert response.status == 202, await response.text()
-    disk_snap = await _wait_snapshot(api, vm_id, "disk")
-    assert not disk_snap["memory"] and disk_snap["vm_state"] == "running"
+    # A linked clone of the RUNNING source, no snapshot chosen: a live disk-only snapshot is
+    # taken for it (clone-NAME), frozen once into a base on the node, the clone an overlay on
+    # it; it boots with its own identity while the source runs. A full clone at the same
+    # snapshot, for the numbers, is deleted as soon as its disk is made.
     clone_name = unique_name("clone")
+    started = time.monotonic()
     async with api.post(f"/v1/vms/{vm_id}/clone",
-                        json={"name": clone_name, "snapshot": "disk"}) as response:
+                        json={"name": clone_name, "linked": True}) as response:
         assert response.status == 202, await response.text()
         clone = await response.json()
     env.vms.append(clone["id"])  # removed with the stack should a step below fail
+    base_snap = f"clone-{clone_name}"
+    assert clone["clone_of"]["linked"] is True and clone["node"] == source["node"]
+    linked_made = await _cloned(api, clone["id"])
+    linked_s = time.monotonic() - started
+    snap = await _wait_snapshot(api, vm_id, base_snap)
+    assert snap["id"] == clone["clone_of"]["snapshot_id"] and snap["vm_state"] == "running"
+    full_name = unique_name("full")
+    started = time.monotonic()
+    async with api.post(f"/v1/vms/{vm_id}/clone", json={
+            "name": full_name, "snapshot": base_snap, "linked": False}) as response:
+        assert response.status == 202, await response.text()
+        full = await response.json()
+    env.vms.append(full["id"])
+    full_made = await _cloned(api, full["id"])
+    full_s = time.monotonic() - started
+    await env.remove_vm(full["id"])
+    print(f"\nlinked clone of the running guest: {linked_s:.1f} s to its disk (node: "
+          f"{linked_made['seconds']:.2f} s with the live snapshot, quiesced: "
+          f"{snap['quiesced']}, and the base), disk {linked_made['disk_bytes']} B, base "
+          f"{linked_made['base_bytes']} B; full clone at that snapshot: {full_s:.1f} s (node: "
+          f"{full_made['seconds']:.2f} s), disk {full_made['disk_bytes']} B", flush=True)
+    assert linked_made["linked"] and linked_made["base_made"]
+    assert linked_made["disk_bytes"] < 1 << 20 < full_made["disk_bytes"]
+    assert linked_made["base_bytes"] < full_made["disk_bytes"]
+
     clone = await wait_ready(api, clone["id"])
     assert clone["instance_id"] == clone["id"] != vm_id
     assert set(clone["guest"]["ssh_host_keys"]).isdisjoint(source["guest"]["ssh_host_keys"])
@@ -90,7 +135,13 @@ async def _scenario(env: GuestStack, vm_id: str) -> None:
     assert (await clone_ssh("sudo cat /var/lib/cloud/data/instance-id"))[1].strip() == clone["id"]
     _, still = await get_vm(api, vm_id)
     assert still["state"] == "ready"  # the source ran all along
+    async with api.delete(f"/v1/vms/{vm_id}/snapshots/{base_snap}") as response:
+        problem = await response.json()
+        assert response.status == 409 and problem["code"] == "snapshot_in_use", problem
+        assert clone_name in problem["hint"]
     await env.remove_vm(clone["id"])
+    async with api.delete(f"/v1/vms/{vm_id}/snapshots/{base_snap}") as response:
+        assert response.status == 202, await response.text()
 
     # Publish the (running) source as a template; a VM from it is a new instance.
     async with api.post(f"/v1/vms/{vm_id}/publish",
