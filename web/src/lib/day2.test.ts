@@ -68,7 +68,8 @@ describe("activity", () => {
       error: { code: "disk_failed", message: "no" } },
     { id: "5b", type: "vm.state_changed", vm_id: "vm-1", name: "web-1", state: "running", reason: "vm.snapshot.create failed",
       error: { code: "internal", message: "the same failure, said again" } },
-    { id: "6", type: "vm.cloned", vm_id: "vm-9", name: "web-1-copy", source_vm_id: "vm-1", linked: true, seconds: 1.25, disk_bytes: 1048576 },
+    // As sent: fields at their default (linked: true, base_made: false) are omitted.
+    { id: "6", type: "vm.cloned", vm_id: "vm-9", name: "web-1-copy", source_vm_id: "vm-1", seconds: 1.25, disk_bytes: 1048576 },
   ];
 
   it("picks each section's events and failures for the VM (and the clones made from it)", () => {
@@ -82,6 +83,9 @@ describe("activity", () => {
     expect(day2Summary(events[0])).toBe("web-1: snapshot before created");
     expect(day2Summary(events[2])).toBe("web-1: 2 vCPUs, 2048 MiB, 20 GiB (live)");
     expect(day2Summary(events[6])).toBe("web-1-copy: cloned from vm-1 (linked copy, 1.3 s, 1.0 MiB)");
+    expect(day2Summary({ ...events[6], linked: false })).toBe("web-1-copy: cloned from vm-1 (full copy, 1.3 s, 1.0 MiB)");
+    expect(day2Summary({ ...events[6], base_made: true, base_bytes: 2097152 }))
+      .toBe("web-1-copy: cloned from vm-1 (linked copy, 1.3 s, 1.0 MiB, base frozen: 2.0 MiB)");
     expect(day2Summary({ id: "7", type: "vm.publish_progress", vm_id: "vm-1", name: "web-1", phase: "upload",
                          bytes_done: 524288, bytes_total: 1048576 })).toBe("web-1: publish upload 512 KiB of 1.0 MiB");
     expect(day2Summary({ id: "8", type: "vm.media_inserted", vm_id: "vm-1", name: "web-1", media: { image: "i", name: "tools.iso" } }))

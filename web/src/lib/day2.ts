@@ -140,7 +140,8 @@ export function day2Summary(event: LqEvent): string | null {
     case "vm.snapshot":
       return `${who}: snapshot ${snap?.name ?? ""} ${event.action}${snap?.error ? ` — ${snap.error}` : ""}`;
     case "vm.cloned":
-      return `${who}: cloned from ${String(event.source_vm_id ?? "")} (${event.linked ? "linked" : "full"} copy`
+      // Events omit fields at their default: no `linked` is a linked clone.
+      return `${who}: cloned from ${String(event.source_vm_id ?? "")} (${event.linked === false ? "full" : "linked"} copy`
         + `${typeof event.seconds === "number" ? `, ${event.seconds.toFixed(1)} s` : ""}`
         + `${typeof event.disk_bytes === "number" ? `, ${bytes(event.disk_bytes)}` : ""}`
         + `${event.base_made && typeof event.base_bytes === "number" ? `, base frozen: ${bytes(event.base_bytes)}` : ""})`;
