@@ -264,6 +264,28 @@ def test_image_library_keeps_its_files_on_a_persistent_volume() -> None:
     assert "data" in claims
 
 
+def test_image_library_runs_two_replicas_on_the_replicated_store_apart_with_a_budget() -> None:
+    """Two replicas only work on the Object Store (local disk would give each its own files);
+    preferably on two hosts; a drain leaves one serving."""
+    library = find("StatefulSet", "image-library")
+    assert library["spec"]["replicas"] == 2
+    env = {k: v["value"] for k, v in env_of(pod_spec(library)["containers"][0]).items()
+           if "value" in v}
+    from limiquantix.common.settings import load
+
+    settings = load({**find("ConfigMap", "limiquantix-config")["data"], **env})
+    assert settings.image_store == "jetstream"
+    assert settings.jetstream_replicas == 3  # the bucket is replicated like every stream
+    labels = library["spec"]["template"]["metadata"]["labels"]
+    terms = pod_spec(library)["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert [t["podAffinityTerm"]["topologyKey"] for t in terms] == ["kubernetes.io/hostname"]
+    assert terms[0]["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    budget = find("PodDisruptionBudget", "image-library")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
 def test_node_agent_runs_on_hypervisors_with_the_host_libvirt() -> None:
     agent = find("DaemonSet", "node-agent")
     spec = pod_spec(agent)
