@@ -35,8 +35,14 @@ async def store(gw: Gateway) -> VmStore:
 
 
 async def set_state(gw: Gateway, vm_id: str, state: VmState) -> None:
-    """What the node agent does when it finishes a step."""
+    """What the node agent does when it finishes a step; returns once the gateway's view has
+    it (the routes read the view, a moment behind the bucket: seen flaky under load)."""
     await (await store(gw)).update(vm_id, lambda r: msgspec.structs.replace(r, state=state))
+
+    async def seen() -> bool:
+        return (await get(gw, f"/v1/vms/{vm_id}"))[1].get("state") == state.value
+
+    await eventually(seen, what=f"the gateway's view showing {vm_id} {state.value}")
 
 
 async def test_create_answers_202_stores_the_record_and_queues_the_command(gw: Gateway) -> None:
