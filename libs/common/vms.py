@@ -503,6 +503,13 @@ class VmRecord(Model, frozen=True, kw_only=True):
     # of linked clones; deleted only when no linked clone depends on it.
     template: bool = False
 
+    @property
+    def takes_capacity(self) -> bool:
+        """Does this VM take vCPUs and memory on its node (placement, reservations, the node's
+        heartbeat)? Not once a failed create left nothing, nor as a template: a template never
+        runs again, only its disk stays (as in Proxmox)."""
+        return self.holds_resources and not self.template
+
 
 def public_view(record: VmRecord) -> VmRecord:
     """The record as clients may see it: secrets removed."""

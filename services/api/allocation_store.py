@@ -9,9 +9,9 @@ than its capacity.
 
 Reservations follow the VM records:
 
-- a VM record that leaves its node or stops holding resources (deleted, or a create that failed
-  before its domain existed) releases its share at once (the VM view tells us; every gateway
-  does it, and a release is idempotent);
+- a VM record that leaves its node or stops taking capacity (deleted, a create that failed
+  before its domain existed, or made a template) releases its share at once (the VM view
+  tells us; every gateway does it, and a release is idempotent);
 - :meth:`AllocationStore.reconcile` (every ``RECONCILE_EVERY_S``, and once at start) rebuilds
   each record from the VM records: a share without a VM record that holds resources is dropped
   once older than ``SHARE_GRACE_S`` (a gateway that crashed between its reservation and its
@@ -183,9 +183,9 @@ class AllocationStore:
     # -- following the VM records ---------------------------------------------------------
     def on_record_change(self, old: VmRecord | None, new: VmRecord | None) -> None:
         """VM view hook: a VM that stopped holding its node's resources releases them."""
-        if old is None or not old.holds_resources or not old.node:
+        if old is None or not old.takes_capacity or not old.node:
             return
-        if new is not None and new.holds_resources and new.node == old.node:
+        if new is not None and new.takes_capacity and new.node == old.node:
             return
         task = asyncio.get_running_loop().create_task(self._release_quietly(old.node, old.id))
         self._tasks.add(task)
@@ -204,7 +204,7 @@ class AllocationStore:
         now = time.time() if now is None else now
         expected: dict[str, dict[str, tuple[int, int]]] = {}
         for vm in vms.values():
-            if vm.holds_resources and vm.node:
+            if vm.takes_capacity and vm.node:
                 expected.setdefault(vm.node, {})[vm.id] = (vm.vcpus, vm.memory_mib)
         rewritten = 0
         for node_id in sorted(set(expected) | set(self.view.keys())):
@@ -243,13 +243,13 @@ class AllocationStore:
 async def _holds(store: VmStore, vm_id: str, node_id: str) -> bool:
     """Does the stored record of ``vm_id`` (the truth, not the view) hold room on the node?"""
     found = await store.find(vm_id)
-    return found is not None and found.holds_resources and found.node == node_id
+    return found is not None and found.takes_capacity and found.node == node_id
 
 
 def _still_holds(vms: VmView, node_id: str) -> Callable[[str], bool]:
     def holds(vm_id: str) -> bool:
         vm = vms.get(vm_id)
-        return vm is not None and vm.holds_resources and vm.node == node_id
+        return vm is not None and vm.takes_capacity and vm.node == node_id
     return holds
 
 

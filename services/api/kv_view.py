@@ -46,7 +46,7 @@ class VmView(KvView[VmRecord]):
         else:
             self._json.pop(key, None)
         for vm, sign in ((old, -1), (new, 1)):
-            if vm is not None and vm.holds_resources:
+            if vm is not None and vm.takes_capacity:
                 vcpus, memory = self._allocated.get(vm.node, (0, 0))
                 self._allocated[vm.node] = (vcpus + sign * vm.vcpus,
                                             memory + sign * vm.memory_mib)

@@ -15,7 +15,8 @@ memory (``LQ_CPU_ALLOCATION_RATIO`` 4.0, ``LQ_MEMORY_ALLOCATION_RATIO`` 1.0,
 ``LQ_RESERVED_HOST_MEMORY_MIB`` 512: Nova's defaults; the node computes it and heartbeats it).
 A node's allocation is the sum of the VM records placed on it, whatever their state (a stopped
 VM keeps its reservation, as in Nova) except a failed create that left nothing on the node
-(``holds_resources`` false): the records are the truth of what was placed, while a
+(``holds_resources`` false) and a template (it never runs again; ``VmRecord.takes_capacity``):
+the records are the truth of what was placed, while a
 heartbeat can lag a burst of creates.
 
 Ranking reads views (cheap, maybe a moment behind); the decision is a reservation by
@@ -78,10 +79,11 @@ DEGRADING_WARNINGS = frozenset({"libvirt_disconnected"})
 
 
 def allocations(vms: Iterable[VmRecord]) -> dict[str, Allocation]:
-    """Node id -> the sum of the vCPUs and memory of its VMs that hold resources."""
+    """Node id -> the sum of the vCPUs and memory of its VMs that take capacity (not a failed
+    create that left nothing, not a template)."""
     used: dict[str, Allocation] = {}
     for vm in vms:
-        if not vm.holds_resources:
+        if not vm.takes_capacity:
             continue
         vcpus, memory = used.get(vm.node, (0, 0))
         used[vm.node] = (vcpus + vm.vcpus, memory + vm.memory_mib)

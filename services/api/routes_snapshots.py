@@ -18,11 +18,12 @@ import structlog
 from aiohttp import web
 
 from limiquantix.api import app_keys, placement, templates
+from limiquantix.api.allocation_store import ALLOCATIONS
 from limiquantix.api.auth import principal_of
 from limiquantix.api.errors import IllegalTransition, NameTaken
 from limiquantix.api.http_json import decode_body, json_response
 from limiquantix.api.openapi import OpenApiPart, Operation
-from limiquantix.api.routes_vms import image_library_client, resolve
+from limiquantix.api.routes_vms import image_library_client, release_reservation, resolve
 from limiquantix.api.snapshot_errors import (
     CloneRefused,
     GeneralizeUnavailable,
@@ -292,23 +293,28 @@ async def clone_vm(request: web.Request) -> web.Response:
     if view.by_name(body.name) is not None:
         raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)
     # The disk (a linked clone's backing file) is on the source's node: the clone goes there
-    # or nowhere.
+    # or nowhere. Refused here, before a snapshot is taken for nothing.
     placement.place(vcpus=source.vcpus, memory_mib=source.memory_mib, explicit=source.node,
-                    nodes=app[app_keys.NODE_VIEW].live(), used=view.allocations())
+                    nodes=app[app_keys.NODE_VIEW].live(), used=app[ALLOCATIONS].view.used())
     if linked and not snapshot_id and not source.template:
         # Only a frozen base can back a linked clone: a VM that still changes is frozen at a
         # snapshot taken now (a template's disk is frozen already).
         snapshot_id = (await _snapshot_for_clone(app, source, body)).id
-    record = clone_record(source, vm_id=str(uuid.uuid4()), body=body, snapshot_id=snapshot_id,
+    vm_id = str(uuid.uuid4())
+    # The decision, as for a create: a compare-and-set reservation on the node's allocation.
+    node = await placement.place_and_reserve(
+        app, vm_id=vm_id, vcpus=source.vcpus, memory_mib=source.memory_mib,
+        explicit=source.node, nodes=app[app_keys.NODE_VIEW].live())
+    record = clone_record(source, vm_id=vm_id, body=body, snapshot_id=snapshot_id,
                           linked=linked)
     view.reserve(record)
     try:
         revision = await app[app_keys.VM_STORE].create(record)
-    except Conflict as exc:
+    except BaseException as exc:
         view.release(record.id)
-        raise NameTaken(exc.message, name=body.name) from None
-    except BaseException:
-        view.release(record.id)
+        await release_reservation(app, node, vm_id)
+        if isinstance(exc, Conflict):
+            raise NameTaken(exc.message, name=body.name) from None
         raise
     view.put(record, revision)
     js = app[app_keys.JETSTREAM]

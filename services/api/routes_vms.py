@@ -243,7 +243,7 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         revision = await app[app_keys.VM_STORE].create(record)
     except BaseException as exc:
         view.release(vm_id)
-        await _release_quietly(app, node, vm_id)
+        await release_reservation(app, node, vm_id)
         if isinstance(exc, Conflict):
             raise NameTaken(exc.message, name=body.name) from None
         raise
@@ -263,7 +263,7 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     return record
 
 
-async def _release_quietly(app: web.Application, node: str, vm_id: str) -> None:
+async def release_reservation(app: web.Application, node: str, vm_id: str) -> None:
     """Give back a reservation whose VM was not made (the allocation reconciler drops it
     anyway after a while if this fails)."""
     try:
@@ -370,7 +370,7 @@ async def _transition(app: web.Application, ref: str, action: VmAction) -> VmRec
         )
     except (NotFound, IllegalTransition) as exc:
         if recreate:
-            await _release_quietly(app, vm.node, vm.id)
+            await release_reservation(app, vm.node, vm.id)
         if isinstance(exc, NotFound):
             raise VmNotFound(f"VM {ref!r} no longer exists", vm=ref) from None
         raise

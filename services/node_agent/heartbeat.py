@@ -78,7 +78,7 @@ class Heartbeat:
         vcpus, memory = host_capacity(self._settings)
         vcpus_capacity, memory_capacity = allocatable(self._settings)
         records = self._records.all()
-        holding = [r for r in records if r.holds_resources]
+        holding = [r for r in records if r.takes_capacity]
         data = self._settings.data_path
         disk_free = await asyncio.to_thread(_disk_free_gib, data)
         cache_bytes = await asyncio.to_thread(_dir_bytes, data / "cloud-images")

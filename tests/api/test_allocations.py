@@ -62,6 +62,32 @@ async def _without(gw: Gateway, node: str, vm_id: str) -> bool:
     return vm_id not in (await stored(gw, node)).vms
 
 
+async def test_a_template_gives_its_room_back_and_its_linked_clone_takes_room(
+        gw: Gateway) -> None:
+    """A template never runs again (only its disk stays, as in Proxmox): its vCPUs and memory
+    are free for other VMs; a clone of it is a VM like any other."""
+    await gw.heartbeat("node-a", vcpus=2, memory_mib=512)  # room for one
+    _, vm = await post(gw, {**BODY, "name": "golden"})
+    assert (await post(gw, {**BODY, "name": "other"}))[1]["code"] == "no_capacity"
+    await (await vm_store(gw)).update(
+        vm["id"], lambda r: msgspec.structs.replace(r, state=VmState.STOPPED))
+    await eventually(lambda: _state_seen(gw, vm["id"], "stopped"), what="the stopped VM")
+    async with gw.client.post("/v1/vms/golden/template", headers=gw.auth) as response:
+        assert response.status == 200, await response.text()
+    await eventually(lambda: _without(gw, "node-a", vm["id"]), what="the template's release")
+    async with gw.client.post("/v1/vms/golden/clone", json={"name": "copy"},
+                              headers=gw.auth) as response:
+        assert response.status == 202, await response.text()
+        clone = await response.json()
+    assert (await stored(gw, "node-a")).vms[clone["id"]].memory_mib == 512
+    assert (await post(gw, {**BODY, "name": "other"}))[1]["code"] == "no_capacity"
+
+
+async def _state_seen(gw: Gateway, vm_id: str, state: str) -> bool:
+    async with gw.client.get(f"/v1/vms/{vm_id}", headers=gw.auth) as response:
+        return (await response.json())["state"] == state
+
+
 async def test_a_failed_create_holds_nothing_and_a_retry_reserves_again(gw: Gateway) -> None:
     await gw.heartbeat("node-a", vcpus=4, memory_mib=1024)
     _, vm = await post(gw, {**BODY, "name": "fails"})
