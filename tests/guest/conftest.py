@@ -1,15 +1,14 @@
-"""Fixtures of the real-guest tests: the cached Debian 12 image, libvirt's qemu:///system, and
-one whole system per module with that image imported (``guest_stack``)."""
+"""Fixtures of the real-guest tests: the cached Debian 12 image and one whole system per module
+on libvirt's qemu:///system with that image imported (``guest_stack``)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import libvirt
 import pytest
 import pytest_asyncio
 
@@ -29,15 +28,10 @@ def guest_image() -> Path:
 
 
 @pytest.fixture(scope="session")
-def qemu_system() -> Iterator[libvirt.virConnect]:
-    """A connection to the system libvirtd (started by scripts/libvirtd.sh if needed)."""
+def system_libvirtd() -> None:
+    """The system libvirtd the guests run under (started by scripts/libvirtd.sh if needed)."""
     subprocess.run(["bash", str(Path(__file__).parents[2] / "scripts/libvirtd.sh")],
                    check=True, capture_output=True)
-    conn = libvirt.open("qemu:///system")
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +42,7 @@ def guest_stack_env() -> dict[str, str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def guest_stack(guest_image: Path, guest_stack_env: dict[str, str],
+                      system_libvirtd: None,
                       request: pytest.FixtureRequest) -> AsyncIterator[GuestStack]:
     """The whole system on qemu:///system with the guest image imported, for one module (its
     tests carry ``pytest.mark.asyncio(loop_scope="module")``); the VMs they create on it are

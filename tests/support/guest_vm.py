@@ -1,7 +1,8 @@
-"""A real guest under libvirt (qemu:///system, TCG) for the guest tests: files, domain, SSH.
+"""The whole system on qemu:///system (TCG) with the real Debian guest image, for the guest
+tests: its origin, the import, SSH with host keys checked against the API's, readiness, logs.
 
-The domain's only NIC is QEMU user networking with ``restrict=on`` and one forward,
-127.0.0.1:PORT -> guest:22, set through the QEMU namespace (libvirt's XML cannot say restrict=on).
+A VM's only NIC is QEMU user networking with ``restrict=on`` and one forward, 127.0.0.1:PORT ->
+guest:22 (``network: isolated``).
 """
 
 from __future__ import annotations
@@ -17,18 +18,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-from xml.sax.saxutils import quoteattr
+from typing import Any
 
 import aiohttp
-import libvirt
 from aiohttp import web
 
 from limiquantix.local.stack import Stack
-from limiquantix.node_agent.seed.iso import build_seed_iso
 from tests.support.flows import create_vm, get_vm, unique_name, wait_gone
-
-T = TypeVar("T")
 
 WORK_ROOT = Path("/var/tmp/limiquantix-guest-tests")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
@@ -57,46 +53,6 @@ def keygen(directory: Path, name: str = "id_ed25519") -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"test@{name}",
                     "-f", str(key)], check=True)
     return key
-
-
-def domain_xml(*, name: str, disk: Path, seed: Path, serial_log: Path, ssh_port: int,
-               memory_mib: int = 1024) -> str:
-    netdev = f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
-    return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <memory unit='MiB'>{memory_mib}</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <features><acpi/><apic/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file={quoteattr(str(disk))}/>
-      <target dev='vda' bus='virtio'/>
-      <boot order='1'/>
-    </disk>
-    <disk type='file' device='cdrom'>
-      <driver name='qemu' type='raw'/>
-      <source file={quoteattr(str(seed))}/>
-      <target dev='sda' bus='sata'/>
-      <readonly/>
-    </disk>
-    <serial type='file'>
-      <source path={quoteattr(str(serial_log))} append='on'/>
-      <target port='0'/>
-    </serial>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-netdev'/>
-    <qemu:arg value={quoteattr(netdev)}/>
-    <qemu:arg value='-device'/>
-    <qemu:arg value='virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x0a'/>
-  </qemu:commandline>
-</domain>
-"""
 
 
 async def run(args: Sequence[str], *, timeout_s: float = 60,
@@ -161,78 +117,6 @@ class Ssh:
         return await run(["ssh", *SSH_OPTIONS, "-o", f"UserKnownHostsFile={self.known_hosts}",
                           "-i", str(self.key), "-p", str(self.port),
                           f"{self.user}@127.0.0.1", command], timeout_s=timeout_s)
-
-
-class GuestDomain:
-    """One transient test VM: overlay on the cached image, seed ISO, persistent domain."""
-
-    def __init__(self, conn: libvirt.virConnect, image: Path, directory: Path,
-                 seed_files: dict[str, bytes], *, disk_gib: int = 4) -> None:
-        self.conn = conn
-        self.dir = directory
-        self.name = f"lq-guest-test-{uuid.uuid4().hex[:8]}"
-        self.disk = directory / "disk.qcow2"
-        self.seed = directory / "seed.iso"
-        self.serial_log = directory / "serial.log"
-        self.ssh_port = free_port()
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                        str(image), str(self.disk), f"{disk_gib}G"], check=True)
-        self.seed.write_bytes(build_seed_iso(seed_files))
-        xml = domain_xml(name=self.name, disk=self.disk, seed=self.seed,
-                         serial_log=self.serial_log, ssh_port=self.ssh_port)
-        self.uri = conn.getURI()
-        self.uuid = conn.defineXML(xml).UUIDString()
-
-    def on_domain(self, op: Callable[[libvirt.virDomain], T]) -> T:
-        """``op(domain)`` on a connection of its own. A connection held while a guest boots
-        for minutes is dropped by libvirtd: once a test in this process has registered
-        libvirt's event loop (the in-process agent tests do), every new connection promises
-        keepalive answers that nobody gives after that loop is gone ("Broken pipe")."""
-        conn = libvirt.open(self.uri)
-        try:
-            return op(conn.lookupByUUIDString(self.uuid))
-        finally:
-            conn.close()
-
-    def log_size(self) -> int:
-        return self.serial_log.stat().st_size if self.serial_log.exists() else 0
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.on_domain, lambda dom: dom.create())
-
-    async def shutdown(self, *, timeout_s: float = 180) -> None:
-        """ACPI power button, then wait until the domain is off."""
-        await asyncio.to_thread(self.on_domain, lambda dom: dom.shutdown())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while await asyncio.to_thread(self.on_domain, lambda dom: dom.isActive()):
-            if loop.time() > deadline:
-                raise TimeoutError(f"{self.name} ignored the ACPI shutdown for {timeout_s} s")
-            await asyncio.sleep(1)
-
-    def destroy(self) -> None:
-        """Remove the domain and its files, whatever state it is in. libvirt refuses while a
-        job holds the domain (e.g. a reboot in progress): retried for a while, then raised, so
-        a domain is never left running behind a test."""
-        try:
-            for attempt in range(20):
-                try:
-                    self.on_domain(_destroy_and_undefine)
-                    return
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                        return
-                    if attempt == 19:
-                        raise
-                    time.sleep(0.5)
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _destroy_and_undefine(dom: libvirt.virDomain) -> None:
-    if dom.isActive():
-        dom.destroy()
-    dom.undefine()
 
 
 # The whole system as the real-guest tests and bench/boot.py run it (TCG on qemu:///system).
