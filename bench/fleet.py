@@ -22,7 +22,8 @@ What is real and what is not:
 Reports (and ``--json``): nodes seen online by the gateway (minimum over the run, sampled every
 2 s), gateway CPU (idle with every node heartbeating, and during creates), placement spread
 (VMs per node), creates/s and p50/p99 POST → ``running`` (the SSE event) with ``--clients``
-closed-loop clients, ``GET /v1/vms?limit=100`` and ``GET /v1/nodes`` latency at the final VM
+closed-loop clients, CPU per VM made (gateways, agents, NATS, and this process: the load
+generator shares the cores), ``GET /v1/vms?limit=100`` and ``GET /v1/nodes`` latency at the final VM
 count, SSE fan-out to ``--sse`` subscribers (events each received, p50/p99 lag from the event's
 time). Then it checks the invariants: every node online throughout, every VM ``running`` on
 exactly one node (the one its record names: read from the agents' libvirt), no node allocated
