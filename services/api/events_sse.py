@@ -229,7 +229,7 @@ class _Stream:
                 if tail is not None:
                     if not await self._from_tail(tail, response):
                         # Behind what the tail keeps: its own consumer, from its next event.
-                        tail.leave()
+                        await tail.leave()
                         tail = None
                         sub = await self._consumer(self._resume_config())
                     continue
@@ -253,7 +253,7 @@ class _Stream:
             log.exception("sse stream failed", subject=self.subject)
         finally:
             if tail is not None:
-                tail.leave()
+                await tail.leave()
             if sub is not None:
                 await _remove_consumer(self.js, sub)
         return response
@@ -357,15 +357,16 @@ class _Tail:
         tail.users += 1
         return tail
 
-    def leave(self) -> None:
+    async def leave(self) -> None:
         self.users -= 1
         if self.users == 0:
-            # The last stream left: the next one starts a new tail; this one's consumer goes
-            # (the task's finally).
+            # The last stream left: the next one starts a new tail; this one's consumer is
+            # removed (the task's finally) before the stream's response ends, as a stream's own.
             if self.registry.get("tail") is self:
                 del self.registry["tail"]
             if self.task is not None:
                 self.task.cancel()
+                await asyncio.wait([self.task])  # (a cancel of this stream still propagates)
 
     async def _consumer(self) -> JetStreamContext.PullSubscription:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -435,8 +436,7 @@ async def _sse_ctx(app: web.Application) -> AsyncIterator[None]:
     tail = app[_TAIL].get("tail")
     if tail is not None and tail.task is not None:
         tail.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tail.task
+        await asyncio.wait([tail.task])
 
 
 OPENAPI = OpenApiPart(tag="events", operations=(
