@@ -337,6 +337,7 @@ class _Tail:
         self.next_seq = start  # the first event the tail has not pulled yet
         self.task: asyncio.Task[None] | None = None
         self.registry: dict[str, _Tail] = {}
+        self.stopped = False
 
     @classmethod
     def join(cls, app: web.Application, js: JetStreamContext, start: int, *,
@@ -364,9 +365,16 @@ class _Tail:
             # removed (the task's finally) before the stream's response ends, as a stream's own.
             if self.registry.get("tail") is self:
                 del self.registry["tail"]
-            if self.task is not None:
-                self.task.cancel()
-                await asyncio.wait([self.task])  # (a cancel of this stream still propagates)
+            await self.stop()
+
+    async def stop(self) -> None:
+        """End the tail's task and wait for it. Cancelled again every second until it ends:
+        on Python 3.11 a cancel can be lost inside nats-py's requests (their wait_for), and
+        the flag ends the loop at its next pull anyway."""
+        self.stopped = True
+        while self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.wait([self.task], timeout=1.0)  # (a cancel of the caller propagates)
 
     async def _consumer(self) -> JetStreamContext.PullSubscription:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -379,7 +387,7 @@ class _Tail:
         sub: JetStreamContext.PullSubscription | None = None
         consumer_seq = 0
         try:
-            while True:
+            while not self.stopped:
                 try:
                     if sub is None:
                         sub, consumer_seq = await self._consumer(), 0
@@ -434,9 +442,8 @@ async def _sse_ctx(app: web.Application) -> AsyncIterator[None]:
     app[_TAIL] = {}
     yield
     tail = app[_TAIL].get("tail")
-    if tail is not None and tail.task is not None:
-        tail.task.cancel()
-        await asyncio.wait([tail.task])
+    if tail is not None:
+        await tail.stop()
 
 
 OPENAPI = OpenApiPart(tag="events", operations=(
