@@ -113,30 +113,45 @@ async def _run(ctx: AgentContext, nc: Client, records: NodeRecords, heartbeat: H
     async with asyncio.TaskGroup() as group:
         ctx.guests.bind(group)
         background = [group.create_task(records.run())]
-        await asyncio.wait_for(records.ready.wait(), RECORD_VIEW_TIMEOUT_S)
-        await reconcile.reconcile_once(ctx, records)
-        await heartbeat.beat()
-        await ctx.recorder.publish(NodeStateChanged(node=ctx.node_id, online=True))
-        background += [
-            group.create_task(heartbeat.run()),
-            group.create_task(reconcile.run_periodic(ctx, records)),
-            group.create_task(reconcile.follow_events(ctx, records)),
-            *_guest_agent_tasks(group, GuestAgents(ctx, records.vm_for_domain, records.all)),
-            # Events were missed while libvirt was away: reconcile once it is back.
-            group.create_task(ctx.host.supervise(lambda: reconcile.reconcile_once(ctx, records))),
-        ]
-        consumer = group.create_task(CommandConsumer(
-            ctx, nc.jetstream(), nc, on_command=records.follow_vm).run(stop))
-        log.info("node agent ready")
-        await stop.wait()
-        log.info("node agent stopping: consumer winding down")
-        try:  # a stop is bounded: the consumer's own grace, then it is cancelled
-            await asyncio.wait_for(asyncio.shield(consumer), CONSUMER_STOP_S)
-        except TimeoutError:
-            log.warning("command consumer did not stop in time; cancelled (JetStream "
-                        "redelivers what it held)")
-            consumer.cancel()
-        await cancel_until_done(background, also=ctx.guests.cancel_all)
+        try:
+            await _serve_commands(ctx, nc, records, heartbeat, stop, group, background)
+        except asyncio.CancelledError:
+            # Cancelled from outside (a crash, as the tests make one): the TaskGroup would
+            # cancel each task once and wait for ever for one that lost its cancel (below).
+            await cancel_until_done(background, also=ctx.guests.cancel_all)
+            raise
+
+
+async def _serve_commands(ctx: AgentContext, nc: Client, records: NodeRecords,
+                          heartbeat: Heartbeat, stop: asyncio.Event, group: asyncio.TaskGroup,
+                          background: list[asyncio.Task[None]]) -> None:
+    """Start the node's work in ``group`` (each task added to ``background``), consume
+    commands until ``stop``, then stop it all."""
+    await asyncio.wait_for(records.ready.wait(), RECORD_VIEW_TIMEOUT_S)
+    await reconcile.reconcile_once(ctx, records)
+    await heartbeat.beat()
+    await ctx.recorder.publish(NodeStateChanged(node=ctx.node_id, online=True))
+    background += [
+        group.create_task(heartbeat.run()),
+        group.create_task(reconcile.run_periodic(ctx, records)),
+        group.create_task(reconcile.follow_events(ctx, records)),
+        *_guest_agent_tasks(group, GuestAgents(ctx, records.vm_for_domain, records.all)),
+        # Events were missed while libvirt was away: reconcile once it is back.
+        group.create_task(ctx.host.supervise(lambda: reconcile.reconcile_once(ctx, records))),
+    ]
+    consumer = group.create_task(CommandConsumer(
+        ctx, nc.jetstream(), nc, on_command=records.follow_vm).run(stop))
+    background.append(consumer)  # a crash cancels it with the rest
+    log.info("node agent ready")
+    await stop.wait()
+    log.info("node agent stopping: consumer winding down")
+    try:  # a stop is bounded: the consumer's own grace, then it is cancelled
+        await asyncio.wait_for(asyncio.shield(consumer), CONSUMER_STOP_S)
+    except TimeoutError:
+        log.warning("command consumer did not stop in time; cancelled (JetStream "
+                    "redelivers what it held)")
+        consumer.cancel()
+    await cancel_until_done(background, also=ctx.guests.cancel_all)
 
 
 async def cancel_until_done(tasks: list[asyncio.Task[None]], *,
