@@ -28,6 +28,7 @@ from limiquantix.common.nats_server import NatsServer
 from limiquantix.common.vm_store import encode_record
 from limiquantix.common.vms import VmRecord
 from limiquantix.node_agent import record_view
+from limiquantix.node_agent.main import cancel_until_done
 from limiquantix.node_agent.record_view import NodeRecords
 from tests.support.waits import eventually
 
@@ -99,9 +100,9 @@ async def watching(fleet: Fleet, local: tuple[str, ...] = ()) -> AsyncIterator[N
         await asyncio.wait_for(records.ready.wait(), 10)
         yield records
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # As the agent stops it: a cancel can be lost inside nats-py's wait_for on Python 3.11
+        # (seen here once: a 60 s timeout in this context's exit).
+        await asyncio.wait_for(cancel_until_done([task]), 30)
 
 
 def ids_of(records: NodeRecords) -> set[str]:
