@@ -27,7 +27,7 @@ from limiquantix.common.commands import (
 from limiquantix.common.events import VmCloned, VmDeleted
 from limiquantix.common.model import utcnow
 from limiquantix.common.nats_server import NatsServer
-from limiquantix.common.vms import NetworkSpec, SnapshotState, VmSnapshot, VmState
+from limiquantix.common.vms import NetworkSpec, SnapshotState, VmRecord, VmSnapshot, VmState
 from tests.node_agent.test_snapshots import _clone, _mark, _snapshot, _wait_snapshot
 from tests.support.disks import make_qcow2
 from tests.support.node_agent import AgentHarness, agent_settings, find_domain, running_agent
@@ -44,6 +44,17 @@ def _disk_snapshots(disk: Path) -> list[str]:
 
 
 
+async def _running_vm(h: AgentHarness, shared_dir: Path) -> tuple[VmRecord, Path]:
+    """A running domain on a 256 MiB image QEMU (user libvirt-qemu) can read; with the
+    image."""
+    (shared_dir / "images").mkdir()
+    image = make_qcow2(shared_dir / "images" / "base.qcow2", "256M")
+    (shared_dir / "images").chmod(0o755)
+    vm = await h.new_vm(image, network=NetworkSpec(mode="isolated"), memory_mib=256)
+    await h.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
+    return vm, image
+
+
 @pytest.fixture
 async def qemu_harness(nats_server: NatsServer, shared_dir: Path) -> AsyncIterator[AgentHarness]:
     if subprocess.run(["virsh", "-c", URI, "uri"], capture_output=True).returncode != 0:
@@ -57,11 +68,7 @@ async def qemu_harness(nats_server: NatsServer, shared_dir: Path) -> AsyncIterat
 async def test_real_snapshots_revert_clone_and_delete(qemu_harness: AgentHarness,
                                                       shared_dir: Path) -> None:
     h = qemu_harness
-    (shared_dir / "images").mkdir()
-    image = make_qcow2(shared_dir / "images" / "base.qcow2", "256M")
-    (shared_dir / "images").chmod(0o755)
-    vm = await h.new_vm(image, network=NetworkSpec(mode="isolated"), memory_mib=256)
-    await h.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
+    vm, _ = await _running_vm(h, shared_dir)
     disk = h.vm_dir(vm.id) / "disk.qcow2"
     clones: list[str] = []
     try:
@@ -130,11 +137,7 @@ async def test_linked_clones_of_a_template_run_as_overlays_over_its_disk(
     """Two linked clones of one template run at once on real QEMU, each an overlay whose
     backing file is the template's disk (itself over the image), made in milliseconds."""
     h = qemu_harness
-    (shared_dir / "images").mkdir()
-    image = make_qcow2(shared_dir / "images" / "base.qcow2", "256M")
-    (shared_dir / "images").chmod(0o755)
-    vm = await h.new_vm(image, network=NetworkSpec(mode="isolated"), memory_mib=256)
-    await h.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
+    vm, image = await _running_vm(h, shared_dir)
     clones: list[str] = []
     try:
         await h.send(StopVm(command_id=uuid.uuid4().hex, vm_id=vm.id, force=True))
@@ -200,11 +203,7 @@ async def test_linked_clones_of_a_running_vm_share_its_snapshots_frozen_base(
     h = qemu_harness
     await h.shutdown()  # without the fixture's failpoint: the times below are the real ones
     await h.start(failpoints="")
-    (shared_dir / "images").mkdir()
-    image = make_qcow2(shared_dir / "images" / "base.qcow2", "256M")
-    (shared_dir / "images").chmod(0o755)
-    vm = await h.new_vm(image, network=NetworkSpec(mode="isolated"), memory_mib=256)
-    await h.wait_state(vm.id, VmState.RUNNING, timeout_s=90)
+    vm, image = await _running_vm(h, shared_dir)
     disk = h.vm_dir(vm.id) / "disk.qcow2"
     clones: list[str] = []
     try:
