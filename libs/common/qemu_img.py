@@ -104,6 +104,13 @@ class _FormatSpecific(msgspec.Struct, frozen=True):
     data: _FormatSpecificData = _FormatSpecificData()
 
 
+class InternalSnapshot(msgspec.Struct, frozen=True, rename="kebab"):
+    """An internal snapshot qemu-img lists in a qcow2 (its name is our snapshot id)."""
+
+    name: str
+    vm_state_size: int = 0  # bytes of saved memory state (0: disk only)
+
+
 class ImageInfo(Model, frozen=True, kw_only=True, rename="kebab"):
     """The fields of ``qemu-img info --output=json`` we rely on."""
 
@@ -113,7 +120,9 @@ class ImageInfo(Model, frozen=True, kw_only=True, rename="kebab"):
     actual_size: int = 0
     backing_filename: str | None = None
     full_backing_filename: str | None = None
+    backing_filename_format: str | None = None
     format_specific: _FormatSpecific | None = None
+    snapshots: tuple[InternalSnapshot, ...] = ()
 
 
 _info_decoder = msgspec.json.Decoder(ImageInfo)
@@ -130,12 +139,16 @@ def is_iso9660(path: Path) -> bool:
         return f.read(len(ISO9660_MAGIC)) == ISO9660_MAGIC
 
 
-async def info(path: Path, *, fmt: str | None = None) -> ImageInfo:
-    """What qemu-img says of ``path`` (format probed unless ``fmt`` is given), run limited.
+async def info(path: Path, *, fmt: str | None = None, force_share: bool = False
+               ) -> ImageInfo:
+    """What qemu-img says of ``path`` (format probed unless ``fmt`` is given), run limited;
+    ``force_share`` (``-U``) reads a disk a running QEMU holds open.
 
     ToolFailed (message without ``path``) when qemu-img cannot read it or hits a limit.
     """
     args = ["info", "--output=json"]
+    if force_share:
+        args.append("-U")
     if fmt:
         args += ["-f", fmt]
     args.append(str(path))

@@ -24,12 +24,12 @@ deletes its base.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
 import structlog
 
+from limiquantix.common import qemu_img
 from limiquantix.common.process import ToolFailed, run_tool
 from limiquantix.node_agent.context import AgentContext
 from limiquantix.node_agent.errors import NodeAgentError
@@ -69,15 +69,13 @@ def users_dir(base: Path) -> Path:
 async def _backing_of(disk: Path) -> tuple[str, str] | None:
     """(absolute backing file, its format) of ``disk``, None when it has none."""
     try:
-        out = await run_tool(["qemu-img", "info", "-U", "--output=json", str(disk)],
-                             timeout_s=60.0)
+        info = await qemu_img.info(disk, fmt="qcow2", force_share=True)
     except ToolFailed as exc:
         raise BaseFailed(f"reading the VM's disk failed: {exc.message}") from None
-    info = json.loads(out)
-    backing = info.get("full-backing-filename") or info.get("backing-filename")
+    backing = info.full_backing_filename or info.backing_filename
     if not backing:
         return None
-    return str(backing), str(info.get("backing-filename-format") or "qcow2")
+    return backing, info.backing_filename_format or "qcow2"
 
 
 def _read_only(path: Path) -> None:

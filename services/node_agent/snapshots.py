@@ -36,9 +36,11 @@ import libvirt
 import msgspec
 import structlog
 
+from limiquantix.common import qemu_img
 from limiquantix.common.commands import CreateSnapshot, DeleteSnapshot, RevertSnapshot
 from limiquantix.common.errors import LimiquantixError
 from limiquantix.common.events import VmActionFailed, VmSnapshotChanged
+from limiquantix.common.process import ToolFailed
 from limiquantix.common.vms import (
     SnapshotState,
     VmError,
@@ -214,17 +216,11 @@ async def quiesced(ctx: AgentContext, dom_uuid: str, *, wanted: bool) -> AsyncIt
 
 async def _memory_size(disk: Path, snapshot_id: str) -> int | None:
     """Bytes of saved memory state qemu-img reports for the snapshot (None when unknown)."""
-    from limiquantix.common.process import ToolFailed, run_tool
-
     try:
-        out = await run_tool(["qemu-img", "info", "-U", "--output=json", str(disk)],
-                             timeout_s=30.0)
+        info = await qemu_img.info(disk, fmt="qcow2", force_share=True)
     except ToolFailed:
         return None
-    for item in json.loads(out).get("snapshots", []):
-        if item.get("name") == snapshot_id:
-            return int(item.get("vm-state-size", 0))
-    return None
+    return next((s.vm_state_size for s in info.snapshots if s.name == snapshot_id), None)
 
 
 async def _fail(ctx: AgentContext, vm_id: str, snapshot_id: str, action: str,
