@@ -122,23 +122,6 @@ async def wait_for(api: aiohttp.ClientSession, vm_id: str, check: Any, what: str
     return await eventually(matching, timeout_s=timeout_s, interval_s=0.5, what=what)
 
 
-async def lq_with_input(env: dict[str, str], *args: str, input_text: str,
-                        timeout_s: float) -> Result:
-    """``lq`` with ``input_text`` on stdin and no controlling terminal: its password prompt
-    (getpass) then reads the typed lines from stdin, as from a pipe in a script."""
-    process = await asyncio.create_subprocess_exec(
-        LQ, *args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(input_text.encode()), timeout_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return Result(process.returncode, out.decode(), err.decode())
-
-
 @pytest.fixture(scope="module")
 def guest_stack_env() -> dict[str, str]:
     return {"LQ_GUEST_AGENT_REFRESH_S": "5"}
@@ -162,8 +145,8 @@ async def guest(guest_stack: GuestStack, guest_image: Path,
     user_data.write_text(USER_DATA.format(
         ops_key=ops_key.with_suffix(".pub").read_text().strip()))
     name = unique_name("guest")
-    created = await lq_with_input(
-        env, "vm", "create", name, "--image", found.group(1), "--memory", "1G", "--disk", "4G",
+    created = await lq(
+        "vm", "create", name, "--image", found.group(1), "--memory", "1G", "--disk", "4G",
         "--network", "isolated", "--ssh-key", str(guest_stack.key.with_suffix(".pub")),
         "--user-data", str(user_data), "--password-prompt", "--wait", "ready",
         "--timeout", "15m", input_text=f"{PASSWORD}\n{PASSWORD}\n", timeout_s=960)

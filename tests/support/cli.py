@@ -27,14 +27,19 @@ class Lq:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
 
-    async def __call__(self, *args: str, timeout_s: float = 60.0, env: dict[str, str] | None = None
-                       ) -> Result:
+    async def __call__(self, *args: str, timeout_s: float = 60.0, env: dict[str, str] | None = None,
+                       input_text: str | None = None) -> Result:
+        """``input_text``: typed on stdin, with no controlling terminal (a new session), so a
+        password prompt (getpass) reads it as from a pipe in a script."""
         process = await asyncio.create_subprocess_exec(
-            LQ, *args, env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
+            LQ, *args, env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL if input_text is None else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=input_text is not None,
         )
+        data = None if input_text is None else input_text.encode()
         try:
-            out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+            out, err = await asyncio.wait_for(process.communicate(data), timeout_s)
         except TimeoutError:
             process.kill()
             await process.wait()
