@@ -23,7 +23,12 @@ from limiquantix.api.auth import principal_of
 from limiquantix.api.errors import IllegalTransition, NameTaken
 from limiquantix.api.http_json import decode_body, json_response
 from limiquantix.api.openapi import OpenApiPart, Operation
-from limiquantix.api.routes_vms import image_library_client, release_reservation, resolve
+from limiquantix.api.routes_vms import (
+    image_library_client,
+    name_taken_by_store,
+    release_reservation,
+    resolve,
+)
 from limiquantix.api.snapshot_errors import (
     CloneRefused,
     GeneralizeUnavailable,
@@ -314,7 +319,7 @@ async def clone_vm(request: web.Request) -> web.Response:
         view.release(record.id)
         await release_reservation(app, node, vm_id)
         if isinstance(exc, Conflict):
-            raise NameTaken(exc.message, name=body.name) from None
+            raise name_taken_by_store(app, body.name) from None
         raise
     view.put(record, revision)
     js = app[app_keys.JETSTREAM]

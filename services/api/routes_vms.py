@@ -245,7 +245,7 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
         view.release(vm_id)
         await release_reservation(app, node, vm_id)
         if isinstance(exc, Conflict):
-            raise NameTaken(exc.message, name=body.name) from None
+            raise name_taken_by_store(app, body.name) from None
         raise
     view.put(record, revision)
     # From here the record is the create's outbox: the VM will be made even if what follows
@@ -261,6 +261,22 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
                     error=repr(exc))
     log.info("vm accepted", vm_id=vm_id, name=record.name, node=node)
     return record
+
+
+def name_taken_by_store(app: web.Application, name: str) -> NameTaken:
+    """The name is claimed, though this gateway may show no VM by it yet: another create of
+    the name is under way, or one was cut off (its gateway died) before it wrote its record.
+    Say which way out each case has, rather than "delete the existing VM" for a VM that the
+    user cannot find."""
+    if app[app_keys.VM_VIEW].by_name(name) is not None:
+        return NameTaken(f"a VM named {name!r} already exists", name=name)
+    sweep_s = round(app[app_keys.SETTINGS].create_sweep_after_s)
+    return NameTaken(
+        f"the name {name!r} is held by another create that is under way or was interrupted",
+        hint=(f"If GET /v1/vms/{name} still answers 404 after {sweep_s} s, an interrupted create "
+              "held the name and it is free again: send the create once more. Send an "
+              "Idempotency-Key so that a retried create answers its first attempt's VM."),
+        name=name)
 
 
 async def release_reservation(app: web.Application, node: str, vm_id: str) -> None:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -129,7 +130,14 @@ class CommandConsumer:
                 continue
             fetch = asyncio.ensure_future(
                 sub.fetch(batch=min(room, FETCH_BATCH), timeout=FETCH_TIMEOUT_S))
-            await _first(asyncio.shield(fetch), stop.wait())
+            # A fetch orphaned by a cancel from outside ends with the connection, and its error
+            # must not surface as "Task exception was never retrieved" at exit (seen in CI).
+            fetch.add_done_callback(_mark_retrieved)
+            try:
+                await _first(asyncio.shield(fetch), stop.wait())
+            except asyncio.CancelledError:
+                fetch.cancel()
+                raise
             if not fetch.done():  # stopping: messages it would bring are redelivered later
                 fetch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -289,6 +297,11 @@ class CommandConsumer:
             log.warning("abandoned commands in flight (JetStream redelivers them)",
                         count=len(pending))
             await asyncio.wait(pending)
+
+
+def _mark_retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _first(*aws: object) -> None:
