@@ -1,6 +1,7 @@
 import type { LqEvent, VmRecord } from "../api/types";
 import {
-  canGeneralize, day2Summary, latestFailure, linkedCloneBase, linkedClonesOf, templateBlocked, memorySnapshotBlocked, resizeRequest, sectionEvents, snapshotBlocked, snapshotNameProblem,
+  canGeneralize, cloneBaseName, clonesBySnapshot, day2Summary, latestFailure, linkedCloneBase, linkedClonesOf, snapshotDeleteBlocked,
+  templateBlocked, vmDeleteBlocked, memorySnapshotBlocked, resizeRequest, sectionEvents, snapshotBlocked, snapshotNameProblem,
   snapshotSummary, type VmSnapshot,
 } from "./day2";
 
@@ -119,5 +120,46 @@ describe("templates", () => {
     expect(canGeneralize({ ...vm, state: "stopped", guest: agent(true) })).toBe(false);
     expect(day2Summary({ id: "9", type: "vm.templated", vm_id: "vm-1", name: "web-1" })).toBe(
       "web-1: made a template (frozen; the base of linked clones)");
+  });
+});
+
+describe("linked clones of a VM that is not a template", () => {
+  const at = (id: string, name: string, snapshotId: string, linked?: boolean): VmRecord => ({
+    ...vm, id, name, clone_of: { vm_id: "vm-1", snapshot_id: snapshotId, ...(linked === undefined ? {} : { linked }) },
+  });
+  const source: VmRecord = { ...vm, snapshots: [snap({ id: "s1", name: "clone-clone-a" }), snap({ id: "s2", name: "nightly" })] };
+  const a = at("a", "clone-a", "s1");
+  const b = at("b", "clone-b", "s2", true);
+  const c = at("c", "clone-c", "s2");
+  const full = at("f", "full", "s2", false);
+  const other: VmRecord = { ...at("o", "other", "s2"), clone_of: { vm_id: "vm-9", snapshot_id: "s2" } };
+
+  it("are listed whatever the source (a record omits linked at its default: linked)", () => {
+    expect(linkedClonesOf(source, [c, full, other, source, b, a]).map((v) => v.name)).toEqual(["clone-a", "clone-b", "clone-c"]);
+    expect(linkedClonesOf(source, [full, other])).toEqual([]);
+  });
+
+  it("name the snapshot each is kept on (its id until the source lists it; a template's disk)", () => {
+    expect(cloneBaseName(source, a)).toBe("snapshot clone-clone-a");
+    expect(cloneBaseName(vm, a)).toBe("snapshot s1");
+    const template: VmRecord = { ...vm, template: true };
+    expect(cloneBaseName(template, { clone_of: { vm_id: "vm-1" } })).toBe("the template's disk");
+  });
+
+  it("block their snapshots' delete, saying which clones", () => {
+    const by = clonesBySnapshot(linkedClonesOf(source, [c, full, b, a]));
+    expect([...by.keys()].sort()).toEqual(["s1", "s2"]);
+    expect(by.get("s2")?.map((v) => v.name)).toEqual(["clone-b", "clone-c"]);
+    expect(snapshotDeleteBlocked(by.get("s2"))).toBe("Base of linked clones: clone-b, clone-c. Delete them first, then the snapshot.");
+    expect(snapshotDeleteBlocked(by.get("s3"))).toBe("");
+    expect(clonesBySnapshot([at("t", "t", "")]).size).toBe(0); // a template's clone: on no snapshot
+  });
+
+  it("block the VM's delete, naming them", () => {
+    expect(vmDeleteBlocked(source, [a])).toBe(
+      "web-1 is the base of 1 linked clone (kept on its snapshots): clone-a. Delete it first, then web-1.");
+    expect(vmDeleteBlocked({ ...source, template: true }, [a, b])).toBe(
+      "web-1 is the base of 2 linked clones (kept on its disk): clone-a, clone-b. Delete them first, then web-1.");
+    expect(vmDeleteBlocked(source, [])).toBe("");
   });
 });

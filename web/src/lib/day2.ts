@@ -51,10 +51,46 @@ export function canGeneralize(vm: Pick<VmRecord, "state" | "guest">): boolean {
   return isUp(vm) && Boolean(vm.guest?.agent?.connected);
 }
 
-/** The linked clones that depend on a template (its delete waits for them), by name. */
-export function linkedClonesOf(template: Pick<VmRecord, "id">, vms: Iterable<VmRecord>): VmRecord[] {
-  return [...vms].filter((v) => v.clone_of?.vm_id === template.id && v.clone_of.linked !== false)
+/** The linked clones that depend on a VM, by name: a template's (on its disk) or any other
+ * VM's (each on a snapshot's frozen base). The gateway refuses the VM's delete while any is left. */
+export function linkedClonesOf(source: Pick<VmRecord, "id">, vms: Iterable<VmRecord>): VmRecord[] {
+  return [...vms].filter((v) => v.clone_of?.vm_id === source.id && v.clone_of.linked !== false)
     .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** What a linked clone of `source` is kept on, in the user's words: "snapshot NAME" (the
+ * snapshot's id while the source's record does not list it), or "the template's disk". */
+export function cloneBaseName(source: Pick<VmRecord, "snapshots">, clone: Pick<VmRecord, "clone_of">): string {
+  const id = clone.clone_of?.snapshot_id ?? "";
+  if (!id) return "the template's disk";
+  return `snapshot ${(source.snapshots ?? []).find((s) => s.id === id)?.name ?? id}`;
+}
+
+/** The linked clones kept on each snapshot of a VM (snapshot id → clones, by name). */
+export function clonesBySnapshot(clones: readonly VmRecord[]): Map<string, VmRecord[]> {
+  const by = new Map<string, VmRecord[]>();
+  for (const clone of clones) {
+    const id = clone.clone_of?.snapshot_id ?? "";
+    if (id) by.set(id, [...(by.get(id) ?? []), clone]);
+  }
+  return by;
+}
+
+/** Why a snapshot cannot be deleted (the gateway's 409 snapshot_in_use), or "". */
+export function snapshotDeleteBlocked(clones: readonly Pick<VmRecord, "name">[] | undefined): string {
+  if (!clones?.length) return "";
+  const names = clones.map((c) => c.name).join(", ");
+  return `Base of linked clones: ${names}. Delete them first, then the snapshot.`;
+}
+
+/** Why a VM cannot be deleted because linked clones depend on it (the gateway's 409
+ * snapshot_in_use, or template_in_use for a template), or "". */
+export function vmDeleteBlocked(vm: Pick<VmRecord, "name" | "template">, clones: readonly Pick<VmRecord, "name">[]): string {
+  if (!clones.length) return "";
+  const names = clones.map((c) => c.name).join(", ");
+  const on = vm.template ? "its disk" : "its snapshots";
+  return `${vm.name} is the base of ${clones.length} linked clone${clones.length === 1 ? "" : "s"} (kept on ${on}): ${names}.`
+    + ` Delete ${clones.length === 1 ? "it" : "them"} first, then ${vm.name}.`;
 }
 
 export function snapshotNameProblem(name: string, existing: readonly VmSnapshot[]): string {

@@ -9,7 +9,7 @@ import { type ImageRecord, normImage, type VmRecord } from "../../api/types";
 import { ConfirmDialog } from "../../components/Dialog";
 import { Field, ProblemLine, ProgressBar, StateBadge } from "../../components/bits";
 import {
-  canGeneralize, dnsLabelProblem, linkedCloneBase, linkedClonesOf, snapshotBlocked, templateBlocked,
+  canGeneralize, cloneBaseName, dnsLabelProblem, linkedCloneBase, linkedClonesOf, snapshotBlocked, templateBlocked,
   type VmSnapshot,
 } from "../../lib/day2";
 import { Link } from "../../lib/router";
@@ -40,6 +40,7 @@ export function ClonePublishTab({ vm }: { vm: VmRecord }) {
         <h2 id="clone-title">Clone</h2>
         <CloneForm vm={vm} onCloned={(id) => setCloneIds((ids) => [...ids, id])} />
         <Clones ids={cloneIds} />
+        {!vm.template && <DependentClones vm={vm} />}
         <h2 id="template-title">Template</h2>
         <TemplateSection vm={vm} />
       </section>
@@ -49,6 +50,29 @@ export function ClonePublishTab({ vm }: { vm: VmRecord }) {
         <h3>Activity</h3>
         <Activity vm={vm} section="clone" alsoVms={cloneIds} />
       </section>
+    </div>
+  );
+}
+
+/** The linked clones of a VM that is not a template, each on a snapshot of it: what keeps the
+ * VM and those snapshots from being deleted (Proxmox shows a base's dependants the same way). */
+function DependentClones({ vm }: { vm: VmRecord }) {
+  const snapshot = useLive();
+  const clones = linkedClonesOf(vm, snapshot.vms.values());
+  if (clones.length === 0) return null;
+  return (
+    <div id="linked-clones" data-count={clones.length}>
+      <h3>Linked clones ({clones.length}), each kept on a snapshot of this VM</h3>
+      <ul className="plain-list">
+        {clones.map((c) => (
+          <li key={c.id} data-vm-name={c.name} data-state={c.state}>
+            <Link href={`/vms/${encodeURIComponent(c.name)}`}>{c.name}</Link> ({cloneBaseName(vm, c)}){" "}
+            <StateBadge state={c.state} />
+          </li>
+        ))}
+      </ul>
+      <p className="field-hint">{vm.name} and those snapshots cannot be deleted while these clones exist: delete the
+        clones first.</p>
     </div>
   );
 }

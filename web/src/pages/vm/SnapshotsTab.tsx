@@ -7,16 +7,21 @@ import type { VmRecord } from "../../api/types";
 import { ConfirmDialog } from "../../components/Dialog";
 import { Field, ProblemLine, StateBadge } from "../../components/bits";
 import {
-  memorySnapshotBlocked, snapshotBlocked, snapshotNameProblem, snapshotSummary, type VmSnapshot,
+  clonesBySnapshot, linkedClonesOf, memorySnapshotBlocked, snapshotBlocked, snapshotDeleteBlocked, snapshotNameProblem,
+  snapshotSummary, type VmSnapshot,
 } from "../../lib/day2";
 import { time } from "../../lib/format";
-import { live } from "../../state/live";
+import { Link } from "../../lib/router";
+import { live, useLive } from "../../state/live";
 import { Activity } from "./Activity";
 import { useAction } from "./useAction";
 
 export function SnapshotsTab({ vm }: { vm: VmRecord }) {
   const snapshots = vm.snapshots ?? [];
   const { busy, problem, clearProblem, run } = useAction();
+  // A snapshot that linked clones are kept on cannot be deleted (the gateway: 409 snapshot_in_use).
+  const all = useLive();
+  const clonesOn = clonesBySnapshot(linkedClonesOf(vm, all.vms.values()));
   const [confirm, setConfirm] = useState<{ action: "revert" | "delete"; snap: VmSnapshot } | null>(null);
   const act = async (action: "revert" | "delete", snap: VmSnapshot) => {
     setConfirm(null);
@@ -37,22 +42,35 @@ export function SnapshotsTab({ vm }: { vm: VmRecord }) {
         <h2 id="snap-list-title">Snapshots ({snapshots.length})</h2>
         {snapshots.length === 0 ? <p className="muted">None yet.</p> : (
           <ul className="plain-list snapshot-list" id="snapshots">
-            {[...snapshots].reverse().map((snap) => (
-              <li key={snap.id} className="snapshot" data-snapshot={snap.name} data-state={snap.state ?? "creating"}>
-                <div className="snapshot-head">
-                  <strong>{snap.name}</strong> <StateBadge state={snap.state ?? "creating"} />
-                </div>
-                <p className="muted">{time(snap.created_at)} · {snapshotSummary(snap)}</p>
-                {snap.description && <p className="wrap">{snap.description}</p>}
-                {snap.error && <p className="problem" role="alert">{snap.error}</p>}
-                <div className="button-row">
-                  <button type="button" className="small" disabled={busy || snap.state !== "ready" || Boolean(blocked)}
-                          aria-label={`Revert to ${snap.name}`} onClick={() => setConfirm({ action: "revert", snap })}>Revert</button>
-                  <button type="button" className="small danger" disabled={busy || snap.state === "deleting" || snap.state === "reverting"}
-                          aria-label={`Delete snapshot ${snap.name}`} onClick={() => setConfirm({ action: "delete", snap })}>Delete</button>
-                </div>
-              </li>
-            ))}
+            {[...snapshots].reverse().map((snap) => {
+              const clones = clonesOn.get(snap.id) ?? [];
+              const inUse = snapshotDeleteBlocked(clones);
+              const hintId = `snapshot-${snap.id}-in-use`;
+              return (
+                <li key={snap.id} className="snapshot" data-snapshot={snap.name} data-state={snap.state ?? "creating"}
+                    data-clones={clones.length || undefined}>
+                  <div className="snapshot-head">
+                    <strong>{snap.name}</strong> <StateBadge state={snap.state ?? "creating"} />
+                  </div>
+                  <p className="muted">{time(snap.created_at)} · {snapshotSummary(snap)}</p>
+                  {snap.description && <p className="wrap">{snap.description}</p>}
+                  {snap.error && <p className="problem" role="alert">{snap.error}</p>}
+                  {clones.length > 0 && (
+                    <p className="field-hint snapshot-clones" id={hintId}>Base of linked clones:{" "}
+                      {clones.map((c, i) => <span key={c.id}>{i ? ", " : ""}<Link href={`/vms/${encodeURIComponent(c.name)}`}>{c.name}</Link></span>)}
+                      {" "}(it is kept while they exist)</p>
+                  )}
+                  <div className="button-row">
+                    <button type="button" className="small" disabled={busy || snap.state !== "ready" || Boolean(blocked)}
+                            aria-label={`Revert to ${snap.name}`} onClick={() => setConfirm({ action: "revert", snap })}>Revert</button>
+                    <button type="button" className="small danger"
+                            disabled={busy || snap.state === "deleting" || snap.state === "reverting" || Boolean(inUse)}
+                            title={inUse || undefined} aria-describedby={inUse ? hintId : undefined}
+                            aria-label={`Delete snapshot ${snap.name}`} onClick={() => setConfirm({ action: "delete", snap })}>Delete</button>
+                  </div>
+                </li>
+              );
+            })}
           </ul>
         )}
         <ProblemLine error={problem} onDismiss={clearProblem} />

@@ -4,6 +4,7 @@ import { getJson, seg } from "../../api/client";
 import type { VmRecord } from "../../api/types";
 import { ConfirmDialog } from "../../components/Dialog";
 import { CopyButton, ProblemLine, StateBadge } from "../../components/bits";
+import { cloneBaseName, linkedClonesOf, vmDeleteBlocked } from "../../lib/day2";
 import { mib, time } from "../../lib/format";
 import { labelsText } from "../../lib/vmList";
 import { Link, navigate } from "../../lib/router";
@@ -90,6 +91,10 @@ function Actions({ vm, onDeleted }: { vm: VmRecord; onDeleted: () => void }) {
   const [confirming, setConfirming] = useState(false);
   const [busy, setBusy] = useState<VmAction | null>(null);
   const [now, setNow] = useState(() => Date.now());
+  // Linked clones kept on this VM (its snapshots, or a template's disk): the gateway refuses its
+  // delete, forced too, until they are gone; the dialog says so instead of sending it.
+  const clones = linkedClonesOf(vm, useLive().vms.values());
+  const deleteBlocked = vmDeleteBlocked(vm, clones);
   useEffect(() => {
     if (vm.state !== "stopping") return undefined;
     const timer = setInterval(() => setNow(Date.now()), 1000);
@@ -131,9 +136,22 @@ function Actions({ vm, onDeleted }: { vm: VmRecord; onDeleted: () => void }) {
         </p>
       )}
       <ProblemLine error={error} onDismiss={() => setError(null)} />
-      <ConfirmDialog open={confirming} title={`Delete ${vm.name}?`} confirmLabel="Delete VM" danger busy={busy !== null}
+      <ConfirmDialog open={confirming} title={`Delete ${vm.name}?`} confirmLabel="Delete VM" danger
+                     busy={busy !== null || Boolean(deleteBlocked)}
                      onClose={() => setConfirming(false)} onConfirm={() => { setConfirming(false); void act("delete"); }}>
-        {vm.state === "unknown" ? (
+        {deleteBlocked ? (
+          <div id="delete-blocked" data-count={clones.length}>
+            <p className="warning" role="status">{deleteBlocked}</p>
+            <ul className="plain-list">
+              {clones.map((c) => (
+                <li key={c.id} data-vm-name={c.name}>
+                  <Link href={`/vms/${encodeURIComponent(c.name)}`} onClick={() => setConfirming(false)}>{c.name}</Link>{" "}
+                  ({cloneBaseName(vm, c)}) <StateBadge state={c.state} />
+                </li>
+              ))}
+            </ul>
+          </div>
+        ) : vm.state === "unknown" ? (
           <p>Node {vm.node} is offline: <strong>{vm.name}</strong> is removed now, and the node removes its disk and
             files if it comes back. This cannot be undone.</p>
         ) : (
