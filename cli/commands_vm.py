@@ -135,10 +135,36 @@ def _clone_label(source: CloneSource) -> str:
     return f"{source.vm_id} ({kind}{at})"
 
 
+def linked_clones(client: ApiClient, record: VmRecord) -> list[VmRecord]:
+    """The linked clones kept on ``record`` (a template's disk, or its snapshots' frozen
+    bases), by name. Their disks back onto its files, so they are on its node: only that
+    node's VMs are read."""
+    return sorted((vm for vm in client.api.vms.list(node=record.node or None)
+                   if vm.clone_of is not None and vm.clone_of.linked
+                   and vm.clone_of.vm_id == record.id), key=lambda vm: vm.name)
+
+
+def _linked_clone_pairs(record: VmRecord, clones: list[VmRecord]) -> list[tuple[str, str]]:
+    """One line per linked clone with what it is kept on, after one that says what they
+    block (the gateway refuses the VM's delete, and their snapshots', until they are gone)."""
+    if not clones:
+        return []
+    names = {s.id: s.name for s in record.snapshots}
+    blocks = "this template" if record.template else "this VM or those snapshots"
+    pairs = [("linked clones", f"{len(clones)} (delete them before {blocks})")]
+    for clone in clones:
+        snapshot_id = clone.clone_of.snapshot_id if clone.clone_of else ""
+        base = (f"snapshot {names.get(snapshot_id, snapshot_id)}" if snapshot_id
+                else "the template's disk")
+        pairs.append(("linked clone", f"{clone.name} on {base} ({clone.state})"))
+    return pairs
+
+
 def show(ctx: Context) -> int:
     record = get_vm(ctx.client, ctx.args.vm)
     if print_json_if_asked(ctx, record):
         return EXIT_OK
+    clones = linked_clones(ctx.client, record)
     error = record.error
     guest = record.guest
     ctx.print(key_values([
@@ -149,6 +175,7 @@ def show(ctx: Context) -> int:
         ("template", "yes: frozen; make VMs of it with 'lq vm clone' (linked by default)"
                      if record.template else ""),
         ("clone of", _clone_label(record.clone_of) if record.clone_of else ""),
+        *_linked_clone_pairs(record, clones),
         ("node", record.node),
         ("image", record.image),
         ("cpus", str(record.vcpus)),

@@ -59,7 +59,16 @@ async def test_snapshots_clone_and_publish_with_lq(lq: Lq, stack: Stack, tmp_pat
     in_use = await lq("vm", "snapshot", "delete", name, f"clone-{linked_name}")
     assert in_use.code == 1 and "(snapshot_in_use)" in one_error_line(in_use.err)
     assert linked_name in in_use.err
+    # Before any refused delete, show names the linked clones kept on the VM and on which
+    # snapshot (the full clone depends on nothing).
+    shown = (await lq("vm", "show", name)).out
+    assert re.search(r"^linked clones: +1 \(delete them before this VM or those snapshots\)$",
+                     shown, re.M), shown
+    assert re.search(rf"^linked clone: +{linked_name} on snapshot clone-{linked_name} \(\w+\)$",
+                     shown, re.M), shown
+    assert clone_name not in shown
     assert (await lq("vm", "delete", linked_name, "--wait")).code == 0
+    assert "linked clone" not in (await lq("vm", "show", name)).out
     freed = await lq("vm", "snapshot", "delete", name, f"clone-{linked_name}", "--wait")
     assert freed.code == 0, freed.err
 
@@ -104,7 +113,11 @@ async def test_a_template_and_its_linked_clone_with_lq(lq: Lq, stack: Stack,
     assert re.search(rf"^{name} +stopped \(template\) ", listed, re.M), listed
     shown = (await lq("vm", "show", clone_name)).out
     assert "clone of:" in shown and f"{template['id']} (linked)" in shown, shown
-    assert re.search(r"^template: +yes: frozen", (await lq("vm", "show", name)).out, re.M)
+    shown = (await lq("vm", "show", name)).out
+    assert re.search(r"^template: +yes: frozen", shown, re.M)
+    assert re.search(r"^linked clones: +1 \(delete them before this template\)$", shown, re.M)
+    assert re.search(rf"^linked clone: +{clone_name} on the template's disk \(running\)$",
+                     shown, re.M), shown
 
     started = await lq("vm", "start", name)
     assert started.code == 1 and "(template_refused)" in one_error_line(started.err)
