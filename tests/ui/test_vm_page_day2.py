@@ -1,7 +1,8 @@
 """The VM page's guest agent and day-2 sections in headless Chromium against the real stack
 (node agent on libvirt's test driver, which has no guest and so no guest agent): what the page
-shows about the guest, the run-command box's 409 ``agent_unavailable`` with its hint, and the
-create progress view's phase and elapsed time."""
+shows about the guest, the run-command box's 409 ``agent_unavailable`` with its hint, the
+create progress view's phase and elapsed time, and snapshots, clones (the linked clones a VM
+is the base of), templates and hardware."""
 
 from __future__ import annotations
 
@@ -217,6 +218,62 @@ async def test_a_stopped_vm_becomes_a_template_whose_linked_clone_runs(
     row = page.locator(f".vm-row[data-vm-name='{vm['name']}']")
     await expect(row.locator(".badge.template")).to_be_visible()
     await expect(row.get_by_role("button", name=f"Start {vm['name']}")).to_be_disabled()
+
+
+async def test_a_vm_shows_the_linked_clones_kept_on_its_snapshots_before_any_delete(
+        ui_stack: Stack, ui_api: aiohttp.ClientSession, page: Page,
+        cloud_image: dict[str, Any], screenshots: Path) -> None:
+    """A linked clone of a VM that is not a template (made through the API) is listed on the
+    VM's Clone tab with its snapshot; that snapshot's Delete is disabled saying why (the
+    gateway answers 409 snapshot_in_use), and the VM's delete dialog names the clone."""
+    vm = await make_vm(ui_api, cloud_image, "base")
+    await open_vm(page, ui_stack, vm["name"], "clone")
+    await expect(page.locator("#linked-clones")).to_have_count(0)
+    clone_name = unique_name("lc")
+    async with ui_api.post(f"/v1/vms/{vm['id']}/clone",
+                           json={"name": clone_name, "linked": True}) as response:
+        assert response.status == 202, await response.text()
+        clone = await response.json()
+    snapshot = f"clone-{clone_name}"  # taken by the gateway for the clone
+    linked = page.locator("#linked-clones")
+    await expect(linked).to_contain_text("Linked clones (1), each kept on a snapshot of this VM")
+    item = linked.locator(f"li[data-vm-name='{clone_name}']")
+    await expect(item).to_contain_text(f"{clone_name} (snapshot {snapshot})")
+    await expect(item.get_by_role("link", name=clone_name)).to_have_attribute(
+        "href", f"/vms/{clone_name}")
+    await expect(item.locator(".badge")).to_have_attribute("data-state", re.compile(r"\w+"))
+    await expect(linked).to_contain_text(f"{vm['name']} and those snapshots cannot be deleted")
+    await shoot(page, screenshots, "vm-linked-clones")
+
+    await page.get_by_role("link", name="Snapshots", exact=True).click()
+    snap = page.locator(f"#snapshots .snapshot[data-snapshot='{snapshot}']")
+    await expect(snap.locator(".snapshot-clones")).to_have_text(
+        f"Base of linked clones: {clone_name} (it is kept while they exist)")
+    delete = snap.get_by_role("button", name=f"Delete snapshot {snapshot}")
+    await expect(delete).to_be_disabled()
+    await expect(delete).to_have_attribute(
+        "title", f"Base of linked clones: {clone_name}. Delete them first, then the snapshot.")
+    async with ui_api.delete(f"/v1/vms/{vm['id']}/snapshots/{snapshot}") as response:
+        assert response.status == 409  # what the disabled button spares the user
+        assert (await response.json())["code"] == "snapshot_in_use"
+
+    await page.get_by_role("group", name="Actions").get_by_role(
+        "button", name="Delete", exact=True).click()
+    dialog = page.locator("#confirm-dialog")
+    await expect(dialog.locator("#delete-blocked")).to_contain_text(
+        f"{vm['name']} is the base of 1 linked clone (kept on its snapshots): {clone_name}.")
+    await expect(dialog.locator(f"li[data-vm-name='{clone_name}']")).to_contain_text(
+        f"(snapshot {snapshot})")
+    await expect(dialog.get_by_role("button", name="Delete VM")).to_be_disabled()
+    await shoot(page, screenshots, "vm-delete-blocked-by-linked-clone")
+    await dialog.get_by_role("button", name="Cancel").click()
+
+    # Once the clone is gone, the page follows: the snapshot can be deleted again.
+    async with ui_api.delete(f"/v1/vms/{clone['id']}") as response:
+        assert response.status == 202, await response.text()
+    await expect(snap.locator(".snapshot-clones")).to_have_count(0, timeout=STATE_TIMEOUT_MS)
+    await expect(delete).to_be_enabled()
+    await expect(delete).not_to_have_attribute("title", re.compile("."))
 
 
 async def test_resize_disks_and_iso_media_from_the_hardware_tab(
