@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from limiquantix.cli import ssh, vm_input
 from limiquantix.cli.client import ApiClient
 from limiquantix.cli.context import Context
-from limiquantix.cli.errors import EXIT_OK, CliError
+from limiquantix.cli.errors import EXIT_OK, ApiError, CliError
 from limiquantix.cli.output import (
     StatusLine,
     key_values,
@@ -129,10 +129,22 @@ def _state_label(record: VmRecord) -> str:
     return f"{record.state} (template)" if record.template else str(record.state)
 
 
-def _clone_label(source: CloneSource) -> str:
+def _clone_label(client: ApiClient, source: CloneSource) -> str:
+    """The source VM and snapshot by name; their ids when the source is gone (a full clone
+    outlives it)."""
     kind = "linked" if source.linked else "full"
-    at = f" at snapshot {source.snapshot_id}" if source.snapshot_id else ""
-    return f"{source.vm_id} ({kind}{at})"
+    vm, snapshot = source.vm_id, source.snapshot_id
+    try:
+        record = get_vm(client, source.vm_id)
+    except ApiError as exc:
+        if exc.http_status != 404:
+            raise
+        vm = f"{source.vm_id}, deleted"
+    else:
+        vm = record.name
+        snapshot = next((s.name for s in record.snapshots if s.id == snapshot), snapshot)
+    at = f" at snapshot {snapshot}" if snapshot else ""
+    return f"{vm} ({kind}{at})"
 
 
 def linked_clones(client: ApiClient, record: VmRecord) -> list[VmRecord]:
@@ -174,7 +186,7 @@ def show(ctx: Context) -> int:
         ("error", f"{error.message} ({error.code}) - {error.hint}" if error else ""),
         ("template", "yes: frozen; make VMs of it with 'lq vm clone' (linked by default)"
                      if record.template else ""),
-        ("clone of", _clone_label(record.clone_of) if record.clone_of else ""),
+        ("clone of", _clone_label(ctx.client, record.clone_of) if record.clone_of else ""),
         *_linked_clone_pairs(record, clones),
         ("node", record.node),
         ("image", record.image),
