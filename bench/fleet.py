@@ -1,7 +1,7 @@
 """A simulated fleet: N real node agents against real gateways and a real NATS, on 127.0.0.1.
 
     .venv/bin/python bench/fleet.py --nodes 1000 [--vms 10000] [--clients 50] [--gateways 2]
-                                    [--sse 100] [--max-seconds 900] [--json FILE]
+                                    [--sse 100] [--max-seconds 900] [--rate R] [--json FILE]
 
 What is real and what is not:
 
@@ -20,15 +20,18 @@ What is real and what is not:
   therefore also the bottleneck the numbers show: every agent's work shares one core.
 
 Reports (and ``--json``): nodes seen online by the gateway (minimum over the run, sampled every
-2 s), gateway CPU (idle with every node heartbeating, and during creates), placement spread
-(VMs per node), creates/s and p50/p99 POST → ``running`` (the SSE event) with ``--clients``
-closed-loop clients, CPU per VM made (gateways, agents, NATS, and this process: the load
-generator shares the cores), ``GET /v1/vms?limit=100`` and ``GET /v1/nodes`` latency at the final VM
-count, SSE fan-out to ``--sse`` subscribers (events each received, p50/p99 lag from the event's
-time). Then it checks the invariants: every node online throughout, every VM ``running`` on
-exactly one node (the one its record names: read from the agents' libvirt), no node allocated
-past its capacity. It stops by itself (``--max-seconds`` bounds the create phase) and removes
-its temporary directory.
+2 s), gateway CPU (idle with every node heartbeating, and during creates), placement spread (VMs
+per node), creates/s and p50/p99 POST → ``running`` (the SSE event) with ``--clients``
+closed-loop clients (or paced at ``--rate`` creates/s, to see the latency below saturation:
+closed-loop clients measure the queue at the machine's ceiling), where that time goes (p50 and
+p99 of each step: POST → pending → creating → starting → running), CPU per VM made (gateways,
+agents, NATS, and this process: the load generator shares the cores), the agents processes'
+event-loop stalls and full-collection pauses, ``GET /v1/vms?limit=100`` and ``GET /v1/nodes``
+latency at the final VM count, SSE fan-out to ``--sse`` subscribers (events each received,
+p50/p99 lag from the event's time). Then it checks the invariants: every node online throughout,
+every VM ``running`` on exactly one node (the one its record names: read from the agents'
+libvirt), no node allocated past its capacity. It stops by itself (``--max-seconds`` bounds the
+create phase) and removes its temporary directory.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import gc
 import itertools
 import json
 import os
@@ -69,6 +73,7 @@ AGENT_START_BATCH = 50
 AGENT_THREADS = 64
 WAVE_WAIT_S = 30.0
 RESTART_AFTER_S = 2.0
+REFREEZE_S = 5.0  # the agents process freezes its heap this often (see agents_main)
 AGENTS_STOP_S = 180.0
 SSE_OPEN_S = 60.0
 
@@ -135,6 +140,19 @@ def agents_main(spec_file: Path) -> None:
     agent_main.LibvirtHost = RecordedHost  # type: ignore[misc]
     agent_main.Heartbeat = RecordedHeartbeat  # type: ignore[misc]
 
+    gc_pauses: list[float] = []  # the full collections' pauses, longest first (a tail source)
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses.append(round(1000 * (time.perf_counter() - gc_started[0]), 1))
+
+    gc.callbacks.append(on_gc)
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -170,6 +188,19 @@ def agents_main(spec_file: Path) -> None:
                 while (len(beaten) + len(failures) < 0.9 * len(tasks)
                        and time.monotonic() < wave_deadline):
                     await asyncio.sleep(0.1)
+        # Hundreds of agents in one heap make each full collection walk all their objects
+        # (measured: 0.4-0.9 s pauses, the tail of POST -> running), where a real agent's heap
+        # is a few hundredth of this one. Frozen, the collector skips them (gc.freeze): once
+        # all have started, then every few seconds, so a full collection walks only what the
+        # last seconds made, as each agent's own heap would (refcounting still frees garbage).
+        gc.freeze()
+
+        async def refreeze() -> None:
+            while True:
+                await asyncio.sleep(REFREEZE_S)
+                gc.freeze()
+
+        refreezer = asyncio.create_task(refreeze())
         parent = os.getppid()
 
         async def orphaned() -> None:  # the driver died: stop, never outlive it
@@ -178,13 +209,28 @@ def agents_main(spec_file: Path) -> None:
             stop.set()
 
         watchdog = asyncio.create_task(orphaned())
+        stalls: list[float] = []
+
+        async def stall_probe() -> None:  # how late the loop runs a 50 ms timer: its stalls
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.05)
+                stalls.append(time.monotonic() - before - 0.05)
+
+        probe = asyncio.create_task(stall_probe())
         await stop.wait()
         watchdog.cancel()
+        probe.cancel()
+        refreezer.cancel()
         domains: dict[str, list[str]] = {}
         for node, host in hosts.items():
             with contextlib.suppress(Exception):
                 domains[node] = [d.uuid for d in await host.list_domains() if d.active]
-        Path(spec["stats"]).write_text(json.dumps({"domains": domains, "restarts": failures}))
+        Path(spec["stats"]).write_text(json.dumps({
+            "domains": domains, "restarts": failures,
+            "loop_stall_p99_ms": round(1000 * pct(stalls, 0.99), 1) if stalls else 0.0,
+            "loop_stall_max_ms": round(1000 * max(stalls, default=0.0), 1),
+            "gc_gen2_pauses_ms": sorted(gc_pauses, reverse=True)[:5]}))
         agent_stop.set()
         await asyncio.wait(tasks, timeout=30)
 
@@ -413,6 +459,12 @@ async def drive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     data = json.loads(file.read_text())
                     domains |= data["domains"]
                     restarts += len(data["restarts"])
+                    result.setdefault("agents_loop_stall_p99_ms", []).append(
+                        data["loop_stall_p99_ms"])
+                    result.setdefault("agents_loop_stall_max_ms", []).append(
+                        data["loop_stall_max_ms"])
+                    result.setdefault("agents_gc_gen2_pauses_ms", []).append(
+                        data["gc_gen2_pauses_ms"])
             result["agent_restarts"] = restarts
             result |= await invariants(result.pop("_vms"), result.pop("_nodes"), domains)
         finally:
@@ -503,11 +555,20 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
     next_index = [0]
     deadline = time.monotonic() + args.max_seconds
 
+    started = time.monotonic()
+    late: list[float] = []  # --rate: how far behind its slot each create was sent
+
     async def client(gateway: str) -> None:
         async with aiohttp.ClientSession(headers=http.headers) as own:
             while next_index[0] < args.vms and time.monotonic() < deadline:
                 index = next_index[0]
                 next_index[0] += 1
+                if args.rate:  # paced: create N is due at N / rate, whichever client is free
+                    due = started + index / args.rate
+                    if (wait := due - time.monotonic()) > 0:
+                        await asyncio.sleep(wait)
+                    else:
+                        late.append(-wait)
                 body = {**VM_BODY, "name": f"f{index:06d}"}
                 begin = time.time()
                 async with own.post(f"{gateway}/v1/vms", json=body) as response:
@@ -516,6 +577,7 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
                     refused[answer.get("code", str(response.status))] = refused.get(
                         answer.get("code", str(response.status)), 0) + 1
                     continue
+                stages.setdefault(answer["id"], {})["post"] = begin
                 future = running.setdefault(answer["id"],
                                             asyncio.get_running_loop().create_future())
                 try:
@@ -542,15 +604,21 @@ async def measure(args: argparse.Namespace, http: aiohttp.ClientSession, urls: l
         "nats": round(1000 * (nats.cpu_s() - nats0) / made, 1),
         "driver": round(1000 * (driver_cpu_s() - driver0) / made, 1)}
     out["create_phase_s"] = round(elapsed, 1)
+    if args.rate:  # offered vs taken: creates sent late mean the clients could not keep up
+        out["offered_creates_per_s"] = args.rate
+        out["sent_late"] = len(late)
+        out["sent_late_p99_s"] = round(pct(late, 0.99), 3) if late else 0.0
     out["creates_per_s"] = round(len(latencies) / elapsed, 1)
     out["create_p50_s"] = round(pct(latencies, 0.5), 3)
     out["create_p99_s"] = round(pct(latencies, 0.99), 3)
     out["create_failures"] = refused
-    # Where the time goes: event time of each state after the previous one (p50, seconds).
+    # Where the time goes: event time of each state after the previous one (from the POST sent:
+    # the gateway's part), p50 and p99, seconds.
     order = ["pending", "creating", "starting", "running"]
-    out["create_stages_p50_s"] = {
-        f"{a}->{b}": round(pct([t[b] - t[a] for t in stages.values() if a in t and b in t],
-                               0.5), 3) for a, b in itertools.pairwise(order)}
+    for q in (50, 99):
+        out[f"create_stages_p{q}_s"] = {
+            f"{a}->{b}": round(pct([t[b] - t[a] for t in stages.values() if a in t and b in t],
+                                   q / 100), 3) for a, b in itertools.pairwise(("post", *order))}
     await asyncio.sleep(1)  # the last events reach every subscriber
     out["sse_subscribers"] = args.sse
     opened = [n for n, ready in zip(received, readies[1:], strict=True) if ready.is_set()]
@@ -649,6 +717,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--vms", type=int, default=10000, help="VMs to create (closed loop)")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="offer this many creates/s (paced, still at most one in flight "
+                             "per client); 0: closed loop, each client as fast as it can")
     parser.add_argument("--gateways", type=int, default=2)
     parser.add_argument("--node-vcpus", type=int, default=NODE_VCPUS,
                         help="each simulated node's vCPUs (x 4.0 to place)")

@@ -29,7 +29,8 @@ async def test_fifty_simulated_nodes_run_every_vm_once_and_stay_online(tmp_path:
     fleet = fleet_module()
     args = argparse.Namespace(nodes=50, vms=200, clients=10, gateways=2, sse=5, idle_s=1.0,
                               agent_procs=1, node_vcpus=8, node_memory_mib=8192,
-                              max_seconds=60.0, vm_timeout=60.0, start_timeout=60.0)
+                              max_seconds=60.0, vm_timeout=60.0, start_timeout=60.0,
+                              rate=20.0)  # paced, as the latency-below-saturation runs are
     result = await fleet.drive(args, tmp_path)
     assert result["nodes_online_min"] == 50, result
     assert result["create_failures"] == {}, result
@@ -39,3 +40,8 @@ async def test_fifty_simulated_nodes_run_every_vm_once_and_stay_online(tmp_path:
     spread = result["spread_vms_per_node"]
     assert spread["max"] - spread["min"] <= 2, spread  # placement spreads an even load
     assert result["sse_events_min"] == result["sse_events_max"] > 0, result
+    # What the report says of the pacing and of where a create's time goes.
+    assert result["offered_creates_per_s"] == 20.0 and result["sent_late"] >= 0, result
+    assert set(result["create_stages_p99_s"]) == {
+        "post->pending", "pending->creating", "creating->starting", "starting->running"}, result
+    assert len(result["agents_loop_stall_max_ms"]) == 1, result  # one agents process
