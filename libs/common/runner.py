@@ -16,6 +16,7 @@ from importlib import metadata
 
 import structlog
 
+from limiquantix.common import process_health
 from limiquantix.common import settings as settings_mod
 from limiquantix.common.logging import configure_logging
 from limiquantix.common.settings import Settings
@@ -28,7 +29,12 @@ async def _run(serve: Serve, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(settings, stop)
+    process_health.time_gc()
+    probe = asyncio.create_task(process_health.probe_loop_lag(), name="loop-lag-probe")
+    try:
+        await serve(settings, stop)
+    finally:
+        probe.cancel()
 
 
 def package_version() -> str:

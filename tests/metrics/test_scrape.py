@@ -105,6 +105,11 @@ async def test_metrics_of_every_service_move_after_a_create(scraped: Scraped,
     assert sample_sum(library_text, "lq_image_import_bytes_total") > 0
     assert sample_sum(library_text, "lq_image_file_requests_total") >= 1
 
+    # Every service measures its loop's lag and its collector's pauses (4 probes a second).
+    for text in (api_text, node_text, library_text):
+        assert sample_sum(text, "lq_event_loop_lag_seconds_count") >= 1
+        assert "lq_gc_pause_seconds_count" in text
+
 
 async def test_gateway_metrics_need_the_token_unless_made_public(tmp_path: Path) -> None:
     async with Stack(tmp_path / "closed", nodes=(), extra_env=FAST_ENV) as stack, \
