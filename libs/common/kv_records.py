@@ -41,6 +41,24 @@ class Updated(Generic[T]):
     revision: int
 
 
+class WriteAttempt(Generic[T]):
+    """One logical update across its retries: what its last try wrote.
+
+    A write can land while its answer is lost (a timeout during a NATS leader election). The
+    retry then reads the record already changed; without this it would see nothing left to do
+    and report "no change", and the caller would never announce a change that did happen
+    (seen: a VM ``running`` with no ``running`` event, in the rolling-restart test). The
+    written value carries its own ``updated_at`` (microseconds), so finding it stored proves
+    that this write landed.
+    """
+
+    __slots__ = ("after", "before")
+
+    def __init__(self) -> None:
+        self.before: T | None = None
+        self.after: T | None = None
+
+
 async def bucket_keys(kv: KeyValue) -> list[str]:
     """The keys with a message in ``kv`` (deleted ones included: their marker is a message),
     from one stream-info call that creates no consumer.
@@ -95,23 +113,31 @@ class KvRecords(Generic[T]):
             return None
 
     async def update(self, key: str, change: Callable[[T], T | None], *,
-                     known: tuple[T, int] | None = None) -> Updated[T] | None:
+                     known: tuple[T, int] | None = None,
+                     attempt: WriteAttempt[T] | None = None) -> Updated[T] | None:
         """Apply ``change`` atomically; None when ``change`` declined (returned None).
 
         ``known``: a (record, revision) the caller believes current, e.g. from its own last
         write: tried first, which saves the read. If it is stale the write fails and the change
         is applied to a fresh read; a decline on it is confirmed on a fresh read too.
+        ``attempt``: the same object on every retry of this one update, so a retry after a
+        lost answer reports the write that landed (see :class:`WriteAttempt`).
         """
         for _ in range(CAS_ATTEMPTS):
             fresh = known is None
             current, revision = known if known is not None else await self.get(key)
             known = None
+            if (attempt is not None and attempt.before is not None
+                    and current == attempt.after):  # our earlier try landed; its answer was lost
+                return Updated(before=attempt.before, after=current, revision=revision)
             new = change(current)
             if new is None:
                 if fresh:
                     return None
                 continue
             new = msgspec.structs.replace(new, updated_at=utcnow())
+            if attempt is not None:
+                attempt.before, attempt.after = current, new
             try:
                 revision = await self.kv.update(key, self.encode(new), last=revision)
             except KeyWrongLastSequenceError:

@@ -29,7 +29,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from limiquantix.common.events import VmStateChanged
-from limiquantix.common.kv_records import KvRecords, Updated
+from limiquantix.common.kv_records import KvRecords, Updated, WriteAttempt
 from limiquantix.common.publish import publish_event
 from limiquantix.common.retry import retry_transient
 from limiquantix.common.vms import VmError, VmRecord, VmState
@@ -92,7 +92,8 @@ async def transition(
             return None if (new.state, new.error) == (record.state, record.error) else new
         return change(new)
 
-    updated = await _retried(lambda: records.update(vm_id, apply, known=known),
+    attempt: WriteAttempt[VmRecord] = WriteAttempt()  # one write across its retries
+    updated = await _retried(lambda: records.update(vm_id, apply, known=known, attempt=attempt),
                              "record write", retry_s, vm_id)
     if updated is None:
         return None

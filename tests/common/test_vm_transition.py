@@ -120,3 +120,46 @@ async def test_best_effort_swallows_a_nats_failure_the_default_raises_it(
     await publish_event(js, event, best_effort=True)
     with pytest.raises(nats.errors.Error):
         await publish_event(js, event)
+
+
+class _LosesFirstAnswer:
+    """The bucket as a NATS leader election leaves it: the first compare-and-set is stored,
+    but its answer is lost (a timeout), so the writer cannot know it landed."""
+
+    def __init__(self, kv: object) -> None:
+        self._kv = kv
+        self.lost = 0
+
+    async def update(self, key: str, value: bytes, last: int | None = None) -> int:
+        revision: int = await self._kv.update(key, value, last=last)  # type: ignore[attr-defined]
+        if not self.lost:
+            self.lost += 1
+            raise nats.errors.TimeoutError
+        return revision
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._kv, name)
+
+
+async def test_a_write_whose_answer_was_lost_is_still_announced_once(
+        nc: Client, records: KvRecords[VmRecord], events: list[Event]) -> None:
+    """The retry finds the state already written: by this write, so it is announced."""
+    flaky = _LosesFirstAnswer(records.kv)
+    records.kv = flaky  # type: ignore[assignment]
+    done = await vm_transition.transition(
+        records, nc.jetstream(), VM_ID, VmState.STARTING,
+        only_from=frozenset({VmState.STOPPED}), reason="start requested", retry_s=5)
+    assert flaky.lost == 1
+    assert done is not None and done.before.state == VmState.STOPPED
+    assert done.after.state == VmState.STARTING
+    stored, revision = await records.get(VM_ID)
+    assert stored == done.after and revision == done.revision
+    await settled(nc, events, 1)
+    assert [(e.state, e.previous) for e in events  # type: ignore[attr-defined]
+            ] == [(VmState.STARTING, VmState.STOPPED)]
+    # A state someone else wrote meanwhile is not taken for ours: nothing to do, no event.
+    again = await vm_transition.transition(
+        records, nc.jetstream(), VM_ID, VmState.STARTING, reason="start requested", retry_s=5)
+    assert again is None
+    await settled(nc, events, 1)  # a flush: an extra event would have arrived by now
+    assert len(events) == 1

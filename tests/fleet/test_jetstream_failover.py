@@ -161,6 +161,12 @@ async def wait_all_running(stack: Stack, ids: list[str], timeout_s: float = 90.0
             await asyncio.sleep(0.25)
 
 
+async def _all_announced(run: Run) -> bool:
+    announced = {d["vm_id"] for _, kind, d in run.seen[0]
+                 if kind == "vm.state_changed" and d["state"] == "running"}
+    return announced >= set(run.answered)
+
+
 async def wait_sse_caught_up(run: Run, last_seq: int, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while any(not seen or seen[-1][0] < last_seq for seen in run.seen):
@@ -184,6 +190,10 @@ async def run_through(stack: Stack, prefix: str,
         await creating
         records = await wait_all_running(stack, run.answered)
         run.timings["all_running_s"] = time.monotonic() - started
+        # A record says running a moment before its event is stored (the agent writes, then
+        # announces; through an election that announcement may be retried for seconds): the
+        # last sequence is taken once every VM's running event is there.
+        await poll("every VM's running event", lambda: _all_announced(run))
         await poll("every server current", lambda: _all_healthy(cluster_of(stack)))
         end_seq = await events_last_seq(stack)
         await wait_sse_caught_up(run, end_seq)
