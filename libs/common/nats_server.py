@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import shutil
 import signal
 import socket
@@ -43,8 +44,34 @@ def nats_server_binary() -> str:
     return found
 
 
+PORT_FLOOR = 20000  # free_port's lowest pick (below: well-known and registered services)
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out for outgoing connections and bind(0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Picked below the ephemeral range when there is room: the kernel gives ports of that range
+    to every outgoing connection and every bind(0), so a port picked there may be taken by any
+    process before its server binds it (seen in CI: a cluster member's port, chosen with its
+    peers' before any of them started, taken meanwhile; the member exited). Below it, only
+    another pick can collide, and the bind check sees every port already bound.
+    """
+    low = _ephemeral_low()
+    for _ in range(50 if low - 1 > PORT_FLOOR else 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", random.randint(PORT_FLOOR, low - 1)))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -183,9 +210,16 @@ class NatsServer(StartStopContext):
                 if self.process.returncode is not None:
                     raise RuntimeError(
                         f"nats-server exited with {self.process.returncode}"
-                    ) from None
+                        + self._log_tail()) from None
                 await asyncio.sleep(0.025)
         raise TimeoutError(f"nats-server did not listen on {self.port}")
+
+    def _log_tail(self) -> str:
+        """What the server said last (why it exited), when it logs to a file."""
+        if not self.log_file or not self.log_file.exists():
+            return " (no log file: give it one to see why)"
+        lines = self.log_file.read_text(errors="replace").splitlines()[-5:]
+        return ": " + " | ".join(lines)
 
     async def add_node(self, node_id: str) -> Path:
         """Give a node its identity (config reloaded, no restart); returns its seed file."""
