@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from limiquantix.common import vm_transition
 from limiquantix.common.errors import NotFound
 from limiquantix.common.events import Event
+from limiquantix.common.kv_records import WriteAttempt
 from limiquantix.common.publish import publish_event
 from limiquantix.common.retry import retry_transient
 from limiquantix.common.vm_store import VmStore
@@ -64,9 +65,11 @@ class Recorder:
 
     async def _write(self, vm_id: str, change: Patch) -> VmRecord | None:
         """Compare-and-set ``change``, first on the remembered revision, then on fresh reads."""
+        attempt: WriteAttempt[VmRecord] = WriteAttempt()  # a lost answer is not "no change"
         try:
             updated = await retry_transient(
-                lambda: self.store.records.update(vm_id, change, known=self._known.get(vm_id)),
+                lambda: self.store.records.update(vm_id, change, known=self._known.get(vm_id),
+                                                  attempt=attempt),
                 what="record write", deadline_s=self._retry_s, vm_id=vm_id)
         except NotFound:
             self.forget(vm_id)
