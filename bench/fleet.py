@@ -90,6 +90,7 @@ def pct(values: list[float], q: float) -> float:
 def agents_main(spec_file: Path) -> None:
     """Run every agent of ``spec_file`` in this process until SIGTERM; then write, for each
     node, the domains its libvirt runs (the invariants' ground truth)."""
+    from limiquantix.common import process_health
     from limiquantix.common import settings as settings_mod
     from limiquantix.common.logging import configure_logging
     from limiquantix.node_agent import main as agent_main
@@ -140,18 +141,13 @@ def agents_main(spec_file: Path) -> None:
     agent_main.LibvirtHost = RecordedHost  # type: ignore[misc]
     agent_main.Heartbeat = RecordedHeartbeat  # type: ignore[misc]
 
-    gc_pauses: list[float] = []  # the full collections' pauses, longest first (a tail source)
-    gc_started = [0.0]
+    gc_pauses: list[float] = []  # the full collections' pauses, ms (a tail source)
 
-    def on_gc(phase: str, info: dict[str, int]) -> None:
-        if info["generation"] != 2:
-            return
-        if phase == "start":
-            gc_started[0] = time.perf_counter()
-        else:
-            gc_pauses.append(round(1000 * (time.perf_counter() - gc_started[0]), 1))
+    def full_pause(generation: int, pause_s: float) -> None:
+        if generation == 2:
+            gc_pauses.append(round(1000 * pause_s, 1))
 
-    gc.callbacks.append(on_gc)
+    process_health.time_gc(also=full_pause)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -209,15 +205,8 @@ def agents_main(spec_file: Path) -> None:
             stop.set()
 
         watchdog = asyncio.create_task(orphaned())
-        stalls: list[float] = []
-
-        async def stall_probe() -> None:  # how late the loop runs a 50 ms timer: its stalls
-            while True:
-                before = time.monotonic()
-                await asyncio.sleep(0.05)
-                stalls.append(time.monotonic() - before - 0.05)
-
-        probe = asyncio.create_task(stall_probe())
+        stalls: list[float] = []  # how late the loop runs a 50 ms timer: its stalls
+        probe = asyncio.create_task(process_health.probe_loop_lag(0.05, also=stalls.append))
         await stop.wait()
         watchdog.cancel()
         probe.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Histogram
@@ -29,25 +30,37 @@ GC_PAUSE = Histogram(
 )
 
 _gc_started: list[float] = [0.0]
+_pause_listeners: list[Callable[[int, float], None]] = []
 
 
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _gc_started[0] = time.perf_counter()
-    else:
-        GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started[0])
+        return
+    pause = time.perf_counter() - _gc_started[0]
+    GC_PAUSE.labels(str(info["generation"])).observe(pause)
+    for listener in _pause_listeners:
+        listener(info["generation"], pause)
 
 
-def time_gc() -> None:
-    """Observe every collection's pause from now on (once per process)."""
+def time_gc(also: Callable[[int, float], None] | None = None) -> None:
+    """Observe every collection's pause from now on (installed once per process); ``also``
+    is told each (generation, seconds) too (the fleet bench keeps the exact pauses)."""
     if _on_gc not in gc.callbacks:
         gc.callbacks.append(_on_gc)
+    if also is not None:
+        _pause_listeners.append(also)
 
 
-async def probe_loop_lag(interval_s: float = LAG_PROBE_S) -> None:
-    """Observe, until cancelled, how late a timer of ``interval_s`` fires."""
+async def probe_loop_lag(interval_s: float = LAG_PROBE_S,
+                         also: Callable[[float], None] | None = None) -> None:
+    """Observe, until cancelled, how late a timer of ``interval_s`` fires (``also`` is told
+    each lag too)."""
     loop = asyncio.get_running_loop()
     while True:
         before = loop.time()
         await asyncio.sleep(interval_s)
-        EVENT_LOOP_LAG.observe(max(0.0, loop.time() - before - interval_s))
+        lag = max(0.0, loop.time() - before - interval_s)
+        EVENT_LOOP_LAG.observe(lag)
+        if also is not None:
+            also(lag)
