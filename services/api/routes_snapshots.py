@@ -20,7 +20,7 @@ from aiohttp import web
 from limiquantix.api import app_keys, placement, templates
 from limiquantix.api.allocation_store import ALLOCATIONS
 from limiquantix.api.auth import principal_of
-from limiquantix.api.errors import IllegalTransition, NameTaken
+from limiquantix.api.errors import IllegalTransition
 from limiquantix.api.http_json import decode_body, json_response
 from limiquantix.api.openapi import OpenApiPart, Operation
 from limiquantix.api.routes_vms import (
@@ -28,6 +28,7 @@ from limiquantix.api.routes_vms import (
     name_taken_by_store,
     release_reservation,
     resolve,
+    vm_name_taken,
 )
 from limiquantix.api.snapshot_errors import (
     CloneRefused,
@@ -296,7 +297,7 @@ async def clone_vm(request: web.Request) -> web.Response:
     linked = _linked(source, body)
     view = app[app_keys.VM_VIEW]
     if view.by_name(body.name) is not None:
-        raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)
+        raise vm_name_taken(body.name)
     # The disk (a linked clone's backing file) is on the source's node: the clone goes there
     # or nowhere. Refused here, before a snapshot is taken for nothing.
     placement.place(vcpus=source.vcpus, memory_mib=source.memory_mib, explicit=source.node,

@@ -203,7 +203,7 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
                                    app[app_keys.SETTINGS])
     view = app[app_keys.VM_VIEW]
     if view.by_name(body.name) is not None:
-        raise NameTaken(f"a VM named {body.name!r} already exists", name=body.name)
+        raise vm_name_taken(body.name)
     library = image_library_client(app)
     image = await vm_image.resolve_for_create(library, app[app_keys.SETTINGS], body.image,
                                               body.disk_gib)
@@ -263,13 +263,18 @@ async def _create(app: web.Application, body: CreateVmRequest, vm_id: str) -> Vm
     return record
 
 
+def vm_name_taken(name: str) -> NameTaken:
+    """409: a VM this gateway sees has ``name``."""
+    return NameTaken(f"a VM named {name!r} already exists", name=name)
+
+
 def name_taken_by_store(app: web.Application, name: str) -> NameTaken:
     """The name is claimed, though this gateway may show no VM by it yet: another create of
     the name is under way, or one was cut off (its gateway died) before it wrote its record.
     Say which way out each case has, rather than "delete the existing VM" for a VM that the
     user cannot find."""
     if app[app_keys.VM_VIEW].by_name(name) is not None:
-        return NameTaken(f"a VM named {name!r} already exists", name=name)
+        return vm_name_taken(name)
     sweep_s = round(app[app_keys.SETTINGS].create_sweep_after_s)
     return NameTaken(
         f"the name {name!r} is held by another create that is under way or was interrupted",
