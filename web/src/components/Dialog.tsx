@@ -54,18 +54,20 @@ export interface ConfirmProps {
   confirmLabel: string;
   danger?: boolean;
   busy?: boolean;
+  /** The action cannot be taken now (the dialog's text says why). */
+  disabled?: boolean;
   onConfirm: () => void;
   onClose: () => void;
   children: ReactNode;
 }
 
-export function ConfirmDialog({ open, title, confirmLabel, danger = false, busy = false, onConfirm, onClose, children }: ConfirmProps) {
+export function ConfirmDialog({ open, title, confirmLabel, danger = false, busy = false, disabled = false, onConfirm, onClose, children }: ConfirmProps) {
   return (
     <Dialog open={open} title={title} onClose={onClose} id="confirm-dialog">
       <div className="dialog-text">{children}</div>
       <div className="dialog-actions">
         <button type="button" onClick={onClose}>Cancel</button>
-        <button type="button" className={danger ? "danger" : "primary"} disabled={busy} onClick={onConfirm}>
+        <button type="button" className={danger ? "danger" : "primary"} disabled={busy || disabled} onClick={onConfirm}>
           {confirmLabel}
         </button>
       </div>

@@ -9,12 +9,13 @@ import { type ImageRecord, normImage, type VmRecord } from "../../api/types";
 import { ConfirmDialog } from "../../components/Dialog";
 import { Field, ProblemLine, ProgressBar, StateBadge } from "../../components/bits";
 import {
-  canGeneralize, cloneBaseName, dnsLabelProblem, linkedCloneBase, linkedClonesOf, snapshotBlocked, templateBlocked,
+  canGeneralize, dnsLabelProblem, linkedCloneBase, linkedClonesOf, snapshotBlocked, templateBlocked,
   type VmSnapshot,
 } from "../../lib/day2";
 import { Link } from "../../lib/router";
 import { live, useLive } from "../../state/live";
 import { Activity } from "./Activity";
+import { LinkedCloneList } from "./LinkedCloneList";
 import { useAction } from "./useAction";
 
 function SnapshotSelect({ id, snapshots, value, onChange, disabled = "" }: {
@@ -63,14 +64,7 @@ function DependentClones({ vm }: { vm: VmRecord }) {
   return (
     <div id="linked-clones" data-count={clones.length}>
       <h3>Linked clones ({clones.length}), each kept on a snapshot of this VM</h3>
-      <ul className="plain-list">
-        {clones.map((c) => (
-          <li key={c.id} data-vm-name={c.name} data-state={c.state}>
-            <Link href={`/vms/${encodeURIComponent(c.name)}`}>{c.name}</Link> ({cloneBaseName(vm, c)}){" "}
-            <StateBadge state={c.state} />
-          </li>
-        ))}
-      </ul>
+      <LinkedCloneList source={vm} clones={clones} />
       <p className="field-hint">{vm.name} and those snapshots cannot be deleted while these clones exist: delete the
         clones first.</p>
     </div>

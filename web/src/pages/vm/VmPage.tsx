@@ -4,7 +4,7 @@ import { getJson, seg } from "../../api/client";
 import type { VmRecord } from "../../api/types";
 import { ConfirmDialog } from "../../components/Dialog";
 import { CopyButton, ProblemLine, StateBadge } from "../../components/bits";
-import { cloneBaseName, linkedClonesOf, vmDeleteBlocked } from "../../lib/day2";
+import { linkedClonesOf, vmDeleteBlocked } from "../../lib/day2";
 import { mib, time } from "../../lib/format";
 import { labelsText } from "../../lib/vmList";
 import { Link, navigate } from "../../lib/router";
@@ -17,6 +17,7 @@ import { EventsTab } from "./EventsTab";
 import { GuestCard } from "./GuestCard";
 import { GuestTab } from "./GuestTab";
 import { HardwareTab } from "./HardwareTab";
+import { LinkedCloneList } from "./LinkedCloneList";
 import { SnapshotsTab } from "./SnapshotsTab";
 import { SerialLogTab } from "./SerialLogTab";
 
@@ -137,19 +138,12 @@ function Actions({ vm, onDeleted }: { vm: VmRecord; onDeleted: () => void }) {
       )}
       <ProblemLine error={error} onDismiss={() => setError(null)} />
       <ConfirmDialog open={confirming} title={`Delete ${vm.name}?`} confirmLabel="Delete VM" danger
-                     busy={busy !== null || Boolean(deleteBlocked)}
+                     busy={busy !== null} disabled={Boolean(deleteBlocked)}
                      onClose={() => setConfirming(false)} onConfirm={() => { setConfirming(false); void act("delete"); }}>
         {deleteBlocked ? (
           <div id="delete-blocked" data-count={clones.length}>
             <p className="warning" role="status">{deleteBlocked}</p>
-            <ul className="plain-list">
-              {clones.map((c) => (
-                <li key={c.id} data-vm-name={c.name}>
-                  <Link href={`/vms/${encodeURIComponent(c.name)}`} onClick={() => setConfirming(false)}>{c.name}</Link>{" "}
-                  ({cloneBaseName(vm, c)}) <StateBadge state={c.state} />
-                </li>
-              ))}
-            </ul>
+            <LinkedCloneList source={vm} clones={clones} onOpen={() => setConfirming(false)} />
           </div>
         ) : vm.state === "unknown" ? (
           <p>Node {vm.node} is offline: <strong>{vm.name}</strong> is removed now, and the node removes its disk and
