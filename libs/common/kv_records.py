@@ -52,11 +52,14 @@ class WriteAttempt(Generic[T]):
     that this write landed.
     """
 
-    __slots__ = ("after", "before")
+    __slots__ = ("after", "before", "landed")
 
-    def __init__(self) -> None:
+    def __init__(self, landed: Callable[[T, T], bool] | None = None) -> None:
         self.before: T | None = None
         self.after: T | None = None
+        # (current, what the last try wrote) -> did it land? Default: the very value is stored.
+        # A caller whose record others patch meanwhile says what of its write to look for.
+        self.landed = landed or (lambda current, written: current == written)
 
 
 async def bucket_keys(kv: KeyValue) -> list[str]:
@@ -127,8 +130,8 @@ class KvRecords(Generic[T]):
             fresh = known is None
             current, revision = known if known is not None else await self.get(key)
             known = None
-            if (attempt is not None and attempt.before is not None
-                    and current == attempt.after):  # our earlier try landed; its answer was lost
+            if (attempt is not None and attempt.before is not None and attempt.after is not None
+                    and attempt.landed(current, attempt.after)):  # landed; its answer was lost
                 return Updated(before=attempt.before, after=current, revision=revision)
             new = change(current)
             if new is None:

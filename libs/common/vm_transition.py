@@ -92,7 +92,12 @@ async def transition(
             return None if (new.state, new.error) == (record.state, record.error) else new
         return change(new)
 
-    attempt: WriteAttempt[VmRecord] = WriteAttempt()  # one write across its retries
+    # One write across its retries. A lost answer's write may be patched by another writer
+    # before the retry reads it (seen in CI): its state and error, at or after its time, are
+    # what proves it landed (a VM's state has one writer at a time).
+    attempt: WriteAttempt[VmRecord] = WriteAttempt(lambda current, written: (
+        (current.state, current.error) == (written.state, written.error)
+        and current.updated_at >= written.updated_at))
     updated = await _retried(lambda: records.update(vm_id, apply, known=known, attempt=attempt),
                              "record write", retry_s, vm_id)
     if updated is None:

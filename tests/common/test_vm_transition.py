@@ -126,14 +126,19 @@ class _LosesFirstAnswer:
     """The bucket as a NATS leader election leaves it: the first compare-and-set is stored,
     but its answer is lost (a timeout), so the writer cannot know it landed."""
 
-    def __init__(self, kv: object) -> None:
+    def __init__(self, kv: object, patch_after: bytes | None = None) -> None:
         self._kv = kv
         self.lost = 0
+        self._patch_after = patch_after  # another writer's change before the retry reads
 
     async def update(self, key: str, value: bytes, last: int | None = None) -> int:
         revision: int = await self._kv.update(key, value, last=last)  # type: ignore[attr-defined]
         if not self.lost:
             self.lost += 1
+            if self._patch_after is not None:
+                patched = value.replace(b'"memory_mib":64', self._patch_after)
+                assert patched != value
+                await self._kv.update(key, patched, last=revision)  # type: ignore[attr-defined]
             raise nats.errors.TimeoutError
         return revision
 
@@ -163,3 +168,21 @@ async def test_a_write_whose_answer_was_lost_is_still_announced_once(
     assert again is None
     await settled(nc, events, 1)  # a flush: an extra event would have arrived by now
     assert len(events) == 1
+
+
+async def test_a_lost_answer_is_announced_even_when_another_write_patched_the_record(
+        nc: Client, records: KvRecords[VmRecord], events: list[Event]) -> None:
+    """Seen in CI: the record was patched (another field) between the lost write and the
+    retry's read, so the stored value is no longer the written one; its state still is."""
+    flaky = _LosesFirstAnswer(records.kv, patch_after=b'"memory_mib":128')
+    records.kv = flaky  # type: ignore[assignment]
+    done = await vm_transition.transition(
+        records, nc.jetstream(), VM_ID, VmState.STARTING,
+        only_from=frozenset({VmState.STOPPED}), reason="start requested", retry_s=5)
+    assert flaky.lost == 1
+    assert done is not None and done.before.state == VmState.STOPPED
+    stored, _ = await records.get(VM_ID)
+    assert stored.state == VmState.STARTING and stored.memory_mib == 128
+    await settled(nc, events, 1)
+    assert [(e.state, e.previous) for e in events  # type: ignore[attr-defined]
+            ] == [(VmState.STARTING, VmState.STOPPED)]
